@@ -1,0 +1,74 @@
+/*
+ * Configuration: the INI file of DESIGN.md section 4, parsed with inih and validated as a whole.
+ *
+ * Every error names the file, the line and the key ("xacoord.ini:12: [participant.payment]
+ * pool_size: must be 1..1024"). Unknown sections and keys are errors. Secrets are read from files
+ * named in the configuration (api_token_file, password_file); such a file must not be readable or
+ * writable by group or others. Secrets are never printed, not even by config_dump.
+ */
+#ifndef XA_CONFIG_H
+#define XA_CONFIG_H
+
+#include "participant.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_PARTICIPANTS 32
+
+typedef struct config_participant {
+    char name[33];         /* [a-z0-9_]{1,32} */
+    char *driver;          /* "postgres" | "mysql" | "memory" */
+    char *conninfo;        /* postgres; must not contain password= (use password_file) */
+    char *host;            /* mysql: numeric IPv4/IPv6 address */
+    int port;              /* mysql: default 3306 */
+    char *database;        /* mysql */
+    char *user;            /* mysql */
+    char *password_file;
+    char *password;        /* read from password_file (trailing newline removed) */
+    char *ssl_ca;          /* mysql TLS: CA file; setting it turns TLS on */
+    char *ssl_cert;
+    char *ssl_key;
+    bool ssl_verify_server_cert; /* mysql; default true when ssl_ca is set */
+    int pool_size;         /* default 8, 1..1024 */
+    uint32_t connect_timeout_ms; /* default 3000 */
+    uint32_t lock_timeout_ms;    /* default: half of the coordinator's default_timeout_ms */
+    px_target target;      /* filled from the fields above; points into them */
+} config_participant;
+
+typedef struct config {
+    char *path;
+    char node_id[17];               /* [a-z0-9]{1,16} */
+    char listen_host[64];           /* numeric address; default 127.0.0.1 */
+    int listen_port;                /* default 7070 */
+    char *data_dir;                 /* required */
+    char *api_token_file;
+    char *api_token;                /* read from api_token_file */
+    int max_inflight;               /* default 256 */
+    uint32_t default_timeout_ms;    /* default 5000 */
+    uint32_t max_timeout_ms;        /* largest timeout_ms a request may ask for; default 60000 */
+    uint32_t commit_wait_ms;        /* default 2000 */
+    uint32_t recovery_interval_ms;  /* default 10000 */
+    int64_t outcome_retention_s;    /* default 86400 */
+    size_t max_body_bytes;          /* default 1 MiB */
+    int max_branches;               /* default 16 */
+    int max_statements;             /* per branch; default 64 */
+    char log_level[8];              /* debug | info | warn | error; default info */
+    int nparticipants;
+    config_participant participants[CONFIG_MAX_PARTICIPANTS];
+} config;
+
+/* Loads and validates path. Returns 0, or -1 with a message naming file, line and key in err.
+ * On failure *cfg holds nothing that needs freeing. */
+int config_load(const char *path, config *cfg, char *err, size_t errlen);
+void config_free(config *cfg);
+
+/* Finds a participant by name; NULL when there is none. */
+const config_participant *config_find_participant(const config *cfg, const char *name);
+
+/* Prints the effective configuration (secrets masked) - for --check-config. */
+void config_dump(const config *cfg, FILE *out);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * Logging to stderr: one line per event, with a UTC timestamp, a level and a prefix naming the
+ * object the line is about ("txn xa1.c1.3.17", "participant payment"). Secrets never go through
+ * here: callers log names, never conninfo strings or passwords.
+ */
+#ifndef XA_LOG_H
+#define XA_LOG_H
+
+#include <stdbool.h>
+
+typedef enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR } log_level;
+
+void log_set_level(log_level level);
+bool log_enabled(log_level level);
+/* Accepts debug, info, warn, error. */
+bool log_parse_level(const char *s, log_level *out);
+/* ctx may be NULL. */
+void log_write(log_level level, const char *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(ctx, ...)                                                                        \
+    do {                                                                                           \
+        if (log_enabled(LOG_LVL_DEBUG))                                                            \
+            log_write(LOG_LVL_DEBUG, ctx, __VA_ARGS__);                                            \
+    } while (0)
+#define log_info(ctx, ...) log_write(LOG_LVL_INFO, ctx, __VA_ARGS__)
+#define log_warn(ctx, ...) log_write(LOG_LVL_WARN, ctx, __VA_ARGS__)
+#define log_error(ctx, ...) log_write(LOG_LVL_ERROR, ctx, __VA_ARGS__)
+
+#endif

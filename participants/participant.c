@@ -1,0 +1,105 @@
+/*
+ * Driver-independent helpers: XID formatting and parsing, errors, results, driver lookup.
+ */
+#include "participant.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* TEMPORARY (while drivers are being written): weak so the tree links without all of them. */
+extern const px_driver px_postgres_driver __attribute__((weak));
+extern const px_driver px_mysql_driver __attribute__((weak));
+extern const px_driver px_memory_driver __attribute__((weak));
+
+const px_driver *px_driver_find(const char *name)
+{
+    const px_driver *const drivers[] = {&px_postgres_driver, &px_mysql_driver, &px_memory_driver};
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        if (drivers[i] && name && strcmp(drivers[i]->name, name) == 0)
+            return drivers[i];
+    return NULL;
+}
+
+void px_error_set(px_error *err, px_errclass cls, bool conn_broken, int code, const char *sqlstate,
+                  const char *fmt, ...)
+{
+    va_list ap;
+    err->cls = cls;
+    err->conn_broken = conn_broken;
+    err->code = code;
+    snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "");
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+const char *px_errclass_name(px_errclass cls)
+{
+    switch (cls) {
+    case PX_OK: return "ok";
+    case PX_BUSINESS: return "business";
+    case PX_RETRYABLE: return "retryable";
+    case PX_XID_NOT_FOUND: return "xid-not-found";
+    case PX_FATAL: return "fatal";
+    }
+    return "unknown";
+}
+
+void px_result_free(px_result *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->ncols; i++)
+        free(r->colnames ? r->colnames[i] : NULL);
+    for (long i = 0; r->cells && i < (long)r->nrows * r->ncols; i++)
+        free(r->cells[i]);
+    free(r->colnames);
+    free(r->coltypes);
+    free(r->cells);
+    memset(r, 0, sizeof *r);
+}
+
+/* XIDs are built only from [a-z0-9._]: safe to place inside SQL string literals. */
+static bool xid_part_ok(const char *s, bool allow_dot)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char ch = s[n];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                  (allow_dot && ch == '.');
+        if (!ok)
+            return false;
+    }
+    return n >= 1 && n <= PX_XID_PART_MAX;
+}
+
+bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual)
+{
+    if (!gtrid || !bqual || !xid_part_ok(gtrid, true) || !xid_part_ok(bqual, false))
+        return false;
+    snprintf(x->gtrid, sizeof x->gtrid, "%s", gtrid);
+    snprintf(x->bqual, sizeof x->bqual, "%s", bqual);
+    return true;
+}
+
+void px_xid_gid(const px_xid *x, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.%s", x->gtrid, x->bqual);
+}
+
+bool px_xid_parse_gid(px_xid *x, const char *gid)
+{
+    const char *dot = strrchr(gid, '.');
+    char gtrid[PX_XID_PART_MAX + 1];
+    size_t glen;
+    if (!dot)
+        return false;
+    glen = (size_t)(dot - gid);
+    if (glen == 0 || glen > PX_XID_PART_MAX)
+        return false;
+    memcpy(gtrid, gid, glen);
+    gtrid[glen] = '\0';
+    return px_xid_set(x, gtrid, dot + 1);
+}
