@@ -61,7 +61,8 @@ typedef struct config {
 } config;
 
 /* Loads and validates path. Returns 0, or -1 with a message naming file, line and key in err.
- * On failure *cfg holds nothing that needs freeing. */
+ * On failure *cfg holds nothing that needs freeing. Each participant's target points into *cfg
+ * (target.name into the participant itself): keep cfg at its address while targets are in use. */
 int config_load(const char *path, config *cfg, char *err, size_t errlen);
 void config_free(config *cfg);
 

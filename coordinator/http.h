@@ -8,7 +8,8 @@
  * once its body is complete.
  *
  * The handler must answer every request exactly once with http_respond, now or later. If the client
- * goes away first, the request stays valid until answered, and the answer is dropped.
+ * goes away first, the request stays valid until answered, and the answer is dropped. (A client
+ * that half-closes after its request counts as gone.) The process must ignore SIGPIPE.
  */
 #ifndef XA_HTTP_H
 #define XA_HTTP_H
@@ -22,7 +23,7 @@ typedef struct http_server http_server;
 
 typedef struct http_request {
     const char *method;   /* "GET", "POST", ... */
-    const char *path;     /* decoded of nothing: the raw path, without the query */
+    const char *path;     /* the raw path (not percent-decoded), no query */
     const char *query;    /* the raw query string after '?', or "" */
     const char *authorization; /* the Authorization header value, or NULL */
     const char *content_type;  /* or NULL */
@@ -34,6 +35,7 @@ typedef struct http_request {
 
 typedef void (*http_handler)(http_request *req, void *arg);
 
+/* A zero field (or limits == NULL) takes the default. */
 typedef struct http_limits {
     size_t max_header_bytes;  /* request line + headers; default 16 KiB */
     size_t max_body_bytes;    /* default 1 MiB */

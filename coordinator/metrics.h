@@ -19,7 +19,10 @@ void metrics_free(metrics *m);
 
 /* name must be a valid Prometheus metric name; labels is "" or a label set without braces, e.g.
  * "outcome=\"committed\"". Registering the same name+labels twice returns the same metric.
- * The help text is printed once per name. */
+ * The help text is printed once per name (the first registration's). Returns NULL for an invalid
+ * name, a name already registered as another type, histogram bounds that are not strictly
+ * ascending or differ from those of the same name+labels, or out of memory; the update functions
+ * ignore NULL, so a failed registration never crashes the caller. */
 metric_counter *metrics_counter(metrics *m, const char *name, const char *labels, const char *help);
 metric_gauge *metrics_gauge(metrics *m, const char *name, const char *labels, const char *help);
 /* bounds: ascending upper bounds (seconds for latencies); +Inf is added. */

@@ -1,0 +1,288 @@
+/*
+ * HTTP API handlers (see api.h). Every reply is JSON except /metrics. The client's answer for a
+ * transaction always comes from its outcome: first-time answers and replays are built the same
+ * way, so they cannot disagree.
+ */
+#include "api.h"
+
+#include "log.h"
+#include "txn.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TXN_PATH "/v1/transactions"
+
+/* ---- replies ----------------------------------------------------------------------------- */
+
+static void respond_json(http_request *req, int status, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    http_respond(req, status, NULL, s, strlen(s));
+    free(s);
+}
+
+static json_t *pending_names(const coord *c, uint32_t pending)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < c->nparts; i++)
+        if (pending & (1u << i))
+            json_array_append_new(arr, json_string(c->parts[i].cfg->name));
+    return arr;
+}
+
+/* The stored head plus the parts that change over time. */
+static void respond_outcome(coord *c, http_request *req, const outcome *o, int status,
+                            bool replayed)
+{
+    json_t *pending = pending_names(c, o->state == OUTCOME_COMMITTED ? o->pending : 0);
+    char *list = json_dumps(pending, JSON_COMPACT);
+    char *body = NULL;
+    int n;
+    json_decref(pending);
+    n = asprintf(&body, "%s,\"pending\":%s,\"replayed\":%s}", o->reply_head, list,
+                 replayed ? "true" : "false");
+    free(list);
+    if (n < 0) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    http_respond(req, status, NULL, body, (size_t)n);
+    free(body);
+}
+
+typedef struct waiting {
+    coord *c;
+    http_request *req;
+    bool replayed;
+} waiting;
+
+static void on_settled(outcome *o, void *arg)
+{
+    waiting *w = arg;
+    respond_outcome(w->c, w->req, o, o->status, w->replayed);
+    free(w);
+}
+
+static void wait_for(coord *c, http_request *req, outcome *o, bool replayed)
+{
+    waiting *w = malloc(sizeof *w);
+    if (!w) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    *w = (waiting){c, req, replayed};
+    outcome_wait(o, on_settled, w);
+}
+
+/* ---- POST /v1/transactions --------------------------------------------------------------- */
+
+static int lookup_part(const char *name, void *arg) { return coord_part_index(arg, name); }
+
+static const coord_part *unready_part(const coord *c, const txn_request *req)
+{
+    for (int i = 0; i < req->nbranches; i++)
+        if (!c->parts[req->branches[i].participant].ready)
+            return &c->parts[req->branches[i].participant];
+    return NULL;
+}
+
+/* A repeated id: replay, conflict, or wait for the one in flight (DESIGN.md section 3). */
+static void submit_repeated(coord *c, http_request *req, txn_request *treq, outcome *o)
+{
+    bool same = memcmp(o->digest, treq->digest, REQUEST_DIGEST_LEN) == 0;
+    char msg[160];
+    request_free(treq);
+    if (!same) {
+        snprintf(msg, sizeof msg, "id '%s' was already used with a different request", o->id);
+        http_respond_error(req, 422, msg);
+        return;
+    }
+    if (o->state == OUTCOME_IN_PROGRESS)
+        wait_for(c, req, o, true);
+    else
+        respond_outcome(c, req, o, o->status, true);
+}
+
+static bool admit(coord *c, http_request *req, const txn_request *treq)
+{
+    char msg[160];
+    const coord_part *p;
+    if (c->draining) {
+        http_respond_error(req, 503, "shutting down: not accepting new transactions");
+        return false;
+    }
+    if (coord_inflight(c) >= c->cfg->max_inflight) {
+        snprintf(msg, sizeof msg, "overloaded: %d transactions in flight (max_inflight)",
+                 coord_inflight(c));
+        http_respond_error(req, 503, msg);
+        return false;
+    }
+    p = unready_part(c, treq);
+    if (p) {
+        snprintf(msg, sizeof msg, "participant %s is not available yet (recovery running)",
+                 p->cfg->name);
+        http_respond_error(req, 503, msg);
+        return false;
+    }
+    return true;
+}
+
+static void submit(coord *c, http_request *req)
+{
+    const config *cfg = c->cfg;
+    request_limits lim = {cfg->max_branches, cfg->max_statements, 256, 65536,
+                          cfg->default_timeout_ms, cfg->max_timeout_ms};
+    char err[256], gtrid[PX_XID_PART_MAX + 1];
+    txn_request *treq;
+    outcome *o;
+    uint64_t seq;
+
+    treq = request_parse(req->body, req->body_len, &lim, lookup_part, c, err, sizeof err);
+    if (!treq) {
+        metric_counter_add(c->txn_rejected, 1);
+        http_respond_error(req, 400, err);
+        return;
+    }
+    o = treq->id_given ? outcome_find(c->outcomes, treq->id) : NULL;
+    if (o) {
+        submit_repeated(c, req, treq, o);
+        return;
+    }
+    if (!admit(c, req, treq)) {
+        metric_counter_add(c->txn_rejected, 1);
+        request_free(treq);
+        return;
+    }
+    seq = txn_assign(c, gtrid, sizeof gtrid);
+    o = outcome_create(c->outcomes, treq->id_given ? treq->id : gtrid, gtrid, treq->digest);
+    if (!o) {
+        request_free(treq);
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    wait_for(c, req, o, false);
+    if (txn_start(c, treq, o, seq) != 0) {
+        outcome_settle(c->outcomes, o, OUTCOME_ABORTED, 500,
+                       strdup("{\"error\":\"out of memory\",\"outcome\":\"aborted\""),
+                       coord_now_ms());
+        outcome_unindex(c->outcomes, o);
+        outcome_release(c->outcomes, o);
+    }
+}
+
+/* ---- GET endpoints ----------------------------------------------------------------------- */
+
+static void show_transaction(coord *c, http_request *req, const char *id)
+{
+    outcome *o = request_id_valid(id) ? outcome_find(c->outcomes, id) : NULL;
+    if (!o) {
+        http_respond_error(req, 404, "unknown transaction id: not committed, or older than the "
+                                     "retention");
+        return;
+    }
+    if (o->state == OUTCOME_IN_PROGRESS) {
+        respond_json(req, 200,
+                     json_pack("{s:s, s:s, s:s, s:[]}", "id", o->id, "xid", o->gtrid, "outcome",
+                               "in_progress", "pending"));
+        return;
+    }
+    /* A lookup succeeds (200) whatever the outcome; the body is the stored reply. */
+    respond_outcome(c, req, o, 200, false);
+}
+
+static void readyz(coord *c, http_request *req)
+{
+    json_t *parts = json_object();
+    bool ready = coord_ready(c) && !c->draining;
+    for (int i = 0; i < c->nparts; i++) {
+        const coord_part *p = &c->parts[i];
+        px_pool_stats st;
+        const char *state;
+        px_pool_get_stats(p->pool, &st);
+        state = !p->ready ? "recovering" : st.up ? "ready" : "down";
+        json_object_set_new(parts, p->cfg->name, json_string(state));
+    }
+    respond_json(req, ready ? 200 : 503,
+                 json_pack("{s:b, s:o}", "ready", ready, "participants", parts));
+}
+
+static void metrics_page(coord *c, http_request *req)
+{
+    size_t len = 0;
+    char *text = metrics_render(c->metrics, &len);
+    if (!text) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    http_respond(req, 200, "text/plain; version=0.0.4", text, len);
+    free(text);
+}
+
+/* ---- routing ----------------------------------------------------------------------------- */
+
+/* Constant time in the token's length, so a wrong guess leaks nothing about the right one. */
+static bool token_ok(const coord *c, const http_request *req)
+{
+    const char *want = c->cfg->api_token, *got = req->authorization;
+    size_t wlen, glen;
+    unsigned char diff = 0;
+    if (!want)
+        return true;
+    if (!got || strncmp(got, "Bearer ", 7) != 0)
+        return false;
+    got += 7;
+    wlen = strlen(want);
+    glen = strlen(got);
+    for (size_t i = 0; i < wlen; i++)
+        diff |= (unsigned char)want[i] ^ (unsigned char)(i < glen ? got[i] : 0);
+    return diff == 0 && glen == wlen;
+}
+
+static void handle(http_request *req, void *arg)
+{
+    coord *c = arg;
+    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
+    const char *path = req->path;
+
+    if (get && strcmp(path, "/healthz") == 0) {
+        respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (get && strcmp(path, "/readyz") == 0) {
+        readyz(c, req);
+        return;
+    }
+    if (!token_ok(c, req)) {
+        http_respond_error(req, 401, "missing or invalid bearer token");
+        return;
+    }
+    if (get && strcmp(path, "/metrics") == 0)
+        metrics_page(c, req);
+    else if (post && strcmp(path, TXN_PATH) == 0)
+        submit(c, req);
+    else if (get && strncmp(path, TXN_PATH "/", sizeof TXN_PATH) == 0)
+        show_transaction(c, req, path + sizeof TXN_PATH);
+    else if (strcmp(path, TXN_PATH) == 0 || strncmp(path, TXN_PATH "/", sizeof TXN_PATH) == 0)
+        http_respond_error(req, 405, "method not allowed");
+    else
+        http_respond_error(req, 404, "no such endpoint");
+}
+
+int api_start(coord *c, http_server **out, char *err, size_t errlen)
+{
+    http_limits lim = {16384, c->cfg->max_body_bytes, 1024, 60000};
+    int rc = http_server_start(out, c->loop, c->cfg->listen_host, c->cfg->listen_port, &lim,
+                               handle, c);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", c->cfg->listen_host,
+                 c->cfg->listen_port, uv_strerror(rc));
+    return rc;
+}

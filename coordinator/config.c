@@ -1,0 +1,1003 @@
+/*
+ * Configuration loading: one typed key table per section kind drives parsing, defaults,
+ * validation and config_dump, so the three can never disagree. inih splits the file into
+ * sections and key = value pairs; a reader of our own feeds it line by line so that every error
+ * can name "<file>:<line>: [<section>] <key>: <problem>", and it also sees the section headers,
+ * which inih never reports (an empty or misspelled section would otherwise pass unnoticed).
+ * Cross-key rules (driver-specific keys, required keys, timeout ordering) run once the whole file
+ * is read. Secrets are read from their files here and never appear in a message or in the dump.
+ */
+#include "config.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The gtrid is "xa1.<node_id>.<boot>.<seq>" with boot and seq up to 20 digits each and the bqual
+ * is the participant name; MySQL caps both at 64 bytes and PostgreSQL's gid "<gtrid>.<bqual>" at
+ * 199. The name limits enforced below keep every XID within those bounds. */
+#define NODE_ID_MAX 16
+#define PART_NAME_MAX 32
+#define GTRID_FIXED_LEN (sizeof "xa1." - 1 + 1 + 20 + 1 + 20)
+_Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX <= PX_XID_PART_MAX, "node_id too long for a gtrid");
+_Static_assert(PART_NAME_MAX <= PX_XID_PART_MAX, "participant name too long for a bqual");
+_Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX + 1 + PART_NAME_MAX <= 199, "gid too long");
+
+#define SECRET_MAX 4096
+#define PROBLEM_MAX 256
+#define MS_HOUR 3600000
+#define MS_DAY 86400000
+
+/* Drivers that accept a participant key. */
+#define DRV_PG 1u
+#define DRV_MY 2u
+#define DRV_MEM 4u
+#define DRV_ALL (DRV_PG | DRV_MY | DRV_MEM)
+
+typedef enum key_kind {
+    K_STR,       /* char * */
+    K_FILE,      /* char *: a file that must exist (TLS material) */
+    K_SECRET,    /* char * path at off, char * content at off2 */
+    K_INT,       /* int */
+    K_U32,       /* uint32_t */
+    K_I64,       /* int64_t */
+    K_SIZE,      /* size_t */
+    K_BOOL,      /* bool: true | false */
+    K_NODE_ID,   /* char[NODE_ID_MAX + 1] */
+    K_LISTEN,    /* listen_host + listen_port */
+    K_LOG_LEVEL, /* char[8] */
+    K_DRIVER,    /* char * */
+    K_CONNINFO,  /* char * */
+    K_HOST,      /* char *: numeric address */
+} key_kind;
+
+typedef struct key_desc {
+    const char *name;
+    key_kind kind;
+    size_t off;
+    size_t off2;        /* K_SECRET: where the content goes */
+    int64_t min, max;   /* numeric kinds */
+    const char *defval; /* applied through the same parser; NULL: none or derived */
+    bool required;
+    unsigned drivers; /* participant keys only */
+} key_desc;
+
+#define CO(f) offsetof(config, f)
+#define PO(f) offsetof(config_participant, f)
+
+static const key_desc coord_keys[] = {
+    {"node_id", K_NODE_ID, CO(node_id), 0, 0, 0, NULL, true, 0},
+    {"listen", K_LISTEN, 0, 0, 0, 0, "127.0.0.1:7070", false, 0},
+    {"data_dir", K_STR, CO(data_dir), 0, 0, 0, NULL, true, 0},
+    {"api_token_file", K_SECRET, CO(api_token_file), CO(api_token), 0, 0, NULL, false, 0},
+    {"max_inflight", K_INT, CO(max_inflight), 0, 1, 100000, "256", false, 0},
+    {"default_timeout_ms", K_U32, CO(default_timeout_ms), 0, 10, MS_HOUR, "5000", false, 0},
+    {"max_timeout_ms", K_U32, CO(max_timeout_ms), 0, 10, MS_HOUR, "60000", false, 0},
+    {"commit_wait_ms", K_U32, CO(commit_wait_ms), 0, 0, MS_HOUR, "2000", false, 0},
+    {"recovery_interval_ms", K_U32, CO(recovery_interval_ms), 0, 100, MS_DAY, "10000", false, 0},
+    {"outcome_retention_s", K_I64, CO(outcome_retention_s), 0, 1, 315360000, "86400", false, 0},
+    {"max_body_bytes", K_SIZE, CO(max_body_bytes), 0, 1024, 64 << 20, "1048576", false, 0},
+    {"max_branches", K_INT, CO(max_branches), 0, 1, 64, "16", false, 0},
+    {"max_statements", K_INT, CO(max_statements), 0, 1, 1024, "64", false, 0},
+    {"log_level", K_LOG_LEVEL, CO(log_level), 0, 0, 0, "info", false, 0},
+};
+
+/* Which participant keys are required depends on the driver: see check_driver_keys. */
+static const key_desc part_keys[] = {
+    {"driver", K_DRIVER, PO(driver), 0, 0, 0, NULL, true, DRV_ALL},
+    {"conninfo", K_CONNINFO, PO(conninfo), 0, 0, 0, NULL, false, DRV_PG},
+    {"host", K_HOST, PO(host), 0, 0, 0, NULL, false, DRV_MY},
+    {"port", K_INT, PO(port), 0, 1, 65535, "3306", false, DRV_MY},
+    {"database", K_STR, PO(database), 0, 0, 0, NULL, false, DRV_MY},
+    {"user", K_STR, PO(user), 0, 0, 0, NULL, false, DRV_MY},
+    {"password_file", K_SECRET, PO(password_file), PO(password), 0, 0, NULL, false,
+     DRV_PG | DRV_MY},
+    {"ssl_ca", K_FILE, PO(ssl_ca), 0, 0, 0, NULL, false, DRV_MY},
+    {"ssl_cert", K_FILE, PO(ssl_cert), 0, 0, 0, NULL, false, DRV_MY},
+    {"ssl_key", K_FILE, PO(ssl_key), 0, 0, 0, NULL, false, DRV_MY},
+    {"ssl_verify_server_cert", K_BOOL, PO(ssl_verify_server_cert), 0, 0, 0, NULL, false, DRV_MY},
+    {"pool_size", K_INT, PO(pool_size), 0, 1, 1024, "8", false, DRV_ALL},
+    {"connect_timeout_ms", K_U32, PO(connect_timeout_ms), 0, 1, MS_HOUR, "3000", false, DRV_ALL},
+    {"lock_timeout_ms", K_U32, PO(lock_timeout_ms), 0, 1, MS_HOUR, NULL, false, DRV_ALL},
+};
+
+#define N_COORD_KEYS (sizeof coord_keys / sizeof coord_keys[0])
+#define N_PART_KEYS (sizeof part_keys / sizeof part_keys[0])
+
+typedef enum sec_kind { SEC_NONE, SEC_COORD, SEC_PART, SEC_BAD } sec_kind;
+
+/* Where each key and section was given, for duplicate detection and for messages about rules
+ * that are checked only after the whole file is read. 0 means "not given". */
+typedef struct part_lines {
+    int section;
+    int key[N_PART_KEYS];
+} part_lines;
+
+typedef struct parse_ctx {
+    config *cfg;
+    FILE *fp;
+    const char *path;
+    int lineno;
+    bool failed;
+    int err_line;
+    char *err;
+    size_t errlen;
+    sec_kind cur;
+    char cur_name[128]; /* current section as written between the brackets */
+    config_participant *cur_part;
+    int coord_section_line;
+    int coord_key_line[N_COORD_KEYS];
+    part_lines part[CONFIG_MAX_PARTICIPANTS];
+} parse_ctx;
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors: only the first one is kept; parsing stops right after it.
+ */
+
+static void fail(parse_ctx *ctx, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail(parse_ctx *ctx, int line, const char *fmt, ...)
+{
+    if (ctx->failed)
+        return;
+    ctx->failed = true;
+    ctx->err_line = line;
+    int n = line > 0 ? snprintf(ctx->err, ctx->errlen, "%s:%d: ", ctx->path, line)
+                     : snprintf(ctx->err, ctx->errlen, "%s: ", ctx->path);
+    if (n < 0 || (size_t)n >= ctx->errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Value parsers. Each returns 0, or -1 with the problem (without file/line/key) in prob.
+ * Problems never quote a value that could carry a secret.
+ */
+
+static int parse_uint(const char *v, int64_t min, int64_t max, int64_t *out, char *prob)
+{
+    uint64_t n = 0;
+    if (*v == '\0') {
+        snprintf(prob, PROBLEM_MAX, "must be an integer in %" PRId64 "..%" PRId64, min, max);
+        return -1;
+    }
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9') {
+            snprintf(prob, PROBLEM_MAX,
+                     "\"%.40s\" is not a decimal integer (%" PRId64 "..%" PRId64 ")", v, min, max);
+            return -1;
+        }
+        if (n > (UINT64_MAX - 9) / 10) {
+            n = UINT64_MAX;
+            break;
+        }
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (n < (uint64_t)min || n > (uint64_t)max) {
+        snprintf(prob, PROBLEM_MAX, "%.40s is out of range (must be %" PRId64 "..%" PRId64 ")", v,
+                 min, max);
+        return -1;
+    }
+    *out = (int64_t)n;
+    return 0;
+}
+
+static bool is_numeric_host(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static int parse_listen(const char *v, config *cfg, char *prob)
+{
+    static const char usage[] = "must be <IPv4>:<port> or [<IPv6>]:<port> with a numeric address";
+    char host[sizeof cfg->listen_host];
+    const char *port;
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (!end || end[1] != ':' || (size_t)(end - v - 1) >= sizeof host)
+            goto bad;
+        memcpy(host, v + 1, (size_t)(end - v - 1));
+        host[end - v - 1] = '\0';
+        if (inet_pton(AF_INET6, host, buf) != 1)
+            goto bad;
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(v, ':');
+        if (!colon || (size_t)(colon - v) >= sizeof host)
+            goto bad;
+        memcpy(host, v, (size_t)(colon - v));
+        host[colon - v] = '\0';
+        if (inet_pton(AF_INET, host, buf) != 1)
+            goto bad;
+        port = colon + 1;
+    }
+    int64_t p;
+    if (parse_uint(port, 1, 65535, &p, prob) < 0) {
+        snprintf(prob, PROBLEM_MAX, "port must be 1..65535 (%s)", usage);
+        return -1;
+    }
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", host);
+    cfg->listen_port = (int)p;
+    return 0;
+bad:
+    snprintf(prob, PROBLEM_MAX, "\"%.64s\" %s (name lookup is not done)", v, usage);
+    return -1;
+}
+
+static bool all_of(const char *s, const char *extra)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || strchr(extra, *s)))
+            return false;
+    return true;
+}
+
+static int parse_node_id(const char *v, char *out, char *prob)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > NODE_ID_MAX || !all_of(v, "")) {
+        snprintf(prob, PROBLEM_MAX,
+                 "must be 1..%d characters of [a-z0-9] (it goes into every XID: gtrid "
+                 "xa1.<node_id>.<boot>.<seq> must fit MySQL's %d bytes)",
+                 NODE_ID_MAX, PX_XID_PART_MAX);
+        return -1;
+    }
+    memcpy(out, v, n + 1);
+    return 0;
+}
+
+/* A conninfo is key=value pairs (values optionally single-quoted with backslash escapes) or a
+ * postgres:// URI. A password in it would end up in logs and ps-like tools: refuse it. A host
+ * name would be resolved by a blocking call inside the asynchronous connect: refuse that too. */
+static int next_conninfo_pair(const char **pp, char *key, size_t klen, char *val, size_t vlen)
+{
+    const char *p = *pp;
+    size_t k = 0, n = 0;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return 0;
+    while (*p && *p != '=' && *p != ' ' && *p != '\t') {
+        if (k + 1 < klen)
+            key[k++] = *p;
+        p++;
+    }
+    key[k] = '\0';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p != '=')
+        return -1;
+    p++;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    bool quoted = *p == '\'';
+    if (quoted)
+        p++;
+    while (*p && (quoted ? *p != '\'' : (*p != ' ' && *p != '\t'))) {
+        if (*p == '\\' && p[1])
+            p++;
+        if (n + 1 < vlen)
+            val[n++] = *p;
+        p++;
+    }
+    val[n] = '\0';
+    if (quoted) {
+        if (*p != '\'')
+            return -1;
+        p++;
+    }
+    *pp = p;
+    return 1;
+}
+
+static int check_conninfo_hosts(const char *hosts, char *prob)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", hosts);
+    char *save = NULL;
+    for (char *h = strtok_r(buf, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+        if (h[0] != '/' && h[0] != '@' && !is_numeric_host(h)) {
+            snprintf(prob, PROBLEM_MAX,
+                     "host %.64s is not a numeric address or socket directory (name lookup "
+                     "would block the event loop; add hostaddr= or use the address)",
+                     h);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_conninfo(const char *v, char *prob)
+{
+    if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0) {
+        const char *auth = strstr(v, "://") + 3;
+        size_t authlen = strcspn(auth, "/?");
+        const char *at = memchr(auth, '@', authlen);
+        if ((at && memchr(auth, ':', (size_t)(at - auth))) || strstr(v, "password=")) {
+            snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
+            return -1;
+        }
+        return 0;
+    }
+    char key[64], val[256], hosts[256] = "";
+    bool hostaddr = false;
+    const char *p = v;
+    int r;
+    while ((r = next_conninfo_pair(&p, key, sizeof key, val, sizeof val)) > 0) {
+        if (strcmp(key, "password") == 0) {
+            snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
+            return -1;
+        }
+        if (strcmp(key, "hostaddr") == 0)
+            hostaddr = true;
+        if (strcmp(key, "host") == 0)
+            snprintf(hosts, sizeof hosts, "%s", val);
+    }
+    if (r < 0) {
+        /* Do not quote it: a malformed string may hide a password. */
+        snprintf(prob, PROBLEM_MAX, "malformed: expected key=value pairs separated by spaces");
+        return -1;
+    }
+    if (!hostaddr && hosts[0] && check_conninfo_hosts(hosts, prob) < 0)
+        return -1;
+    return 0;
+}
+
+/* Reads a secret file: opened first and then checked through the descriptor, so the checks
+ * and the read concern the same file. */
+static int read_secret(const char *path, char **out, char *prob)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) < 0) {
+        snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(prob, PROBLEM_MAX, "%.160s is not a regular file", path);
+        goto fail;
+    }
+    if (st.st_mode & 077) {
+        snprintf(prob, PROBLEM_MAX, "%.160s is %s by group or others (chmod 600)", path,
+                 (st.st_mode & 044)   ? "readable"
+                 : (st.st_mode & 022) ? "writable"
+                                      : "usable");
+        goto fail;
+    }
+    buf = malloc(SECRET_MAX + 1);
+    if (!buf) {
+        snprintf(prob, PROBLEM_MAX, "out of memory");
+        goto fail;
+    }
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, SECRET_MAX + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > SECRET_MAX) {
+            snprintf(prob, PROBLEM_MAX, "%.160s is larger than %d bytes", path, SECRET_MAX);
+            goto fail;
+        }
+    }
+    if (len > 0 && buf[len - 1] == '\n')
+        len--;
+    if (len > 0 && buf[len - 1] == '\r')
+        len--;
+    buf[len] = '\0';
+    if (len == 0) {
+        snprintf(prob, PROBLEM_MAX, "%.160s is empty", path);
+        goto fail;
+    }
+    if (strlen(buf) != len || strchr(buf, '\n')) {
+        snprintf(prob, PROBLEM_MAX, "%.160s must hold one line without NUL bytes", path);
+        goto fail;
+    }
+    close(fd);
+    *out = buf;
+    return 0;
+fail:
+    if (buf) {
+        explicit_bzero(buf, SECRET_MAX + 1);
+        free(buf);
+    }
+    close(fd);
+    return -1;
+}
+
+static int check_file(const char *path, char *prob)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(prob, PROBLEM_MAX, "%.160s is not a regular file", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int dup_into(char **dst, const char *v, char *prob)
+{
+    *dst = strdup(v);
+    if (!*dst) {
+        snprintf(prob, PROBLEM_MAX, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int store_int(const key_desc *k, void *field, const char *v, char *prob)
+{
+    int64_t n;
+    if (parse_uint(v, k->min, k->max, &n, prob) < 0)
+        return -1;
+    switch (k->kind) {
+    case K_INT:
+        *(int *)field = (int)n;
+        break;
+    case K_U32:
+        *(uint32_t *)field = (uint32_t)n;
+        break;
+    case K_I64:
+        *(int64_t *)field = n;
+        break;
+    default:
+        *(size_t *)field = (size_t)n;
+        break;
+    }
+    return 0;
+}
+
+/* Parses v for key k into obj (a config or a config_participant); cfg is the whole config. */
+static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, char *prob)
+{
+    void *field = (char *)obj + k->off;
+    if (*v == '\0') {
+        snprintf(prob, PROBLEM_MAX, "is empty");
+        return -1;
+    }
+    switch (k->kind) {
+    case K_STR:
+        return dup_into(field, v, prob);
+    case K_FILE:
+        return check_file(v, prob) < 0 ? -1 : dup_into(field, v, prob);
+    case K_SECRET:
+        if (read_secret(v, (char **)((char *)obj + k->off2), prob) < 0)
+            return -1;
+        return dup_into(field, v, prob);
+    case K_INT:
+    case K_U32:
+    case K_I64:
+    case K_SIZE:
+        return store_int(k, field, v, prob);
+    case K_BOOL:
+        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+            snprintf(prob, PROBLEM_MAX, "must be true or false");
+            return -1;
+        }
+        *(bool *)field = strcmp(v, "true") == 0;
+        return 0;
+    case K_NODE_ID:
+        return parse_node_id(v, field, prob);
+    case K_LISTEN:
+        return parse_listen(v, cfg, prob);
+    case K_LOG_LEVEL: {
+        log_level lvl;
+        if (!log_parse_level(v, &lvl)) {
+            snprintf(prob, PROBLEM_MAX, "must be debug, info, warn or error");
+            return -1;
+        }
+        snprintf(field, sizeof cfg->log_level, "%s", v);
+        return 0;
+    }
+    case K_DRIVER:
+        if (strcmp(v, "postgres") != 0 && strcmp(v, "mysql") != 0 && strcmp(v, "memory") != 0) {
+            snprintf(prob, PROBLEM_MAX, "\"%.32s\" is not a driver (postgres, mysql or memory)", v);
+            return -1;
+        }
+        return dup_into(field, v, prob);
+    case K_CONNINFO:
+        return parse_conninfo(v, prob) < 0 ? -1 : dup_into(field, v, prob);
+    case K_HOST:
+        if (!is_numeric_host(v)) {
+            snprintf(prob, PROBLEM_MAX,
+                     "\"%.64s\" is not a numeric IPv4/IPv6 address (name lookup would block "
+                     "the event loop)",
+                     v);
+            return -1;
+        }
+        return dup_into(field, v, prob);
+    }
+    return -1;
+}
+
+static void apply_defaults(const key_desc *keys, size_t n, void *obj, config *cfg)
+{
+    char prob[PROBLEM_MAX];
+    for (size_t i = 0; i < n; i++)
+        if (keys[i].defval)
+            (void)set_value(&keys[i], obj, cfg, keys[i].defval, prob);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sections and keys, as the reader and inih deliver them.
+ */
+
+static const char *driver_label(unsigned d)
+{
+    return d == DRV_PG ? "postgres" : d == DRV_MY ? "mysql" : "memory";
+}
+
+static unsigned driver_bit(const char *driver)
+{
+    if (!driver)
+        return 0;
+    if (strcmp(driver, "postgres") == 0)
+        return DRV_PG;
+    if (strcmp(driver, "mysql") == 0)
+        return DRV_MY;
+    return DRV_MEM;
+}
+
+static void begin_participant(parse_ctx *ctx, const char *name)
+{
+    config *cfg = ctx->cfg;
+    size_t n = strlen(name);
+    if (n == 0 || n > PART_NAME_MAX || !all_of(name, "_")) {
+        fail(ctx, ctx->lineno,
+             "[%s]: participant name must be 1..%d characters of [a-z0-9_] (it is the bqual of "
+             "the participant's XA branches, at most %d bytes)",
+             ctx->cur_name, PART_NAME_MAX, PX_XID_PART_MAX);
+        return;
+    }
+    for (int i = 0; i < cfg->nparticipants; i++) {
+        if (strcmp(cfg->participants[i].name, name) == 0) {
+            fail(ctx, ctx->lineno, "[%s]: participant given twice (first at line %d)",
+                 ctx->cur_name, ctx->part[i].section);
+            return;
+        }
+    }
+    if (cfg->nparticipants == CONFIG_MAX_PARTICIPANTS) {
+        fail(ctx, ctx->lineno, "[%s]: more than %d participants", ctx->cur_name,
+             CONFIG_MAX_PARTICIPANTS);
+        return;
+    }
+    config_participant *p = &cfg->participants[cfg->nparticipants];
+    ctx->part[cfg->nparticipants].section = ctx->lineno;
+    cfg->nparticipants++;
+    memcpy(p->name, name, n + 1);
+    apply_defaults(part_keys, N_PART_KEYS, p, cfg);
+    ctx->cur = SEC_PART;
+    ctx->cur_part = p;
+}
+
+static void begin_section(parse_ctx *ctx, const char *name)
+{
+    snprintf(ctx->cur_name, sizeof ctx->cur_name, "%s", name);
+    ctx->cur = SEC_BAD;
+    ctx->cur_part = NULL;
+    if (strcmp(name, "coordinator") == 0) {
+        if (ctx->coord_section_line) {
+            fail(ctx, ctx->lineno, "[coordinator]: section given twice (first at line %d)",
+                 ctx->coord_section_line);
+            return;
+        }
+        ctx->coord_section_line = ctx->lineno;
+        ctx->cur = SEC_COORD;
+    } else if (strncmp(name, "participant.", 12) == 0) {
+        begin_participant(ctx, name + 12);
+    } else {
+        fail(ctx, ctx->lineno,
+             "[%.64s]: unknown section (expected [coordinator] or [participant.<name>])", name);
+    }
+}
+
+static int find_key(const key_desc *keys, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    parse_ctx *ctx = user;
+    const key_desc *keys = ctx->cur == SEC_COORD ? coord_keys : part_keys;
+    size_t nkeys = ctx->cur == SEC_COORD ? N_COORD_KEYS : N_PART_KEYS;
+    void *obj = ctx->cur == SEC_COORD ? (void *)ctx->cfg : (void *)ctx->cur_part;
+    char prob[PROBLEM_MAX];
+
+    (void)section; /* ours is tracked by the reader and is never truncated */
+    if (ctx->failed || ctx->cur == SEC_BAD)
+        return 0;
+    if (ctx->cur == SEC_NONE) {
+        fail(ctx, ctx->lineno, "%.64s: key outside any section", name);
+        return 0;
+    }
+    int i = find_key(keys, nkeys, name);
+    if (i < 0) {
+        fail(ctx, ctx->lineno, "[%s] %.64s: unknown key", ctx->cur_name, name);
+        return 0;
+    }
+    int *line = ctx->cur == SEC_COORD ? &ctx->coord_key_line[i]
+                                      : &ctx->part[ctx->cur_part - ctx->cfg->participants].key[i];
+    if (*line) {
+        fail(ctx, ctx->lineno, "[%s] %s: given twice (first at line %d)", ctx->cur_name, name,
+             *line);
+        return 0;
+    }
+    *line = ctx->lineno;
+    if (set_value(&keys[i], obj, ctx->cfg, value, prob) < 0) {
+        fail(ctx, ctx->lineno, "[%s] %s: %s", ctx->cur_name, name, prob);
+        return 0;
+    }
+    return 1;
+}
+
+/* Recognizes a section header on a line whose leading blanks are already gone. */
+static void scan_section_header(parse_ctx *ctx, const char *line)
+{
+    const char *end = strchr(line, ']');
+    if (!end) {
+        fail(ctx, ctx->lineno, "section header without ']'");
+        return;
+    }
+    const char *rest = end + 1 + strspn(end + 1, " \t\r\n");
+    if (*rest && *rest != ';' && *rest != '#') {
+        fail(ctx, ctx->lineno, "unexpected text after the section header");
+        return;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(end - line - 1), line + 1);
+    begin_section(ctx, name);
+}
+
+/* fgets for inih that counts lines, drops leading blanks (inih would take an indented line as
+ * the continuation of the previous value), sees section headers, and refuses lines longer than
+ * inih's buffer instead of letting it split them. Returning NULL ends the parse at the first
+ * error. */
+static char *reader(char *str, int num, void *stream)
+{
+    parse_ctx *ctx = stream;
+    if (ctx->failed || !fgets(str, num, ctx->fp))
+        return NULL;
+    ctx->lineno++;
+    size_t len = strlen(str);
+    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ctx->fp)) {
+        fail(ctx, ctx->lineno, "line longer than %d characters", num - 2);
+        return NULL;
+    }
+    size_t skip = strspn(str, " \t");
+    memmove(str, str + skip, len - skip + 1);
+    if (str[0] == '[')
+        scan_section_header(ctx, str);
+    return ctx->failed ? NULL : str;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Whole-file rules.
+ */
+
+static bool check_coordinator(parse_ctx *ctx)
+{
+    config *cfg = ctx->cfg;
+    if (!ctx->coord_section_line) {
+        fail(ctx, 0, "no [coordinator] section");
+        return false;
+    }
+    for (size_t i = 0; i < N_COORD_KEYS; i++) {
+        if (coord_keys[i].required && !ctx->coord_key_line[i]) {
+            fail(ctx, ctx->coord_section_line, "[coordinator] %s: is required", coord_keys[i].name);
+            return false;
+        }
+    }
+    int max_line = ctx->coord_key_line[find_key(coord_keys, N_COORD_KEYS, "max_timeout_ms")];
+    int def_line = ctx->coord_key_line[find_key(coord_keys, N_COORD_KEYS, "default_timeout_ms")];
+    if (cfg->max_timeout_ms < cfg->default_timeout_ms) {
+        fail(ctx, max_line ? max_line : def_line,
+             "[coordinator] %s: max_timeout_ms (%" PRIu32
+             ") must be >= default_timeout_ms (%" PRIu32 ")",
+             max_line ? "max_timeout_ms" : "default_timeout_ms", cfg->max_timeout_ms,
+             cfg->default_timeout_ms);
+        return false;
+    }
+    if (cfg->nparticipants == 0) {
+        fail(ctx, 0, "no participant (add a [participant.<name>] section)");
+        return false;
+    }
+    return true;
+}
+
+static bool check_driver_keys(parse_ctx *ctx, int idx)
+{
+    config_participant *p = &ctx->cfg->participants[idx];
+    const part_lines *pl = &ctx->part[idx];
+    unsigned drv = driver_bit(p->driver);
+    if (!drv) {
+        fail(ctx, pl->section, "[participant.%s] driver: is required (postgres, mysql or memory)",
+             p->name);
+        return false;
+    }
+    for (size_t i = 0; i < N_PART_KEYS; i++) {
+        if (pl->key[i] && !(part_keys[i].drivers & drv)) {
+            fail(ctx, pl->key[i], "[participant.%s] %s: %s is not a %s key", p->name,
+                 part_keys[i].name, part_keys[i].name, driver_label(drv));
+            return false;
+        }
+    }
+    if (drv != DRV_MY)
+        p->port = 0; /* PostgreSQL takes its port from conninfo */
+    static const char *const pg_required[] = {"conninfo", NULL};
+    static const char *const my_required[] = {"host", "database", "user", NULL};
+    const char *const *req = drv == DRV_PG ? pg_required : drv == DRV_MY ? my_required : NULL;
+    for (; req && *req; req++) {
+        if (!pl->key[find_key(part_keys, N_PART_KEYS, *req)]) {
+            fail(ctx, pl->section, "[participant.%s] %s: is required for driver %s", p->name, *req,
+                 p->driver);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_tls(parse_ctx *ctx, int idx)
+{
+    config_participant *p = &ctx->cfg->participants[idx];
+    const part_lines *pl = &ctx->part[idx];
+    int verify_line = pl->key[find_key(part_keys, N_PART_KEYS, "ssl_verify_server_cert")];
+    int cert_line = pl->key[find_key(part_keys, N_PART_KEYS, "ssl_cert")];
+    int key_line = pl->key[find_key(part_keys, N_PART_KEYS, "ssl_key")];
+    const char *what = cert_line ? "ssl_cert" : key_line ? "ssl_key" : "ssl_verify_server_cert";
+    int line = cert_line ? cert_line : key_line ? key_line : verify_line;
+    if (!p->ssl_ca && line) {
+        fail(ctx, line, "[participant.%s] %s: needs ssl_ca (setting ssl_ca turns TLS on)", p->name,
+             what);
+        return false;
+    }
+    if (!p->ssl_cert != !p->ssl_key) {
+        fail(ctx, line, "[participant.%s] %s: ssl_cert and ssl_key go together", p->name, what);
+        return false;
+    }
+    if (p->ssl_ca && !verify_line)
+        p->ssl_verify_server_cert = true;
+    return true;
+}
+
+/* Only the phase-1 timeout can end a lock cycle that spans two databases (DESIGN.md section
+ * 3), so every session's own lock wait must give up first. MySQL counts it in whole seconds. */
+static bool check_lock_timeout(parse_ctx *ctx, int idx)
+{
+    config *cfg = ctx->cfg;
+    config_participant *p = &cfg->participants[idx];
+    int line = ctx->part[idx].key[find_key(part_keys, N_PART_KEYS, "lock_timeout_ms")];
+    if (!line)
+        p->lock_timeout_ms = cfg->default_timeout_ms / 2;
+    uint32_t effective = p->lock_timeout_ms;
+    if (driver_bit(p->driver) == DRV_MY)
+        effective = (p->lock_timeout_ms + 999) / 1000 * 1000;
+    if (effective >= cfg->default_timeout_ms) {
+        char rounded[64] = "";
+        if (effective != p->lock_timeout_ms)
+            snprintf(rounded, sizeof rounded,
+                     ", which MySQL rounds up to whole seconds: %" PRIu32 " ms,", effective);
+        fail(ctx, line ? line : ctx->part[idx].section,
+             "[participant.%s] lock_timeout_ms: %s%" PRIu32 " ms%s must be below "
+             "default_timeout_ms (%" PRIu32 "): only the phase-1 timeout may end a lock cycle "
+             "across databases",
+             p->name, line ? "" : "the default (half of default_timeout_ms), ", p->lock_timeout_ms,
+             rounded, cfg->default_timeout_ms);
+        return false;
+    }
+    return true;
+}
+
+static void fill_target(config_participant *p)
+{
+    px_target *t = &p->target;
+    memset(t, 0, sizeof *t);
+    t->name = p->name;
+    t->driver = p->driver;
+    t->conninfo = p->conninfo;
+    t->host = p->host;
+    t->port = p->port;
+    t->database = p->database;
+    t->user = p->user;
+    t->ssl_ca = p->ssl_ca;
+    t->ssl_cert = p->ssl_cert;
+    t->ssl_key = p->ssl_key;
+    t->ssl_verify_server_cert = p->ssl_verify_server_cert;
+    t->password = p->password;
+    t->connect_timeout_ms = p->connect_timeout_ms;
+    t->lock_timeout_ms = p->lock_timeout_ms;
+}
+
+static bool check_all(parse_ctx *ctx)
+{
+    if (!check_coordinator(ctx))
+        return false;
+    for (int i = 0; i < ctx->cfg->nparticipants; i++) {
+        if (!check_driver_keys(ctx, i) || !check_tls(ctx, i) || !check_lock_timeout(ctx, i))
+            return false;
+        fill_target(&ctx->cfg->participants[i]);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public API.
+ */
+
+int config_load(const char *path, config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    parse_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    ctx->cfg = cfg;
+    ctx->path = path;
+    ctx->err = err;
+    ctx->errlen = errlen;
+    cfg->path = strdup(path);
+    apply_defaults(coord_keys, N_COORD_KEYS, cfg, cfg);
+    ctx->fp = fopen(path, "re");
+    if (!cfg->path || !ctx->fp) {
+        fail(ctx, 0, "cannot open: %s", cfg->path ? strerror(errno) : "out of memory");
+    } else {
+        int r = ini_parse_stream(reader, ctx, on_key, ctx);
+        if (r < 0)
+            fail(ctx, 0, "out of memory");
+        /* inih reports the first line it could not parse; ours may come from a later line. */
+        else if (r > 0 && (!ctx->failed || r < ctx->err_line)) {
+            ctx->failed = false;
+            fail(ctx, r, "syntax error (expected [section], key = value or a comment)");
+        } else if (!ctx->failed && ferror(ctx->fp))
+            fail(ctx, 0, "read error");
+    }
+    if (ctx->fp)
+        fclose(ctx->fp);
+    bool ok = !ctx->failed && check_all(ctx);
+    free(ctx);
+    if (!ok) {
+        config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_secret(char **s)
+{
+    if (*s) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
+void config_free(config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->path);
+    free(cfg->data_dir);
+    free(cfg->api_token_file);
+    free_secret(&cfg->api_token);
+    for (int i = 0; i < cfg->nparticipants; i++) {
+        config_participant *p = &cfg->participants[i];
+        free(p->driver);
+        free(p->conninfo);
+        free(p->host);
+        free(p->database);
+        free(p->user);
+        free(p->password_file);
+        free_secret(&p->password);
+        free(p->ssl_ca);
+        free(p->ssl_cert);
+        free(p->ssl_key);
+    }
+    memset(cfg, 0, sizeof *cfg);
+}
+
+const config_participant *config_find_participant(const config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nparticipants; i++)
+        if (strcmp(cfg->participants[i].name, name) == 0)
+            return &cfg->participants[i];
+    return NULL;
+}
+
+/* Prints one key, or nothing when an optional string is unset. */
+static void dump_key(FILE *out, const key_desc *k, const void *obj, const config *cfg)
+{
+    const void *field = (const char *)obj + k->off;
+    switch (k->kind) {
+    case K_STR:
+    case K_FILE:
+    case K_DRIVER:
+    case K_CONNINFO:
+    case K_HOST:
+        if (*(char *const *)field)
+            fprintf(out, "%s = %s\n", k->name, *(char *const *)field);
+        break;
+    case K_SECRET:
+        if (*(char *const *)field)
+            fprintf(out, "%s = %s   ; content: (set)\n", k->name, *(char *const *)field);
+        break;
+    case K_INT:
+        fprintf(out, "%s = %d\n", k->name, *(const int *)field);
+        break;
+    case K_U32:
+        fprintf(out, "%s = %" PRIu32 "\n", k->name, *(const uint32_t *)field);
+        break;
+    case K_I64:
+        fprintf(out, "%s = %" PRId64 "\n", k->name, *(const int64_t *)field);
+        break;
+    case K_SIZE:
+        fprintf(out, "%s = %zu\n", k->name, *(const size_t *)field);
+        break;
+    case K_BOOL:
+        fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
+        break;
+    case K_NODE_ID:
+    case K_LOG_LEVEL:
+        fprintf(out, "%s = %s\n", k->name, (const char *)field);
+        break;
+    case K_LISTEN:
+        if (strchr(cfg->listen_host, ':'))
+            fprintf(out, "%s = [%s]:%d\n", k->name, cfg->listen_host, cfg->listen_port);
+        else
+            fprintf(out, "%s = %s:%d\n", k->name, cfg->listen_host, cfg->listen_port);
+        break;
+    }
+}
+
+void config_dump(const config *cfg, FILE *out)
+{
+    fprintf(out, "; effective configuration of %s\n[coordinator]\n", cfg->path);
+    for (size_t i = 0; i < N_COORD_KEYS; i++)
+        dump_key(out, &coord_keys[i], cfg, cfg);
+    for (int i = 0; i < cfg->nparticipants; i++) {
+        const config_participant *p = &cfg->participants[i];
+        unsigned drv = driver_bit(p->driver);
+        fprintf(out, "\n[participant.%s]\n", p->name);
+        for (size_t k = 0; k < N_PART_KEYS; k++) {
+            if (!(part_keys[k].drivers & drv))
+                continue;
+            /* Meaningless without TLS, and refused there. */
+            if (strcmp(part_keys[k].name, "ssl_verify_server_cert") == 0 && !p->ssl_ca)
+                continue;
+            dump_key(out, &part_keys[k], p, cfg);
+        }
+    }
+}

@@ -1,0 +1,389 @@
+/*
+ * The daemon's context (see coord.h): start-up order, journal replay into the outcome table, the
+ * metrics that read the context, and orderly close.
+ */
+#include "coord.h"
+
+#include "log.h"
+#include "recovery.h"
+#include "txn.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t coord_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int coord_part_index(const coord *c, const char *name)
+{
+    for (int i = 0; i < c->nparts; i++)
+        if (strcmp(c->parts[i].cfg->name, name) == 0)
+            return i;
+    return -1;
+}
+
+bool coord_ready(const coord *c)
+{
+    for (int i = 0; i < c->nparts; i++)
+        if (!c->parts[i].ready)
+            return false;
+    return true;
+}
+
+int coord_inflight(const coord *c)
+{
+    int n = 0;
+    for (int s = 0; s < TXN_NSTATES; s++)
+        n += c->lists[s].count;
+    return n;
+}
+
+/* ---- outcome payloads -------------------------------------------------------------------- */
+
+/* Format (text, one field per line; ids, digests and names never contain a newline):
+ *   id \n digest-hex \n status \n participant,participant,... \n reply-head */
+int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len)
+{
+    char digest[2 * REQUEST_DIGEST_LEN + 1], names[CONFIG_MAX_PARTICIPANTS * 34] = "";
+    size_t pos = 0;
+    const char *head = o->reply_head ? o->reply_head : "";
+    int n;
+
+    for (int i = 0; i < c->nparts; i++) {
+        if (o->pending & (1u << i))
+            pos += (size_t)snprintf(names + pos, sizeof names - pos, "%s%s", pos ? "," : "",
+                                    c->parts[i].cfg->name);
+    }
+    request_digest_hex(o->digest, digest);
+    n = asprintf(out, "%s\n%s\n%d\n%s\n%s", o->id, digest, o->status, names, head);
+    if (n < 0)
+        return -1;
+    *len = (size_t)n;
+    return 0;
+}
+
+static bool hex_digest(const char *hex, uint8_t *out)
+{
+    for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+typedef struct decoded {
+    char id[REQUEST_ID_MAX + 1];
+    uint8_t digest[REQUEST_DIGEST_LEN];
+    int status;
+    uint32_t participants;
+    char *head;
+} decoded;
+
+/* Splits off the next line of a payload; NULL when there is none. */
+static char *next_line(char **p)
+{
+    char *s = *p, *nl;
+    if (!s)
+        return NULL;
+    nl = strchr(s, '\n');
+    if (nl) {
+        *nl = '\0';
+        *p = nl + 1;
+    } else {
+        *p = NULL;
+    }
+    return s;
+}
+
+static bool decode_participants(coord *c, char *list, uint32_t *mask, const char *gtrid)
+{
+    char *save = NULL;
+    *mask = 0;
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int i = coord_part_index(c, name);
+        if (i < 0) {
+            log_error("journal", "transaction %s names participant '%s', which is not in the "
+                                 "configuration: its branch there cannot be resolved",
+                      gtrid, name);
+            continue;
+        }
+        *mask |= 1u << i;
+    }
+    return true;
+}
+
+static bool decode_outcome(coord *c, const journal_rec *rec, const char *gtrid, decoded *d)
+{
+    char *copy = strndup(rec->payload ? rec->payload : "", rec->payload_len), *p = copy;
+    char *id = next_line(&p), *digest = next_line(&p), *status = next_line(&p);
+    char *parts = next_line(&p);
+    bool ok = id && digest && status && parts && request_id_valid(id) &&
+              strlen(digest) == 2 * REQUEST_DIGEST_LEN && hex_digest(digest, d->digest);
+    if (ok) {
+        snprintf(d->id, sizeof d->id, "%s", id);
+        d->status = atoi(status);
+        decode_participants(c, parts, &d->participants, gtrid);
+        d->head = strdup(p ? p : "");
+    }
+    free(copy);
+    return ok;
+}
+
+static void replay_outcome(coord *c, const journal_rec *rec)
+{
+    char gtrid[PX_XID_PART_MAX + 1];
+    decoded d;
+    outcome *o;
+
+    txn_format_gtrid(c, rec->boot, rec->seq, gtrid, sizeof gtrid);
+    if (!decode_outcome(c, rec, gtrid, &d)) {
+        log_error("journal", "unreadable outcome payload for %s: ignored", gtrid);
+        return;
+    }
+    o = outcome_find(c->outcomes, d.id);
+    if (o) { /* the same id again after a transient abort: the later record wins */
+        outcome_unindex(c->outcomes, o);
+        outcome_release(c->outcomes, o);
+    }
+    o = outcome_create(c->outcomes, d.id, gtrid, d.digest);
+    if (!o)
+        abort();
+    if (rec->type == JOURNAL_COMMIT) {
+        outcome_commit(c->outcomes, o, rec->time_ms);
+        o->pending = d.participants;
+    }
+    outcome_settle(c->outcomes, o, rec->type == JOURNAL_COMMIT ? OUTCOME_COMMITTED : OUTCOME_ABORTED,
+                   d.status, d.head, rec->time_ms);
+}
+
+static void on_replay(const journal_rec *rec, void *arg)
+{
+    coord *c = arg;
+    char gtrid[PX_XID_PART_MAX + 1];
+    outcome *o;
+    switch (rec->type) {
+    case JOURNAL_BOOT: break;
+    case JOURNAL_COMMIT:
+    case JOURNAL_ABORT: replay_outcome(c, rec); break;
+    case JOURNAL_DONE:
+        txn_format_gtrid(c, rec->boot, rec->seq, gtrid, sizeof gtrid);
+        o = outcome_find_commit(c->outcomes, gtrid);
+        if (o)
+            o->pending = 0;
+        break;
+    }
+}
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+static double g_inflight(void *arg) { return coord_inflight(arg); }
+
+static double g_part_up(void *arg)
+{
+    coord_part *p = arg;
+    px_pool_stats st;
+    px_pool_get_stats(p->pool, &st);
+    return st.up && p->ready;
+}
+
+static double in_doubt_stat(coord_part *p, bool age)
+{
+    int counts[CONFIG_MAX_PARTICIPANTS] = {0};
+    double oldest[CONFIG_MAX_PARTICIPANTS] = {0};
+    txn_in_doubt(p->owner, counts, oldest);
+    return age ? oldest[p->index] : counts[p->index];
+}
+
+static double g_in_doubt(void *arg) { return in_doubt_stat(arg, false); }
+
+static double g_oldest(void *arg) { return in_doubt_stat(arg, true); }
+
+static double g_outcomes(void *arg) { return (double)outcomes_count(((coord *)arg)->outcomes); }
+
+static void register_part_metrics(coord *c, coord_part *p)
+{
+    char labels[64];
+    metrics *m = c->metrics;
+    snprintf(labels, sizeof labels, "participant=\"%s\"", p->cfg->name);
+    p->commit_retries = metrics_counter(m, "xacoord_phase2_retries_total", labels,
+                                        "Phase-2 COMMIT/ROLLBACK PREPARED attempts retried");
+    p->xid_not_found = metrics_counter(m, "xacoord_xid_not_found_total", labels,
+                                       "Prepared branches found already finished (lost replies)");
+    p->heuristic = metrics_counter(m, "xacoord_heuristic_total", labels,
+                                   "Branches finished by someone else against the decision");
+    p->recovered_commit = metrics_counter(m, "xacoord_recovery_commits_total", labels,
+                                          "In-doubt branches committed by recovery");
+    p->recovered_rollback = metrics_counter(m, "xacoord_recovery_rollbacks_total", labels,
+                                            "In-doubt branches rolled back by recovery");
+    metrics_gauge_fn(m, "xacoord_participant_up", labels,
+                     "1 when the participant is reachable and recovered", g_part_up, p);
+    metrics_gauge_fn(m, "xacoord_in_doubt_branches", labels,
+                     "Prepared branches of live transactions not yet finished", g_in_doubt, p);
+    metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
+                     "Age of the oldest prepared, unfinished branch", g_oldest, p);
+}
+
+static void register_metrics(coord *c)
+{
+    static const double group_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+    metrics *m = c->metrics;
+    const char *help = "Transactions by outcome";
+    c->txn_committed = metrics_counter(m, "xacoord_transactions_total", "outcome=\"committed\"", help);
+    c->txn_aborted = metrics_counter(m, "xacoord_transactions_total", "outcome=\"aborted\"", help);
+    c->txn_rejected = metrics_counter(m, "xacoord_transactions_total", "outcome=\"rejected\"", help);
+    c->txn_latency = metrics_histogram(m, "xacoord_transaction_duration_seconds", "",
+                                       "Time from request to answer", metrics_latency_bounds,
+                                       metrics_latency_nbounds);
+    c->fsync_latency = metrics_histogram(m, "xacoord_journal_fsync_seconds", "",
+                                         "Journal fdatasync latency", metrics_latency_bounds,
+                                         metrics_latency_nbounds);
+    c->group_size = metrics_histogram(m, "xacoord_journal_group_size", "",
+                                      "Records per journal batch (group commit)", group_bounds,
+                                      sizeof group_bounds / sizeof group_bounds[0]);
+    metrics_gauge_fn(m, "xacoord_inflight_transactions", "", "Transactions in flight", g_inflight,
+                     c);
+    metrics_gauge_fn(m, "xacoord_outcomes_retained", "", "Outcomes kept for idempotent replay",
+                     g_outcomes, c);
+    for (int i = 0; i < c->nparts; i++)
+        register_part_metrics(c, &c->parts[i]);
+}
+
+static void on_sync(double seconds, unsigned records, void *arg)
+{
+    coord *c = arg;
+    metric_histogram_observe(c->fsync_latency, seconds);
+    metric_histogram_observe(c->group_size, records);
+}
+
+static void on_prune(uv_timer_t *t)
+{
+    coord *c = t->data;
+    outcomes_prune(c->outcomes, coord_now_ms(), 100000);
+}
+
+/* ---- open / close ------------------------------------------------------------------------ */
+
+int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
+{
+    journal_opts jopts = {0};
+    memset(c, 0, sizeof *c);
+    c->loop = loop;
+    c->cfg = cfg;
+    snprintf(c->prefix, sizeof c->prefix, "xa1.%s.", cfg->node_id);
+    c->nparts = cfg->nparticipants;
+    for (int i = 0; i < c->nparts; i++) {
+        c->parts[i].cfg = &cfg->participants[i];
+        c->parts[i].index = i;
+        c->parts[i].owner = c;
+    }
+    c->metrics = metrics_new();
+    c->outcomes = outcomes_new(cfg->outcome_retention_s);
+    c->live = strmap_new();
+    if (!c->metrics || !c->outcomes || !c->live) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    register_metrics(c);
+
+    jopts.retention_s = cfg->outcome_retention_s;
+    jopts.on_sync = on_sync;
+    jopts.arg = c;
+    if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, on_replay, c, err, errlen) != 0)
+        return -1;
+    c->boot = journal_start_boot(c->journal, err, errlen);
+    if (c->boot == 0)
+        return -1;
+    log_info(NULL, "journal replayed: %zu outcomes retained; this is boot %" PRIu64,
+             outcomes_count(c->outcomes), c->boot);
+
+    for (int i = 0; i < c->nparts; i++) {
+        c->parts[i].pool = px_pool_new(loop, &cfg->participants[i].target,
+                                       cfg->participants[i].pool_size);
+        if (!c->parts[i].pool) {
+            snprintf(err, errlen, "participant %s: cannot create its pool (driver %s)",
+                     cfg->participants[i].name, cfg->participants[i].driver);
+            return -1;
+        }
+    }
+    uv_timer_init(loop, &c->prune_timer);
+    c->prune_timer.data = c;
+    uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
+    if (recovery_start(c) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct close_state {
+    coord *c;
+    int pending;
+    void (*cb)(void *arg);
+    void *arg;
+} close_state;
+
+static void close_step(void *arg)
+{
+    close_state *s = arg;
+    if (--s->pending > 0)
+        return;
+    outcomes_free(s->c->outcomes);
+    strmap_free(s->c->live);
+    metrics_free(s->c->metrics);
+    s->cb(s->arg);
+    free(s);
+}
+
+static void on_journal_closed(void *arg) { close_step(arg); }
+
+static void on_pools_closed(void *arg)
+{
+    close_state *s = arg;
+    if (--s->pending > 1)
+        return;
+    journal_close(s->c->journal, on_journal_closed, s);
+}
+
+static void on_recovery_stopped(void *arg)
+{
+    close_state *s = arg;
+    coord *c = s->c;
+    s->pending = c->nparts + 1; /* + the journal */
+    if (c->nparts == 0) {
+        s->pending = 2;
+        on_pools_closed(s);
+        return;
+    }
+    for (int i = 0; i < c->nparts; i++)
+        px_pool_close(c->parts[i].pool, on_pools_closed, s);
+}
+
+static void on_prune_closed(uv_handle_t *h)
+{
+    close_state *s = h->data;
+    if (s->c->recovery)
+        recovery_stop(s->c, on_recovery_stopped, s);
+    else
+        on_recovery_stopped(s);
+}
+
+void coord_close(coord *c, void (*cb)(void *arg), void *arg)
+{
+    close_state *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->c = c;
+    s->cb = cb;
+    s->arg = arg;
+    c->prune_timer.data = s;
+    uv_close((uv_handle_t *)&c->prune_timer, on_prune_closed);
+}

@@ -1,0 +1,95 @@
+/*
+ * The daemon's context: everything the loop-side modules share (configuration, journal, pools,
+ * outcomes, metrics, the transaction lists). One per process; passed explicitly, never global.
+ *
+ * Start-up order (coord_open): journal replay -> boot bump -> pools -> recovery scans; each
+ * participant takes new work only after its first scan finished (coord_part.ready).
+ */
+#ifndef XA_COORD_H
+#define XA_COORD_H
+
+#include "config.h"
+#include "journal.h"
+#include "metrics.h"
+#include "outcome.h"
+#include "pool.h"
+#include "strmap.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct txn txn;
+typedef struct recovery recovery;
+
+/* Every live transaction is in exactly one of these lists (STYLE.md: "every state is a list"). */
+typedef enum txn_state {
+    TXN_WORKING = 0, /* phase 1: work and prepare on every branch */
+    TXN_DECIDING,    /* all prepared; the commit record is being forced */
+    TXN_COMMITTING,  /* decision durable; COMMIT sent, waiting for acknowledgements */
+    TXN_ABORTING,    /* decided abort; rolling back the branches that did work */
+    TXN_NSTATES
+} txn_state;
+
+typedef struct txn_list {
+    txn *head;
+    int count;
+} txn_list;
+
+typedef struct coord_part {
+    struct coord *owner;
+    const config_participant *cfg;
+    int index;
+    px_pool *pool;
+    bool ready;               /* first recovery scan finished */
+    bool scanning;
+    uint64_t scans;           /* completed scans */
+    metric_counter *commit_retries;
+    metric_counter *xid_not_found;
+    metric_counter *heuristic;
+    metric_counter *recovered_commit;
+    metric_counter *recovered_rollback;
+} coord_part;
+
+typedef struct coord {
+    uv_loop_t *loop;
+    const config *cfg;
+    journal *journal;
+    metrics *metrics;
+    outcomes *outcomes;
+    recovery *recovery;
+    strmap *live;             /* gtrid -> txn, for the recovery scans */
+    uint64_t boot;
+    uint64_t next_seq;
+    char prefix[32];          /* "xa1.<node_id>." : every gtrid this coordinator owns */
+    int nparts;
+    coord_part parts[CONFIG_MAX_PARTICIPANTS];
+    txn_list lists[TXN_NSTATES];
+    bool draining;
+    uv_timer_t prune_timer;
+
+    metric_counter *txn_committed, *txn_aborted, *txn_rejected;
+    metric_histogram *txn_latency;
+    metric_histogram *fsync_latency;
+    metric_histogram *group_size;
+} coord;
+
+/* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
+ * recovery scans. Returns 0, or -1 with a message in err. */
+int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
+/* Every participant finished its first scan. */
+bool coord_ready(const coord *c);
+int coord_inflight(const coord *c);
+/* Finds a participant index by name (-1 when unknown). */
+int coord_part_index(const coord *c, const char *name);
+/* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone. */
+void coord_close(coord *c, void (*cb)(void *arg), void *arg);
+
+/* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a
+ * repeated id and to finish the commit after a restart. Returns 0 with a malloc'ed buffer. */
+int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len);
+
+/* Wall clock in milliseconds (outcome times; retention). */
+int64_t coord_now_ms(void);
+
+#endif

@@ -1,0 +1,839 @@
+/*
+ * The HTTP/1.1 server behind the JSON API (see http.h): a libuv listener, one http_parser per
+ * connection, and a strict one-request-at-a-time discipline. Every connection owns one fixed input
+ * buffer; bytes that arrive while a request waits for its answer stay there (reading pauses when it
+ * is full), so pipelining costs no extra memory and a disconnect is still noticed while the handler
+ * works. Limits are checked in the parser callbacks, before anything is handed out. Responses that
+ * end a connection are followed by a lingering close (shutdown, then drain the peer for a moment),
+ * so that a client still sending an oversized body reads the 413 instead of a reset.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+/* Per-connection input buffer: one read's worth plus pipelined requests waiting their turn. */
+#define HTTP_IN_CAP 16384
+/* How long a closing connection drains the peer so that it can read our last response. */
+#define HTTP_LINGER_MS 2000
+#define HTTP_BACKLOG 511
+/* http_parser_url stores offsets in 16 bits. */
+#define HTTP_MAX_URL 65535
+
+typedef struct http_conn http_conn;
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+enum hdr_target { HDR_NONE, HDR_AUTH, HDR_CTYPE, HDR_EXPECT };
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    http_limits lim;
+    http_handler handler;
+    void *arg;
+    int port;
+    int nconns;
+    int pending;
+    bool stopping;
+    bool listener_closed;
+    http_conn *conns;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+};
+
+/* What the handler sees is the first member; the rest ties the request to its connection. */
+typedef struct http_req_priv {
+    http_request pub;
+    http_server *srv;
+    http_conn *conn; /* NULL once the client is gone */
+    bool keep_alive;
+    bool http10;
+    bool head;
+    char *body;
+    char strings[];
+} http_req_priv;
+
+typedef struct http_write {
+    uv_write_t req;
+    http_conn *conn;
+    char data[];
+} http_write;
+
+struct http_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    http_parser parser;
+    http_server *srv;
+    http_conn *prev, *next;
+    int handles_open;
+    bool reading, closing, lingering, close_after_write, resp_writing;
+
+    /* The request being received. */
+    sbuf url, auth, ctype, expect;
+    char field[32];
+    size_t field_len;
+    bool field_long, in_value, has_auth, has_ctype;
+    enum hdr_target target;
+    size_t header_bytes;
+    struct http_parser_url url_parts;
+    char *body;
+    size_t body_len, body_cap;
+    int fail_status;
+    const char *fail_msg;
+
+    http_req_priv *ready;   /* complete, not yet handed to the handler */
+    http_req_priv *current; /* handed to the handler, not yet answered */
+
+    size_t in_len;
+    char in[HTTP_IN_CAP];
+};
+
+/* ---------------------------------------------------------------- small helpers */
+
+static int sbuf_add(sbuf *b, const char *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *np = realloc(b->p, cap < 64 ? 64 : cap);
+        if (!np)
+            return -1;
+        b->p = np;
+        b->cap = cap < 64 ? 64 : cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static void req_free(http_req_priv *r)
+{
+    free(r->body);
+    free(r);
+}
+
+static void srv_maybe_done(http_server *srv)
+{
+    void (*cb)(void *);
+    void *arg;
+    if (!srv->stopping || !srv->listener_closed || srv->nconns > 0 || srv->pending > 0)
+        return;
+    cb = srv->stop_cb;
+    arg = srv->stop_arg;
+    free(srv);
+    if (cb)
+        cb(arg);
+}
+
+/* ---------------------------------------------------------------- connection lifecycle */
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    http_conn *c = h->data;
+    http_server *srv = c->srv;
+    if (--c->handles_open > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    free(c->url.p);
+    free(c->auth.p);
+    free(c->ctype.p);
+    free(c->expect.p);
+    free(c->body);
+    free(c);
+    srv_maybe_done(srv);
+}
+
+/* The request in the handler's hands (if any) outlives the connection: it is only detached. */
+static void conn_close(http_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->current) {
+        c->current->conn = NULL;
+        c->current = NULL;
+    }
+    if (c->ready) {
+        req_free(c->ready);
+        c->ready = NULL;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static bool conn_busy(const http_conn *c)
+{
+    return c->current || c->resp_writing || c->close_after_write;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    http_conn *c = h->data;
+    buf->base = c->in + c->in_len;
+    buf->len = HTTP_IN_CAP - c->in_len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Reads go on while there is room, also while a request is being handled, so that a client that
+ * disconnects is noticed; a full buffer stops them until the parser has consumed some. */
+static void conn_update_reading(http_conn *c)
+{
+    bool want = c->lingering || c->in_len < HTTP_IN_CAP;
+    if (c->closing || want == c->reading)
+        return;
+    if (want) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    c->reading = want;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    http_conn *c = t->data;
+    if (c->lingering || !conn_busy(c))
+        conn_close(c);
+}
+
+static void conn_arm_idle(http_conn *c)
+{
+    uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    http_conn *c = req->data;
+    if (status < 0)
+        conn_close(c);
+}
+
+/* Half-close and drain: closing with unread input would send a reset that can destroy the
+ * response the peer has not read yet. */
+static void conn_linger(http_conn *c)
+{
+    c->lingering = true;
+    c->in_len = 0;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, HTTP_LINGER_MS, 0);
+    conn_update_reading(c);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static void conn_process(http_conn *c);
+
+static void on_response_written(uv_write_t *w, int status)
+{
+    http_write *hw = (http_write *)w;
+    http_conn *c = hw->conn;
+    free(hw);
+    c->resp_writing = false;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+    } else if (c->close_after_write) {
+        conn_linger(c);
+    } else if (c->srv->stopping) {
+        conn_close(c);
+    } else {
+        conn_arm_idle(c);
+        conn_process(c);
+        conn_update_reading(c);
+    }
+}
+
+static void on_interim_written(uv_write_t *w, int status)
+{
+    http_write *hw = (http_write *)w;
+    http_conn *c = hw->conn;
+    free(hw);
+    if (status < 0 && !c->closing)
+        conn_close(c);
+}
+
+static int conn_write(http_conn *c, const char *head, size_t hlen, const char *body, size_t blen,
+                      uv_write_cb cb)
+{
+    http_write *hw = malloc(sizeof *hw + hlen + blen);
+    uv_buf_t buf;
+    int rc;
+    if (!hw)
+        return UV_ENOMEM;
+    hw->conn = c;
+    memcpy(hw->data, head, hlen);
+    if (blen)
+        memcpy(hw->data + hlen, body, blen);
+    buf = uv_buf_init(hw->data, (unsigned)(hlen + blen));
+    rc = uv_write(&hw->req, (uv_stream_t *)&c->tcp, &buf, 1, cb);
+    if (rc != 0)
+        free(hw);
+    return rc;
+}
+
+static const char *reason_phrase(int status)
+{
+    const char *s = http_status_str((enum http_status)status);
+    return strcmp(s, "<unknown>") == 0 ? "Unknown" : s;
+}
+
+/* body_len bytes are sent; content_length is announced (they differ only for HEAD). */
+static void conn_send(http_conn *c, int status, const char *content_type, const char *body,
+                      size_t body_len, size_t content_length, bool keep, bool say_keep_alive)
+{
+    char head[512];
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+                        status, reason_phrase(status),
+                        content_type ? content_type : "application/json", content_length,
+                        !keep            ? "Connection: close\r\n"
+                        : say_keep_alive ? "Connection: keep-alive\r\n"
+                                         : "");
+    if (hlen < 0 || (size_t)hlen >= sizeof head) {
+        conn_close(c);
+        return;
+    }
+    c->close_after_write = !keep;
+    if (conn_write(c, head, (size_t)hlen, body, body_len, on_response_written) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->resp_writing = true;
+    uv_timer_stop(&c->timer);
+}
+
+static char *error_body(const char *message)
+{
+    json_t *j = json_pack("{s:s}", "error", message);
+    char *s = j ? json_dumps(j, 0) : NULL;
+    json_decref(j);
+    return s ? s : strdup("{\"error\": \"unprintable error message\"}");
+}
+
+/* A protocol error answered by the server itself; the connection ends after the answer. */
+static void conn_fail(http_conn *c, int status, const char *message)
+{
+    char *body = error_body(message);
+    if (!body) {
+        conn_close(c);
+        return;
+    }
+    log_debug("http", "answering %d: %s", status, message);
+    conn_send(c, status, NULL, body, strlen(body), strlen(body), false, false);
+    free(body);
+}
+
+/* ---------------------------------------------------------------- parser callbacks */
+
+static int fail_cb(http_conn *c, int status, const char *message)
+{
+    if (!c->fail_status) {
+        c->fail_status = status;
+        c->fail_msg = message;
+    }
+    return -1;
+}
+
+static int count_header(http_conn *c, size_t n)
+{
+    c->header_bytes += n;
+    if (c->header_bytes > c->srv->lim.max_header_bytes)
+        return fail_cb(c, 431, "request header fields too large");
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    http_conn *c = p->data;
+    c->url.len = c->auth.len = c->ctype.len = c->expect.len = 0;
+    c->field_len = 0;
+    c->field_long = c->in_value = c->has_auth = c->has_ctype = false;
+    c->target = HDR_NONE;
+    c->header_bytes = 0;
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    http_conn *c = p->data;
+    if (count_header(c, n) != 0)
+        return -1;
+    if (c->url.len + n > HTTP_MAX_URL)
+        return fail_cb(c, 414, "request target too long");
+    return sbuf_add(&c->url, at, n) == 0 ? 0 : fail_cb(c, 503, "out of memory");
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    http_conn *c = p->data;
+    if (count_header(c, n) != 0)
+        return -1;
+    if (c->in_value) {
+        c->in_value = false;
+        c->field_len = 0;
+        c->field_long = false;
+    }
+    if (c->field_len + n >= sizeof c->field) {
+        c->field_long = true;
+    } else {
+        memcpy(c->field + c->field_len, at, n);
+        c->field_len += n;
+    }
+    return 0;
+}
+
+/* Picks where the value of the header just named goes; repeated credentials are refused rather
+ * than guessed at. */
+static int begin_value(http_conn *c)
+{
+    c->in_value = true;
+    c->target = HDR_NONE;
+    if (c->field_long)
+        return 0;
+    c->field[c->field_len] = '\0';
+    if (strcasecmp(c->field, "authorization") == 0) {
+        if (c->has_auth)
+            return fail_cb(c, 400, "duplicate Authorization header");
+        c->has_auth = true;
+        c->target = HDR_AUTH;
+    } else if (strcasecmp(c->field, "content-type") == 0) {
+        if (c->has_ctype)
+            return fail_cb(c, 400, "duplicate Content-Type header");
+        c->has_ctype = true;
+        c->target = HDR_CTYPE;
+    } else if (strcasecmp(c->field, "expect") == 0) {
+        c->expect.len = 0;
+        c->target = HDR_EXPECT;
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    http_conn *c = p->data;
+    sbuf *dst = NULL;
+    if (count_header(c, n) != 0)
+        return -1;
+    if (!c->in_value && begin_value(c) != 0)
+        return -1;
+    switch (c->target) {
+    case HDR_AUTH:
+        dst = &c->auth;
+        break;
+    case HDR_CTYPE:
+        dst = &c->ctype;
+        break;
+    case HDR_EXPECT:
+        dst = &c->expect;
+        break;
+    case HDR_NONE:
+        return 0;
+    }
+    /* An empty value still has to exist as "" rather than NULL. */
+    if (sbuf_add(dst, at, n) != 0)
+        return fail_cb(c, 503, "out of memory");
+    return 0;
+}
+
+/* Everything about the body is decided here, before a byte of it is read. */
+static int on_headers_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    const http_limits *lim = &c->srv->lim;
+    bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+
+    if (p->method == HTTP_CONNECT)
+        return fail_cb(c, 405, "CONNECT is not supported");
+    http_parser_url_init(&c->url_parts);
+    if (!c->url.p || http_parser_parse_url(c->url.p, c->url.len, 0, &c->url_parts) != 0)
+        return fail_cb(c, 400, "invalid request target");
+    if (has_length && p->content_length > lim->max_body_bytes)
+        return fail_cb(c, 413, "request body too large");
+    if (has_length && p->content_length > 0) {
+        c->body = malloc(p->content_length + 1);
+        if (!c->body)
+            return fail_cb(c, 503, "out of memory");
+        c->body_cap = p->content_length + 1;
+    }
+    if (c->expect.len > 0 && strcasecmp(c->expect.p, "100-continue") == 0 && p->http_minor >= 1 &&
+        ((has_length && p->content_length > 0) || (p->flags & F_CHUNKED))) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (conn_write(c, cont, sizeof cont - 1, NULL, 0, on_interim_written) != 0)
+            return fail_cb(c, 503, "cannot write");
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    http_conn *c = p->data;
+    size_t max = c->srv->lim.max_body_bytes;
+    if (c->body_len + n > max)
+        return fail_cb(c, 413, "request body too large");
+    if (c->body_len + n + 1 > c->body_cap) {
+        size_t cap = (c->body_len + n + 1) * 2;
+        char *nb;
+        if (cap > max + 1)
+            cap = max + 1;
+        nb = realloc(c->body, cap);
+        if (!nb)
+            return fail_cb(c, 503, "out of memory");
+        c->body = nb;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    return 0;
+}
+
+static size_t url_part(const http_conn *c, int field, const char **at)
+{
+    if (!(c->url_parts.field_set & (1u << field))) {
+        *at = "";
+        return 0;
+    }
+    *at = c->url.p + c->url_parts.field_data[field].off;
+    return c->url_parts.field_data[field].len;
+}
+
+static char *put_string(char **cursor, const char *s, size_t n)
+{
+    char *start = *cursor;
+    memcpy(start, s, n);
+    start[n] = '\0';
+    *cursor += n + 1;
+    return start;
+}
+
+/* The request is complete: copy it out of the connection's buffers and pause the parser, so that
+ * pipelined bytes wait until this one is answered. */
+static int on_message_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    const char *path, *query;
+    size_t plen = url_part(c, UF_PATH, &path), qlen = url_part(c, UF_QUERY, &query);
+    size_t alen = c->has_auth ? c->auth.len : 0, clen = c->has_ctype ? c->ctype.len : 0;
+    http_req_priv *r;
+    char *cursor;
+
+    if (plen == 0) {
+        path = "/";
+        plen = 1;
+    }
+    r = calloc(1, sizeof *r + plen + qlen + alen + clen + 4);
+    if (!r)
+        return fail_cb(c, 503, "out of memory");
+    cursor = r->strings;
+    r->srv = c->srv;
+    r->conn = c;
+    r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    r->http10 = p->http_major == 1 && p->http_minor == 0;
+    r->head = p->method == HTTP_HEAD;
+    r->body = c->body;
+    c->body = NULL;
+    r->pub.method = http_method_str((enum http_method)p->method);
+    r->pub.path = put_string(&cursor, path, plen);
+    r->pub.query = put_string(&cursor, query, qlen);
+    r->pub.authorization =
+        c->has_auth ? put_string(&cursor, c->auth.p ? c->auth.p : "", alen) : NULL;
+    r->pub.content_type =
+        c->has_ctype ? put_string(&cursor, c->ctype.p ? c->ctype.p : "", clen) : NULL;
+    if (r->body)
+        r->body[c->body_len] = '\0';
+    r->pub.body = r->body ? r->body : "";
+    r->pub.body_len = c->body_len;
+    r->pub.received_ns = uv_hrtime();
+    c->ready = r;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---------------------------------------------------------------- request flow */
+
+static void conn_dispatch(http_conn *c)
+{
+    http_server *srv = c->srv;
+    http_req_priv *r = c->ready;
+    c->ready = NULL;
+    c->current = r;
+    srv->pending++;
+    uv_timer_stop(&c->timer);
+    srv->handler(&r->pub, srv->arg);
+}
+
+/* Parses buffered input until one request is complete (handed to the handler) or the input runs
+ * out; never while a request is outstanding, which keeps answers in request order. */
+static void conn_process(http_conn *c)
+{
+    size_t n;
+    enum http_errno err;
+
+    if (c->closing || c->lingering || conn_busy(c) || c->in_len == 0)
+        return;
+    http_parser_pause(&c->parser, 0);
+    n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
+    err = HTTP_PARSER_ERRNO(&c->parser);
+    if (n < c->in_len)
+        memmove(c->in, c->in + n, c->in_len - n);
+    c->in_len -= n;
+    if (c->ready) {
+        conn_dispatch(c);
+    } else if (c->fail_status) {
+        conn_fail(c, c->fail_status, c->fail_msg);
+    } else if (err == HPE_HEADER_OVERFLOW) {
+        conn_fail(c, 431, "request header fields too large");
+    } else if (err != HPE_OK && err != HPE_PAUSED) {
+        conn_fail(c, 400, http_errno_description(err));
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    http_conn *c = s->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread == 0 || c->lingering)
+        return;
+    c->in_len += (size_t)nread;
+    if (!conn_busy(c)) {
+        conn_arm_idle(c);
+        conn_process(c);
+    }
+    conn_update_reading(c);
+}
+
+/* ---------------------------------------------------------------- accepting */
+
+static void on_rejected_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Over the limit (or out of memory): accept and close at once, so that the client learns it
+ * immediately and the listen queue does not fill with connections nobody serves. */
+static void reject_connection(uv_stream_t *server)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t)
+        return;
+    uv_tcp_init(server->loop, t);
+    uv_accept(server, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, on_rejected_closed);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    http_server *srv = server->data;
+    http_conn *c;
+
+    if (status < 0) {
+        log_warn("http", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (srv->stopping)
+        return;
+    if (srv->nconns >= srv->lim.max_connections || !(c = calloc(1, sizeof *c))) {
+        reject_connection(server);
+        return;
+    }
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_arm_idle(c);
+    conn_update_reading(c);
+}
+
+/* ---------------------------------------------------------------- public API */
+
+static void on_failed_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void apply_limits(http_limits *dst, const http_limits *src)
+{
+    static const http_limits defaults = {16 * 1024, 1024 * 1024, 1024, 60000};
+    *dst = defaults;
+    if (!src)
+        return;
+    if (src->max_header_bytes)
+        dst->max_header_bytes = src->max_header_bytes;
+    if (src->max_body_bytes)
+        dst->max_body_bytes = src->max_body_bytes;
+    if (src->max_connections > 0)
+        dst->max_connections = src->max_connections;
+    if (src->idle_timeout_ms)
+        dst->idle_timeout_ms = src->idle_timeout_ms;
+}
+
+static int bind_and_listen(http_server *srv, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    int namelen = sizeof ss;
+    int rc;
+
+    if (port < 0 || port > 65535 || !host)
+        return UV_EINVAL;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return UV_EINVAL;
+    rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, HTTP_BACKLOG, on_connection);
+    if (rc == 0)
+        rc = uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &namelen);
+    if (rc != 0)
+        return rc;
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+int http_server_start(http_server **out, uv_loop_t *loop, const char *host, int port,
+                      const http_limits *limits, http_handler handler, void *arg)
+{
+    http_server *srv;
+    int rc;
+
+    *out = NULL;
+    if (!handler)
+        return UV_EINVAL;
+    srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return UV_ENOMEM;
+    srv->loop = loop;
+    srv->handler = handler;
+    srv->arg = arg;
+    apply_limits(&srv->lim, limits);
+    rc = uv_tcp_init(loop, &srv->listener);
+    if (rc != 0) {
+        free(srv);
+        return rc;
+    }
+    srv->listener.data = srv;
+    rc = bind_and_listen(srv, host, port);
+    if (rc != 0) {
+        /* The handle is on the loop now: its memory can go only in the close callback. */
+        uv_close((uv_handle_t *)&srv->listener, on_failed_listener_closed);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+int http_server_port(const http_server *srv)
+{
+    return srv->port;
+}
+
+int http_server_pending(const http_server *srv)
+{
+    return srv->pending;
+}
+
+void http_respond(http_request *req, int status, const char *content_type, const char *body,
+                  size_t len)
+{
+    http_req_priv *r = (http_req_priv *)req;
+    http_server *srv = r->srv;
+    http_conn *c = r->conn;
+
+    srv->pending--;
+    if (c) {
+        bool keep = r->keep_alive && !srv->stopping;
+        c->current = NULL;
+        conn_send(c, status, content_type, body, r->head ? 0 : len, len, keep, keep && r->http10);
+    }
+    req_free(r);
+    if (!c)
+        srv_maybe_done(srv);
+}
+
+void http_respond_error(http_request *req, int status, const char *message)
+{
+    char *body = error_body(message);
+    if (!body) {
+        static const char oom[] = "{\"error\": \"out of memory\"}";
+        http_respond(req, status, NULL, oom, sizeof oom - 1);
+        return;
+    }
+    http_respond(req, status, NULL, body, strlen(body));
+    free(body);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    http_server *srv = h->data;
+    srv->listener_closed = true;
+    srv_maybe_done(srv);
+}
+
+void http_server_stop(http_server *srv, void (*cb)(void *arg), void *arg)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    srv->stop_cb = cb;
+    srv->stop_arg = arg;
+    /* conn_close only schedules the close, so walking the list stays safe. */
+    for (http_conn *c = srv->conns; c; c = c->next) {
+        if (!c->closing && !c->lingering && !conn_busy(c))
+            conn_close(c);
+    }
+    uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+}

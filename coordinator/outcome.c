@@ -1,0 +1,198 @@
+/*
+ * The outcome table (see outcome.h): two string maps over one list kept in creation order, which
+ * is close to outcome order, so pruning walks from the oldest end.
+ */
+#include "outcome.h"
+
+#include "strmap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct outcomes {
+    strmap *by_id;
+    strmap *commits;  /* gtrid -> committed outcome */
+    outcome *oldest, *newest;
+    int64_t retention_ms;
+    size_t count;
+};
+
+outcomes *outcomes_new(int64_t retention_s)
+{
+    outcomes *os = calloc(1, sizeof *os);
+    if (!os)
+        return NULL;
+    os->by_id = strmap_new();
+    os->commits = strmap_new();
+    os->retention_ms = retention_s * 1000;
+    if (!os->by_id || !os->commits) {
+        outcomes_free(os);
+        return NULL;
+    }
+    return os;
+}
+
+static void unlink_outcome(outcomes *os, outcome *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else if (os->oldest == o)
+        os->oldest = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    else if (os->newest == o)
+        os->newest = o->prev;
+    o->prev = o->next = NULL;
+}
+
+static void free_outcome(outcome *o)
+{
+    while (o->waiters) {
+        outcome_waiter *w = o->waiters;
+        o->waiters = w->next;
+        free(w);
+    }
+    free(o->reply_head);
+    free(o);
+}
+
+void outcomes_free(outcomes *os)
+{
+    if (!os)
+        return;
+    while (os->oldest) {
+        outcome *o = os->oldest;
+        unlink_outcome(os, o);
+        free_outcome(o);
+    }
+    strmap_free(os->by_id);
+    strmap_free(os->commits);
+    free(os);
+}
+
+outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest)
+{
+    outcome *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    snprintf(o->id, sizeof o->id, "%s", id);
+    snprintf(o->gtrid, sizeof o->gtrid, "%s", gtrid);
+    memcpy(o->digest, digest, REQUEST_DIGEST_LEN);
+    if (!strmap_put(os->by_id, o->id, o)) {
+        free(o);
+        return NULL;
+    }
+    o->indexed = true;
+    o->prev = os->newest;
+    if (os->newest)
+        os->newest->next = o;
+    else
+        os->oldest = o;
+    os->newest = o;
+    os->count++;
+    return o;
+}
+
+outcome *outcome_find(const outcomes *os, const char *id) { return strmap_get(os->by_id, id); }
+
+outcome *outcome_find_commit(const outcomes *os, const char *gtrid)
+{
+    return strmap_get(os->commits, gtrid);
+}
+
+void outcome_commit(outcomes *os, outcome *o, int64_t time_ms)
+{
+    o->state = OUTCOME_COMMITTED;
+    o->time_ms = time_ms;
+    /* Out of memory here would make recovery roll back a committed branch: fail loudly. */
+    if (!strmap_put(os->commits, o->gtrid, o))
+        abort();
+}
+
+void outcome_settle(outcomes *os, outcome *o, outcome_state state, int status, char *reply_head,
+                    int64_t time_ms)
+{
+    (void)os;
+    o->state = state;
+    o->status = status;
+    o->time_ms = time_ms;
+    if (reply_head) {
+        free(o->reply_head);
+        o->reply_head = reply_head;
+    }
+    while (o->waiters) {
+        outcome_waiter *w = o->waiters;
+        o->waiters = w->next;
+        w->cb(o, w->arg);
+        free(w);
+    }
+}
+
+void outcome_unindex(outcomes *os, outcome *o)
+{
+    if (!o->indexed)
+        return;
+    if (strmap_get(os->by_id, o->id) == o)
+        strmap_del(os->by_id, o->id);
+    if (strmap_get(os->commits, o->gtrid) == o)
+        strmap_del(os->commits, o->gtrid);
+    unlink_outcome(os, o);
+    o->indexed = false;
+    os->count--;
+}
+
+void outcome_release(outcomes *os, outcome *o)
+{
+    (void)os;
+    if (!o->indexed)
+        free_outcome(o);
+}
+
+void outcome_wait(outcome *o, outcome_waiter_cb cb, void *arg)
+{
+    outcome_waiter *w = malloc(sizeof *w);
+    if (!w)
+        abort();
+    w->cb = cb;
+    w->arg = arg;
+    w->next = o->waiters;
+    o->waiters = w;
+}
+
+void outcome_unwait(outcome *o, outcome_waiter_cb cb, void *arg)
+{
+    for (outcome_waiter **p = &o->waiters; *p; p = &(*p)->next) {
+        if ((*p)->cb == cb && (*p)->arg == arg) {
+            outcome_waiter *w = *p;
+            *p = w->next;
+            free(w);
+            return;
+        }
+    }
+}
+
+void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), void *arg)
+{
+    for (outcome *o = os->oldest, *next; o; o = next) {
+        next = o->next;
+        if (o->state == OUTCOME_COMMITTED && o->pending && !o->live)
+            fn(o, arg);
+    }
+}
+
+void outcomes_prune(outcomes *os, int64_t now_ms, int budget)
+{
+    outcome *o = os->oldest;
+    while (o && budget-- > 0) {
+        outcome *next = o->next;
+        bool settled = o->state != OUTCOME_IN_PROGRESS && !o->live && !o->waiters;
+        if (settled && o->pending == 0 && now_ms - o->time_ms > os->retention_ms) {
+            outcome_unindex(os, o);
+            free_outcome(o);
+        }
+        o = next;
+    }
+}
+
+size_t outcomes_count(const outcomes *os) { return os->count; }

@@ -1,0 +1,289 @@
+/*
+ * Recovery scans (see recovery.h). One scan object per participant, driven by callbacks: acquire a
+ * connection, list, then resolve the listed branches one after another on that connection.
+ */
+#include "recovery.h"
+
+#include "log.h"
+#include "txn.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct scan {
+    struct recovery *r;
+    coord_part *part;
+    char ctx[48];
+    px_pool_req preq;
+    px_conn *conn;
+    px_xid *xids;
+    bool *failed;        /* per listed xid: could not be resolved in this scan */
+    size_t n, next;
+    unsigned attempts;   /* consecutive failed scans, for the backoff */
+    uv_timer_t timer;
+    bool running;
+    bool busy;           /* a driver call or pool request is in flight */
+} scan;
+
+struct recovery {
+    coord *c;
+    uv_timer_t periodic;
+    int open_handles;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+    bool stopping;
+    scan scans[CONFIG_MAX_PARTICIPANTS];
+};
+
+static void scan_run(scan *s);
+static void resolve_next(scan *s);
+
+static void scan_reset(scan *s)
+{
+    free(s->xids);
+    free(s->failed);
+    s->xids = NULL;
+    s->failed = NULL;
+    s->n = s->next = 0;
+}
+
+static void on_backoff(uv_timer_t *t) { scan_run(t->data); }
+
+/* A scan that could not finish: try again soon, with capped exponential backoff. */
+static void scan_failed(scan *s, const char *what, const px_error *err)
+{
+    unsigned ms = 200u << (s->attempts < 5 ? s->attempts : 5);
+    uint32_t cap = s->r->c->cfg->recovery_interval_ms;
+    s->attempts++;
+    if (ms > cap)
+        ms = cap;
+    if (s->conn) {
+        px_pool_discard(s->part->pool, s->conn);
+        s->conn = NULL;
+    }
+    log_warn(s->ctx, "recovery scan failed (%s: %s); retrying in %u ms", what,
+             err ? err->message : "unknown error", ms);
+    scan_reset(s);
+    s->running = false;
+    s->part->scanning = false;
+    if (!s->r->stopping)
+        uv_timer_start(&s->timer, on_backoff, ms, 0);
+}
+
+static bool was_left_behind(const scan *s, const char *gtrid)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->failed[i] && strcmp(s->xids[i].gtrid, gtrid) == 0)
+            return true;
+    return false;
+}
+
+static void acknowledge(outcome *o, void *arg)
+{
+    scan *s = arg;
+    coord *c = s->r->c;
+    uint32_t bit = 1u << s->part->index;
+    if (!(o->pending & bit) || was_left_behind(s, o->gtrid))
+        return;
+    o->pending &= ~bit;
+    if (o->pending == 0) {
+        uint64_t boot, seq;
+        if (sscanf(o->gtrid + strlen(c->prefix), "%" SCNu64 ".%" SCNu64, &boot, &seq) == 2) {
+            journal_rec rec = {JOURNAL_DONE, boot, seq, coord_now_ms(), NULL, 0};
+            journal_append(c->journal, &rec, NULL, NULL);
+        }
+        log_info(s->ctx, "transaction %s (id %s) is complete on every participant", o->gtrid,
+                 o->id);
+    }
+}
+
+static void scan_complete(scan *s)
+{
+    coord *c = s->r->c;
+    size_t left = 0;
+    for (size_t i = 0; i < s->n; i++)
+        left += s->failed[i];
+    outcomes_each_unfinished(c->outcomes, acknowledge, s);
+    if (!s->part->ready)
+        log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left; "
+                         "taking new work",
+                 s->n, left);
+    else if (s->n > 0)
+        log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left", s->n, left);
+    s->part->ready = true;
+    s->part->scans++;
+    s->part->scanning = false;
+    s->running = false;
+    s->attempts = 0;
+    px_pool_release(s->part->pool, s->conn);
+    s->conn = NULL;
+    scan_reset(s);
+}
+
+static void on_resolved(px_conn *conn, const px_error *err, void *arg)
+{
+    scan *s = arg;
+    const px_xid *x = &s->xids[s->next];
+    s->busy = false;
+    if (err && err->cls != PX_XID_NOT_FOUND && !(err->cls == PX_BUSINESS && err->code == 1402)) {
+        log_warn(s->ctx, "could not resolve %s: %s", x->gtrid, err->message);
+        s->failed[s->next] = true;
+        if (err->conn_broken) {
+            s->next++;
+            scan_failed(s, "connection lost", err);
+            return;
+        }
+    } else if (err) {
+        /* Finished meanwhile by someone else (or a read-only branch): the next scan confirms. */
+        log_info(s->ctx, "%s was already finished", x->gtrid);
+    }
+    s->next++;
+    resolve_next(s);
+}
+
+static void resolve_next(scan *s)
+{
+    coord *c = s->r->c;
+    const px_driver *drv = px_pool_driver(s->part->pool);
+    while (s->next < s->n) {
+        const px_xid *x = &s->xids[s->next];
+        bool commit;
+        int rc;
+        if (strmap_get(c->live, x->gtrid)) {
+            s->next++; /* live in this process: its own engine finishes it */
+            continue;
+        }
+        commit = outcome_find_commit(c->outcomes, x->gtrid) != NULL;
+        log_info(s->ctx, "in-doubt branch %s: %s (%s)", x->gtrid,
+                 commit ? "committing" : "rolling back",
+                 commit ? "commit record found" : "no commit record: presumed abort");
+        metric_counter_add(commit ? s->part->recovered_commit : s->part->recovered_rollback, 1);
+        s->busy = true;
+        rc = commit ? drv->commit_prepared(s->conn, x, on_resolved, s)
+                    : drv->rollback_prepared(s->conn, x, on_resolved, s);
+        if (rc == 0)
+            return;
+        s->busy = false;
+        s->failed[s->next++] = true;
+    }
+    scan_complete(s);
+}
+
+static void on_listed(px_conn *conn, const px_error *err, const px_xid *xids, size_t n, void *arg)
+{
+    scan *s = arg;
+    s->busy = false;
+    if (err) {
+        scan_failed(s, "listing prepared branches", err);
+        return;
+    }
+    s->xids = malloc(sizeof *xids * (n ? n : 1));
+    s->failed = calloc(n ? n : 1, sizeof *s->failed);
+    if (!s->xids || !s->failed)
+        abort();
+    memcpy(s->xids, xids, sizeof *xids * n);
+    s->n = n;
+    s->next = 0;
+    resolve_next(s);
+}
+
+static void on_scan_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    scan *s = req->data;
+    const px_driver *drv = px_pool_driver(s->part->pool);
+    s->busy = false;
+    if (!conn) {
+        scan_failed(s, "connecting", err);
+        return;
+    }
+    s->conn = conn;
+    s->busy = true;
+    if (drv->recover(conn, s->r->c->prefix, s->part->cfg->name, on_listed, s) != 0) {
+        s->busy = false;
+        scan_failed(s, "listing prepared branches", NULL);
+    }
+}
+
+static void scan_run(scan *s)
+{
+    if (s->running || s->r->stopping)
+        return;
+    s->running = true;
+    s->part->scanning = true;
+    s->preq.data = s;
+    s->busy = true;
+    if (px_pool_acquire(s->part->pool, &s->preq, on_scan_conn) != 0) {
+        s->busy = false;
+        scan_failed(s, "pool closing", NULL);
+    }
+}
+
+void recovery_kick(coord *c)
+{
+    for (int i = 0; i < c->nparts; i++)
+        scan_run(&c->recovery->scans[i]);
+}
+
+static void on_periodic(uv_timer_t *t) { recovery_kick(((struct recovery *)t->data)->c); }
+
+int recovery_start(coord *c)
+{
+    struct recovery *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->c = c;
+    c->recovery = r;
+    uv_timer_init(c->loop, &r->periodic);
+    r->periodic.data = r;
+    r->open_handles = 1;
+    for (int i = 0; i < c->nparts; i++) {
+        scan *s = &r->scans[i];
+        s->r = r;
+        s->part = &c->parts[i];
+        snprintf(s->ctx, sizeof s->ctx, "participant %s", s->part->cfg->name);
+        uv_timer_init(c->loop, &s->timer);
+        s->timer.data = s;
+        r->open_handles++;
+    }
+    uv_timer_start(&r->periodic, on_periodic, c->cfg->recovery_interval_ms,
+                   c->cfg->recovery_interval_ms);
+    recovery_kick(c);
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct recovery *r = h->data;
+    if (--r->open_handles > 0)
+        return;
+    r->c->recovery = NULL;
+    if (r->stop_cb)
+        r->stop_cb(r->stop_arg);
+    free(r);
+}
+
+void recovery_stop(coord *c, void (*cb)(void *arg), void *arg)
+{
+    struct recovery *r = c->recovery;
+    r->stopping = true;
+    r->stop_cb = cb;
+    r->stop_arg = arg;
+    for (int i = 0; i < c->nparts; i++) {
+        scan *s = &r->scans[i];
+        /* A scan in flight is abandoned: its connection is closed with the pool, and whatever it
+         * did not resolve the next start-up resolves. */
+        if (s->busy && s->conn) {
+            px_pool_discard(s->part->pool, s->conn);
+            s->conn = NULL;
+        } else if (s->busy) {
+            px_pool_cancel(&s->preq);
+        }
+        scan_reset(s);
+        s->timer.data = r;
+        uv_close((uv_handle_t *)&s->timer, on_closed);
+    }
+    r->periodic.data = r;
+    uv_close((uv_handle_t *)&r->periodic, on_closed);
+}

@@ -1,0 +1,64 @@
+/*
+ * A transaction request: the body of POST /v1/transactions, parsed and validated into the compact
+ * form the engine runs. One allocation holds the whole request (statements, parameters, strings),
+ * so an in-flight transaction costs little memory and frees in one call.
+ *
+ * Every error names the field ("branches[1].statements[0].params[2]: must be a string, number,
+ * boolean or null"). Branches come out sorted by participant index: connections are acquired in
+ * that global order, so two transactions never wait for each other's pools in a cycle.
+ */
+#ifndef XA_REQUEST_H
+#define XA_REQUEST_H
+
+#include "participant.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define REQUEST_ID_MAX 64
+#define REQUEST_DIGEST_LEN 16
+
+typedef struct req_branch {
+    int participant;        /* index into the configuration's participants */
+    const char *name;       /* the participant's name */
+    int nstmts;
+    px_stmt *stmts;
+    const char **abort_reasons; /* per statement; NULL when the request gave none */
+} req_branch;
+
+typedef struct txn_request {
+    char id[REQUEST_ID_MAX + 1];
+    bool id_given;          /* false: the coordinator generated the id */
+    uint32_t timeout_ms;
+    int nbranches;
+    req_branch *branches;
+    /* Identifies the work (branches, statements, parameters, expectations - not id or timeout):
+     * a repeated id with another digest is a different request (422). */
+    uint8_t digest[REQUEST_DIGEST_LEN];
+} txn_request;
+
+typedef struct request_limits {
+    int max_branches;
+    int max_statements;     /* per branch */
+    int max_params;         /* per statement */
+    size_t max_sql_bytes;   /* per statement */
+    uint32_t default_timeout_ms;
+    uint32_t max_timeout_ms;
+} request_limits;
+
+/* Maps a participant name to its index, or -1 when there is no such participant. */
+typedef int (*request_lookup_fn)(const char *name, void *arg);
+
+/* Parses body. Returns NULL with a message in err when the request is malformed. */
+txn_request *request_parse(const char *body, size_t len, const request_limits *limits,
+                           request_lookup_fn lookup, void *arg, char *err, size_t errlen);
+void request_free(txn_request *req);
+
+/* 1-64 chars of [A-Za-z0-9._:-] */
+bool request_id_valid(const char *id);
+
+/* Lower-case hex of a digest into out (2 * REQUEST_DIGEST_LEN + 1 bytes). */
+void request_digest_hex(const uint8_t *digest, char *out);
+
+#endif

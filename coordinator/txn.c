@@ -1,0 +1,809 @@
+/*
+ * The global-transaction state machine (see txn.h).
+ *
+ * A transaction owns one `branch` per participant. Branch states are ordered: a branch only
+ * moves forward. The transaction itself sits in exactly one of the coordinator's state lists;
+ * /metrics and shutdown read those lists.
+ *
+ * Who may act on a branch: while a driver call is in flight (`busy`), only its callback does.
+ * An abort that finds a branch busy either waits for that callback (which then rolls back), or -
+ * for a timeout, where the call may hang - discards the connection. Closing a connection rolls back
+ * an unprepared branch on both servers; a PREPARE that was in flight may still have landed, so that
+ * branch is then rolled back by XID through another connection, and the periodic recovery scan is
+ * the safety net behind that.
+ */
+#include "txn.h"
+
+#include "coord.h"
+#include "crash.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum branch_state {
+    BR_IDLE = 0,  /* no connection asked for yet */
+    BR_ACQUIRING, /* waiting for the pool */
+    BR_WORKING,   /* begin / statements */
+    BR_PREPARING, /* PREPARE sent */
+    BR_PREPARED,
+    BR_FINISHING, /* COMMIT/ROLLBACK PREPARED sent or scheduled for retry */
+    BR_DONE,
+} branch_state;
+
+typedef struct branch {
+    struct txn *t;
+    int index;
+    coord_part *part;
+    const req_branch *req;
+    px_xid xid;
+    branch_state state;
+    px_pool_req preq;
+    px_conn *conn;
+    bool busy;            /* a driver call is in flight on conn */
+    bool begun;           /* the branch exists on the server */
+    bool maybe_prepared;  /* PREPARE was sent and its answer lost */
+    json_t *results;      /* [{"rows_affected":..,"rows":[..]}] */
+    uv_timer_t retry;
+    bool retry_open;
+    unsigned attempts;
+    uint64_t prepared_ns;
+} branch;
+
+struct txn {
+    coord *c;
+    txn_state state;
+    struct txn *prev, *next;
+    txn_request *req;
+    outcome *o;
+    uint64_t seq;
+    char gtrid[PX_XID_PART_MAX + 1];
+    uint64_t started_ns;
+    uv_timer_t timer; /* phase-1 timeout, then commit_wait */
+    int open_handles;
+    int next_acquire;
+    int nprepared;
+    int ndone;
+    bool committed;
+    bool replied;
+    bool freeing;
+    char ctx[PX_XID_PART_MAX + 8]; /* log prefix */
+    int nbranches;
+    branch b[];
+};
+
+static void branch_finish(branch *b);
+static void branch_abort(branch *b, bool hard);
+static void maybe_free(struct txn *t);
+
+/* ---- state lists ------------------------------------------------------------------------- */
+
+static const char *const state_names[TXN_NSTATES] = {"working", "deciding", "committing",
+                                                     "aborting"};
+
+const char *txn_state_name(txn_state s) { return state_names[s]; }
+
+int txn_count(const coord *c, txn_state s) { return c->lists[s].count; }
+
+static void list_remove(coord *c, struct txn *t)
+{
+    txn_list *l = &c->lists[t->state];
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    l->count--;
+}
+
+static void list_insert(coord *c, struct txn *t)
+{
+    txn_list *l = &c->lists[t->state];
+    t->prev = NULL;
+    t->next = l->head;
+    if (l->head)
+        l->head->prev = t;
+    l->head = t;
+    l->count++;
+}
+
+/* The only place a transaction changes state. */
+static void set_state(struct txn *t, txn_state s)
+{
+    list_remove(t->c, t);
+    t->state = s;
+    list_insert(t->c, t);
+    log_debug(t->ctx, "-> %s", state_names[s]);
+}
+
+void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%" PRIu64 ".%" PRIu64, c->prefix, boot, seq);
+}
+
+/* ---- replies ----------------------------------------------------------------------------- */
+
+/* Dumps obj without its closing brace (see outcome.reply_head). */
+static char *dump_head(json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    size_t n;
+    json_decref(obj);
+    if (!s)
+        abort();
+    n = strlen(s);
+    s[n - 1] = '\0';
+    return s;
+}
+
+static json_t *base_reply(struct txn *t, const char *outcome_name)
+{
+    return json_pack("{s:s, s:s, s:s}", "id", t->o->id, "xid", t->gtrid, "outcome", outcome_name);
+}
+
+static char *commit_head(struct txn *t)
+{
+    json_t *obj = base_reply(t, "committed");
+    json_t *branches = json_array();
+    for (int i = 0; i < t->nbranches; i++) {
+        branch *b = &t->b[i];
+        json_array_append_new(branches, json_pack("{s:s, s:O}", "participant", b->part->cfg->name,
+                                                  "results", b->results));
+    }
+    json_object_set_new(obj, "branches", branches);
+    return dump_head(obj);
+}
+
+static void settle(struct txn *t, outcome_state st, int status, char *head)
+{
+    double secs = (double)(uv_hrtime() - t->started_ns) / 1e9;
+    t->replied = true;
+    metric_histogram_observe(t->c->txn_latency, secs);
+    outcome_settle(t->c->outcomes, t->o, st, status, head, coord_now_ms());
+}
+
+/* ---- abort ------------------------------------------------------------------------------- */
+
+typedef struct abort_info {
+    int status;            /* 409, or 503 when a participant was unavailable */
+    bool retryable;        /* transient: the id is forgotten so the client may run it again */
+    bool hard;             /* timeout: discard busy connections instead of waiting for them */
+    const char *reason;
+    const branch *failed;  /* may be NULL */
+    int statement;         /* -1 when the failure was not in a statement */
+    const px_error *err;   /* may be NULL */
+} abort_info;
+
+static void log_abort(struct txn *t, const abort_info *a)
+{
+    if (a->failed && a->err)
+        log_info(t->ctx, "aborted: %s (participant %s, statement %d, %s %s: %s)", a->reason,
+                 a->failed->part->cfg->name, a->statement, px_errclass_name(a->err->cls),
+                 a->err->sqlstate, a->err->message);
+    else
+        log_info(t->ctx, "aborted: %s", a->reason);
+}
+
+static char *abort_head(struct txn *t, const abort_info *a)
+{
+    json_t *obj = base_reply(t, "aborted");
+    json_object_set_new(obj, "reason", json_string(a->reason));
+    json_object_set_new(obj, "retryable", json_boolean(a->retryable));
+    if (a->failed) {
+        json_t *f = json_pack("{s:s}", "participant", a->failed->part->cfg->name);
+        if (a->statement >= 0)
+            json_object_set_new(f, "statement", json_integer(a->statement));
+        if (a->err && a->err->sqlstate[0])
+            json_object_set_new(f, "sqlstate", json_string(a->err->sqlstate));
+        if (a->err)
+            json_object_set_new(f, "message", json_string(a->err->message));
+        json_object_set_new(obj, "failed", f);
+    }
+    return dump_head(obj);
+}
+
+/* Presumed abort: nothing here needs to be durable before the answer. A business abort is logged
+ * lazily so that a repeated id replays it after a restart; a transient one is forgotten. */
+static void txn_abort(struct txn *t, const abort_info *a)
+{
+    if (t->state != TXN_WORKING)
+        return;
+    set_state(t, TXN_ABORTING);
+    uv_timer_stop(&t->timer);
+    log_abort(t, a);
+    metric_counter_add(t->c->txn_aborted, 1);
+    settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
+    if (a->retryable) {
+        outcome_unindex(t->c->outcomes, t->o);
+    } else {
+        journal_rec rec = {JOURNAL_ABORT, t->c->boot, t->seq, t->o->time_ms, NULL, 0};
+        char *payload = NULL;
+        size_t len = 0;
+        if (coord_encode_outcome(t->c, t->o, &payload, &len) == 0) {
+            rec.payload = payload;
+            rec.payload_len = len;
+            journal_append(t->c->journal, &rec, NULL, NULL);
+        }
+        free(payload);
+    }
+    for (int i = 0; i < t->nbranches; i++)
+        branch_abort(&t->b[i], a->hard);
+    maybe_free(t);
+}
+
+/* Deadlocks, lock timeouts and lost connections say nothing about the request itself. */
+static bool is_transient(const px_error *err) { return err->cls == PX_RETRYABLE; }
+
+/* A branch failed in phase 1: turn the driver's error into the client's answer. */
+static void branch_failed(branch *b, const px_error *err, int statement)
+{
+    struct txn *t = b->t;
+    abort_info a = {409, is_transient(err), false, "", b, statement, err};
+    char reason[1024];
+    const char *given = NULL;
+
+    if (b->conn && err->conn_broken) {
+        px_pool_discard(b->part->pool, b->conn);
+        b->conn = NULL;
+        b->begun = false; /* the server rolls back an unprepared branch when its session ends */
+    }
+    if (statement >= 0 && b->req->abort_reasons)
+        given = b->req->abort_reasons[statement];
+    if (given && err->cls == PX_BUSINESS && !err->sqlstate[0])
+        snprintf(reason, sizeof reason, "%s", given); /* expect_rows mismatch */
+    else if (statement >= 0)
+        snprintf(reason, sizeof reason, "%s%sstatement %d on %s failed: %s", given ? given : "",
+                 given ? ": " : "", statement, b->part->cfg->name, err->message);
+    else
+        snprintf(reason, sizeof reason, "participant %s failed: %s", b->part->cfg->name,
+                 err->message);
+    a.reason = reason;
+    txn_abort(t, &a);
+}
+
+static void on_timeout(uv_timer_t *timer)
+{
+    struct txn *t = timer->data;
+    char reason[256];
+    const branch *slow = NULL;
+    for (int i = 0; i < t->nbranches && !slow; i++)
+        if (t->b[i].state < BR_PREPARED)
+            slow = &t->b[i];
+    snprintf(reason, sizeof reason, "timeout: %s did not prepare within %u ms",
+             slow ? slow->part->cfg->name : "a participant", t->req->timeout_ms);
+    abort_info a = {409, true, true, reason, slow, -1, NULL};
+    txn_abort(t, &a);
+}
+
+/* ---- phase 2 ----------------------------------------------------------------------------- */
+
+static unsigned backoff_ms(unsigned attempts)
+{
+    unsigned ms = 50u << (attempts < 7 ? attempts : 7);
+    return ms > 5000 ? 5000 : ms;
+}
+
+static void on_retry_timer(uv_timer_t *timer) { branch_finish(timer->data); }
+
+static void schedule_retry(branch *b)
+{
+    struct txn *t = b->t;
+    if (!b->retry_open) {
+        uv_timer_init(t->c->loop, &b->retry);
+        b->retry.data = b;
+        b->retry_open = true;
+        t->open_handles++;
+    }
+    metric_counter_add(b->part->commit_retries, 1);
+    uv_timer_start(&b->retry, on_retry_timer, backoff_ms(b->attempts++), 0);
+}
+
+static void release_conn(branch *b)
+{
+    if (b->conn)
+        px_pool_release(b->part->pool, b->conn);
+    b->conn = NULL;
+}
+
+static void discard_conn(branch *b)
+{
+    if (b->conn)
+        px_pool_discard(b->part->pool, b->conn);
+    b->conn = NULL;
+}
+
+static void branch_done(branch *b)
+{
+    struct txn *t = b->t;
+    b->state = BR_DONE;
+    release_conn(b);
+    t->ndone++;
+    if (t->committed) {
+        t->o->pending &= ~(1u << b->part->index);
+        if (t->ndone == 1 && t->nbranches > 1)
+            crash_point("after-first-commit-ack");
+    }
+    maybe_free(t);
+}
+
+/* "XID not found" means finished only when the branch is no longer listed: on MariaDB a branch
+ * stays attached to its preparing session and is invisible to others while that session lives. */
+static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, size_t n, void *arg)
+{
+    branch *b = arg;
+    b->busy = false;
+    if (err) {
+        if (err->conn_broken)
+            discard_conn(b);
+        schedule_retry(b);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(xids[i].gtrid, b->xid.gtrid) == 0) {
+            log_warn(b->t->ctx, "%s: branch still listed although not found: retrying later",
+                     b->part->cfg->name);
+            schedule_retry(b);
+            return;
+        }
+    }
+    metric_counter_add(b->part->xid_not_found, 1);
+    log_warn(b->t->ctx, "%s: branch not found and not listed: already %s (lost reply)",
+             b->part->cfg->name, b->t->committed ? "committed" : "rolled back");
+    branch_done(b);
+}
+
+static void on_finished(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    b->busy = false;
+    if (!err) {
+        branch_done(b);
+        return;
+    }
+    if (err->cls == PX_XID_NOT_FOUND && !err->conn_broken) {
+        b->busy = true;
+        if (drv->recover(b->conn, b->xid.gtrid, b->xid.bqual, on_verified, b) == 0)
+            return;
+        b->busy = false;
+    }
+    if (err->cls == PX_BUSINESS && err->code == 1402) {
+        /* MariaDB: a prepared branch that wrote nothing is rolled back by the server. */
+        log_warn(b->t->ctx, "%s: read-only branch finished by the server (1402)",
+                 b->part->cfg->name);
+        branch_done(b);
+        return;
+    }
+    log_warn(b->t->ctx, "%s: %s failed (%s: %s); retrying", b->part->cfg->name,
+             b->t->committed ? "COMMIT" : "ROLLBACK", px_errclass_name(err->cls), err->message);
+    if (err->conn_broken || err->cls == PX_FATAL)
+        discard_conn(b);
+    schedule_retry(b);
+}
+
+static void send_finish(branch *b)
+{
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    int rc;
+    b->busy = true;
+    rc = b->t->committed ? drv->commit_prepared(b->conn, &b->xid, on_finished, b)
+                         : drv->rollback_prepared(b->conn, &b->xid, on_finished, b);
+    if (rc != 0) {
+        b->busy = false;
+        discard_conn(b);
+        schedule_retry(b);
+    }
+}
+
+static void on_finish_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    branch *b = req->data;
+    if (!conn) {
+        schedule_retry(b);
+        return;
+    }
+    b->conn = conn;
+    send_finish(b);
+}
+
+/* Drives a prepared (or maybe prepared) branch to the transaction's outcome; never gives up. */
+static void branch_finish(branch *b)
+{
+    b->state = BR_FINISHING;
+    if (b->conn) {
+        send_finish(b);
+        return;
+    }
+    b->preq.data = b;
+    if (px_pool_acquire(b->part->pool, &b->preq, on_finish_conn) != 0)
+        schedule_retry(b);
+}
+
+/* ---- abort of one branch ----------------------------------------------------------------- */
+
+static void on_rolled_back(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    b->busy = false;
+    if (err)
+        discard_conn(b); /* ending the session rolls the branch back */
+    branch_done(b);
+}
+
+static void branch_abort(branch *b, bool hard)
+{
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    switch (b->state) {
+    case BR_IDLE:
+        branch_done(b);
+        return;
+    case BR_ACQUIRING:
+        px_pool_cancel(&b->preq);
+        branch_done(b);
+        return;
+    case BR_FINISHING:
+    case BR_DONE:
+        return;
+    case BR_PREPARED:
+        if (!b->busy)
+            branch_finish(b);
+        return;
+    case BR_WORKING:
+    case BR_PREPARING:
+        break;
+    }
+    if (b->busy) {
+        if (!hard)
+            return; /* the callback in flight sees the abort and continues here */
+        b->busy = false;
+        b->maybe_prepared = b->state == BR_PREPARING;
+        discard_conn(b);
+        if (b->maybe_prepared)
+            branch_finish(b);
+        else
+            branch_done(b);
+        return;
+    }
+    if (!b->conn || !b->begun) {
+        branch_done(b);
+        return;
+    }
+    b->busy = true;
+    if (drv->rollback(b->conn, &b->xid, on_rolled_back, b) != 0) {
+        b->busy = false;
+        discard_conn(b);
+        branch_done(b);
+    }
+}
+
+/* ---- commit decision --------------------------------------------------------------------- */
+
+static void on_commit_wait(uv_timer_t *timer)
+{
+    struct txn *t = timer->data;
+    if (!t->replied)
+        settle(t, OUTCOME_COMMITTED, 200, NULL);
+}
+
+static void on_commit_durable(void *arg)
+{
+    struct txn *t = arg;
+    crash_point("after-commit-record");
+    t->committed = true;
+    set_state(t, TXN_COMMITTING);
+    outcome_commit(t->c->outcomes, t->o, coord_now_ms());
+    metric_counter_add(t->c->txn_committed, 1);
+    uv_timer_start(&t->timer, on_commit_wait, t->c->cfg->commit_wait_ms, 0);
+    for (int i = 0; i < t->nbranches; i++)
+        branch_finish(&t->b[i]);
+}
+
+static void decide_commit(struct txn *t)
+{
+    journal_rec rec = {JOURNAL_COMMIT, t->c->boot, t->seq, coord_now_ms(), NULL, 0};
+    char *payload = NULL;
+    size_t len = 0;
+
+    set_state(t, TXN_DECIDING);
+    uv_timer_stop(&t->timer);
+    t->o->pending = 0;
+    for (int i = 0; i < t->nbranches; i++)
+        t->o->pending |= 1u << t->b[i].part->index;
+    /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
+     * that a repeated id can be answered after a restart. */
+    t->o->reply_head = commit_head(t);
+    t->o->status = 200;
+    crash_point("before-commit-record");
+    if (coord_encode_outcome(t->c, t->o, &payload, &len) != 0)
+        abort(); /* out of memory before the decision: nothing is lost by dying */
+    rec.payload = payload;
+    rec.payload_len = len;
+    if (journal_append(t->c->journal, &rec, on_commit_durable, t) != 0) {
+        /* The journal is closing or failed: the decision was never durable, so abort. */
+        abort_info a = {503, true, false, "the journal is not accepting decisions", NULL, -1,
+                        NULL};
+        free(payload);
+        set_state(t, TXN_WORKING);
+        txn_abort(t, &a);
+        return;
+    }
+    free(payload);
+}
+
+/* ---- phase 1 ----------------------------------------------------------------------------- */
+
+static void on_prepared(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    struct txn *t = b->t;
+    b->busy = false;
+    if (err) {
+        b->state = BR_WORKING; /* not prepared: the server rolled it back or will on rollback */
+        if (t->state == TXN_WORKING)
+            branch_failed(b, err, -1);
+        else
+            branch_abort(b, false);
+        return;
+    }
+    b->state = BR_PREPARED;
+    b->prepared_ns = uv_hrtime();
+    t->nprepared++;
+    if (t->state != TXN_WORKING) {
+        branch_abort(b, false);
+        return;
+    }
+    if (t->nprepared < t->nbranches) {
+        crash_point("after-some-prepares");
+        return;
+    }
+    decide_commit(t);
+}
+
+static json_t *cell_json(const char *cell, px_coltype type)
+{
+    if (!cell)
+        return json_null();
+    switch (type) {
+    case PX_COL_INT: return json_integer(strtoll(cell, NULL, 10));
+    case PX_COL_REAL: return json_real(strtod(cell, NULL));
+    case PX_COL_BOOL: return json_boolean(strcmp(cell, "true") == 0 || strcmp(cell, "1") == 0);
+    case PX_COL_TEXT: break;
+    }
+    return json_string(cell);
+}
+
+static json_t *results_json(const px_result *results, int n)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        const px_result *r = &results[i];
+        json_t *obj = json_pack("{s:I}", "rows_affected", (json_int_t)r->rows_affected);
+        if (r->ncols > 0) {
+            json_t *rows = json_array();
+            for (int row = 0; row < r->nrows; row++) {
+                json_t *o = json_object();
+                const char *const *cells = (const char *const *)r->cells + (size_t)row * (size_t)r->ncols;
+                for (int col = 0; col < r->ncols; col++)
+                    json_object_set_new(o, r->colnames[col], cell_json(cells[col], r->coltypes[col]));
+                json_array_append_new(rows, o);
+            }
+            json_object_set_new(obj, "rows", rows);
+        }
+        json_array_append_new(arr, obj);
+    }
+    return arr;
+}
+
+static void on_executed(px_conn *conn, const px_error *err, int failed_index,
+                        const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    b->busy = false;
+    if (t->state != TXN_WORKING) {
+        branch_abort(b, false);
+        return;
+    }
+    if (err) {
+        branch_failed(b, err, failed_index);
+        return;
+    }
+    b->results = results_json(results, nresults);
+    crash_point("after-work");
+    b->state = BR_PREPARING;
+    b->busy = true;
+    if (drv->prepare(b->conn, &b->xid, on_prepared, b) != 0) {
+        px_error e;
+        b->busy = false;
+        px_error_set(&e, PX_FATAL, false, 0, "", "driver refused PREPARE");
+        branch_failed(b, &e, -1);
+    }
+}
+
+static void on_begun(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    b->busy = false;
+    if (!err)
+        b->begun = true;
+    if (t->state != TXN_WORKING) {
+        branch_abort(b, false);
+        return;
+    }
+    if (err) {
+        branch_failed(b, err, -1);
+        return;
+    }
+    b->busy = true;
+    if (drv->exec(b->conn, b->req->stmts, b->req->nstmts, on_executed, b) != 0) {
+        px_error e;
+        b->busy = false;
+        px_error_set(&e, PX_FATAL, false, 0, "", "driver refused the statements");
+        branch_failed(b, &e, -1);
+    }
+}
+
+static void acquire_next(struct txn *t);
+
+static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    branch *b = req->data;
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    if (conn && t->state != TXN_WORKING) {
+        px_pool_release(b->part->pool, conn);
+        branch_done(b);
+        return;
+    }
+    if (!conn) {
+        abort_info a = {503, true, false, "", b, -1, err};
+        char reason[320];
+        snprintf(reason, sizeof reason, "participant %s is not available: %s",
+                 b->part->cfg->name, err->message);
+        a.reason = reason;
+        b->state = BR_IDLE;
+        txn_abort(t, &a);
+        return;
+    }
+    b->conn = conn;
+    b->state = BR_WORKING;
+    b->busy = true;
+    if (drv->begin(conn, &b->xid, on_begun, b) != 0) {
+        px_error e;
+        b->busy = false;
+        px_error_set(&e, PX_FATAL, false, 0, "", "driver refused BEGIN");
+        branch_failed(b, &e, -1);
+        return;
+    }
+    acquire_next(t);
+}
+
+/* One connection at a time, in participant order: see txn.h. */
+static void acquire_next(struct txn *t)
+{
+    branch *b;
+    if (t->state != TXN_WORKING || t->next_acquire >= t->nbranches)
+        return;
+    b = &t->b[t->next_acquire++];
+    b->state = BR_ACQUIRING;
+    b->preq.data = b;
+    if (px_pool_acquire(b->part->pool, &b->preq, on_acquired) != 0) {
+        abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL};
+        b->state = BR_IDLE;
+        txn_abort(t, &a);
+    }
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct txn *t = h->data;
+    if (--t->open_handles > 0)
+        return;
+    request_free(t->req);
+    free(t);
+}
+
+static void close_handle(struct txn *t, uv_handle_t *h)
+{
+    h->data = t;
+    uv_close(h, on_handle_closed);
+}
+
+/* Frees the transaction once every branch is done and the client has its answer. */
+static void maybe_free(struct txn *t)
+{
+    coord *c = t->c;
+    if (t->freeing || t->ndone < t->nbranches || t->state == TXN_WORKING ||
+        t->state == TXN_DECIDING)
+        return;
+    if (t->committed) {
+        journal_rec rec = {JOURNAL_DONE, c->boot, t->seq, coord_now_ms(), NULL, 0};
+        crash_point("before-done-record");
+        journal_append(c->journal, &rec, NULL, NULL);
+        if (!t->replied)
+            settle(t, OUTCOME_COMMITTED, 200, NULL);
+    }
+    t->freeing = true;
+    list_remove(c, t);
+    strmap_del(c->live, t->gtrid);
+    t->o->live = NULL;
+    outcome_release(c->outcomes, t->o);
+    for (int i = 0; i < t->nbranches; i++) {
+        json_decref(t->b[i].results);
+        if (t->b[i].retry_open)
+            close_handle(t, (uv_handle_t *)&t->b[i].retry);
+    }
+    close_handle(t, (uv_handle_t *)&t->timer);
+}
+
+uint64_t txn_assign(coord *c, char *buf, size_t len)
+{
+    uint64_t seq = ++c->next_seq;
+    txn_format_gtrid(c, c->boot, seq, buf, len);
+    return seq;
+}
+
+int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
+{
+    struct txn *t = calloc(1, sizeof *t + sizeof(branch) * (size_t)req->nbranches);
+    if (!t) {
+        request_free(req);
+        return -1;
+    }
+    t->c = c;
+    t->req = req;
+    t->o = o;
+    t->seq = seq;
+    t->started_ns = uv_hrtime();
+    t->nbranches = req->nbranches;
+    snprintf(t->gtrid, sizeof t->gtrid, "%s", o->gtrid);
+    snprintf(t->ctx, sizeof t->ctx, "txn %s", t->gtrid);
+    for (int i = 0; i < req->nbranches; i++) {
+        branch *b = &t->b[i];
+        b->t = t;
+        b->index = i;
+        b->req = &req->branches[i];
+        b->part = &c->parts[b->req->participant];
+        if (!px_xid_set(&b->xid, t->gtrid, b->part->cfg->name))
+            abort(); /* config validation guarantees the lengths */
+    }
+    o->live = t;
+    t->state = TXN_WORKING;
+    list_insert(c, t);
+    strmap_put(c->live, t->gtrid, t);
+    uv_timer_init(c->loop, &t->timer);
+    t->timer.data = t;
+    t->open_handles = 1;
+    uv_timer_start(&t->timer, on_timeout, req->timeout_ms, 0);
+    log_debug(t->ctx, "started: id %s, %d branches", o->id, t->nbranches);
+    acquire_next(t);
+    return 0;
+}
+
+void txn_in_doubt(const coord *c, int *counts, double *oldest_s)
+{
+    uint64_t now = uv_hrtime();
+    for (int s = 0; s < TXN_NSTATES; s++) {
+        for (const struct txn *t = c->lists[s].head; t; t = t->next) {
+            for (int i = 0; i < t->nbranches; i++) {
+                const branch *b = &t->b[i];
+                if (b->state < BR_PREPARED || b->state == BR_DONE)
+                    continue;
+                double age = (double)(now - b->prepared_ns) / 1e9;
+                counts[b->part->index]++;
+                if (age > oldest_s[b->part->index])
+                    oldest_s[b->part->index] = age;
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/*
+ * The global-transaction state machine (DESIGN.md section 3).
+ *
+ * Phase 1 runs on every branch in parallel: connections are acquired in participant order (one
+ * global order, so bounded pools cannot deadlock), then each branch begins, runs its statements
+ * and prepares. Any failure, expect_rows mismatch or the phase-1 timeout aborts the whole
+ * transaction: the outcome is answered at once (presumed abort: nothing needs to be durable) and
+ * the branches are rolled back in the background. When every branch is prepared, the commit
+ * record is forced to the journal; only then are the COMMITs sent, in parallel, and retried with
+ * capped exponential backoff until each participant acknowledges. The client is answered when
+ * all acknowledged or after commit_wait_ms, with the unacknowledged participants as "pending".
+ */
+#ifndef XA_TXN_H
+#define XA_TXN_H
+
+#include "coord.h"
+#include "request.h"
+
+/* Takes the next sequence number of this boot and writes its gtrid into buf. */
+uint64_t txn_assign(coord *c, char *buf, size_t len);
+
+/* Starts req (ownership passes to the engine) as transaction seq (from txn_assign) under the
+ * in-progress outcome o, whose gtrid is that of seq. The outcome is settled - and its waiters
+ * answered - once the result is known. Returns 0, or -1 when nothing could be started (out of
+ * memory); req is freed either way. */
+int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq);
+
+/* The gtrid of the transaction with sequence seq in boot boot. */
+void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);
+
+/* Live transactions. */
+int txn_count(const coord *c, txn_state s);
+const char *txn_state_name(txn_state s);
+
+/* The participants that own a prepared branch of a live transaction, with the age of the oldest
+ * one in seconds (for /metrics): fills counts[i] and oldest_s[i] per participant index. */
+void txn_in_doubt(const coord *c, int *counts, double *oldest_s);
+
+#endif

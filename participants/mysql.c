@@ -1,0 +1,1425 @@
+/*
+ * The MySQL/MariaDB participant driver, on MariaDB Connector/C's non-blocking API.
+ *
+ * Every library call is a `_start` that either completes at once (returns 0) or returns a wait
+ * mask; the connection then waits on one uv_poll_t for its socket (and a uv_timer_t for
+ * MYSQL_WAIT_TIMEOUT) and hands the fired events to the matching `_cont`. Each operation
+ * (connect, exec, an XA step, recover, close) is a small state machine: `mx_drive` runs it
+ * whenever the call in flight has completed, and the machine either starts the next library
+ * call or ends the operation. Statements run through server-side prepared statements, cached
+ * per connection by SQL text; XA statements go as text, built only from validated XIDs.
+ */
+#include "participant.h"
+
+#include <arpa/inet.h>
+#include <mysql.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define STMT_CACHE_MAX 32
+#define CELL_SCRATCH 64  /* bytes per column fetched in place; longer values use fetch_column */
+#define XA_SQL_MAX 352   /* two XA statements with 64-byte gtrid and bqual fit */
+#define ST_DONE (-1)     /* the state machine ended the operation: stop driving */
+
+enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_CLOSE };
+
+/* Phases of the state machines. Each names the library call whose completion it handles,
+ * except the *_START/NEXT phases, which start the next call. */
+enum {
+    CN_START = 0, CN_CONNECT, CN_SET,
+    EX_NEXT = 0, EX_EVICT, EX_PREPARE, EX_DISCARD, EX_EXECUTE, EX_STORE, EX_FETCH,
+    XA_NEXT = 0, XA_QUERY, XA_MORE,
+    RC_START = 0, RC_QUERY, RC_STORE,
+    CL_START = 0, CL_WAIT,
+};
+
+typedef struct mx_cached {
+    char *sql;
+    size_t len;
+    MYSQL_STMT *stmt;
+    uint64_t used; /* LRU clock value of the last use */
+} mx_cached;
+
+union mx_val {
+    long long i;
+    double d;
+    float f;
+    signed char b;
+};
+
+typedef struct mx_exec {
+    px_stmt *stmts; /* private copy of the caller's statements (one allocation) */
+    int n, i;
+    px_result *results;
+    MYSQL_STMT *st;    /* statement being run */
+    MYSQL_STMT *loose; /* prepared but not cached yet: freed by close if abandoned */
+    px_error saved;    /* error of a failed prepare, reported once the statement is discarded */
+    /* parameter bindings, grown as needed */
+    MYSQL_BIND *pbind;
+    union mx_val *pval;
+    unsigned long *plen;
+    int pcap;
+    /* result bindings */
+    MYSQL_BIND *rbind;
+    union mx_val *rval;
+    unsigned long *rlen;
+    my_bool *rnull, *rerr;
+    char *scratch;
+    int rcap;
+    size_t cells_cap;
+} mx_exec;
+
+struct px_conn {
+    struct px_conn_base base; /* first: generic code reads it through px_conn_base() */
+    uv_loop_t *loop;
+    MYSQL *m;
+    uv_poll_t *poll; /* on poll_fd; replaced if the library's socket changes */
+    int poll_fd;
+    uv_timer_t wait_timer;    /* MYSQL_WAIT_TIMEOUT, and deferred delivery of outcomes */
+    uv_timer_t connect_timer; /* target->connect_timeout_ms */
+    int open_handles;
+    bool released; /* MYSQL closed, handles closing: free when open_handles reaches 0 */
+
+    enum mx_op op;
+    int phase;
+    int wait_mask;
+    int (*cont)(px_conn *c, int events);
+    bool closing, in_start, delivering, kick;
+
+    /* results of the library call in flight */
+    int ret_int;
+    my_bool ret_bool;
+    MYSQL *ret_mysql;
+    MYSQL_RES *ret_res;
+
+    /* the outcome of the operation and whom to tell */
+    bool failed;
+    int failed_index;
+    px_error err;
+    union {
+        px_connect_cb connect;
+        px_exec_cb exec;
+        px_done_cb done;
+        px_recover_cb recover;
+    } cb;
+    void *cb_arg;
+
+    mx_exec ex;
+    char xa_sql[2][XA_SQL_MAX];
+    int xa_n, xa_i;
+    bool xa_ignore_first; /* rollback: XA END may find the branch idle or rollback-only */
+    char rc_prefix[PX_XID_PART_MAX + 1], rc_bqual[PX_XID_PART_MAX + 1];
+    bool rc_any_bqual;
+    px_xid *xids;
+    size_t nxids;
+
+    mx_cached cache[STMT_CACHE_MAX];
+    int ncache;
+    uint64_t clock;
+};
+
+static void mx_close(px_conn *c);
+static void mx_drive(px_conn *c, int status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Error classification
+ *
+ * PX_BUSINESS: the statement itself is wrong for the data - duplicate key 1062, foreign keys
+ *   1451/1452, NOT NULL 1048, out of range / truncation 1264/1265/1292/1366/1406/1690, CHECK
+ *   3819 (MySQL) and 4025 (MariaDB), SIGNAL from a trigger 1644, syntax and unknown
+ *   table/column 1064/1146/1054/1149 and similar statement errors; also a branch the server
+ *   rolled back on its own (1402 XA_RBROLLBACK, 1613 XA_RBTIMEOUT, 1614 XA_RBDEADLOCK).
+ * PX_RETRYABLE: deadlock 1213, lock wait timeout 1205, too many connections 1040/1203, shutdown
+ *   in progress 1053, query interrupted 1317, and lost connections: client errors 2002, 2003,
+ *   2006, 2013, 2055, connection killed 1927, idle timeout 4031.
+ * PX_XID_NOT_FOUND: 1397 XAER_NOTA.
+ * PX_FATAL: permissions 1044/1045/1142, XA state errors 1399/1400/1440 and anything else.
+ * conn_broken: every client error (2000-2999: the library's connection state is gone) and the
+ * server errors that end the session (1927, 1053, 4031).
+ * ------------------------------------------------------------------------------------------- */
+
+static const unsigned business_codes[] = {
+    1048, 1052, 1054, 1062, 1064, 1109, 1111, 1136, 1146, 1149, 1169, 1210, 1216, 1217,
+    1222, 1241, 1242, 1264, 1265, 1292, 1305, 1318, 1364, 1365, 1366, 1402, 1406, 1411,
+    1451, 1452, 1557, 1613, 1614, 1644, 1690, 3819, 4025,
+};
+static const unsigned retryable_codes[] = {
+    1040, 1053, 1203, 1205, 1213, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031,
+};
+
+static bool code_in(unsigned code, const unsigned *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i] == code)
+            return true;
+    return false;
+}
+
+static px_errclass mx_classify(unsigned code, bool *broken)
+{
+    *broken = (code >= 2000 && code < 3000) || code == 1927 || code == 1053 || code == 4031;
+    if (code == 1397)
+        return PX_XID_NOT_FOUND;
+    if (code_in(code, retryable_codes, sizeof retryable_codes / sizeof retryable_codes[0]))
+        return PX_RETRYABLE;
+    if (code_in(code, business_codes, sizeof business_codes / sizeof business_codes[0]))
+        return PX_BUSINESS;
+    return PX_FATAL;
+}
+
+static void set_error(px_error *err, unsigned code, const char *sqlstate, const char *msg)
+{
+    bool broken;
+    px_errclass cls = mx_classify(code, &broken);
+    px_error_set(err, cls, broken, (int)code, sqlstate, "%s", msg && *msg ? msg : "unknown error");
+}
+
+static void conn_error(px_conn *c)
+{
+    set_error(&c->err, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
+}
+
+static void stmt_error(px_error *err, MYSQL_STMT *st)
+{
+    set_error(err, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Handles and the wait loop
+ * ------------------------------------------------------------------------------------------- */
+
+static void free_conn(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    for (int i = 0; i < c->ncache; i++)
+        free(c->cache[i].sql);
+    free(ex->stmts);
+    free(ex->pbind);
+    free(ex->pval);
+    free(ex->plen);
+    free(ex->rbind);
+    free(ex->rval);
+    free(ex->rlen);
+    free(ex->rnull);
+    free(ex->rerr);
+    free(ex->scratch);
+    free(c->xids);
+    free(c);
+}
+
+static void handle_closed(px_conn *c)
+{
+    if (--c->open_handles == 0 && c->released)
+        free_conn(c);
+}
+
+static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    px_conn *c = h->data;
+    free(h);
+    handle_closed(c);
+}
+
+/* Called right after the library closed or replaced its socket, before anything else can open
+ * a socket with the same number: closing the handle later would remove that newcomer from
+ * epoll (libuv drops the fd number from epoll when a poll handle closes). */
+static void close_poll(px_conn *c)
+{
+    if (!c->poll)
+        return;
+    uv_close((uv_handle_t *)c->poll, on_poll_closed);
+    c->poll = NULL;
+    c->poll_fd = -1;
+}
+
+static int current_fd(px_conn *c) { return c->m ? (int)mysql_get_socket(c->m) : -1; }
+
+/* The call in flight completed: nothing may fire until the next one asks for it. */
+static void quiesce(px_conn *c)
+{
+    if (c->poll) {
+        uv_poll_stop(c->poll);
+        if (current_fd(c) != c->poll_fd)
+            close_poll(c);
+    }
+    uv_timer_stop(&c->wait_timer);
+}
+
+static void on_wait_timer(uv_timer_t *t)
+{
+    px_conn *c = t->data;
+    int ev = MYSQL_WAIT_TIMEOUT;
+    if (c->kick) {
+        c->kick = false;
+        ev = c->wait_mask & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
+    }
+    if (c->poll)
+        uv_poll_stop(c->poll);
+    mx_drive(c, c->cont(c, ev));
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    px_conn *c = h->data;
+    int ev = 0;
+    if (status < 0) {
+        /* EPOLLERR (UV_EBADF, the handle is stopped): the library reads the socket error. */
+        ev = c->wait_mask & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT);
+    } else {
+        if (events & UV_READABLE)
+            ev |= MYSQL_WAIT_READ;
+        if (events & UV_WRITABLE)
+            ev |= MYSQL_WAIT_WRITE;
+        if (events & UV_PRIORITIZED)
+            ev |= MYSQL_WAIT_EXCEPT;
+    }
+    uv_timer_stop(&c->wait_timer);
+    mx_drive(c, c->cont(c, ev));
+}
+
+static int ensure_poll(px_conn *c, int fd)
+{
+    uv_poll_t *p;
+    if (c->poll && c->poll_fd == fd)
+        return 0;
+    close_poll(c);
+    if (fd < 0)
+        return -1;
+    p = malloc(sizeof *p);
+    if (!p)
+        return -1;
+    if (uv_poll_init_socket(c->loop, p, fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->data = c;
+    c->open_handles++;
+    c->poll = p;
+    c->poll_fd = fd;
+    return 0;
+}
+
+static void wait_for(px_conn *c, int status)
+{
+    int uvev = 0;
+    c->wait_mask = status;
+    if (status & MYSQL_WAIT_READ)
+        uvev |= UV_READABLE;
+    if (status & MYSQL_WAIT_WRITE)
+        uvev |= UV_WRITABLE;
+    if (status & MYSQL_WAIT_EXCEPT)
+        uvev |= UV_PRIORITIZED;
+    if (uvev) {
+        int fd = current_fd(c);
+        if (ensure_poll(c, fd) != 0 || uv_poll_start(c->poll, uvev, on_poll) != 0) {
+            /* Cannot watch the socket: cut it so the library fails fast, and resume it. */
+            if (fd >= 0)
+                shutdown(fd, SHUT_RDWR);
+            c->kick = true;
+            uv_timer_start(&c->wait_timer, on_wait_timer, 0, 0);
+            return;
+        }
+    } else if (c->poll) {
+        uv_poll_stop(c->poll);
+    }
+    if (status & MYSQL_WAIT_TIMEOUT)
+        uv_timer_start(&c->wait_timer, on_wait_timer, mysql_get_timeout_value_ms(c->m), 0);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Outcome delivery
+ * ------------------------------------------------------------------------------------------- */
+
+static void free_results(px_result *res, int n)
+{
+    for (int i = 0; res && i < n; i++)
+        px_result_free(&res[i]);
+    free(res);
+}
+
+/* Drops what an unfinished or undelivered operation holds. Only safe while the library holds
+ * no pointer into it (no call in flight). */
+static void drop_op_state(px_conn *c)
+{
+    free_results(c->ex.results, c->ex.n);
+    c->ex.results = NULL;
+    free(c->ex.stmts);
+    c->ex.stmts = NULL;
+    if (c->ret_res) {
+        mysql_free_result(c->ret_res); /* stored: frees memory, no I/O */
+        c->ret_res = NULL;
+    }
+    free(c->xids);
+    c->xids = NULL;
+    c->nxids = 0;
+}
+
+static void deliver(px_conn *c)
+{
+    enum mx_op op = c->op;
+    void *arg = c->cb_arg;
+    px_error err = c->err; /* the callback may start another operation that overwrites it */
+    const px_error *e = c->failed ? &err : NULL;
+
+    c->op = OP_NONE;
+    c->delivering = false;
+    switch (op) {
+    case OP_CONNECT: {
+        px_connect_cb cb = c->cb.connect;
+        if (c->failed) {
+            mx_close(c);
+            cb(NULL, &err, arg);
+        } else {
+            cb(c, NULL, arg);
+        }
+        break;
+    }
+    case OP_EXEC: {
+        px_result *res = c->ex.results;
+        int total = c->ex.n, fi = c->failed ? c->failed_index : -1;
+        c->ex.results = NULL;
+        free(c->ex.stmts);
+        c->ex.stmts = NULL;
+        c->cb.exec(c, e, fi, res, c->failed ? fi : total, arg);
+        free_results(res, total);
+        break;
+    }
+    case OP_XA:
+        c->cb.done(c, e, arg);
+        break;
+    case OP_RECOVER: {
+        px_xid *xids = c->xids;
+        size_t n = c->nxids;
+        c->xids = NULL;
+        c->nxids = 0;
+        c->cb.recover(c, e, xids, n, arg);
+        free(xids);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void on_deliver(uv_timer_t *t) { deliver(t->data); }
+
+/* Ends the operation. A callback never runs inside the call that started the operation: when
+ * everything completed synchronously, delivery waits for the next loop iteration. */
+static int finish(px_conn *c, bool failed)
+{
+    c->failed = failed;
+    if (c->op == OP_CONNECT)
+        uv_timer_stop(&c->connect_timer);
+    if (c->in_start) {
+        c->delivering = true;
+        uv_timer_start(&c->wait_timer, on_deliver, 0, 0);
+    } else {
+        deliver(c);
+    }
+    return ST_DONE;
+}
+
+static int fail_conn(px_conn *c)
+{
+    conn_error(c);
+    return finish(c, true);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Library continuations: each resumes the call that the current phase started.
+ * ------------------------------------------------------------------------------------------- */
+
+static int cont_connect(px_conn *c, int ev)
+{
+    return mysql_real_connect_cont(&c->ret_mysql, c->m, ev);
+}
+
+static int cont_query(px_conn *c, int ev)
+{
+    return mysql_real_query_cont(&c->ret_int, c->m, ev);
+}
+
+static int cont_next(px_conn *c, int ev)
+{
+    return mysql_next_result_cont(&c->ret_int, c->m, ev);
+}
+
+static int cont_store(px_conn *c, int ev)
+{
+    return mysql_store_result_cont(&c->ret_res, c->m, ev);
+}
+
+/* mysql_close frees the handle when it completes: forget it at once, before quiesce looks. */
+static int close_done(px_conn *c, int status)
+{
+    if (status == 0)
+        c->m = NULL;
+    return status;
+}
+
+static int cont_close(px_conn *c, int ev)
+{
+    return close_done(c, mysql_close_cont(c->m, ev));
+}
+
+static int cont_st_prepare(px_conn *c, int ev)
+{
+    return mysql_stmt_prepare_cont(&c->ret_int, c->ex.st, ev);
+}
+
+static int cont_st_execute(px_conn *c, int ev)
+{
+    return mysql_stmt_execute_cont(&c->ret_int, c->ex.st, ev);
+}
+
+static int cont_st_store(px_conn *c, int ev)
+{
+    return mysql_stmt_store_result_cont(&c->ret_int, c->ex.st, ev);
+}
+
+static int cont_st_fetch(px_conn *c, int ev)
+{
+    return mysql_stmt_fetch_cont(&c->ret_int, c->ex.st, ev);
+}
+
+static int cont_st_close(px_conn *c, int ev)
+{
+    return mysql_stmt_close_cont(&c->ret_bool, c->ex.st, ev);
+}
+
+static int query_start(px_conn *c, const char *sql)
+{
+    c->cont = cont_query;
+    return mysql_real_query_start(&c->ret_int, c->m, sql, strlen(sql));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Connect
+ * ------------------------------------------------------------------------------------------- */
+
+static int connect_step(px_conn *c)
+{
+    const px_target *t = c->base.target;
+    switch (c->phase) {
+    case CN_START:
+        c->phase = CN_CONNECT;
+        c->cont = cont_connect;
+        /* FOUND_ROWS: UPDATE reports matched rows like PostgreSQL, so expect_rows holds for a
+         * no-op UPDATE. MULTI_STATEMENTS: two XA statements in one round trip (only XA text,
+         * built from validated XIDs, ever goes through the text protocol). */
+        return mysql_real_connect_start(&c->ret_mysql, c->m, t->host, t->user, t->password,
+                                        t->database, (unsigned)t->port, NULL,
+                                        CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS);
+    case CN_CONNECT: {
+        char sql[128];
+        if (!c->ret_mysql)
+            return fail_conn(c);
+        /* XA START needs no open transaction: autocommit on. The lock wait limit must stay
+         * below the engine's phase-1 timeout (whole seconds, rounded up). */
+        if (t->lock_timeout_ms > 0)
+            snprintf(sql, sizeof sql,
+                     "SET SESSION autocommit = 1, innodb_lock_wait_timeout = %lu",
+                     ((unsigned long)t->lock_timeout_ms + 999) / 1000);
+        else
+            snprintf(sql, sizeof sql, "SET SESSION autocommit = 1");
+        c->phase = CN_SET;
+        return query_start(c, sql);
+    }
+    case CN_SET:
+        if (c->ret_int)
+            return fail_conn(c);
+        return finish(c, false);
+    }
+    return ST_DONE;
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    px_conn *c = t->data;
+    px_connect_cb cb = c->cb.connect;
+    void *arg = c->cb_arg;
+    px_error err;
+    if (c->op != OP_CONNECT || c->delivering)
+        return;
+    px_error_set(&err, PX_RETRYABLE, true, 0, "", "connect to %s:%d timed out after %u ms",
+                 c->base.target->host, c->base.target->port, c->base.target->connect_timeout_ms);
+    mx_close(c);
+    cb(NULL, &err, arg);
+}
+
+static bool numeric_host(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return host && (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1);
+}
+
+static int set_tls(MYSQL *m, const px_target *t)
+{
+    my_bool verify = t->ssl_verify_server_cert;
+    if (!t->ssl_ca)
+        return 0;
+    if (mysql_options(m, MYSQL_OPT_SSL_CA, t->ssl_ca) ||
+        (t->ssl_cert && mysql_options(m, MYSQL_OPT_SSL_CERT, t->ssl_cert)) ||
+        (t->ssl_key && mysql_options(m, MYSQL_OPT_SSL_KEY, t->ssl_key)) ||
+        mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify))
+        return -1;
+    return 0;
+}
+
+static int mx_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, void *arg)
+{
+    unsigned proto = MYSQL_PROTOCOL_TCP, no_infile = 0;
+    px_conn *c;
+    if (!loop || !t || !cb || !numeric_host(t->host) || t->port <= 0 || t->port > 65535)
+        return PX_EINVAL;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return PX_ENOMEM;
+    c->m = mysql_init(NULL);
+    if (!c->m) {
+        free(c);
+        return PX_ENOMEM;
+    }
+    /* NONBLOCK must come before any other call that could start I/O. */
+    if (mysql_options(c->m, MYSQL_OPT_NONBLOCK, 0) ||
+        mysql_options(c->m, MYSQL_SET_CHARSET_NAME, "utf8mb4") ||
+        mysql_options(c->m, MYSQL_OPT_PROTOCOL, &proto) ||
+        mysql_options(c->m, MYSQL_OPT_LOCAL_INFILE, &no_infile) || set_tls(c->m, t) != 0) {
+        mysql_close(c->m); /* never connected: no I/O */
+        free(c);
+        return PX_ENOMEM;
+    }
+    c->base.driver = &px_mysql_driver;
+    c->base.target = t;
+    c->loop = loop;
+    c->poll_fd = -1;
+    uv_timer_init(loop, &c->wait_timer);
+    uv_timer_init(loop, &c->connect_timer);
+    c->wait_timer.data = c->connect_timer.data = c;
+    c->open_handles = 2;
+    c->cb.connect = cb;
+    c->cb_arg = arg;
+    if (t->connect_timeout_ms > 0)
+        uv_timer_start(&c->connect_timer, on_connect_timeout, t->connect_timeout_ms, 0);
+    c->op = OP_CONNECT;
+    c->phase = CN_START;
+    c->in_start = true;
+    mx_drive(c, 0);
+    c->in_start = false;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Statements: prepared-statement cache, parameter and result binding
+ * ------------------------------------------------------------------------------------------- */
+
+/* One allocation holding the statements, their parameters and all their bytes, so the caller's
+ * arrays need not outlive the call. */
+static px_stmt *copy_stmts(const px_stmt *s, int n)
+{
+    size_t size = (size_t)n * sizeof(px_stmt);
+    char *mem, *bytes;
+    px_param *params;
+    px_stmt *out;
+    for (int i = 0; i < n; i++)
+        size += (size_t)s[i].nparams * sizeof(px_param);
+    for (int i = 0; i < n; i++) {
+        size += strlen(s[i].sql) + 1;
+        for (int k = 0; k < s[i].nparams; k++)
+            if (s[i].params[k].type == PX_P_TEXT)
+                size += s[i].params[k].len + 1;
+    }
+    mem = malloc(size);
+    if (!mem)
+        return NULL;
+    out = (px_stmt *)mem;
+    params = (px_param *)(mem + (size_t)n * sizeof(px_stmt));
+    bytes = (char *)params;
+    for (int i = 0; i < n; i++)
+        bytes += (size_t)s[i].nparams * sizeof(px_param);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(s[i].sql) + 1;
+        out[i] = s[i];
+        out[i].sql = memcpy(bytes, s[i].sql, len);
+        bytes += len;
+        out[i].params = params;
+        for (int k = 0; k < s[i].nparams; k++) {
+            params[k] = s[i].params[k];
+            if (params[k].type == PX_P_TEXT) {
+                if (params[k].len)
+                    memcpy(bytes, params[k].text, params[k].len);
+                bytes[params[k].len] = '\0';
+                params[k].text = bytes;
+                bytes += params[k].len + 1;
+            }
+        }
+        params += s[i].nparams;
+    }
+    return out;
+}
+
+static bool stmts_valid(const px_stmt *s, int n)
+{
+    if (!s || n < 1)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (!s[i].sql || s[i].nparams < 0 || (s[i].nparams > 0 && !s[i].params))
+            return false;
+        for (int k = 0; k < s[i].nparams; k++) {
+            const px_param *p = &s[i].params[k];
+            if (p->type > PX_P_TEXT || (p->type == PX_P_TEXT && p->len > 0 && !p->text))
+                return false;
+        }
+    }
+    return true;
+}
+
+static mx_cached *cache_find(px_conn *c, const char *sql, size_t len)
+{
+    for (int i = 0; i < c->ncache; i++)
+        if (c->cache[i].len == len && memcmp(c->cache[i].sql, sql, len) == 0)
+            return &c->cache[i];
+    return NULL;
+}
+
+/* Removes the least recently used entry and returns its statement (to be closed). */
+static MYSQL_STMT *cache_evict(px_conn *c)
+{
+    int lru = 0;
+    MYSQL_STMT *st;
+    for (int i = 1; i < c->ncache; i++)
+        if (c->cache[i].used < c->cache[lru].used)
+            lru = i;
+    st = c->cache[lru].stmt;
+    free(c->cache[lru].sql);
+    c->cache[lru] = c->cache[--c->ncache];
+    return st;
+}
+
+static bool cache_add(px_conn *c, const char *sql, MYSQL_STMT *st)
+{
+    mx_cached *e = &c->cache[c->ncache];
+    e->sql = strdup(sql);
+    if (!e->sql)
+        return false;
+    e->len = strlen(sql);
+    e->stmt = st;
+    e->used = ++c->clock;
+    c->ncache++;
+    return true;
+}
+
+static bool grow_params(mx_exec *ex, int n)
+{
+    void *b, *v, *l;
+    if (n <= ex->pcap)
+        return true;
+    b = realloc(ex->pbind, (size_t)n * sizeof *ex->pbind);
+    if (b)
+        ex->pbind = b;
+    v = realloc(ex->pval, (size_t)n * sizeof *ex->pval);
+    if (v)
+        ex->pval = v;
+    l = realloc(ex->plen, (size_t)n * sizeof *ex->plen);
+    if (l)
+        ex->plen = l;
+    if (!b || !v || !l)
+        return false;
+    ex->pcap = n;
+    return true;
+}
+
+static bool grow_results(mx_exec *ex, int n)
+{
+    if (n <= ex->rcap)
+        return true;
+    free(ex->rbind);
+    free(ex->rval);
+    free(ex->rlen);
+    free(ex->rnull);
+    free(ex->rerr);
+    free(ex->scratch);
+    ex->rbind = calloc((size_t)n, sizeof *ex->rbind);
+    ex->rval = calloc((size_t)n, sizeof *ex->rval);
+    ex->rlen = calloc((size_t)n, sizeof *ex->rlen);
+    ex->rnull = calloc((size_t)n, sizeof *ex->rnull);
+    ex->rerr = calloc((size_t)n, sizeof *ex->rerr);
+    ex->scratch = malloc((size_t)n * CELL_SCRATCH);
+    ex->rcap = 0;
+    if (!ex->rbind || !ex->rval || !ex->rlen || !ex->rnull || !ex->rerr || !ex->scratch)
+        return false;
+    ex->rcap = n;
+    return true;
+}
+
+static void bind_param(mx_exec *ex, int k, const px_param *p)
+{
+    MYSQL_BIND *b = &ex->pbind[k];
+    memset(b, 0, sizeof *b);
+    switch (p->type) {
+    case PX_P_NULL:
+        b->buffer_type = MYSQL_TYPE_NULL;
+        break;
+    case PX_P_BOOL:
+        ex->pval[k].b = p->b ? 1 : 0;
+        b->buffer_type = MYSQL_TYPE_TINY;
+        b->buffer = &ex->pval[k].b;
+        break;
+    case PX_P_INT:
+        ex->pval[k].i = p->i;
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &ex->pval[k].i;
+        break;
+    case PX_P_REAL:
+        ex->pval[k].d = p->r;
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &ex->pval[k].d;
+        break;
+    case PX_P_TEXT:
+        /* Sent with its length: any byte, quotes and NULs included, reaches the server as is. */
+        ex->plen[k] = p->len;
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = (void *)p->text;
+        b->buffer_length = p->len;
+        b->length = &ex->plen[k];
+        break;
+    }
+}
+
+static int exec_fail(px_conn *c)
+{
+    c->failed_index = c->ex.i;
+    return finish(c, true);
+}
+
+static int exec_start_execute(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    const px_stmt *s = &ex->stmts[ex->i];
+    unsigned long want = mysql_stmt_param_count(ex->st);
+    if (want != (unsigned long)s->nparams) {
+        px_error_set(&c->err, PX_BUSINESS, false, 0, "07001",
+                     "statement has %lu placeholders but %d parameters were given", want,
+                     s->nparams);
+        return exec_fail(c);
+    }
+    if (s->nparams > 0) {
+        if (!grow_params(ex, s->nparams)) {
+            px_error_set(&c->err, PX_FATAL, false, 0, "", "out of memory");
+            return exec_fail(c);
+        }
+        for (int k = 0; k < s->nparams; k++)
+            bind_param(ex, k, &s->params[k]);
+        if (mysql_stmt_bind_param(ex->st, ex->pbind)) {
+            stmt_error(&c->err, ex->st);
+            return exec_fail(c);
+        }
+    }
+    c->phase = EX_EXECUTE;
+    c->cont = cont_st_execute;
+    return mysql_stmt_execute_start(&c->ret_int, ex->st);
+}
+
+static int exec_start_prepare(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    const char *sql = ex->stmts[ex->i].sql;
+    ex->st = mysql_stmt_init(c->m);
+    if (!ex->st) {
+        conn_error(c);
+        return exec_fail(c);
+    }
+    ex->loose = ex->st;
+    c->phase = EX_PREPARE;
+    c->cont = cont_st_prepare;
+    return mysql_stmt_prepare_start(&c->ret_int, ex->st, sql, strlen(sql));
+}
+
+static px_coltype bind_column(mx_exec *ex, int k, const MYSQL_FIELD *f)
+{
+    MYSQL_BIND *b = &ex->rbind[k];
+    memset(b, 0, sizeof *b);
+    b->is_null = &ex->rnull[k];
+    b->length = &ex->rlen[k];
+    b->error = &ex->rerr[k];
+    switch (f->type) {
+    case MYSQL_TYPE_TINY:
+    case MYSQL_TYPE_SHORT:
+    case MYSQL_TYPE_LONG:
+    case MYSQL_TYPE_INT24:
+    case MYSQL_TYPE_LONGLONG:
+    case MYSQL_TYPE_YEAR:
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &ex->rval[k].i;
+        b->is_unsigned = (f->flags & UNSIGNED_FLAG) != 0;
+        return PX_COL_INT;
+    case MYSQL_TYPE_FLOAT:
+        b->buffer_type = MYSQL_TYPE_FLOAT;
+        b->buffer = &ex->rval[k].f;
+        return PX_COL_REAL;
+    case MYSQL_TYPE_DOUBLE:
+        b->buffer_type = MYSQL_TYPE_DOUBLE;
+        b->buffer = &ex->rval[k].d;
+        return PX_COL_REAL;
+    default:
+        /* Strings, decimals (exact text), dates: the library converts them to text. */
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = ex->scratch + (size_t)k * CELL_SCRATCH;
+        b->buffer_length = CELL_SCRATCH;
+        return f->type == MYSQL_TYPE_DECIMAL || f->type == MYSQL_TYPE_NEWDECIMAL ? PX_COL_REAL
+                                                                                  : PX_COL_TEXT;
+    }
+}
+
+static bool exec_bind_result(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    px_result *r = &ex->results[ex->i];
+    MYSQL_RES *meta = mysql_stmt_result_metadata(ex->st);
+    int ncols = (int)mysql_stmt_field_count(ex->st);
+    MYSQL_FIELD *f;
+    bool ok = meta && grow_results(ex, ncols);
+    if (ok) {
+        r->colnames = calloc((size_t)ncols, sizeof *r->colnames);
+        r->coltypes = calloc((size_t)ncols, sizeof *r->coltypes);
+        ok = r->colnames && r->coltypes;
+    }
+    if (ok) {
+        r->ncols = ncols;
+        f = mysql_fetch_fields(meta);
+        for (int k = 0; k < ncols && ok; k++) {
+            r->colnames[k] = strndup(f[k].name, f[k].name_length);
+            r->coltypes[k] = bind_column(ex, k, &f[k]);
+            ok = r->colnames[k] != NULL;
+        }
+    }
+    if (meta)
+        mysql_free_result(meta); /* metadata only: no I/O */
+    ex->cells_cap = 0;
+    if (!ok) {
+        px_error_set(&c->err, PX_FATAL, false, 0, "", "out of memory");
+        return false;
+    }
+    if (mysql_stmt_bind_result(ex->st, ex->rbind)) {
+        stmt_error(&c->err, ex->st);
+        return false;
+    }
+    return true;
+}
+
+/* Shortest text that reads back as the same value. */
+static void format_real(char *buf, size_t len, double d, bool single)
+{
+    int lo = single ? 6 : 15, hi = single ? 9 : 17;
+    for (int p = lo; p <= hi; p++) {
+        snprintf(buf, len, "%.*g", p, d);
+        if (single ? strtof(buf, NULL) == (float)d : strtod(buf, NULL) == d)
+            return;
+    }
+}
+
+static char *cell_text(mx_exec *ex, int k)
+{
+    const MYSQL_BIND *b = &ex->rbind[k];
+    char buf[64], *out;
+    unsigned long len = ex->rlen[k];
+    switch (b->buffer_type) {
+    case MYSQL_TYPE_LONGLONG:
+        if (b->is_unsigned)
+            snprintf(buf, sizeof buf, "%llu", (unsigned long long)ex->rval[k].i);
+        else
+            snprintf(buf, sizeof buf, "%lld", ex->rval[k].i);
+        return strdup(buf);
+    case MYSQL_TYPE_FLOAT:
+        format_real(buf, sizeof buf, ex->rval[k].f, true);
+        return strdup(buf);
+    case MYSQL_TYPE_DOUBLE:
+        format_real(buf, sizeof buf, ex->rval[k].d, false);
+        return strdup(buf);
+    default:
+        break;
+    }
+    out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    if (len < CELL_SCRATCH) {
+        memcpy(out, ex->scratch + (size_t)k * CELL_SCRATCH, len);
+    } else {
+        /* The stored row is in memory: fetching the rest of the column does no I/O. */
+        MYSQL_BIND whole;
+        unsigned long got = 0;
+        memset(&whole, 0, sizeof whole);
+        whole.buffer_type = MYSQL_TYPE_STRING;
+        whole.buffer = out;
+        whole.buffer_length = len + 1;
+        whole.length = &got;
+        if (mysql_stmt_fetch_column(ex->st, &whole, (unsigned)k, 0)) {
+            free(out);
+            return NULL;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static bool exec_collect_row(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    px_result *r = &ex->results[ex->i];
+    size_t need = ((size_t)r->nrows + 1) * (size_t)r->ncols;
+    if (r->ncols == 0)
+        return true;
+    if (need > ex->cells_cap) {
+        size_t cap = ex->cells_cap ? ex->cells_cap * 2 : (size_t)r->ncols * 16;
+        char **cells;
+        while (cap < need)
+            cap *= 2;
+        cells = realloc(r->cells, cap * sizeof *cells);
+        if (!cells)
+            return false;
+        r->cells = cells;
+        ex->cells_cap = cap;
+    }
+    for (int k = 0; k < r->ncols; k++) {
+        char **cell = &r->cells[(size_t)r->nrows * (size_t)r->ncols + (size_t)k];
+        *cell = NULL;
+        if (!ex->rnull[k] && !(*cell = cell_text(ex, k))) {
+            for (int j = 0; j < k; j++)
+                free(r->cells[(size_t)r->nrows * (size_t)r->ncols + (size_t)j]);
+            return false;
+        }
+    }
+    r->nrows++;
+    return true;
+}
+
+static int exec_stmt_done(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    int64_t want = ex->stmts[ex->i].expect_rows, got = ex->results[ex->i].rows_affected;
+    if (want >= 0 && want != got) {
+        px_error_set(&c->err, PX_BUSINESS, false, 0, "", "expected %lld rows, got %lld",
+                     (long long)want, (long long)got);
+        return exec_fail(c);
+    }
+    if (++ex->i == ex->n)
+        return finish(c, false);
+    c->phase = EX_NEXT;
+    return 0;
+}
+
+static int exec_step(px_conn *c)
+{
+    mx_exec *ex = &c->ex;
+    px_result *r = &ex->results[ex->i];
+    switch (c->phase) {
+    case EX_NEXT: {
+        const char *sql = ex->stmts[ex->i].sql;
+        mx_cached *e = cache_find(c, sql, strlen(sql));
+        if (e) {
+            e->used = ++c->clock;
+            ex->st = e->stmt;
+            return exec_start_execute(c);
+        }
+        if (c->ncache < STMT_CACHE_MAX)
+            return exec_start_prepare(c);
+        ex->st = cache_evict(c);
+        c->phase = EX_EVICT;
+        c->cont = cont_st_close;
+        return mysql_stmt_close_start(&c->ret_bool, ex->st);
+    }
+    case EX_EVICT:
+        return exec_start_prepare(c);
+    case EX_PREPARE:
+        if (c->ret_int) {
+            stmt_error(&ex->saved, ex->st);
+            c->phase = EX_DISCARD;
+            c->cont = cont_st_close;
+            ex->loose = NULL;
+            return mysql_stmt_close_start(&c->ret_bool, ex->st);
+        }
+        if (!cache_add(c, ex->stmts[ex->i].sql, ex->st)) {
+            px_error_set(&ex->saved, PX_FATAL, false, 0, "", "out of memory");
+            c->phase = EX_DISCARD;
+            c->cont = cont_st_close;
+            ex->loose = NULL;
+            return mysql_stmt_close_start(&c->ret_bool, ex->st);
+        }
+        ex->loose = NULL;
+        return exec_start_execute(c);
+    case EX_DISCARD:
+        c->err = ex->saved;
+        return exec_fail(c);
+    case EX_EXECUTE:
+        if (c->ret_int) {
+            stmt_error(&c->err, ex->st);
+            return exec_fail(c);
+        }
+        if (mysql_stmt_field_count(ex->st) == 0) {
+            r->rows_affected = (int64_t)mysql_stmt_affected_rows(ex->st);
+            return exec_stmt_done(c);
+        }
+        c->phase = EX_STORE;
+        c->cont = cont_st_store;
+        return mysql_stmt_store_result_start(&c->ret_int, ex->st);
+    case EX_STORE:
+        if (c->ret_int) {
+            stmt_error(&c->err, ex->st);
+            return exec_fail(c);
+        }
+        if (!exec_bind_result(c)) {
+            mysql_stmt_free_result(ex->st);
+            return exec_fail(c);
+        }
+        c->phase = EX_FETCH;
+        c->cont = cont_st_fetch;
+        return mysql_stmt_fetch_start(&c->ret_int, ex->st);
+    case EX_FETCH:
+        if (c->ret_int == 0 || c->ret_int == MYSQL_DATA_TRUNCATED) {
+            if (!exec_collect_row(c)) {
+                px_error_set(&c->err, PX_FATAL, false, 0, "", "out of memory");
+                mysql_stmt_free_result(ex->st);
+                return exec_fail(c);
+            }
+            return mysql_stmt_fetch_start(&c->ret_int, ex->st);
+        }
+        if (c->ret_int != MYSQL_NO_DATA)
+            stmt_error(&c->err, ex->st);
+        /* The result was stored: freeing it does no I/O. */
+        mysql_stmt_free_result(ex->st);
+        if (c->ret_int != MYSQL_NO_DATA)
+            return exec_fail(c);
+        r->rows_affected = r->nrows;
+        return exec_stmt_done(c);
+    }
+    return ST_DONE;
+}
+
+static int op_begin(px_conn *c, enum mx_op op, void *arg)
+{
+    c->op = op;
+    c->phase = 0;
+    c->failed = false;
+    c->cb_arg = arg;
+    c->in_start = true;
+    mx_drive(c, 0);
+    c->in_start = false;
+    return 0;
+}
+
+static bool busy(px_conn *c) { return c->op != OP_NONE || c->closing; }
+
+static int mx_exec_stmts(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg)
+{
+    if (!c || !cb || !stmts_valid(stmts, n))
+        return PX_EINVAL;
+    if (busy(c))
+        return PX_EBUSY;
+    c->ex.stmts = copy_stmts(stmts, n);
+    c->ex.results = calloc((size_t)n, sizeof *c->ex.results);
+    if (!c->ex.stmts || !c->ex.results) {
+        free(c->ex.stmts);
+        free(c->ex.results);
+        c->ex.stmts = NULL;
+        c->ex.results = NULL;
+        return PX_ENOMEM;
+    }
+    c->ex.n = n;
+    c->ex.i = 0;
+    c->cb.exec = cb;
+    return op_begin(c, OP_EXEC, arg);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * XA statements
+ * ------------------------------------------------------------------------------------------- */
+
+/* 1399: XA END on a branch already idle; 1402/1613/1614: the server already rolled the branch
+ * back (e.g. after a deadlock). In all of them XA ROLLBACK is still the way to end it. */
+static bool end_ignorable(unsigned code)
+{
+    return code == 1399 || code == 1402 || code == 1613 || code == 1614;
+}
+
+static int xa_step(px_conn *c)
+{
+    switch (c->phase) {
+    case XA_NEXT:
+        if (c->xa_i == c->xa_n)
+            return finish(c, false);
+        c->phase = XA_QUERY;
+        return query_start(c, c->xa_sql[c->xa_i]);
+    case XA_QUERY:
+    case XA_MORE:
+        /* real_query: 0 ok; next_result: 0 ok with more, -1 no more, > 0 error. */
+        if (c->phase == XA_QUERY ? c->ret_int != 0 : c->ret_int > 0) {
+            if (c->xa_i == 0 && c->xa_ignore_first && end_ignorable(mysql_errno(c->m))) {
+                c->xa_i++;
+                c->phase = XA_NEXT;
+                return 0;
+            }
+            return fail_conn(c);
+        }
+        if (mysql_more_results(c->m)) {
+            c->phase = XA_MORE;
+            c->cont = cont_next;
+            return mysql_next_result_start(&c->ret_int, c->m);
+        }
+        c->xa_i++;
+        c->phase = XA_NEXT;
+        return 0;
+    }
+    return ST_DONE;
+}
+
+/* The gtrid and bqual are re-checked against px_xid's charset [a-z0-9._] here, so quoting them
+ * as 'gtrid','bqual' inside the SQL text cannot be escaped from. */
+static bool xid_ok(const px_xid *x)
+{
+    px_xid copy;
+    return x && memchr(x->gtrid, '\0', sizeof x->gtrid) &&
+           memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual);
+}
+
+static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, const char *fmt0,
+                  const char *fmt1, bool ignore_first)
+{
+    if (!c || !cb || !xid_ok(x))
+        return PX_EINVAL;
+    if (busy(c))
+        return PX_EBUSY;
+    snprintf(c->xa_sql[0], XA_SQL_MAX, fmt0, x->gtrid, x->bqual, x->gtrid, x->bqual);
+    if (fmt1)
+        snprintf(c->xa_sql[1], XA_SQL_MAX, fmt1, x->gtrid, x->bqual);
+    c->xa_n = fmt1 ? 2 : 1;
+    c->xa_i = 0;
+    c->xa_ignore_first = ignore_first;
+    c->cb.done = cb;
+    return op_begin(c, OP_XA, arg);
+}
+
+/* Formats take gtrid, bqual twice; snprintf ignores the unused arguments. */
+static int mx_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA START '%s','%s'", NULL, false);
+}
+
+static int mx_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL, false);
+}
+
+static int mx_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA END '%s','%s'", "XA ROLLBACK '%s','%s'", true);
+}
+
+static int mx_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA END '%s','%s'; XA COMMIT '%s','%s' ONE PHASE", NULL, false);
+}
+
+static int mx_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA COMMIT '%s','%s'", NULL, false);
+}
+
+static int mx_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
+{
+    return xa_run(c, x, cb, arg, "XA ROLLBACK '%s','%s'", NULL, false);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Recover
+ * ------------------------------------------------------------------------------------------- */
+
+/* XA RECOVER (raw form): formatID, gtrid_length, bqual_length, data = gtrid bytes + bqual
+ * bytes. Branches outside the XID charset cannot be ours and are skipped. */
+static bool recover_collect(px_conn *c, MYSQL_RES *res)
+{
+    size_t cap = 0, plen = strlen(c->rc_prefix);
+    MYSQL_ROW row;
+    while ((row = mysql_fetch_row(res))) {
+        unsigned long *lens = mysql_fetch_lengths(res);
+        char g[PX_XID_PART_MAX + 1], b[PX_XID_PART_MAX + 1];
+        long gl, bl;
+        px_xid x;
+        if (mysql_num_fields(res) < 4 || !row[1] || !row[2] || !row[3])
+            continue;
+        gl = atol(row[1]);
+        bl = atol(row[2]);
+        if (gl < 1 || bl < 1 || gl > PX_XID_PART_MAX || bl > PX_XID_PART_MAX ||
+            (unsigned long)(gl + bl) > lens[3])
+            continue;
+        memcpy(g, row[3], (size_t)gl);
+        g[gl] = '\0';
+        memcpy(b, row[3] + gl, (size_t)bl);
+        b[bl] = '\0';
+        if (strlen(g) != (size_t)gl || strncmp(g, c->rc_prefix, plen) != 0 ||
+            (!c->rc_any_bqual && strcmp(b, c->rc_bqual) != 0) || !px_xid_set(&x, g, b))
+            continue;
+        if (c->nxids == cap) {
+            px_xid *grown = realloc(c->xids, (cap ? cap * 2 : 16) * sizeof *grown);
+            if (!grown)
+                return false;
+            c->xids = grown;
+            cap = cap ? cap * 2 : 16;
+        }
+        c->xids[c->nxids++] = x;
+    }
+    return true;
+}
+
+static int recover_step(px_conn *c)
+{
+    switch (c->phase) {
+    case RC_START:
+        c->phase = RC_QUERY;
+        return query_start(c, "XA RECOVER");
+    case RC_QUERY:
+        if (c->ret_int)
+            return fail_conn(c);
+        c->phase = RC_STORE;
+        c->cont = cont_store;
+        return mysql_store_result_start(&c->ret_res, c->m);
+    case RC_STORE: {
+        MYSQL_RES *res = c->ret_res;
+        bool ok;
+        if (!res)
+            return mysql_errno(c->m) ? fail_conn(c) : finish(c, false);
+        c->ret_res = NULL;
+        ok = recover_collect(c, res);
+        mysql_free_result(res); /* stored: no I/O */
+        if (!ok) {
+            px_error_set(&c->err, PX_FATAL, false, 0, "", "out of memory");
+            return finish(c, true);
+        }
+        return finish(c, false);
+    }
+    }
+    return ST_DONE;
+}
+
+static int mx_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
+                      void *arg)
+{
+    const char *prefix = gtrid_prefix ? gtrid_prefix : "";
+    if (!c || !cb || strlen(prefix) > PX_XID_PART_MAX || (bqual && strlen(bqual) > PX_XID_PART_MAX))
+        return PX_EINVAL;
+    if (busy(c))
+        return PX_EBUSY;
+    snprintf(c->rc_prefix, sizeof c->rc_prefix, "%s", prefix);
+    snprintf(c->rc_bqual, sizeof c->rc_bqual, "%s", bqual ? bqual : "");
+    c->rc_any_bqual = bqual == NULL;
+    c->nxids = 0;
+    c->cb.recover = cb;
+    return op_begin(c, OP_RECOVER, arg);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Close
+ * ------------------------------------------------------------------------------------------- */
+
+static void release(px_conn *c)
+{
+    /* mysql_close detached the statements from the connection: closing them now only frees
+     * memory. */
+    for (int i = 0; i < c->ncache; i++)
+        mysql_stmt_close(c->cache[i].stmt);
+    if (c->ex.loose)
+        mysql_stmt_close(c->ex.loose);
+    c->ex.loose = NULL;
+    close_poll(c);
+    c->released = true;
+    uv_close((uv_handle_t *)&c->wait_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&c->connect_timer, on_timer_closed);
+}
+
+static int close_step(px_conn *c)
+{
+    switch (c->phase) {
+    case CL_START:
+        c->phase = CL_WAIT;
+        c->cont = cont_close;
+        return close_done(c, mysql_close_start(c->m));
+    case CL_WAIT:
+        close_poll(c);
+        release(c);
+        return ST_DONE;
+    }
+    return ST_DONE;
+}
+
+static int advance(px_conn *c)
+{
+    if (c->closing && c->op != OP_CLOSE) {
+        /* An abandoned operation's last library call has completed: close instead. */
+        drop_op_state(c);
+        c->op = OP_CLOSE;
+        c->phase = CL_START;
+    }
+    switch (c->op) {
+    case OP_CONNECT: return connect_step(c);
+    case OP_EXEC: return exec_step(c);
+    case OP_XA: return xa_step(c);
+    case OP_RECOVER: return recover_step(c);
+    case OP_CLOSE: return close_step(c);
+    case OP_NONE: break;
+    }
+    return ST_DONE;
+}
+
+/* Runs the current operation's state machine for as long as library calls complete at once,
+ * then waits for the events the pending call asked for. */
+static void mx_drive(px_conn *c, int status)
+{
+    while (status == 0) {
+        quiesce(c);
+        status = advance(c);
+    }
+    if (status > 0)
+        wait_for(c, status);
+}
+
+static void mx_close(px_conn *c)
+{
+    if (!c || c->closing)
+        return;
+    c->closing = true;
+    memset(&c->cb, 0, sizeof c->cb);
+    if (c->delivering) {
+        uv_timer_stop(&c->wait_timer);
+        c->delivering = false;
+        c->op = OP_NONE;
+    }
+    if (c->op == OP_NONE) {
+        drop_op_state(c);
+        c->op = OP_CLOSE;
+        c->phase = CL_START;
+        mx_drive(c, 0);
+        return;
+    }
+    /* A library call is in flight and cannot be cancelled: cut the socket so that it fails
+     * at once; mx_drive then closes instead of continuing (see advance). */
+    uv_timer_stop(&c->connect_timer);
+    if (current_fd(c) >= 0)
+        shutdown(current_fd(c), SHUT_RDWR);
+}
+
+const px_driver px_mysql_driver = {
+    .name = "mysql",
+    .connect = mx_connect,
+    .exec = mx_exec_stmts,
+    .begin = mx_begin,
+    .prepare = mx_prepare,
+    .rollback = mx_rollback,
+    .commit_one_phase = mx_commit_one_phase,
+    .commit_prepared = mx_commit_prepared,
+    .rollback_prepared = mx_rollback_prepared,
+    .recover = mx_recover,
+    .close = mx_close,
+};

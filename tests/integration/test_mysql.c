@@ -1,0 +1,1109 @@
+/*
+ * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: statements with bound
+ * parameters, XA branches and their MariaDB-specific attachment to the preparing session, error
+ * classes, recovery after a server crash, concurrency, and closing in every state. Each test
+ * runs its own loop and ends by checking that the loop closed cleanly.
+ */
+#include "testutil.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define D (&px_mysql_driver)
+#define MAX_CELLS 256
+
+/* What a callback saw, copied out (results are only valid inside the callback). */
+typedef struct call {
+    bool done;
+    px_conn *conn;
+    bool failed;
+    px_error err;
+    int failed_index, nresults;
+    int64_t rows[8];
+    int ncols, nrows; /* of the last result that had columns */
+    px_coltype types[16];
+    char *names[16];
+    char *cells[MAX_CELLS];
+    px_xid xids[64];
+    size_t nxids;
+} call;
+
+static char g_prefix[32]; /* gtrid prefix of this run: branches of other runs are ignored */
+static int g_seq;
+
+static void call_reset(call *k)
+{
+    for (int i = 0; i < MAX_CELLS; i++)
+        free(k->cells[i]);
+    for (int i = 0; i < 16; i++)
+        free(k->names[i]);
+    memset(k, 0, sizeof *k);
+}
+
+static void record_err(call *k, const px_error *err)
+{
+    k->failed = err != NULL;
+    if (err)
+        k->err = *err;
+}
+
+static void on_connect(px_conn *c, const px_error *err, void *arg)
+{
+    call *k = arg;
+    k->conn = c;
+    record_err(k, err);
+    k->done = true;
+}
+
+static void on_done(px_conn *c, const px_error *err, void *arg)
+{
+    call *k = arg;
+    record_err(k, err);
+    k->done = true;
+}
+
+static void on_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                    int nresults, void *arg)
+{
+    call *k = arg;
+    record_err(k, err);
+    k->failed_index = failed_index;
+    k->nresults = nresults;
+    for (int i = 0; i < nresults && i < 8; i++) {
+        const px_result *r = &results[i];
+        k->rows[i] = r->rows_affected;
+        if (r->ncols == 0)
+            continue;
+        assert_true(r->ncols <= 16 && (long)r->nrows * r->ncols <= MAX_CELLS);
+        for (int j = 0; j < MAX_CELLS; j++) {
+            free(k->cells[j]);
+            k->cells[j] = NULL;
+        }
+        for (int j = 0; j < 16; j++) {
+            free(k->names[j]);
+            k->names[j] = NULL;
+        }
+        k->ncols = r->ncols;
+        k->nrows = r->nrows;
+        for (int j = 0; j < r->ncols; j++) {
+            k->types[j] = r->coltypes[j];
+            k->names[j] = strdup(r->colnames[j]);
+        }
+        for (int j = 0; j < r->nrows * r->ncols; j++)
+            k->cells[j] = r->cells[j] ? strdup(r->cells[j]) : NULL;
+    }
+    k->done = true;
+}
+
+static void on_recover(px_conn *c, const px_error *err, const px_xid *xids, size_t n, void *arg)
+{
+    call *k = arg;
+    record_err(k, err);
+    k->nxids = n < 64 ? n : 64;
+    memcpy(k->xids, xids, k->nxids * sizeof *xids);
+    k->done = true;
+}
+
+/* ---- synchronous wrappers ---- */
+
+static px_conn *sync_connect(uv_loop_t *loop, const px_target *t, call *k)
+{
+    call_reset(k);
+    assert_int_equal(D->connect(loop, t, on_connect, k), 0);
+    tu_run_until(loop, &k->done, 15000);
+    return k->conn;
+}
+
+static px_conn *must_connect(uv_loop_t *loop, const px_target *t)
+{
+    call k = {0};
+    px_conn *c = sync_connect(loop, t, &k);
+    if (!c)
+        fail_msg("connect failed: %s", k.err.message);
+    return c;
+}
+
+static px_errclass sync_exec(uv_loop_t *loop, px_conn *c, const px_stmt *s, int n, call *k)
+{
+    call_reset(k);
+    assert_int_equal(D->exec(c, s, n, on_exec, k), 0);
+    tu_run_until(loop, &k->done, 15000);
+    return k->failed ? k->err.cls : PX_OK;
+}
+
+typedef int (*xa_fn)(px_conn *, const px_xid *, px_done_cb, void *);
+
+static px_errclass sync_xa(uv_loop_t *loop, xa_fn fn, px_conn *c, const px_xid *x, call *k)
+{
+    call_reset(k);
+    assert_int_equal(fn(c, x, on_done, k), 0);
+    tu_run_until(loop, &k->done, 15000);
+    return k->failed ? k->err.cls : PX_OK;
+}
+
+static void must_xa(uv_loop_t *loop, xa_fn fn, px_conn *c, const px_xid *x)
+{
+    call k = {0};
+    if (sync_xa(loop, fn, c, x, &k) != PX_OK)
+        fail_msg("XA step on %s failed: %d %s", x->gtrid, k.err.code, k.err.message);
+}
+
+static size_t sync_recover(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
+                           call *k)
+{
+    call_reset(k);
+    assert_int_equal(D->recover(c, prefix, bqual, on_recover, k), 0);
+    tu_run_until(loop, &k->done, 15000);
+    assert_false(k->failed);
+    return k->nxids;
+}
+
+static bool listed(const call *k, const px_xid *x)
+{
+    for (size_t i = 0; i < k->nxids; i++)
+        if (strcmp(k->xids[i].gtrid, x->gtrid) == 0 && strcmp(k->xids[i].bqual, x->bqual) == 0)
+            return true;
+    return false;
+}
+
+static void new_xid(px_xid *x, const char *bqual)
+{
+    char g[64];
+    snprintf(g, sizeof g, "%s.%d", g_prefix, ++g_seq);
+    assert_true(px_xid_set(x, g, bqual));
+}
+
+static px_param p_int(int64_t v) { return (px_param){.type = PX_P_INT, .i = v}; }
+static px_param p_text(const char *s)
+{
+    return (px_param){.type = PX_P_TEXT, .text = s, .len = strlen(s)};
+}
+
+static px_stmt stmt(const char *sql, const px_param *p, int n, int64_t expect)
+{
+    return (px_stmt){.sql = sql, .params = p, .nparams = n, .expect_rows = expect};
+}
+
+static void must_exec(uv_loop_t *loop, px_conn *c, const char *sql, const px_param *p, int n)
+{
+    call k = {0};
+    px_stmt s = stmt(sql, p, n, -1);
+    if (sync_exec(loop, c, &s, 1, &k) != PX_OK)
+        fail_msg("%s: %d %s", sql, k.err.code, k.err.message);
+    call_reset(&k);
+}
+
+static char *admin(const char *sql)
+{
+    char *out = tu_admin_sql("order", "xatest", sql);
+    if (!out)
+        fail_msg("admin SQL failed: %s", sql);
+    return out;
+}
+
+static void admin_expect(const char *sql, const char *want)
+{
+    char *got = admin(sql);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+    uv_stop(t->loop);
+}
+
+/* Runs the loop until every closed connection has released its handles (the deadline timer is
+ * unreferenced, so it does not keep the loop alive), then checks the loop closes cleanly. */
+static void drain_and_close(uv_loop_t *loop)
+{
+    uv_timer_t deadline;
+    bool expired = false;
+    uv_timer_init(loop, &deadline);
+    deadline.data = &expired;
+    uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
+    uv_unref((uv_handle_t *)&deadline);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (expired)
+        fail_msg("connections did not finish closing within 10 s");
+    tu_loop_close(loop);
+}
+
+static void close_and_finish(uv_loop_t *loop, px_conn **conns, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (conns[i])
+            D->close(conns[i]);
+    drain_and_close(loop);
+}
+
+/* ---- tests ---- */
+
+static int setup(void **state)
+{
+    snprintf(g_prefix, sizeof g_prefix, "xa1.mt%d", (int)getpid());
+    free(admin("DROP TABLE IF EXISTS mxt_kv, mxt_acct, mxt_types, mxt_bulk;"
+               "CREATE TABLE mxt_kv (id INT PRIMARY KEY, v VARCHAR(400), b BLOB)"
+               " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;"
+               "CREATE TABLE mxt_acct (id INT PRIMARY KEY, balance INT NOT NULL,"
+               " CONSTRAINT mxt_nonneg CHECK (balance >= 0)) ENGINE=InnoDB;"
+               "CREATE TABLE mxt_types (i BIGINT, u BIGINT UNSIGNED, d DOUBLE, f FLOAT,"
+               " m DECIMAL(10,2), s VARCHAR(10), dt DATETIME, n INT, big TEXT, t TINYINT)"
+               " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"
+               "CREATE TABLE mxt_bulk (id INT PRIMARY KEY, w INT) ENGINE=InnoDB;"
+               "INSERT INTO mxt_acct VALUES (1, 100), (2, 100), (3, 100);"));
+    return 0;
+}
+
+static void test_connect_exec_params(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_param p[2] = {p_int(1), p_text("first")};
+    px_param q[1] = {p_int(1)};
+    px_stmt s[2] = {stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1),
+                    stmt("SELECT id, v FROM mxt_kv WHERE id = ?", q, 1, 1)};
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    assert_ptr_equal(px_driver_find("mysql"), D);
+    c = must_connect(&loop, &t);
+    assert_ptr_equal(px_conn_base(c)->driver, D);
+    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
+    assert_int_equal(k.nresults, 2);
+    assert_int_equal(k.rows[0], 1);
+    assert_int_equal(k.rows[1], 1);
+    assert_int_equal(k.ncols, 2);
+    assert_string_equal(k.names[0], "id");
+    assert_string_equal(k.cells[0], "1");
+    assert_string_equal(k.cells[1], "first");
+    /* autocommit outside a branch: another session sees it */
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 1", "first");
+    /* the same statement again comes from the cache and still binds fresh values */
+    p[0] = p_int(2);
+    p[1] = p_text("second");
+    assert_int_equal(sync_exec(&loop, c, s, 1, &k), PX_OK);
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 2", "second");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_statement_cache_eviction(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_conn *c;
+    char sql[80];
+    long v1, v2, v3;
+    px_stmt status = stmt("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS"
+                          " WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'",
+                          NULL, 0, 1);
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
+    v1 = atol(k.cells[0]);
+    /* a hot statement is prepared once */
+    for (int i = 0; i < 10; i++) {
+        px_param p[1] = {p_int(i)};
+        px_stmt s = stmt("SELECT ? + 0 AS v", p, 1, 1);
+        assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_OK);
+        assert_int_equal(atoi(k.cells[0]), i);
+    }
+    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
+    v2 = atol(k.cells[0]);
+    assert_int_equal(v2, v1 + 1);
+    /* more distinct statements than the cache holds: the least recently used are evicted */
+    for (int i = 0; i < 40; i++) {
+        px_param p[1] = {p_int(i)};
+        px_stmt s;
+        snprintf(sql, sizeof sql, "SELECT ? + %d AS v", i);
+        s = stmt(sql, p, 1, 1);
+        assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_OK);
+        assert_int_equal(atoi(k.cells[0]), 2 * i);
+    }
+    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
+    v3 = atol(k.cells[0]);
+    assert_int_equal(v3, v2 + 41); /* the status query itself was evicted too */
+    /* and the server holds at most the cache's worth of statements for us */
+    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
+    assert_int_equal(atol(k.cells[0]), v3);
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_prepare_close_commit_elsewhere(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param p[2] = {p_int(10), p_text("two-phase")};
+    px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
+    px_conn *c1, *c2;
+    px_errclass cls;
+    uint64_t deadline;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c1 = must_connect(&loop, &t);
+    c2 = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c1, &x);
+    assert_int_equal(sync_exec(&loop, c1, &s, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c1, &x);
+    D->close(c1);
+    /* The server detaches the branch once it has processed the disconnect. */
+    deadline = uv_hrtime() + 5000000000ULL;
+    do {
+        cls = sync_xa(&loop, D->commit_prepared, c2, &x, &k);
+        if (cls == PX_XID_NOT_FOUND)
+            usleep(20000);
+    } while (cls == PX_XID_NOT_FOUND && uv_hrtime() < deadline);
+    assert_int_equal(cls, PX_OK);
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 10", "two-phase");
+    sync_recover(&loop, c2, g_prefix, "order", &k);
+    assert_false(listed(&k, &x));
+    close_and_finish(&loop, &c2, 1);
+}
+
+static void test_prepared_branch_stays_attached(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param p[2] = {p_int(11), p_text("attached")};
+    px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
+    px_conn *c[2];
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c[0], &x);
+    assert_int_equal(sync_exec(&loop, c[0], &s, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c[0], &x);
+    /* another session cannot finish it while the preparing one lives, but sees it listed */
+    assert_int_equal(sync_xa(&loop, D->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
+    assert_int_equal(k.err.code, 1397);
+    assert_false(k.err.conn_broken);
+    sync_recover(&loop, c[1], g_prefix, "order", &k);
+    assert_true(listed(&k, &x));
+    /* the preparing session can */
+    must_xa(&loop, D->commit_prepared, c[0], &x);
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 11", "attached");
+    sync_recover(&loop, c[1], g_prefix, "order", &k);
+    assert_false(listed(&k, &x));
+    /* a second XA COMMIT: 1397, "not found" (the lost-reply case) */
+    assert_int_equal(sync_xa(&loop, D->commit_prepared, c[0], &x, &k), PX_XID_NOT_FOUND);
+    assert_int_equal(k.err.code, 1397);
+    assert_string_equal(k.err.sqlstate, "XAE04");
+    /* the connection is free for a new branch */
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c[0], &x);
+    must_xa(&loop, D->prepare, c[0], &x);
+    must_xa(&loop, D->rollback_prepared, c[0], &x);
+    close_and_finish(&loop, c, 2);
+}
+
+static void test_recover_filters(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x[3];
+    char other[40], g[64];
+    px_conn *c[4];
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    for (int i = 0; i < 4; i++)
+        c[i] = must_connect(&loop, &t);
+    snprintf(other, sizeof other, "%sz", g_prefix); /* shares g_prefix as a string prefix */
+    new_xid(&x[0], "order");
+    new_xid(&x[1], "warehouse");
+    snprintf(g, sizeof g, "xa1.other%d.1", (int)getpid());
+    assert_true(px_xid_set(&x[2], g, "order"));
+    for (int i = 0; i < 3; i++) {
+        must_xa(&loop, D->begin, c[i], &x[i]);
+        must_xa(&loop, D->prepare, c[i], &x[i]);
+    }
+    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "order", &k), 1);
+    assert_string_equal(k.xids[0].gtrid, x[0].gtrid);
+    assert_string_equal(k.xids[0].bqual, "order");
+    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "warehouse", &k), 1);
+    assert_string_equal(k.xids[0].gtrid, x[1].gtrid);
+    assert_int_equal(sync_recover(&loop, c[3], other, "order", &k), 0);
+    sync_recover(&loop, c[3], "xa1.", "order", &k);
+    assert_true(listed(&k, &x[0]) && listed(&k, &x[2]) && !listed(&k, &x[1]));
+    for (int i = 0; i < 3; i++)
+        must_xa(&loop, D->rollback_prepared, c[i], &x[i]);
+    assert_int_equal(sync_recover(&loop, c[3], "xa1.", "order", &k), 0);
+    close_and_finish(&loop, c, 4);
+}
+
+static void test_constraint_violations_are_business(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_param ok[2] = {p_int(20), p_text("x")}, dup[2] = {p_int(20), p_text("y")};
+    px_stmt s[2] = {stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", ok, 2, 1),
+                    stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", dup, 2, 1)};
+    px_param amt[2] = {p_int(500), p_int(1)};
+    px_stmt check = stmt("UPDATE mxt_acct SET balance = balance - ? WHERE id = ?", amt, 2, 1);
+    px_stmt bad = stmt("SELECT nosuchcolumn FROM mxt_kv", NULL, 0, -1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_BUSINESS);
+    assert_int_equal(k.err.code, 1062);
+    assert_string_equal(k.err.sqlstate, "23000");
+    assert_false(k.err.conn_broken);
+    assert_int_equal(k.failed_index, 1);
+    assert_int_equal(k.nresults, 1);
+    assert_int_equal(k.rows[0], 1);
+    assert_int_equal(sync_exec(&loop, c, &check, 1, &k), PX_BUSINESS);
+    assert_int_equal(k.err.code, 4025);
+    assert_int_equal(k.failed_index, 0);
+    assert_int_equal(sync_exec(&loop, c, &bad, 1, &k), PX_BUSINESS);
+    assert_int_equal(k.err.code, 1054);
+    /* the connection is still usable */
+    must_exec(&loop, c, "UPDATE mxt_acct SET balance = balance WHERE id = 1", NULL, 0);
+    admin_expect("SELECT balance FROM mxt_acct WHERE id = 1", "100");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_expect_rows(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_param id1[1] = {p_int(1)}, id999[1] = {p_int(999)};
+    px_stmt s[3] = {stmt("UPDATE mxt_acct SET balance = balance WHERE id = ?", id1, 1, 1),
+                    stmt("SELECT balance FROM mxt_acct WHERE id <= ?", id1, 1, 1),
+                    stmt("UPDATE mxt_acct SET balance = 0 WHERE id = ?", id999, 1, 1)};
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    /* a no-op UPDATE counts its matched row (CLIENT_FOUND_ROWS) */
+    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
+    assert_int_equal(k.rows[0], 1);
+    assert_int_equal(k.rows[1], 1);
+    assert_int_equal(sync_exec(&loop, c, s, 3, &k), PX_BUSINESS);
+    assert_int_equal(k.failed_index, 2);
+    assert_int_equal(k.nresults, 2);
+    assert_string_equal(k.err.message, "expected 1 rows, got 0");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_parameters_stored_verbatim(void **state)
+{
+    static const char *const values[] = {
+        "it's", "\"double\"", "back\\slash\\", "semi;colon;", "'; DROP TABLE mxt_kv; --",
+        "SELECT * FROM mxt_kv WHERE 1=1 OR ''=''", "?", "NULL", "Zürich ✓ 東京", "",
+        "%s%n\\0\\'", "\x01\x7f tab\tnewline\n",
+    };
+    const size_t n = sizeof values / sizeof values[0];
+    static const char blob[] = {'a', '\0', '\'', '\\', (char)0xff, 'z'};
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    char sql[160], hex[256];
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    for (size_t i = 0; i < n; i++) {
+        px_param p[2] = {p_int(100 + (int)i), p_text(values[i])};
+        px_param q[1] = {p_int(100 + (int)i)};
+        px_stmt ins = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
+        px_stmt sel = stmt("SELECT v, LENGTH(v) FROM mxt_kv WHERE id = ?", q, 1, 1);
+        char *h = hex;
+        assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
+        assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
+        assert_memory_equal(k.cells[0], values[i], strlen(values[i]) + 1);
+        assert_int_equal(atoi(k.cells[1]), (int)strlen(values[i]));
+        /* and the server holds exactly those bytes */
+        for (const unsigned char *b = (const unsigned char *)values[i]; *b; b++)
+            h += sprintf(h, "%02X", *b);
+        snprintf(sql, sizeof sql, "SELECT CONCAT('=', HEX(v)) FROM mxt_kv WHERE id = %d",
+                 100 + (int)i);
+        {
+            char *got = admin(sql);
+            assert_string_equal(got + 1, hex);
+            free(got);
+        }
+    }
+    admin_expect("SELECT COUNT(*) > 0 FROM mxt_kv", "1"); /* the table survived */
+    {
+        px_param p[2] = {p_int(200), {.type = PX_P_TEXT, .text = blob, .len = sizeof blob}};
+        px_stmt ins = stmt("INSERT INTO mxt_kv (id, b) VALUES (?, ?)", p, 2, 1);
+        assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
+        admin_expect("SELECT HEX(b) FROM mxt_kv WHERE id = 200", "6100275CFF7A");
+    }
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_result_types(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    char big[301];
+    px_param p[10];
+    px_stmt ins, sel = stmt("SELECT i, u, d, f, m, s, dt, n, big, t FROM mxt_types", NULL, 0, 1);
+    px_conn *c;
+    memset(big, 'q', 300);
+    big[300] = '\0';
+    p[0] = p_int(-42);
+    p[1] = p_text("18446744073709551615");
+    p[2] = (px_param){.type = PX_P_REAL, .r = 1.5};
+    p[3] = (px_param){.type = PX_P_REAL, .r = 0.1};
+    p[4] = p_text("12.34");
+    p[5] = p_text("x");
+    p[6] = p_text("2024-01-02 03:04:05");
+    p[7] = (px_param){.type = PX_P_NULL};
+    p[8] = p_text(big);
+    p[9] = (px_param){.type = PX_P_BOOL, .b = true};
+    ins = stmt("INSERT INTO mxt_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", p, 10, 1);
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
+    assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
+    assert_int_equal(k.ncols, 10);
+    assert_int_equal(k.nrows, 1);
+    assert_int_equal(k.types[0], PX_COL_INT);
+    assert_string_equal(k.cells[0], "-42");
+    assert_int_equal(k.types[1], PX_COL_INT);
+    assert_string_equal(k.cells[1], "18446744073709551615");
+    assert_int_equal(k.types[2], PX_COL_REAL);
+    assert_string_equal(k.cells[2], "1.5");
+    assert_int_equal(k.types[3], PX_COL_REAL);
+    assert_string_equal(k.cells[3], "0.1");
+    assert_int_equal(k.types[4], PX_COL_REAL);
+    assert_string_equal(k.cells[4], "12.34");
+    assert_int_equal(k.types[5], PX_COL_TEXT);
+    assert_string_equal(k.cells[5], "x");
+    assert_int_equal(k.types[6], PX_COL_TEXT);
+    assert_string_equal(k.cells[6], "2024-01-02 03:04:05");
+    assert_null(k.cells[7]);
+    assert_string_equal(k.cells[8], big);
+    assert_int_equal(k.types[9], PX_COL_INT);
+    assert_string_equal(k.cells[9], "1");
+    assert_string_equal(k.names[8], "big");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+/* Waits until some transaction holds row locks (the admin session started in background). */
+static void admin_wait_row_lock(void)
+{
+    for (int i = 0; i < 200; i++) {
+        char *got = admin("SELECT COUNT(*) > 0 FROM information_schema.innodb_trx"
+                          " WHERE trx_rows_locked > 0");
+        bool locked = strcmp(got, "1") == 0;
+        free(got);
+        if (locked)
+            return;
+        usleep(25000);
+    }
+    fail_msg("the admin session did not lock the row");
+}
+
+static void test_lock_wait_timeout_is_retryable(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param id[1] = {p_int(2)};
+    px_stmt s = stmt("UPDATE mxt_acct SET balance = balance - 1 WHERE id = ?", id, 1, 1);
+    px_conn *c;
+    uint64_t t0;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    t.lock_timeout_ms = 1000;
+    c = must_connect(&loop, &t);
+    /* an admin session holds the row for 3 s */
+    assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot xatest "
+                           "-e 'BEGIN; SELECT * FROM mxt_acct WHERE id = 2 FOR UPDATE; "
+                           "DO SLEEP(3); ROLLBACK' >/dev/null 2>&1 &",
+                           tu_env("XA_ORDER_PORT")),
+                     0);
+    admin_wait_row_lock();
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    t0 = uv_hrtime();
+    assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_RETRYABLE);
+    assert_int_equal(k.err.code, 1205);
+    assert_false(k.err.conn_broken);
+    /* innodb_lock_wait_timeout = ceil(1000 ms) = 1 s, not the server's 5 s */
+    assert_true(uv_hrtime() - t0 < 2500000000ULL);
+    /* only the statement was undone: the branch can still end */
+    must_xa(&loop, D->rollback, c, &x);
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+    /* wait for the admin session to let go */
+    for (int i = 0; i < 200; i++) {
+        char *got = admin("SELECT COUNT(*) FROM information_schema.innodb_trx");
+        bool idle = strcmp(got, "0") == 0;
+        free(got);
+        if (idle)
+            break;
+        usleep(25000);
+    }
+}
+
+static void test_deadlock_is_retryable(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call ka = {0}, kb = {0};
+    px_xid xa, xb;
+    px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
+    px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
+    px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
+    px_conn *c[2];
+    call *victim, *winner;
+    px_conn *vc, *wc;
+    px_xid *vx, *wx;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    new_xid(&xa, "order");
+    new_xid(&xb, "order");
+    must_xa(&loop, D->begin, c[0], &xa);
+    must_xa(&loop, D->begin, c[1], &xb);
+    assert_int_equal(sync_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
+    assert_int_equal(sync_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
+    call_reset(&ka);
+    call_reset(&kb);
+    assert_int_equal(D->exec(c[0], &u3, 1, on_exec, &ka), 0); /* waits for c[1] */
+    usleep(100000);
+    assert_int_equal(D->exec(c[1], &u1, 1, on_exec, &kb), 0); /* closes the cycle */
+    tu_run_until(&loop, &ka.done, 10000);
+    tu_run_until(&loop, &kb.done, 10000);
+    assert_true(ka.failed != kb.failed);
+    victim = ka.failed ? &ka : &kb;
+    winner = ka.failed ? &kb : &ka;
+    vc = ka.failed ? c[0] : c[1];
+    wc = ka.failed ? c[1] : c[0];
+    vx = ka.failed ? &xa : &xb;
+    wx = ka.failed ? &xb : &xa;
+    assert_int_equal(victim->err.code, 1213);
+    assert_int_equal(victim->err.cls, PX_RETRYABLE);
+    assert_false(victim->err.conn_broken);
+    assert_false(winner->failed);
+    /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1614) */
+    must_xa(&loop, D->rollback, vc, vx);
+    must_xa(&loop, D->prepare, wc, wx);
+    must_xa(&loop, D->rollback_prepared, wc, wx);
+    admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
+    call_reset(&ka);
+    call_reset(&kb);
+    close_and_finish(&loop, c, 2);
+}
+
+static void test_commit_after_deadlock_is_business(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call ka = {0}, kb = {0}, k = {0};
+    px_xid xa, xb;
+    px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
+    px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
+    px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
+    px_conn *c[2];
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    new_xid(&xa, "order");
+    new_xid(&xb, "order");
+    must_xa(&loop, D->begin, c[0], &xa);
+    must_xa(&loop, D->begin, c[1], &xb);
+    assert_int_equal(sync_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
+    assert_int_equal(sync_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
+    call_reset(&ka);
+    call_reset(&kb);
+    assert_int_equal(D->exec(c[0], &u3, 1, on_exec, &ka), 0);
+    usleep(100000);
+    assert_int_equal(D->exec(c[1], &u1, 1, on_exec, &kb), 0);
+    tu_run_until(&loop, &ka.done, 10000);
+    tu_run_until(&loop, &kb.done, 10000);
+    assert_true(ka.failed != kb.failed);
+    {
+        px_conn *vc = ka.failed ? c[0] : c[1], *wc = ka.failed ? c[1] : c[0];
+        px_xid *vx = ka.failed ? &xa : &xb, *wx = ka.failed ? &xb : &xa;
+        /* a one-phase commit of the rolled-back branch is refused as a business outcome */
+        px_errclass cls = sync_xa(&loop, D->commit_one_phase, vc, vx, &k);
+        assert_int_equal(cls, PX_BUSINESS);
+        assert_true(k.err.code == 1614 || k.err.code == 1402);
+        must_xa(&loop, D->rollback, wc, wx);
+    }
+    call_reset(&ka);
+    call_reset(&kb);
+    close_and_finish(&loop, c, 2);
+}
+
+static void test_one_phase_and_rollback(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param p1[2] = {p_int(30), p_text("one-phase")}, p2[2] = {p_int(31), p_text("gone")};
+    px_param p3[2] = {p_int(32), p_text("gone too")};
+    px_stmt s1 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p1, 2, 1);
+    px_stmt s2 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p2, 2, 1);
+    px_stmt s3 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p3, 2, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    assert_int_equal(sync_exec(&loop, c, &s1, 1, &k), PX_OK);
+    must_xa(&loop, D->commit_one_phase, c, &x);
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 30", "one-phase");
+    /* rollback of an active branch */
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    assert_int_equal(sync_exec(&loop, c, &s2, 1, &k), PX_OK);
+    must_xa(&loop, D->rollback, c, &x);
+    /* rollback of a prepared branch */
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    assert_int_equal(sync_exec(&loop, c, &s3, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c, &x);
+    must_xa(&loop, D->rollback_prepared, c, &x);
+    admin_expect("SELECT COUNT(*) FROM mxt_kv WHERE id IN (31, 32)", "0");
+    /* XA state errors are fatal: XA START inside an active branch */
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    {
+        px_xid y;
+        new_xid(&y, "order");
+        assert_int_equal(sync_xa(&loop, D->begin, c, &y, &k), PX_FATAL);
+        assert_int_equal(k.err.code, 1399);
+    }
+    must_xa(&loop, D->rollback, c, &x);
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_busy_and_bad_arguments(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0}, k2 = {0};
+    px_xid x, bad;
+    px_stmt s = stmt("SELECT SLEEP(0.2)", NULL, 0, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    assert_int_equal(D->exec(c, &s, 1, on_exec, &k), 0);
+    assert_int_equal(D->exec(c, &s, 1, on_exec, &k2), PX_EBUSY);
+    assert_int_equal(D->begin(c, &x, on_done, &k2), PX_EBUSY);
+    assert_int_equal(D->recover(c, g_prefix, "order", on_recover, &k2), PX_EBUSY);
+    tu_run_until(&loop, &k.done, 5000);
+    assert_false(k.failed);
+    assert_false(k2.done); /* refused calls never call back */
+    /* an XID outside the charset never reaches the SQL text */
+    memset(&bad, 0, sizeof bad);
+    strcpy(bad.gtrid, "x','y'; DROP TABLE mxt_kv; --");
+    strcpy(bad.bqual, "order");
+    assert_int_equal(D->begin(c, &bad, on_done, &k2), PX_EINVAL);
+    assert_int_equal(D->exec(c, &s, 0, on_exec, &k2), PX_EINVAL);
+    /* wrong parameter count is the request's fault */
+    {
+        px_stmt wrong = stmt("SELECT ? + ?", NULL, 0, -1);
+        assert_int_equal(sync_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
+    }
+    {
+        px_target named = t;
+        named.host = "localhost"; /* would need a blocking name lookup */
+        assert_int_equal(D->connect(&loop, &named, on_connect, &k2), PX_EINVAL);
+    }
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+/* ---- closing ---- */
+
+static void on_exec_close(px_conn *c, const px_error *err, int failed_index,
+                          const px_result *results, int nresults, void *arg)
+{
+    call *k = arg;
+    k->rows[0] = nresults > 0 ? results[0].rows_affected : -1;
+    D->close(c);
+    k->done = true;
+}
+
+static void on_connect_close(px_conn *c, const px_error *err, void *arg)
+{
+    call *k = arg;
+    assert_non_null(c);
+    D->close(c);
+    k->done = true;
+}
+
+static void on_never(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                     int nresults, void *arg)
+{
+    fail_msg("callback of an abandoned operation ran");
+}
+
+static void test_close_in_callbacks_and_in_flight(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_stmt s = stmt("SELECT 1", NULL, 0, 1), slow = stmt("SELECT SLEEP(2)", NULL, 0, 1);
+    px_conn *c;
+    uint64_t t0;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    /* close from inside connect's and exec's callbacks */
+    assert_int_equal(D->connect(&loop, &t, on_connect_close, &k), 0);
+    tu_run_until(&loop, &k.done, 5000);
+    c = must_connect(&loop, &t);
+    call_reset(&k);
+    assert_int_equal(D->exec(c, &s, 1, on_exec_close, &k), 0);
+    tu_run_until(&loop, &k.done, 5000);
+    assert_int_equal(k.rows[0], 1);
+    /* close while a statement runs: abandoned, no callback, handles close promptly */
+    c = must_connect(&loop, &t);
+    assert_int_equal(D->exec(c, &slow, 1, on_never, NULL), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    t0 = uv_hrtime();
+    D->close(c);
+    drain_and_close(&loop); /* every handle of every connection closes */
+    assert_true(uv_hrtime() - t0 < 1000000000ULL);
+}
+
+static void test_connect_timeout(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    uint64_t t0;
+    /* a listener that never answers: TCP connects, the server greeting never comes */
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    t.port = ntohs(sa.sin_port);
+    t.connect_timeout_ms = 300;
+    t0 = uv_hrtime();
+    assert_null(sync_connect(&loop, &t, &k));
+    assert_int_equal(k.err.cls, PX_RETRYABLE);
+    assert_true(k.err.conn_broken);
+    assert_true(uv_hrtime() - t0 < 1500000000ULL);
+    assert_true(uv_hrtime() - t0 >= 290000000ULL);
+    drain_and_close(&loop);
+    close(fd);
+}
+
+/* ---- load: 200 branches over 8 connections ---- */
+
+#define BULK_BRANCHES 200
+#define BULK_CONNS 8
+
+typedef struct bulk bulk;
+typedef struct worker {
+    bulk *b;
+    px_conn *c;
+    int step, seq;
+    px_xid x;
+    px_param p[2];
+    px_stmt s;
+} worker;
+
+struct bulk {
+    int next, completed, errors;
+    char first_error[300];
+    worker w[BULK_CONNS];
+};
+
+static void worker_next(worker *w);
+
+static void worker_fail(worker *w, const px_error *err)
+{
+    if (w->b->errors++ == 0)
+        snprintf(w->b->first_error, sizeof w->b->first_error, "step %d: %s", w->step,
+                 err ? err->message : "refused");
+    w->b->completed++; /* so the test ends; counted as an error */
+}
+
+static void worker_done(px_conn *c, const px_error *err, void *arg)
+{
+    worker *w = arg;
+    if (err)
+        return worker_fail(w, err);
+    if (++w->step == 4) {
+        w->b->completed++;
+        w->step = 0;
+    }
+    worker_next(w);
+}
+
+static void worker_exec(px_conn *c, const px_error *err, int failed_index,
+                        const px_result *results, int nresults, void *arg)
+{
+    worker_done(c, err, arg);
+}
+
+static void worker_next(worker *w)
+{
+    int rc = 0;
+    char g[64];
+    switch (w->step) {
+    case 0:
+        if (w->b->next == BULK_BRANCHES)
+            return;
+        w->seq = w->b->next++;
+        snprintf(g, sizeof g, "%s.bulk.%d", g_prefix, w->seq);
+        assert_true(px_xid_set(&w->x, g, "order"));
+        rc = D->begin(w->c, &w->x, worker_done, w);
+        break;
+    case 1:
+        w->p[0] = p_int(w->seq);
+        w->p[1] = p_int((int64_t)(w - w->b->w));
+        w->s = stmt("INSERT INTO mxt_bulk (id, w) VALUES (?, ?)", w->p, 2, 1);
+        rc = D->exec(w->c, &w->s, 1, worker_exec, w);
+        break;
+    case 2:
+        rc = D->prepare(w->c, &w->x, worker_done, w);
+        break;
+    case 3:
+        rc = D->commit_prepared(w->c, &w->x, worker_done, w);
+        break;
+    }
+    if (rc != 0)
+        worker_fail(w, NULL);
+}
+
+static void test_many_branches(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    bulk *b = calloc(1, sizeof *b);
+    px_conn *c[BULK_CONNS];
+    char prefix[48];
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    for (int i = 0; i < BULK_CONNS; i++) {
+        c[i] = must_connect(&loop, &t);
+        b->w[i].b = b;
+        b->w[i].c = c[i];
+    }
+    for (int i = 0; i < BULK_CONNS; i++)
+        worker_next(&b->w[i]);
+    tu_run_until_count(&loop, &b->completed, BULK_BRANCHES, 60000);
+    if (b->errors)
+        fail_msg("%d branches failed, first: %s", b->errors, b->first_error);
+    admin_expect("SELECT COUNT(*), COUNT(DISTINCT w) FROM mxt_bulk", "200\t8");
+    snprintf(prefix, sizeof prefix, "%s.bulk.", g_prefix);
+    assert_int_equal(sync_recover(&loop, c[0], prefix, "order", &k), 0);
+    free(b);
+    close_and_finish(&loop, c, BULK_CONNS);
+}
+
+/* ---- the server dies with a prepared branch ---- */
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+static void test_server_crash_recovery(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param p[2] = {p_int(40), p_text("survives")};
+    px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
+    px_conn *c1, *c2;
+    uint64_t t0;
+    uv_loop_init(&loop);
+    tu_target(&t, "order");
+    c1 = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c1, &x);
+    assert_int_equal(sync_exec(&loop, c1, &s, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c1, &x);
+
+    assert_int_equal(tu_sh("%s", env_or("XA_ORDER_KILL_CMD", "scripts/db kill order")), 0);
+    /* the live connection reports a broken, retryable failure */
+    assert_int_equal(sync_xa(&loop, D->commit_prepared, c1, &x, &k), PX_RETRYABLE);
+    assert_true(k.err.conn_broken);
+    D->close(c1);
+    /* server down: connect fails fast */
+    t0 = uv_hrtime();
+    assert_null(sync_connect(&loop, &t, &k));
+    assert_int_equal(k.err.cls, PX_RETRYABLE);
+    assert_true(k.err.conn_broken);
+    assert_true(uv_hrtime() - t0 < 1000000000ULL);
+
+    assert_int_equal(tu_sh("%s", env_or("XA_ORDER_START_CMD", "scripts/db restart order")), 0);
+    c2 = must_connect(&loop, &t);
+    sync_recover(&loop, c2, g_prefix, "order", &k);
+    assert_true(listed(&k, &x));
+    must_xa(&loop, D->commit_prepared, c2, &x);
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 40", "survives");
+    sync_recover(&loop, c2, g_prefix, "order", &k);
+    assert_false(listed(&k, &x));
+    close_and_finish(&loop, &c2, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_exec_params),
+        cmocka_unit_test(test_statement_cache_eviction),
+        cmocka_unit_test(test_prepare_close_commit_elsewhere),
+        cmocka_unit_test(test_prepared_branch_stays_attached),
+        cmocka_unit_test(test_recover_filters),
+        cmocka_unit_test(test_constraint_violations_are_business),
+        cmocka_unit_test(test_expect_rows),
+        cmocka_unit_test(test_parameters_stored_verbatim),
+        cmocka_unit_test(test_result_types),
+        cmocka_unit_test(test_lock_wait_timeout_is_retryable),
+        cmocka_unit_test(test_deadlock_is_retryable),
+        cmocka_unit_test(test_commit_after_deadlock_is_business),
+        cmocka_unit_test(test_one_phase_and_rollback),
+        cmocka_unit_test(test_busy_and_bad_arguments),
+        cmocka_unit_test(test_close_in_callbacks_and_in_flight),
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_many_branches),
+        cmocka_unit_test(test_server_crash_recovery),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

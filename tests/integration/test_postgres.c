@@ -1,0 +1,1043 @@
+/*
+ * The PostgreSQL driver (participants/postgres.c) against a real server: connecting, pipelined
+ * statements with bound parameters, two-phase commit across connections, recovery listing,
+ * error classification, lock timeouts, a server that is down or killed, many branches in
+ * flight, and the rules of the asynchronous API (one operation at a time, close from inside a
+ * callback). Needs XA_PG_PORT and XA_DB_DIR; XA_PG_KILL_CMD / XA_PG_START_CMD override the
+ * commands that kill and restart the server (default: scripts/db kill|restart payment).
+ */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define D (&px_postgres_driver)
+#define WAIT_MS 15000
+#define MAX_RES 16
+
+typedef struct fixture {
+    px_target t;
+} fixture;
+
+/* What one callback reported, copied out of the driver's memory. */
+typedef struct waiter {
+    bool done;
+    int calls;
+    px_conn *conn;
+    bool failed;
+    px_error err;
+    int failed_index;
+    int nresults;
+    px_result res[MAX_RES];
+    px_xid xids[64];
+    size_t nxids;
+    bool close_in_cb;
+} waiter;
+
+#define P_INT(v) {.type = PX_P_INT, .i = (v)}
+#define P_REAL(v) {.type = PX_P_REAL, .r = (v)}
+#define P_BOOL(v) {.type = PX_P_BOOL, .b = (v)}
+#define P_TEXT(s) {.type = PX_P_TEXT, .text = (s), .len = sizeof(s) - 1}
+#define P_NULL {.type = PX_P_NULL}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void copy_result(px_result *dst, const px_result *src)
+{
+    size_t ncells = (size_t)src->nrows * src->ncols;
+    memset(dst, 0, sizeof *dst);
+    dst->rows_affected = src->rows_affected;
+    dst->ncols = src->ncols;
+    dst->nrows = src->nrows;
+    dst->colnames = calloc((size_t)src->ncols + 1, sizeof *dst->colnames);
+    dst->coltypes = calloc((size_t)src->ncols + 1, sizeof *dst->coltypes);
+    dst->cells = calloc(ncells + 1, sizeof *dst->cells);
+    for (int j = 0; j < src->ncols; j++) {
+        dst->colnames[j] = strdup(src->colnames[j]);
+        dst->coltypes[j] = src->coltypes[j];
+    }
+    for (size_t i = 0; i < ncells; i++)
+        dst->cells[i] = src->cells[i] ? strdup(src->cells[i]) : NULL;
+}
+
+static void w_reset(waiter *w)
+{
+    for (int i = 0; i < MAX_RES; i++)
+        px_result_free(&w->res[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static void w_error(waiter *w, const px_error *err)
+{
+    w->calls++;
+    w->done = true;
+    if (err) {
+        w->failed = true;
+        w->err = *err;
+    }
+}
+
+static void w_connect(px_conn *c, const px_error *err, void *arg)
+{
+    waiter *w = arg;
+    w_error(w, err);
+    w->conn = c;
+    if (c && w->close_in_cb)
+        D->close(c);
+}
+
+static void w_done(px_conn *c, const px_error *err, void *arg)
+{
+    w_error(arg, err);
+}
+
+static void w_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                   int nresults, void *arg)
+{
+    waiter *w = arg;
+    w_error(w, err);
+    w->failed_index = failed_index;
+    w->nresults = nresults;
+    for (int i = 0; i < nresults && i < MAX_RES; i++)
+        copy_result(&w->res[i], &results[i]);
+    if (w->close_in_cb)
+        D->close(c);
+}
+
+static void w_recover(px_conn *c, const px_error *err, const px_xid *xids, size_t n, void *arg)
+{
+    waiter *w = arg;
+    w_error(w, err);
+    for (size_t i = 0; i < n && i < 64; i++)
+        w->xids[i] = xids[i];
+    w->nxids = n;
+}
+
+static void check_ok(const waiter *w)
+{
+    if (w->failed)
+        fail_msg("unexpected error: %s: %s [%s]", px_errclass_name(w->err.cls), w->err.message,
+                 w->err.sqlstate);
+}
+
+static px_conn *connect_ok(uv_loop_t *loop, const px_target *t)
+{
+    waiter w = {0};
+    assert_int_equal(D->connect(loop, t, w_connect, &w), 0);
+    tu_run_until(loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    assert_non_null(w.conn);
+    assert_int_equal(w.calls, 1);
+    return w.conn;
+}
+
+static void exec_wait(uv_loop_t *loop, px_conn *c, const px_stmt *s, int n, waiter *w)
+{
+    w_reset(w);
+    assert_int_equal(D->exec(c, s, n, w_exec, w), 0);
+    tu_run_until(loop, &w->done, WAIT_MS);
+    assert_int_equal(w->calls, 1);
+}
+
+/* One statement that must succeed; the result is left in w->res[0]. */
+static void exec_ok(uv_loop_t *loop, px_conn *c, const char *sql, const px_param *p, int np,
+                    waiter *w)
+{
+    px_stmt s = {.sql = sql, .params = p, .nparams = np, .expect_rows = -1};
+    exec_wait(loop, c, &s, 1, w);
+    check_ok(w);
+    assert_int_equal(w->nresults, 1);
+}
+
+typedef int (*xid_fn)(px_conn *, const px_xid *, px_done_cb, void *);
+
+static void xid_wait(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x, waiter *w)
+{
+    w_reset(w);
+    assert_int_equal(fn(c, x, w_done, w), 0);
+    tu_run_until(loop, &w->done, WAIT_MS);
+    assert_int_equal(w->calls, 1);
+}
+
+static void xid_ok(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x)
+{
+    waiter w = {0};
+    xid_wait(loop, fn, c, x, &w);
+    check_ok(&w);
+}
+
+static void recover_wait(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
+                         waiter *w)
+{
+    w_reset(w);
+    assert_int_equal(D->recover(c, prefix, bqual, w_recover, w), 0);
+    tu_run_until(loop, &w->done, WAIT_MS);
+    check_ok(w);
+}
+
+/* gtrid "xa1.pgt<pid>.<tag>.<n>": unique per run, so leftovers of a crashed run never match. */
+static void mkxid(px_xid *x, const char *tag, int n, const char *bqual)
+{
+    char g[PX_XID_PART_MAX + 1];
+    snprintf(g, sizeof g, "xa1.pgt%d.%s.%d", (int)getpid(), tag, n);
+    assert_true(px_xid_set(x, g, bqual));
+}
+
+static void mkprefix(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "xa1.pgt%d.%s.", (int)getpid(), tag);
+}
+
+static char *admin(const char *sql)
+{
+    char *out = tu_admin_sql("payment", "xatest", sql);
+    if (!out)
+        fail_msg("admin SQL failed: %s", sql);
+    return out;
+}
+
+static void admin_expect(const char *sql, const char *want)
+{
+    char *out = admin(sql);
+    if (strcmp(out, want) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s -> '%s', expected '%s'", sql, out, want);
+        free(out);
+        fail_msg("%s", msg);
+    }
+    free(out);
+}
+
+static bool prepared_exists(const px_xid *x)
+{
+    char gid[160], sql[300], *out;
+    bool yes;
+    px_xid_gid(x, gid, sizeof gid);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = '%s'", gid);
+    out = admin(sql);
+    yes = strcmp(out, "1") == 0;
+    free(out);
+    return yes;
+}
+
+static void on_wait(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+/* Runs the loop for ms milliseconds (lets close callbacks and stray events happen). */
+static void loop_wait(uv_loop_t *loop, unsigned ms)
+{
+    bool elapsed = false;
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    t.data = &elapsed;
+    uv_timer_start(&t, on_wait, ms, 0);
+    tu_run_until(loop, &elapsed, ms + 5000);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static const char *cmd_from_env(const char *name, const char *verb, char *buf, size_t len)
+{
+    const char *v = getenv(name);
+    const char *tail = strstr(__FILE__, "/tests/integration/");
+    int rootlen = tail ? (int)(tail - __FILE__) : 1;
+    if (v && *v)
+        return v;
+    snprintf(buf, len, "%.*s/scripts/db %s payment", rootlen, tail ? __FILE__ : ".", verb);
+    return buf;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_connect_exec_params(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_param ins[] = {P_INT(1),    P_TEXT("widget"), P_REAL(2.5), P_BOOL(true),
+                      P_REAL(12.34), P_INT(7),       P_NULL};
+    px_param ins2[] = {P_INT(2), P_TEXT("gadget"), P_REAL(-0.125), P_BOOL(false),
+                       P_NULL,   P_INT(-3),        P_INT(5)};
+    px_param upd[] = {P_TEXT("renamed")};
+    px_param sel[] = {P_INT(1)};
+    const px_result *r;
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    assert_ptr_equal(px_conn_base(c)->driver, D);
+
+    exec_ok(&loop, c,
+            "INSERT INTO pgt_item (id, name, amount, ok, price, small, qty) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            ins, 7, &w);
+    assert_int_equal(w.res[0].rows_affected, 1);
+    assert_int_equal(w.res[0].nrows, 0);
+    exec_ok(&loop, c,
+            "INSERT INTO pgt_item (id, name, amount, ok, price, small, qty) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            ins2, 7, &w);
+    assert_int_equal(w.res[0].rows_affected, 1);
+    assert_int_equal(w.res[0].nrows, 1);
+    assert_string_equal(w.res[0].cells[0], "2");
+    exec_ok(&loop, c, "UPDATE pgt_item SET name = $1 WHERE id IN (1, 2)", upd, 1, &w);
+    assert_int_equal(w.res[0].rows_affected, 2);
+
+    exec_ok(&loop, c,
+            "SELECT id, name, amount, ok, price, small, qty, now() AS ts FROM pgt_item "
+            "WHERE id = $1",
+            sel, 1, &w);
+    r = &w.res[0];
+    assert_int_equal(r->rows_affected, 1);
+    assert_int_equal(r->nrows, 1);
+    assert_int_equal(r->ncols, 8);
+    assert_string_equal(r->colnames[0], "id");
+    assert_string_equal(r->colnames[7], "ts");
+    assert_int_equal(r->coltypes[0], PX_COL_INT);
+    assert_int_equal(r->coltypes[1], PX_COL_TEXT);
+    assert_int_equal(r->coltypes[2], PX_COL_REAL);
+    assert_int_equal(r->coltypes[3], PX_COL_BOOL);
+    assert_int_equal(r->coltypes[4], PX_COL_REAL);
+    assert_int_equal(r->coltypes[5], PX_COL_INT);
+    assert_int_equal(r->coltypes[6], PX_COL_INT);
+    assert_int_equal(r->coltypes[7], PX_COL_TEXT);
+    assert_string_equal(r->cells[0], "1");
+    assert_string_equal(r->cells[1], "renamed");
+    assert_string_equal(r->cells[2], "2.5");
+    assert_string_equal(r->cells[3], "true");
+    assert_string_equal(r->cells[4], "12.34");
+    assert_string_equal(r->cells[5], "7");
+    assert_null(r->cells[6]);
+
+    exec_ok(&loop, c, "SELECT ok, qty FROM pgt_item ORDER BY id", NULL, 0, &w);
+    assert_int_equal(w.res[0].nrows, 2);
+    assert_string_equal(w.res[0].cells[2], "false");
+    assert_string_equal(w.res[0].cells[3], "5");
+
+    /* Several statements in one exec come back in order. */
+    {
+        px_stmt s[] = {{.sql = "SELECT 1 AS a", .expect_rows = 1},
+                       {.sql = "SELECT 2 AS b UNION ALL SELECT 3", .expect_rows = 2},
+                       {.sql = "DELETE FROM pgt_item WHERE id = 2", .expect_rows = 1}};
+        exec_wait(&loop, c, s, 3, &w);
+        check_ok(&w);
+        assert_int_equal(w.nresults, 3);
+        assert_int_equal(w.failed_index, -1);
+        assert_string_equal(w.res[0].cells[0], "1");
+        assert_string_equal(w.res[1].cells[1], "3");
+        assert_int_equal(w.res[2].rows_affected, 1);
+    }
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_prepare_commit_elsewhere_and_not_found(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *a, *b;
+    px_xid x;
+    px_param p[] = {P_INT(10), P_TEXT("two-phase")};
+    px_stmt s = {.sql = "INSERT INTO pgt_item (id, name) VALUES ($1, $2)",
+                 .params = p,
+                 .nparams = 2,
+                 .expect_rows = 1};
+    uv_loop_init(&loop);
+    mkxid(&x, "pc", 1, "payment");
+    a = connect_ok(&loop, &f->t);
+    xid_ok(&loop, D->begin, a, &x);
+    exec_wait(&loop, a, &s, 1, &w);
+    check_ok(&w);
+    xid_ok(&loop, D->prepare, a, &x);
+    D->close(a);
+    loop_wait(&loop, 50);
+
+    assert_true(prepared_exists(&x));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 10", "0");
+
+    b = connect_ok(&loop, &f->t);
+    xid_ok(&loop, D->commit_prepared, b, &x);
+    admin_expect("SELECT name FROM pgt_item WHERE id = 10", "two-phase");
+    assert_false(prepared_exists(&x));
+
+    /* A second COMMIT PREPARED (a lost reply replayed) and an unknown gid: 42704. */
+    xid_wait(&loop, D->commit_prepared, b, &x, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_XID_NOT_FOUND);
+    assert_string_equal(w.err.sqlstate, "42704");
+    assert_false(w.err.conn_broken);
+    mkxid(&x, "pc", 2, "payment");
+    xid_wait(&loop, D->rollback_prepared, b, &x, &w);
+    assert_int_equal(w.err.cls, PX_XID_NOT_FOUND);
+    /* The connection is still good. */
+    exec_ok(&loop, b, "SELECT 1", NULL, 0, &w);
+    w_reset(&w);
+    D->close(b);
+    tu_loop_close(&loop);
+}
+
+static void test_recover_lists_only_own_branches(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid mine[3], other_bqual, other_prefix;
+    char prefix[64];
+    bool seen[3] = {false, false, false};
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    for (int i = 0; i < 3; i++)
+        mkxid(&mine[i], "rec", i, "payment");
+    mkxid(&other_bqual, "rec", 9, "warehouse");
+    mkxid(&other_prefix, "recx", 1, "payment");
+    /* Empty branches: PREPARE right after BEGIN. */
+    for (int i = 0; i < 5; i++) {
+        const px_xid *x = i < 3 ? &mine[i] : i == 3 ? &other_bqual : &other_prefix;
+        xid_ok(&loop, D->begin, c, x);
+        xid_ok(&loop, D->prepare, c, x);
+    }
+    mkprefix(prefix, sizeof prefix, "rec");
+    recover_wait(&loop, c, prefix, "payment", &w);
+    assert_int_equal(w.nxids, 3);
+    for (size_t i = 0; i < w.nxids; i++) {
+        assert_string_equal(w.xids[i].bqual, "payment");
+        for (int k = 0; k < 3; k++)
+            if (strcmp(w.xids[i].gtrid, mine[k].gtrid) == 0)
+                seen[k] = true;
+    }
+    assert_true(seen[0] && seen[1] && seen[2]);
+    recover_wait(&loop, c, prefix, "warehouse", &w);
+    assert_int_equal(w.nxids, 1);
+    assert_string_equal(w.xids[0].gtrid, other_bqual.gtrid);
+
+    for (int i = 0; i < 3; i++)
+        xid_ok(&loop, D->rollback_prepared, c, &mine[i]);
+    xid_ok(&loop, D->rollback_prepared, c, &other_bqual);
+    xid_ok(&loop, D->commit_prepared, c, &other_prefix);
+    recover_wait(&loop, c, prefix, "payment", &w);
+    assert_int_equal(w.nxids, 0);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_failed_transaction_is_not_prepared(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    px_param p[] = {P_INT(20)};
+    px_stmt s[] = {{.sql = "INSERT INTO pgt_item (id) VALUES ($1)", .params = p, .nparams = 1,
+                    .expect_rows = 1},
+                   {.sql = "SELECT 1 / 0", .expect_rows = -1},
+                   {.sql = "SELECT 2", .expect_rows = -1}};
+    uv_loop_init(&loop);
+    mkxid(&x, "fail", 1, "payment");
+    c = connect_ok(&loop, &f->t);
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, s, 3, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_string_equal(w.err.sqlstate, "22012");
+    assert_int_equal(w.failed_index, 1);
+    assert_int_equal(w.nresults, 1);
+    assert_int_equal(w.res[0].rows_affected, 1);
+
+    /* PREPARE in the aborted transaction: tag ROLLBACK, nothing prepared. */
+    xid_wait(&loop, D->prepare, c, &x, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_false(w.err.conn_broken);
+    assert_false(prepared_exists(&x));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 20", "0");
+
+    /* A rolled-back branch leaves nothing either, and the session is clean afterwards. */
+    mkxid(&x, "fail", 2, "payment");
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, s, 1, &w);
+    check_ok(&w);
+    xid_ok(&loop, D->rollback, c, &x);
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 20", "0");
+    exec_ok(&loop, c, "SELECT 1", NULL, 0, &w);
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_constraint_violations(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    px_param dup[] = {P_INT(30)};
+    px_param neg[] = {P_INT(31), P_INT(-1)};
+    px_stmt ins = {.sql = "INSERT INTO pgt_item (id) VALUES ($1)", .params = dup, .nparams = 1,
+                   .expect_rows = 1};
+    px_stmt chk = {.sql = "INSERT INTO pgt_item (id, qty) VALUES ($1, $2)", .params = neg,
+                   .nparams = 2, .expect_rows = 1};
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    exec_wait(&loop, c, &ins, 1, &w);
+    check_ok(&w);
+
+    mkxid(&x, "uniq", 1, "payment");
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, &ins, 1, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_string_equal(w.err.sqlstate, "23505");
+    assert_int_equal(w.failed_index, 0);
+    assert_int_equal(w.nresults, 0);
+    assert_false(w.err.conn_broken);
+    xid_ok(&loop, D->rollback, c, &x);
+
+    exec_wait(&loop, c, &chk, 1, &w);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_string_equal(w.err.sqlstate, "23514");
+
+    /* A syntax error is the request's fault too; a missing privilege is not. */
+    {
+        px_stmt bad = {.sql = "SELEC 1", .expect_rows = -1};
+        px_stmt priv = {.sql = "SELECT * FROM pg_authid", .expect_rows = -1};
+        exec_wait(&loop, c, &bad, 1, &w);
+        assert_int_equal(w.err.cls, PX_BUSINESS);
+        assert_string_equal(w.err.sqlstate, "42601");
+        exec_wait(&loop, c, &priv, 1, &w);
+        assert_int_equal(w.err.cls, PX_FATAL);
+        assert_string_equal(w.err.sqlstate, "42501");
+    }
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_expect_rows_mismatch(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    px_param p[] = {P_INT(999999)};
+    px_stmt s[] = {{.sql = "SELECT 1", .expect_rows = 1},
+                   {.sql = "UPDATE pgt_item SET name = 'x' WHERE id = $1", .params = p,
+                    .nparams = 1, .expect_rows = 1},
+                   {.sql = "SELECT 3", .expect_rows = -1}};
+    px_stmt q = {.sql = "SELECT 1 UNION ALL SELECT 2", .expect_rows = 1};
+    uv_loop_init(&loop);
+    mkxid(&x, "rows", 1, "payment");
+    c = connect_ok(&loop, &f->t);
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, s, 3, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_int_equal(w.failed_index, 1);
+    assert_int_equal(w.nresults, 1);
+    assert_string_equal(w.err.message, "expected 1 rows, got 0");
+    assert_string_equal(w.err.sqlstate, "");
+    xid_ok(&loop, D->rollback, c, &x);
+
+    /* Returned rows count for queries. */
+    exec_wait(&loop, c, &q, 1, &w);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_string_equal(w.err.message, "expected 1 rows, got 2");
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_parameters_stored_verbatim(void **state)
+{
+    static const char *const values[] = {
+        "it's",
+        "O''Brien",
+        "back\\slash\\",
+        "semi;colon; ;",
+        "'; DROP TABLE pgt_text; --",
+        "SELECT * FROM pg_authid; COMMIT; ROLLBACK PREPARED 'x'",
+        "$1 $2 ? :name %s %n",
+        "Z\xc3\xbcrich \xe2\x9c\x93 \xe6\x9d\xb1\xe4\xba\xac",
+        "\"double\" `back` E'\\x00'",
+        "tab\tnewline\ncr\r",
+        "",
+    };
+    enum { N = sizeof values / sizeof values[0] };
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    px_param p[N][2];
+    px_stmt s[N];
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    for (int i = 0; i < N; i++) {
+        p[i][0] = (px_param)P_INT(i);
+        p[i][1] = (px_param){.type = PX_P_TEXT, .text = values[i], .len = strlen(values[i])};
+        s[i] = (px_stmt){.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)",
+                         .params = p[i],
+                         .nparams = 2,
+                         .expect_rows = 1};
+    }
+    /* One branch committed in one phase. */
+    mkxid(&x, "text", 1, "payment");
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, s, N, &w);
+    check_ok(&w);
+    assert_int_equal(w.nresults, N);
+    xid_ok(&loop, D->commit_one_phase, c, &x);
+
+    for (int i = 0; i < N; i++) {
+        px_param id[] = {P_INT(i)};
+        exec_ok(&loop, c, "SELECT v, octet_length(v) FROM pgt_text WHERE id = $1", id, 1, &w);
+        assert_int_equal(w.res[0].nrows, 1);
+        assert_int_equal(strlen(w.res[0].cells[0]), strlen(values[i]));
+        assert_memory_equal(w.res[0].cells[0], values[i], strlen(values[i]));
+        assert_int_equal(atoi(w.res[0].cells[1]), (int)strlen(values[i]));
+    }
+    {
+        char want[16];
+        snprintf(want, sizeof want, "%d", N);
+        admin_expect("SELECT count(*) FROM pgt_text", want);
+    }
+
+    /* len counts the bytes: the text need not be NUL-terminated. */
+    {
+        px_param part[] = {P_INT(100), {.type = PX_P_TEXT, .text = "abcdef", .len = 3}};
+        px_param id[] = {P_INT(100)};
+        exec_ok(&loop, c, "INSERT INTO pgt_text (id, v) VALUES ($1, $2)", part, 2, &w);
+        exec_ok(&loop, c, "SELECT v FROM pgt_text WHERE id = $1", id, 1, &w);
+        assert_string_equal(w.res[0].cells[0], "abc");
+    }
+
+    /* A NUL byte cannot travel in a text parameter: business error at that statement. */
+    {
+        px_param ok[] = {P_INT(101), P_TEXT("fine")};
+        px_param nul[] = {P_INT(102), {.type = PX_P_TEXT, .text = "a\0b", .len = 3}};
+        px_stmt two[] = {{.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)", .params = ok,
+                          .nparams = 2, .expect_rows = 1},
+                         {.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)", .params = nul,
+                          .nparams = 2, .expect_rows = 1}};
+        mkxid(&x, "text", 2, "payment");
+        xid_ok(&loop, D->begin, c, &x);
+        exec_wait(&loop, c, two, 2, &w);
+        assert_true(w.failed);
+        assert_int_equal(w.err.cls, PX_BUSINESS);
+        assert_int_equal(w.failed_index, 1);
+        assert_int_equal(w.nresults, 1);
+        assert_int_equal(w.res[0].rows_affected, 1);
+        assert_string_equal(w.err.message, "parameter 2 contains a NUL byte");
+        xid_ok(&loop, D->rollback, c, &x);
+        admin_expect("SELECT count(*) FROM pgt_text WHERE id IN (101, 102)", "0");
+    }
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_lock_timeout(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_target t = f->t;
+    px_param p[] = {P_INT(1)};
+    px_stmt s = {.sql = "UPDATE pgt_lock SET v = 10 WHERE id = $1", .params = p, .nparams = 1,
+                 .expect_rows = 1};
+    char sql[256], gid[64];
+    uint64_t t0, ms;
+    uv_loop_init(&loop);
+    t.lock_timeout_ms = 500;
+    /* The administrator holds the row lock in a prepared transaction: it never lets go. */
+    snprintf(gid, sizeof gid, "xa1.pgt%d.lock.admin", (int)getpid());
+    snprintf(sql, sizeof sql,
+             "BEGIN; UPDATE pgt_lock SET v = v + 1 WHERE id = 1; PREPARE TRANSACTION '%s';", gid);
+    free(admin(sql));
+    c = connect_ok(&loop, &t);
+    t0 = uv_hrtime();
+    exec_wait(&loop, c, &s, 1, &w);
+    ms = (uv_hrtime() - t0) / 1000000;
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_string_equal(w.err.sqlstate, "55P03");
+    assert_false(w.err.conn_broken);
+    assert_true(ms >= 450);
+    assert_true(ms < 5000);
+    snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s'", gid);
+    free(admin(sql));
+    exec_wait(&loop, c, &s, 1, &w);
+    check_ok(&w);
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void connect_fail(uv_loop_t *loop, const px_target *t, waiter *w)
+{
+    w_reset(w);
+    assert_int_equal(D->connect(loop, t, w_connect, w), 0);
+    tu_run_until(loop, &w->done, WAIT_MS);
+    assert_int_equal(w->calls, 1);
+    assert_true(w->failed);
+    assert_null(w->conn);
+}
+
+static void test_connect_failures(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_target t = f->t;
+    char ci[256];
+    uint64_t t0;
+    uv_loop_init(&loop);
+
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1 port=%d dbname=xatest user=xacoord sslmode=disable "
+             "gssencmode=disable",
+             free_port());
+    t.conninfo = ci;
+    t0 = uv_hrtime();
+    connect_fail(&loop, &t, &w);
+    assert_true((uv_hrtime() - t0) / 1000000 < 1000);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_true(w.err.conn_broken);
+    assert_non_null(strstr(w.err.message, "server down"));
+
+    /* Wrong password: an operator must fix it, retrying will not; never echoed. */
+    t = f->t;
+    t.password = "wrong-secret-8c1f";
+    connect_fail(&loop, &t, &w);
+    assert_int_equal(w.err.cls, PX_FATAL);
+    assert_string_equal(w.err.sqlstate, "28P01");
+    assert_null(strstr(w.err.message, "wrong-secret-8c1f"));
+
+    t = f->t;
+    snprintf(ci, sizeof ci, "%s dbname=pgt_no_such_db", f->t.conninfo);
+    t.conninfo = ci;
+    connect_fail(&loop, &t, &w);
+    assert_int_equal(w.err.cls, PX_FATAL);
+    assert_string_equal(w.err.sqlstate, "3D000");
+    assert_null(strstr(w.err.message, f->t.password));
+
+    /* Names would be resolved with a blocking call: refused up front, no callback. */
+    t.conninfo = "host=localhost port=5432 dbname=xatest";
+    assert_int_equal(D->connect(&loop, &t, w_connect, &w), PX_EINVAL);
+    t.conninfo = "host=127.0.0.1 nonsense_option=1";
+    assert_int_equal(D->connect(&loop, &t, w_connect, &w), PX_EINVAL);
+    w_reset(&w);
+    tu_loop_close(&loop);
+}
+
+static void test_kill_restart_then_recover(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *a, *idle, *c = NULL;
+    px_xid x;
+    char prefix[64], kill_buf[1024], start_buf[1024];
+    const char *kill_cmd = cmd_from_env("XA_PG_KILL_CMD", "kill", kill_buf, sizeof kill_buf);
+    const char *start_cmd = cmd_from_env("XA_PG_START_CMD", "restart", start_buf,
+                                         sizeof start_buf);
+    px_param p[] = {P_INT(40), P_TEXT("survivor")};
+    px_stmt s = {.sql = "INSERT INTO pgt_item (id, name) VALUES ($1, $2)",
+                 .params = p,
+                 .nparams = 2,
+                 .expect_rows = 1};
+    uv_loop_init(&loop);
+    mkxid(&x, "kill", 1, "payment");
+    a = connect_ok(&loop, &f->t);
+    xid_ok(&loop, D->begin, a, &x);
+    exec_wait(&loop, a, &s, 1, &w);
+    check_ok(&w);
+    xid_ok(&loop, D->prepare, a, &x);
+    D->close(a);
+    idle = connect_ok(&loop, &f->t);
+
+    assert_int_equal(tu_sh("%s", kill_cmd), 0);
+    assert_int_equal(tu_sh("%s", start_cmd), 0);
+
+    /* The connection that lived through the crash reports it as retryable and broken. */
+    exec_wait(&loop, idle, &s, 1, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_true(w.err.conn_broken);
+    D->close(idle);
+
+    for (int i = 0; i < 40 && !c; i++) {
+        w_reset(&w);
+        assert_int_equal(D->connect(&loop, &f->t, w_connect, &w), 0);
+        tu_run_until(&loop, &w.done, WAIT_MS);
+        if (w.failed) {
+            assert_int_equal(w.err.cls, PX_RETRYABLE);
+            loop_wait(&loop, 250);
+        }
+        c = w.conn;
+    }
+    assert_non_null(c);
+    mkprefix(prefix, sizeof prefix, "kill");
+    recover_wait(&loop, c, prefix, "payment", &w);
+    assert_int_equal(w.nxids, 1);
+    assert_string_equal(w.xids[0].gtrid, x.gtrid);
+    xid_ok(&loop, D->commit_prepared, c, &w.xids[0]);
+    admin_expect("SELECT name FROM pgt_item WHERE id = 40", "survivor");
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+/* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
+
+#define BRANCHES 200
+#define CONNS 8
+
+typedef struct fleet {
+    int next, completed, closed, failures;
+    char first_error[300];
+} fleet;
+
+typedef struct worker {
+    fleet *fl;
+    px_conn *c;
+    int id;
+    px_xid x;
+    px_param p[1];
+    px_stmt s;
+} worker;
+
+static void w_next(worker *k);
+
+static void w_fail(worker *k, const char *step, const px_error *err)
+{
+    if (k->fl->failures++ == 0)
+        snprintf(k->fl->first_error, sizeof k->fl->first_error, "%s of %d: %s [%s]", step, k->id,
+                 err->message, err->sqlstate);
+    D->close(k->c);
+    k->fl->closed++;
+}
+
+static void w_committed(px_conn *c, const px_error *err, void *arg)
+{
+    worker *k = arg;
+    if (err) {
+        w_fail(k, "commit", err);
+        return;
+    }
+    k->fl->completed++;
+    w_next(k);
+}
+
+static void w_prepared(px_conn *c, const px_error *err, void *arg)
+{
+    worker *k = arg;
+    if (err || D->commit_prepared(c, &k->x, w_committed, k) != 0)
+        w_fail(k, "prepare", err ? err : &(px_error){.message = "start failed"});
+}
+
+static void w_executed(px_conn *c, const px_error *err, int fi, const px_result *r, int n,
+                       void *arg)
+{
+    worker *k = arg;
+    if (err || n != 1 || r[0].rows_affected != 1 || D->prepare(c, &k->x, w_prepared, k) != 0)
+        w_fail(k, "exec", err ? err : &(px_error){.message = "bad result"});
+}
+
+static void w_begun(px_conn *c, const px_error *err, void *arg)
+{
+    worker *k = arg;
+    if (err || D->exec(c, &k->s, 1, w_executed, k) != 0)
+        w_fail(k, "begin", err ? err : &(px_error){.message = "start failed"});
+}
+
+static void w_next(worker *k)
+{
+    if (k->fl->next >= BRANCHES) {
+        D->close(k->c);
+        k->fl->closed++;
+        return;
+    }
+    k->id = k->fl->next++;
+    mkxid(&k->x, "many", k->id, "payment");
+    k->p[0] = (px_param)P_INT(k->id);
+    k->s = (px_stmt){.sql = "INSERT INTO pgt_many (id) VALUES ($1)",
+                     .params = k->p,
+                     .nparams = 1,
+                     .expect_rows = 1};
+    if (D->begin(k->c, &k->x, w_begun, k) != 0)
+        w_fail(k, "begin", &(px_error){.message = "start failed"});
+}
+
+static void w_connected(px_conn *c, const px_error *err, void *arg)
+{
+    worker *k = arg;
+    if (err) {
+        k->fl->failures++;
+        k->fl->closed++;
+        snprintf(k->fl->first_error, sizeof k->fl->first_error, "connect: %s", err->message);
+        return;
+    }
+    k->c = c;
+    w_next(k);
+}
+
+static void test_many_branches_in_flight(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    fleet fl = {0};
+    worker k[CONNS];
+    char prefix[64], sql[200], want[16];
+    uv_loop_init(&loop);
+    for (int i = 0; i < CONNS; i++) {
+        k[i] = (worker){.fl = &fl};
+        assert_int_equal(D->connect(&loop, &f->t, w_connected, &k[i]), 0);
+    }
+    tu_run_until_count(&loop, &fl.closed, CONNS, 60000);
+    if (fl.failures)
+        fail_msg("%d failures, first: %s", fl.failures, fl.first_error);
+    assert_int_equal(fl.completed, BRANCHES);
+    snprintf(want, sizeof want, "%d", BRANCHES);
+    admin_expect("SELECT count(*) FROM pgt_many", want);
+    mkprefix(prefix, sizeof prefix, "many");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '%s%%'",
+             prefix);
+    admin_expect(sql, "0");
+    tu_loop_close(&loop);
+}
+
+static void test_busy_and_close_in_callbacks(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0}, w2 = {0};
+    px_conn *c;
+    px_xid x;
+    px_stmt slow = {.sql = "SELECT pg_sleep(0.2), 7 AS n", .expect_rows = 1};
+    uv_loop_init(&loop);
+    mkxid(&x, "busy", 1, "payment");
+    c = connect_ok(&loop, &f->t);
+
+    /* A second operation while one is in flight is refused and disturbs nothing. */
+    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
+    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w2), PX_EBUSY);
+    assert_int_equal(D->begin(c, &x, w_done, &w2), PX_EBUSY);
+    assert_int_equal(D->commit_prepared(c, &x, w_done, &w2), PX_EBUSY);
+    assert_int_equal(D->recover(c, "xa1.", "payment", w_recover, &w2), PX_EBUSY);
+    tu_run_until(&loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    assert_int_equal(w.calls, 1);
+    assert_string_equal(w.res[0].cells[1], "7");
+    assert_int_equal(w2.calls, 0);
+
+    /* Begin reports later, never from inside the call. */
+    w_reset(&w);
+    assert_int_equal(D->begin(c, &x, w_done, &w), 0);
+    assert_int_equal(w.calls, 0);
+    tu_run_until(&loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    xid_ok(&loop, D->rollback, c, &x);
+
+    /* The exec callback closes the connection. */
+    w_reset(&w);
+    w.close_in_cb = true;
+    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
+    tu_run_until(&loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    loop_wait(&loop, 50);
+    assert_int_equal(w.calls, 1);
+
+    /* Closed while a statement runs: that callback never comes. */
+    c = connect_ok(&loop, &f->t);
+    w_reset(&w);
+    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
+    D->close(c);
+    loop_wait(&loop, 400);
+    assert_int_equal(w.calls, 0);
+
+    /* Closed from inside the connect callback. */
+    w_reset(&w);
+    w.close_in_cb = true;
+    assert_int_equal(D->connect(&loop, &f->t, w_connect, &w), 0);
+    tu_run_until(&loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    loop_wait(&loop, 50);
+    assert_int_equal(w.calls, 1);
+    w_reset(&w);
+    tu_loop_close(&loop);
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static int group_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    tu_target(&f->t, "payment");
+    /* Leftovers of an earlier run hold locks that would block the DROP below. */
+    free(admin("SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts "
+               "WHERE gid LIKE 'xa1.pgt%' AND database = current_database() \\gexec\n"
+               "DROP TABLE IF EXISTS pgt_item, pgt_text, pgt_lock, pgt_many;\n"
+               "CREATE TABLE pgt_item (id bigint PRIMARY KEY, name text, amount float8, ok bool,"
+               " price numeric(10,2), small int2, qty int4 CHECK (qty >= 0));\n"
+               "CREATE TABLE pgt_text (id int PRIMARY KEY, v text NOT NULL);\n"
+               "CREATE TABLE pgt_lock (id int PRIMARY KEY, v int NOT NULL);\n"
+               "INSERT INTO pgt_lock VALUES (1, 0);\n"
+               "CREATE TABLE pgt_many (id int PRIMARY KEY);\n"
+               "ALTER TABLE pgt_item OWNER TO xacoord; ALTER TABLE pgt_text OWNER TO xacoord;\n"
+               "ALTER TABLE pgt_lock OWNER TO xacoord; ALTER TABLE pgt_many OWNER TO xacoord;\n"));
+    *state = f;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    fixture *f = *state;
+    free((char *)f->t.password);
+    free((char *)f->t.conninfo);
+    free(f);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_exec_params),
+        cmocka_unit_test(test_prepare_commit_elsewhere_and_not_found),
+        cmocka_unit_test(test_recover_lists_only_own_branches),
+        cmocka_unit_test(test_failed_transaction_is_not_prepared),
+        cmocka_unit_test(test_constraint_violations),
+        cmocka_unit_test(test_expect_rows_mismatch),
+        cmocka_unit_test(test_parameters_stored_verbatim),
+        cmocka_unit_test(test_lock_timeout),
+        cmocka_unit_test(test_connect_failures),
+        cmocka_unit_test(test_busy_and_close_in_callbacks),
+        cmocka_unit_test(test_many_branches_in_flight),
+        cmocka_unit_test(test_kill_restart_then_recover),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

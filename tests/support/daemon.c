@@ -1,0 +1,313 @@
+/*
+ * Running the real daemon in tests (see daemon.h).
+ */
+#include "daemon.h"
+
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef XACOORD_BIN
+#error "XACOORD_BIN must name the daemon binary"
+#endif
+#ifndef XACOORD_SOURCE_DIR
+#error "XACOORD_SOURCE_DIR must name the source tree"
+#endif
+
+extern char **environ;
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
+{
+    const char *secrets = tu_env("XA_DB_DIR");
+    FILE *f;
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/xacoord-t-%s-XXXXXX", node);
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(d->node, sizeof d->node, "%s", node);
+    snprintf(d->config, sizeof d->config, "%s/xacoord.ini", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/xacoord.log", d->dir);
+    d->port = free_port();
+    f = fopen(d->config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[coordinator]\nnode_id = %s\nlisten = 127.0.0.1:%d\ndata_dir = %s/data\n"
+            "default_timeout_ms = 5000\ncommit_wait_ms = 2000\nrecovery_interval_ms = 1000\n%s\n"
+            "[participant.payment]\ndriver = postgres\n"
+            "conninfo = host=127.0.0.1 hostaddr=127.0.0.1 port=%s dbname=payment user=xacoord "
+            "sslmode=disable gssencmode=disable\n"
+            "password_file = %s/secrets/payment.pw\npool_size = 8\n\n"
+            "[participant.order]\ndriver = mysql\nhost = 127.0.0.1\nport = %s\n"
+            "database = shop_order\nuser = xacoord\npassword_file = %s/secrets/order.pw\n"
+            "pool_size = 8\n\n"
+            "[participant.warehouse]\ndriver = mysql\nhost = 127.0.0.1\nport = %s\n"
+            "database = shop_warehouse\nuser = xacoord\npassword_file = %s/secrets/warehouse.pw\n"
+            "pool_size = 8\n",
+            node, d->port, d->dir, extra ? extra : "", tu_env("XA_PG_PORT"), secrets,
+            tu_env("XA_ORDER_PORT"), secrets, tu_env("XA_WAREHOUSE_PORT"), secrets);
+    fclose(f);
+}
+
+pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        for (const char *const *e = env; e && *e; e++)
+            putenv((char *)*e);
+        execl(XACOORD_BIN, "xacoord", "--config", d->config, (char *)NULL);
+        _exit(127);
+    }
+    d->pid = pid;
+    return pid;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void tu_daemon_wait_ready(tu_daemon *d, unsigned timeout_ms)
+{
+    for (unsigned waited = 0; waited < timeout_ms; waited += 50) {
+        int status;
+        char *body = NULL;
+        if (d->pid > 0 && waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            tu_sh("tail -n 30 %s >&2", d->log);
+            fail_msg("xacoord exited during start-up (status %d)", status);
+        }
+        if (tu_http(d->port, "GET", "/readyz", NULL, NULL, &body) == 200) {
+            free(body);
+            return;
+        }
+        free(body);
+        sleep_ms(50);
+    }
+    tu_sh("tail -n 30 %s >&2", d->log);
+    fail_msg("xacoord not ready within %u ms", timeout_ms);
+}
+
+void tu_daemon_start(tu_daemon *d, const char *const *env)
+{
+    tu_daemon_spawn(d, env);
+    tu_daemon_wait_ready(d, 30000);
+}
+
+void tu_daemon_kill(tu_daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+}
+
+int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms)
+{
+    for (unsigned waited = 0; waited < timeout_ms; waited += 20) {
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            return status;
+        }
+        sleep_ms(20);
+    }
+    fail_msg("xacoord did not exit within %u ms", timeout_ms);
+    return -1;
+}
+
+int tu_daemon_stop(tu_daemon *d)
+{
+    int status;
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    status = tu_daemon_wait_exit(d, 40000);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        tu_sh("tail -n 30 %s >&2", d->log);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void tu_daemon_cleanup(tu_daemon *d)
+{
+    tu_daemon_kill(d);
+    if (getenv("XA_KEEP_TEST_DIRS") == NULL)
+        tu_sh("rm -rf '%s'", d->dir);
+}
+
+/* ---- HTTP -------------------------------------------------------------------------------- */
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
+            char **resp)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char head[1024], *buf = NULL, *sep;
+    size_t len = 0, cap = 0;
+    int fd, status = -1;
+    size_t blen = body ? strlen(body) : 0;
+
+    *resp = NULL;
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    snprintf(head, sizeof head,
+             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             method, path, token ? "Authorization: Bearer " : "", token ? token : "",
+             token ? "\r\n" : "", blen);
+    if (!write_all(fd, head, strlen(head)) || (blen && !write_all(fd, body, blen))) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        ssize_t n;
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 8192;
+            buf = realloc(buf, cap);
+        }
+        n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (!buf)
+        return -1;
+    buf[len] = '\0';
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        status = -1;
+    sep = strstr(buf, "\r\n\r\n");
+    if (sep)
+        *resp = strdup(sep + 4);
+    free(buf);
+    return status;
+}
+
+/* ---- the shop ---------------------------------------------------------------------------- */
+
+char *tu_checkout_json(const char *id, long order, long user, long amount, const char *sku,
+                       long qty)
+{
+    char *s = NULL, idpart[128] = "";
+    if (id)
+        snprintf(idpart, sizeof idpart, "\"id\":\"%s\",", id);
+    if (asprintf(&s,
+                 "{%s\"branches\":["
+                 "{\"participant\":\"payment\",\"statements\":["
+                 "{\"sql\":\"UPDATE account SET balance = balance - $1 WHERE user_id = $2 AND "
+                 "balance >= $1\",\"params\":[%ld,%ld],\"expect_rows\":1,"
+                 "\"abort_reason\":\"insufficient balance\"},"
+                 "{\"sql\":\"INSERT INTO payment(order_id, user_id, amount) VALUES ($1, $2, $3)\","
+                 "\"params\":[%ld,%ld,%ld]}]},"
+                 "{\"participant\":\"order\",\"statements\":["
+                 "{\"sql\":\"UPDATE orders SET status = 'P' WHERE id = ? AND status = 'I'\","
+                 "\"params\":[%ld],\"expect_rows\":1,"
+                 "\"abort_reason\":\"order is not awaiting payment\"}]},"
+                 "{\"participant\":\"warehouse\",\"statements\":["
+                 "{\"sql\":\"UPDATE stock SET qty = qty - ? WHERE sku = ? AND qty >= ?\","
+                 "\"params\":[%ld,\"%s\",%ld],\"expect_rows\":1,\"abort_reason\":\"out of stock\"},"
+                 "{\"sql\":\"INSERT INTO shipment(order_id, sku, qty, status) VALUES (?, ?, ?, "
+                 "'R')\",\"params\":[%ld,\"%s\",%ld]}]}]}",
+                 idpart, amount, user, order, user, amount, order, qty, sku, qty, order, sku,
+                 qty) < 0)
+        fail_msg("out of memory");
+    return s;
+}
+
+char *tu_ship_json(const char *id, long order)
+{
+    char *s = NULL, idpart[128] = "";
+    if (id)
+        snprintf(idpart, sizeof idpart, "\"id\":\"%s\",", id);
+    if (asprintf(&s,
+                 "{%s\"branches\":["
+                 "{\"participant\":\"order\",\"statements\":["
+                 "{\"sql\":\"UPDATE orders SET status = 'W' WHERE id = ? AND status = 'P'\","
+                 "\"params\":[%ld],\"expect_rows\":1,\"abort_reason\":\"order is not paid\"}]},"
+                 "{\"participant\":\"warehouse\",\"statements\":["
+                 "{\"sql\":\"UPDATE shipment SET status = 'S' WHERE order_id = ? AND status = "
+                 "'R'\",\"params\":[%ld],\"expect_rows\":1,"
+                 "\"abort_reason\":\"nothing reserved to ship\"}]}]}",
+                 idpart, order, order) < 0)
+        fail_msg("out of memory");
+    return s;
+}
+
+const char *tu_source_dir(void) { return XACOORD_SOURCE_DIR; }
+
+void tu_shop_reset(void)
+{
+    assert_int_equal(tu_sh("%s/scripts/db reset >/dev/null", XACOORD_SOURCE_DIR), 0);
+    assert_int_equal(tu_invariants(), 0);
+}
+
+int tu_invariants(void)
+{
+    return tu_sh("%s/tests/invariants check >&2", XACOORD_SOURCE_DIR);
+}
+
+long tu_shop_long(const char *which, const char *sql)
+{
+    const char *db = strcmp(which, "payment") == 0 ? "payment"
+                     : strcmp(which, "order") == 0 ? "shop_order"
+                                                   : "shop_warehouse";
+    char *out = tu_admin_sql(which, db, sql);
+    long v;
+    if (!out)
+        fail_msg("admin query failed on %s: %s", which, sql);
+    v = strtol(out, NULL, 10);
+    free(out);
+    return v;
+}

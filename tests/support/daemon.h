@@ -1,0 +1,62 @@
+/*
+ * Test helpers for running the real daemon against the local servers of scripts/db: write a
+ * configuration for the example shop, start build/xacoord as a child process, talk HTTP to it,
+ * kill it with SIGKILL or stop it with SIGTERM, and check the shop's invariants.
+ */
+#ifndef XA_TEST_DAEMON_H
+#define XA_TEST_DAEMON_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct tu_daemon {
+    pid_t pid;
+    int port;
+    char node[17];
+    char dir[256];      /* data_dir and config live here */
+    char config[320];
+    char log[320];
+    char token[64];     /* "" when the API has no token */
+} tu_daemon;
+
+/* Prepares a daemon in a fresh temporary directory with the shop's three participants.
+ * extra: more [coordinator] lines ("key = value\n..."), or NULL. */
+void tu_daemon_init(tu_daemon *d, const char *node, const char *extra);
+/* Starts it (environment: the current one plus env, a NULL-terminated "K=V" list or NULL) and
+ * waits until /readyz answers 200. */
+void tu_daemon_start(tu_daemon *d, const char *const *env);
+/* Starts it without waiting; returns the pid. */
+pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env);
+/* Waits until /readyz answers 200 (fails the test after timeout_ms). */
+void tu_daemon_wait_ready(tu_daemon *d, unsigned timeout_ms);
+/* SIGKILL and reap. */
+void tu_daemon_kill(tu_daemon *d);
+/* Waits for the process to exit on its own (e.g. a crash point); returns the wait status. */
+int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms);
+/* SIGTERM, wait; returns the exit code (-1 if killed by a signal). */
+int tu_daemon_stop(tu_daemon *d);
+/* Removes the temporary directory. */
+void tu_daemon_cleanup(tu_daemon *d);
+
+/* One HTTP request (Connection: close). Returns the status, or -1 when the connection failed;
+ * *body gets the malloc'ed response body (may be NULL). token may be NULL. */
+int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
+            char **resp);
+
+/* The JSON of a checkout of order `order` (user, amount, sku, qty) with client id `id` (NULL: none). */
+char *tu_checkout_json(const char *id, long order, long user, long amount, const char *sku,
+                       long qty);
+/* The JSON of shipping order `order`. */
+char *tu_ship_json(const char *id, long order);
+
+/* The source tree (for scripts/ and tests/invariants). */
+const char *tu_source_dir(void);
+
+/* scripts/db reset + baseline; then `tests/invariants check` must pass. */
+void tu_shop_reset(void);
+/* Runs `tests/invariants check`; returns its exit status (0 = all hold). */
+int tu_invariants(void);
+/* One value from an admin query on a shop database ("payment", "order", "warehouse"). */
+long tu_shop_long(const char *which, const char *sql);
+
+#endif
