@@ -46,7 +46,8 @@ typedef struct journal_rec {
 } journal_rec;
 
 /* Called once per record during journal_open, in log order. The record and its payload are valid
- * only during the call. */
+ * only during the call. A compaction cut short by a crash leaves copies of live records in two
+ * segments: each outcome, each DONE and each BOOT is still passed only once. */
 typedef void (*journal_replay_cb)(const journal_rec *rec, void *arg);
 /* Called on the loop once the record's batch is durable. */
 typedef void (*journal_durable_cb)(void *arg);
@@ -78,7 +79,7 @@ typedef struct journal_stats {
     uint64_t records;      /* records appended since open */
     uint64_t forced;       /* records that were waited for */
     uint64_t compactions;
-    uint64_t live_records; /* records the next compaction would keep */
+    uint64_t live_records; /* outcomes (COMMIT/ABORT) the next compaction would keep */
     uint64_t bytes;        /* size of the active segment */
     int segments;
 } journal_stats;
@@ -92,11 +93,13 @@ int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_
 uint64_t journal_last_boot(const journal *j);
 
 /* Writes BOOT(last_boot + 1) and fdatasyncs it synchronously (start-up, before the loop serves
- * anything). Returns the new boot, or 0 with err set. */
+ * anything and before the first append). Returns the new boot, or 0 with err set; after a failed
+ * write or fdatasync the journal accepts nothing more. */
 uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
 
-/* Queues a record. cb != NULL forces it (cb runs once durable); cb == NULL is lazy.
- * The payload is copied. Returns 0, or -1 when the journal is closing or failed (cb not called). */
+/* Queues a record: COMMIT, ABORT or DONE (BOOT belongs to journal_start_boot). cb != NULL forces
+ * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or -1 when the
+ * record is invalid, memory runs out, or the journal is closing or failed (cb not called). */
 int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb, void *arg);
 
 void journal_get_stats(const journal *j, journal_stats *out);

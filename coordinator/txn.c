@@ -243,7 +243,8 @@ static bool is_transient(const px_error *err) { return err->cls == PX_RETRYABLE;
 static void branch_failed(branch *b, const px_error *err, int statement)
 {
     struct txn *t = b->t;
-    abort_info a = {409, is_transient(err), false, "", b, statement, err};
+    /* A lost connection means the participant is unavailable: like a failed connect, 503. */
+    abort_info a = {err->conn_broken ? 503 : 409, is_transient(err), false, "", b, statement, err};
     char reason[1024];
     const char *given = NULL;
 

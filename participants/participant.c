@@ -8,16 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* TEMPORARY (while drivers are being written): weak so the tree links without all of them. */
-extern const px_driver px_postgres_driver __attribute__((weak));
-extern const px_driver px_mysql_driver __attribute__((weak));
-extern const px_driver px_memory_driver __attribute__((weak));
-
 const px_driver *px_driver_find(const char *name)
 {
-    const px_driver *const drivers[] = {&px_postgres_driver, &px_mysql_driver, &px_memory_driver};
+    static const px_driver *const drivers[] = {&px_postgres_driver, &px_mysql_driver,
+                                               &px_memory_driver};
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
-        if (drivers[i] && name && strcmp(drivers[i]->name, name) == 0)
+        if (name && strcmp(drivers[i]->name, name) == 0)
             return drivers[i];
     return NULL;
 }

@@ -104,7 +104,8 @@ static void on_recover(px_conn *c, const px_error *err, const px_xid *xids, size
     call *k = arg;
     record_err(k, err);
     k->nxids = n < 64 ? n : 64;
-    memcpy(k->xids, xids, k->nxids * sizeof *xids);
+    if (k->nxids)
+        memcpy(k->xids, xids, k->nxids * sizeof *xids);
     k->done = true;
 }
 
@@ -326,7 +327,7 @@ static void test_statement_cache_eviction(void **state)
     for (int i = 0; i < 40; i++) {
         px_param p[1] = {p_int(i)};
         px_stmt s;
-        snprintf(sql, sizeof sql, "SELECT ? + %d AS v", i);
+        snprintf(sql, sizeof sql, "SELECT ? + %d AS w", i);
         s = stmt(sql, p, 1, 1);
         assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_OK);
         assert_int_equal(atoi(k.cells[0]), 2 * i);

@@ -270,6 +270,26 @@ static void test_outcomes(void **state)
     f->d->close(c);
 }
 
+/* A branch planted under the XID of a branch open on a connection: prepare refuses, the open
+ * branch is rolled back, and the planted one stays prepared. */
+static void test_planted_xid_collision(void **state)
+{
+    fx *f = *state;
+    px_xid x = xid("xa1.c1.2.5", "mem");
+    px_conn *c = connect_ok(f);
+
+    assert_int_equal(run_done(f, f->d->begin, c, &x), PX_OK);
+    assert_true(px_memory_add_prepared("mem", &x));
+    assert_int_equal(run_done(f, f->d->prepare, c, &x), PX_FATAL);
+    assert_true(px_memory_is_prepared("mem", &x));
+    assert_int_equal(px_memory_prepared_count("mem"), 1);
+    assert_int_equal(run_done(f, f->d->rollback, c, &x), PX_OK); /* already rolled back */
+    assert_int_equal(run_done(f, f->d->rollback_prepared, c, &x), PX_OK);
+    assert_int_equal(px_memory_outcome("mem", &x), PX_MEM_ROLLED_BACK);
+    assert_int_equal(px_memory_prepared_count("mem"), 0);
+    f->d->close(c);
+}
+
 /* Chained commits of planted branches: each is issued from the previous one's callback. */
 struct chain {
     fx *f;
@@ -604,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_completes_next_iteration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_planted_xid_collision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_memory_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_survive_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_rolls_back_open_branch, setup, teardown),

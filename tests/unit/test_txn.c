@@ -1,0 +1,407 @@
+/*
+ * The engine (txn.c, coord.c, recovery.c, outcome.c) above the driver layer, with in-memory
+ * participants: commit and abort paths, phase-2 retries and lost replies, the phase-1 timeout,
+ * idempotent replay after a restart, and recovery of planted in-doubt branches with and without a
+ * commit record.
+ */
+#include "testutil.h"
+
+#include "config.h"
+#include "coord.h"
+#include "memory.h"
+#include "recovery.h"
+#include "request.h"
+#include "txn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char dir[64];
+    char ini[96];
+    config cfg;
+    uv_loop_t loop;
+    coord c;
+    bool open;
+} fixture;
+
+static void write_config(fixture *f, const char *extra)
+{
+    FILE *fp = fopen(f->ini, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "[coordinator]\nnode_id = t1\ndata_dir = %s/data\ndefault_timeout_ms = 2000\n"
+            "commit_wait_ms = 200\nrecovery_interval_ms = 100000\n%s\n"
+            "[participant.alpha]\ndriver = memory\npool_size = 4\nlock_timeout_ms = 500\n"
+            "[participant.beta]\ndriver = memory\npool_size = 4\nlock_timeout_ms = 500\n",
+            f->dir, extra ? extra : "");
+    fclose(fp);
+}
+
+static bool ready_flag(const coord *c) { return coord_ready(c); }
+
+static void open_coord(fixture *f)
+{
+    char err[512];
+    assert_int_equal(config_load(f->ini, &f->cfg, err, sizeof err), 0);
+    uv_loop_init(&f->loop);
+    if (coord_open(&f->c, &f->loop, &f->cfg, err, sizeof err) != 0)
+        fail_msg("coord_open: %s", err);
+    f->open = true;
+    for (int i = 0; i < 200 && !ready_flag(&f->c); i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_true(coord_ready(&f->c));
+}
+
+static void on_closed(void *arg) { *(bool *)arg = true; }
+
+static void close_coord(fixture *f)
+{
+    bool closed = false;
+    /* Let transactions finish their phase 2 first. */
+    for (int i = 0; i < 2000 && coord_inflight(&f->c) > 0; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(coord_inflight(&f->c), 0);
+    coord_close(&f->c, on_closed, &closed);
+    tu_run_until(&f->loop, &closed, 5000);
+    tu_loop_close(&f->loop);
+    config_free(&f->cfg);
+    f->open = false;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/xacoord-txn-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->ini, sizeof f->ini, "%s/t.ini", f->dir);
+    write_config(f, NULL);
+    px_memory_reset();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->open)
+        close_coord(f);
+    tu_sh("rm -rf %s", f->dir);
+    px_memory_reset();
+    free(f);
+    return 0;
+}
+
+/* ---- submitting -------------------------------------------------------------------------- */
+
+typedef struct result {
+    bool settled;
+    int status;
+    outcome_state state;
+    char head[2048];
+} result;
+
+static void on_settled(outcome *o, void *arg)
+{
+    result *r = arg;
+    r->settled = true;
+    r->status = o->status;
+    r->state = o->state;
+    snprintf(r->head, sizeof r->head, "%s", o->reply_head ? o->reply_head : "");
+}
+
+static int lookup(const char *name, void *arg) { return coord_part_index(arg, name); }
+
+/* Starts a transaction with one statement per participant; returns its gtrid in gtrid. */
+static void start(fixture *f, const char *id, const char *sql_a, const char *sql_b, uint32_t timeout,
+                  result *r, char *gtrid)
+{
+    request_limits lim = {16, 64, 256, 65536, timeout, 60000};
+    char body[1024], err[256], g[80];
+    txn_request *req;
+    outcome *o;
+    uint64_t seq;
+
+    snprintf(body, sizeof body,
+             "{\"id\":\"%s\",\"branches\":[{\"participant\":\"alpha\",\"statements\":[{\"sql\":"
+             "\"%s\"}]},{\"participant\":\"beta\",\"statements\":[{\"sql\":\"%s\"}]}]}",
+             id, sql_a, sql_b);
+    req = request_parse(body, strlen(body), &lim, lookup, &f->c, err, sizeof err);
+    if (!req)
+        fail_msg("request: %s", err);
+    seq = txn_assign(&f->c, g, sizeof g);
+    o = outcome_create(f->c.outcomes, id, g, req->digest);
+    assert_non_null(o);
+    memset(r, 0, sizeof *r);
+    outcome_wait(o, on_settled, r);
+    assert_int_equal(txn_start(&f->c, req, o, seq), 0);
+    if (gtrid)
+        strcpy(gtrid, g);
+}
+
+static void run(fixture *f, const char *id, const char *a, const char *b, result *r, char *gtrid)
+{
+    start(f, id, a, b, 2000, r, gtrid);
+    tu_run_until(&f->loop, &r->settled, 10000);
+}
+
+static px_xid xid_of(const char *gtrid, const char *bqual)
+{
+    px_xid x;
+    assert_true(px_xid_set(&x, gtrid, bqual));
+    return x;
+}
+
+static void finish_phase2(fixture *f)
+{
+    for (int i = 0; i < 5000 && coord_inflight(&f->c) > 0; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(coord_inflight(&f->c), 0);
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_commit(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    px_memory_stats st;
+    open_coord(f);
+    run(f, "c1", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.state, OUTCOME_COMMITTED);
+    assert_non_null(strstr(r.head, "\"outcome\":\"committed\""));
+    finish_phase2(f);
+    px_xid a = xid_of(g, "alpha"), b = xid_of(g, "beta");
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    px_memory_stats_get("alpha", &st);
+    assert_int_equal(st.prepared_now, 0);
+}
+
+static void test_business_error_aborts_everything(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    run(f, "e1", "rows 1", "error business", &r, g);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.head, "\"participant\":\"beta\""));
+    finish_phase2(f);
+    px_xid a = xid_of(g, "alpha");
+    assert_int_not_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+    assert_int_equal(px_memory_prepared_count("beta"), 0);
+    /* a business abort is replayed for the same id */
+    assert_non_null(outcome_find(f->c.outcomes, "e1"));
+}
+
+static void test_failed_prepare_rolls_back_prepared_branch(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    px_memory_fail("beta", PX_MEM_PREPARE, PX_BUSINESS, 1);
+    run(f, "p1", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 409);
+    finish_phase2(f);
+    px_xid a = xid_of(g, "alpha");
+    assert_int_not_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+}
+
+static void test_commit_retried_until_acknowledged(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 3);
+    run(f, "r1", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 200);
+    finish_phase2(f);
+    px_xid b = xid_of(g, "beta");
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    assert_int_equal(metric_counter_value(f->c.parts[1].commit_retries), 3);
+}
+
+static void test_commit_wait_reports_pending(void **state)
+{
+    fixture *f = *state;
+    result r;
+    open_coord(f);
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 6); /* > commit_wait_ms of backoff */
+    run(f, "w1", "rows 1", "rows 1", &r, NULL);
+    assert_int_equal(r.status, 200);
+    outcome *o = outcome_find(f->c.outcomes, "w1");
+    assert_non_null(o);
+    assert_true(o->pending & (1u << 1)); /* beta not yet acknowledged when answered */
+    finish_phase2(f);
+    assert_int_equal(o->pending, 0);
+}
+
+static void test_lost_commit_reply(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    px_memory_lose_reply("alpha", PX_MEM_COMMIT_PREPARED, 1);
+    run(f, "l1", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 200);
+    finish_phase2(f);
+    px_xid a = xid_of(g, "alpha");
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(metric_counter_value(f->c.parts[0].xid_not_found), 1);
+}
+
+static void test_timeout_aborts(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    start(f, "t1", "rows 1", "sleep 1500", 100, &r, g);
+    tu_run_until(&f->loop, &r.settled, 5000);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(r.head, "timeout"));
+    finish_phase2(f);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+    assert_int_equal(px_memory_prepared_count("beta"), 0);
+    /* a transient abort is forgotten: the id may run again */
+    assert_null(outcome_find(f->c.outcomes, "t1"));
+}
+
+static void test_participant_down_is_503(void **state)
+{
+    fixture *f = *state;
+    result r;
+    open_coord(f);
+    px_memory_set_down("beta", true);
+    run(f, "d1", "rows 1", "rows 1", &r, NULL);
+    assert_int_equal(r.status, 503);
+    finish_phase2(f);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+    px_memory_set_down("beta", false);
+}
+
+static void test_replay_after_restart(void **state)
+{
+    fixture *f = *state;
+    result r;
+    open_coord(f);
+    run(f, "keep", "rows 1", "rows 1", &r, NULL);
+    run(f, "bad", "rows 1", "error business", &r, NULL);
+    close_coord(f);
+    open_coord(f);
+    outcome *o = outcome_find(f->c.outcomes, "keep");
+    assert_non_null(o);
+    assert_int_equal(o->state, OUTCOME_COMMITTED);
+    assert_int_equal(o->status, 200);
+    assert_non_null(strstr(o->reply_head, "\"id\":\"keep\""));
+    assert_int_equal(o->pending, 0);
+    o = outcome_find(f->c.outcomes, "bad");
+    assert_non_null(o);
+    assert_int_equal(o->state, OUTCOME_ABORTED);
+    assert_int_equal(o->status, 409);
+    assert_true(f->c.boot >= 2);
+}
+
+static void on_journal_closed(void *arg) { *(bool *)arg = true; }
+
+/* Writes the journal a crash after the commit decision leaves: boot 1 with a commit record for
+ * transaction 7 on alpha and beta. */
+static void plant_commit_record(fixture *f)
+{
+    static const char payload[] = "crash\n000102030405060708090a0b0c0d0e0f\n200\nalpha,beta\n"
+                                  "{\"id\":\"crash\",\"xid\":\"xa1.t1.1.7\",\"outcome\":\"committed\"";
+    char dir[96], err[256];
+    uv_loop_t loop;
+    journal *j;
+    bool closed = false;
+    journal_rec rec = {JOURNAL_COMMIT, 1, 7, coord_now_ms(), payload, sizeof payload - 1};
+    snprintf(dir, sizeof dir, "%s/data", f->dir);
+    uv_loop_init(&loop);
+    assert_int_equal(journal_open(&j, &loop, dir, NULL, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(journal_append(j, &rec, NULL, NULL), 0);
+    journal_close(j, on_journal_closed, &closed);
+    tu_run_until(&loop, &closed, 5000);
+    tu_loop_close(&loop);
+}
+
+/* Recovery must commit the branches of a transaction with a commit record, roll back a prepared
+ * branch without one (presumed abort), and touch no branch of another coordinator. */
+static void test_recovery_follows_the_journal(void **state)
+{
+    fixture *f = *state;
+    px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
+    px_xid orphan = xid_of("xa1.t1.1.9", "alpha"), other = xid_of("xa1.zz.1.7", "alpha");
+    outcome *o;
+    plant_commit_record(f);
+    assert_true(px_memory_add_prepared("alpha", &a));
+    assert_true(px_memory_add_prepared("beta", &b));
+    assert_true(px_memory_add_prepared("alpha", &orphan));
+    assert_true(px_memory_add_prepared("alpha", &other));
+
+    open_coord(f);
+    assert_int_equal(f->c.boot, 2);
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_outcome("alpha", &orphan), PX_MEM_ROLLED_BACK);
+    assert_true(px_memory_is_prepared("alpha", &other));
+    o = outcome_find(f->c.outcomes, "crash");
+    assert_non_null(o);
+    assert_int_equal(o->state, OUTCOME_COMMITTED);
+    assert_int_equal(o->pending, 0);
+}
+
+static void test_many_concurrent(void **state)
+{
+    fixture *f = *state;
+    enum { N = 300 };
+    static result rs[N];
+    int settled = 0;
+    open_coord(f);
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%d", i);
+        start(f, id, "rows 1", i % 10 == 0 ? "error business" : "rows 1", 5000, &rs[i], NULL);
+    }
+    for (int spins = 0; spins < 100000 && settled < N; spins++) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+        settled = 0;
+        for (int i = 0; i < N; i++)
+            settled += rs[i].settled;
+    }
+    assert_int_equal(settled, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(rs[i].status, i % 10 == 0 ? 409 : 200);
+    finish_phase2(f);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+    assert_int_equal(px_memory_prepared_count("beta"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_business_error_aborts_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_prepare_rolls_back_prepared_branch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_commit_retried_until_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_wait_reports_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_commit_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_aborts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_participant_down_is_503, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
