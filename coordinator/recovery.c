@@ -183,7 +183,8 @@ static void on_listed(px_conn *conn, const px_error *err, const px_xid *xids, si
     s->failed = calloc(n ? n : 1, sizeof *s->failed);
     if (!s->xids || !s->failed)
         abort();
-    memcpy(s->xids, xids, sizeof *xids * n);
+    if (n > 0)
+        memcpy(s->xids, xids, sizeof *xids * n);
     s->n = n;
     s->next = 0;
     resolve_next(s);

@@ -46,6 +46,7 @@ typedef struct branch {
     bool busy;            /* a driver call is in flight on conn */
     bool begun;           /* the branch exists on the server */
     bool maybe_prepared;  /* PREPARE was sent and its answer lost */
+    bool reconnected;     /* already retried once on a fresh connection */
     json_t *results;      /* [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
@@ -76,6 +77,7 @@ struct txn {
 };
 
 static void branch_finish(branch *b);
+static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
 
@@ -238,6 +240,27 @@ static void txn_abort(struct txn *t, const abort_info *a)
 
 /* Deadlocks, lock timeouts and lost connections say nothing about the request itself. */
 static bool is_transient(const px_error *err) { return err->cls == PX_RETRYABLE; }
+
+/* An idle pooled connection may have died since its last use (a server restart, an idle
+ * timeout): the session is gone, and with it any work of this branch. Before PREPARE that loses
+ * nothing, so the branch starts over once on a fresh connection instead of failing the
+ * transaction. (This acquire happens out of participant order; a pool cycle it could form is
+ * broken by the phase-1 timeout.) */
+static bool retry_on_fresh_conn(branch *b, const px_error *err)
+{
+    if (!err->conn_broken || b->reconnected || b->state != BR_WORKING || !b->conn)
+        return false;
+    log_info(b->t->ctx, "%s: connection lost before any work was kept (%s); retrying on a new "
+                        "connection",
+             b->part->cfg->name, err->message);
+    b->reconnected = true;
+    b->begun = false;
+    px_pool_discard(b->part->pool, b->conn);
+    b->conn = NULL;
+    b->state = BR_ACQUIRING;
+    b->preq.data = b;
+    return px_pool_acquire(b->part->pool, &b->preq, on_acquired) == 0;
+}
 
 /* A branch failed in phase 1: turn the driver's error into the client's answer. */
 static void branch_failed(branch *b, const px_error *err, int statement)
@@ -612,7 +635,8 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
         return;
     }
     if (err) {
-        branch_failed(b, err, failed_index);
+        if (!retry_on_fresh_conn(b, err))
+            branch_failed(b, err, failed_index);
         return;
     }
     b->results = results_json(results, nresults);
@@ -640,7 +664,8 @@ static void on_begun(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     if (err) {
-        branch_failed(b, err, -1);
+        if (!retry_on_fresh_conn(b, err))
+            branch_failed(b, err, -1);
         return;
     }
     b->busy = true;
@@ -684,7 +709,8 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
         branch_failed(b, &e, -1);
         return;
     }
-    acquire_next(t);
+    if (!b->reconnected)
+        acquire_next(t);
 }
 
 /* One connection at a time, in participant order: see txn.h. */

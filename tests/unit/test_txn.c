@@ -290,6 +290,25 @@ static void test_participant_down_is_503(void **state)
     px_memory_set_down("beta", false);
 }
 
+/* A pooled connection that died while idle costs a reconnect, not the transaction. */
+static void test_stale_connection_is_replaced(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    px_memory_lose_reply("beta", PX_MEM_BEGIN, 1);
+    run(f, "s1", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 200);
+    finish_phase2(f);
+    px_xid b = xid_of(g, "beta");
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    /* but only once: a participant that keeps failing aborts the transaction */
+    px_memory_lose_reply("beta", PX_MEM_BEGIN, 2);
+    run(f, "s2", "rows 1", "rows 1", &r, NULL);
+    assert_int_equal(r.status, 503);
+}
+
 static void test_replay_after_restart(void **state)
 {
     fixture *f = *state;
@@ -399,6 +418,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_commit_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_participant_down_is_503, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
