@@ -8,6 +8,7 @@
 #include "config.h"
 #include "coord.h"
 #include "log.h"
+#include "txn.h"
 
 #include <getopt.h>
 #include <stddef.h>
@@ -80,16 +81,26 @@ static void on_http_stopped(void *arg)
 
 static void finish_stop(daemon_state *d)
 {
-    int left = coord_inflight(&d->coord);
     uv_timer_stop(&d->tick);
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
-    if (left > 0)
-        log_warn(NULL, "%d transactions still unfinished after %d ms: their commit decisions are "
-                       "in the journal and the next start resolves them",
-                 left, DRAIN_LIMIT_MS);
     coord_close(&d->coord, on_closed_all, d);
+}
+
+/* A drain that takes too long (a participant down in phase 2) must not hold the stop forever. */
+static void drain_step(daemon_state *d)
+{
+    int left = coord_inflight(&d->coord);
+    if (left > 0 && uv_now(d->loop) - d->drain_started > DRAIN_LIMIT_MS) {
+        log_warn(NULL, "%d transactions still unfinished after %d ms: the journal keeps their "
+                       "decisions and the next start resolves them",
+                 left, DRAIN_LIMIT_MS);
+        txn_abandon_all(&d->coord);
+        left = 0;
+    }
+    if (left == 0 && d->http == NULL)
+        finish_stop(d);
 }
 
 /* Periodic upkeep: announce readiness once, and watch a drain. */
@@ -101,11 +112,8 @@ static void on_tick(uv_timer_t *t)
         log_info(NULL, "ready: recovery finished on every participant");
         sd_notify_msg("READY=1");
     }
-    if (!d->stopping)
-        return;
-    if (d->http == NULL && (coord_inflight(&d->coord) == 0 ||
-                            uv_now(d->loop) - d->drain_started > DRAIN_LIMIT_MS))
-        finish_stop(d);
+    if (d->stopping)
+        drain_step(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)

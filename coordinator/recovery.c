@@ -61,6 +61,7 @@ static void scan_failed(scan *s, const char *what, const px_error *err)
         ms = cap;
     if (s->conn) {
         px_pool_discard(s->part->pool, s->conn);
+        px_pool_flush_idle(s->part->pool);
         s->conn = NULL;
     }
     log_warn(s->ctx, "recovery scan failed (%s: %s); retrying in %u ms", what,

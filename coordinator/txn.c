@@ -80,6 +80,7 @@ static void branch_finish(branch *b);
 static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
+static void txn_release(struct txn *t);
 
 /* ---- state lists ------------------------------------------------------------------------- */
 
@@ -256,6 +257,7 @@ static bool retry_on_fresh_conn(branch *b, const px_error *err)
     b->reconnected = true;
     b->begun = false;
     px_pool_discard(b->part->pool, b->conn);
+    px_pool_flush_idle(b->part->pool);
     b->conn = NULL;
     b->state = BR_ACQUIRING;
     b->preq.data = b;
@@ -760,6 +762,13 @@ static void maybe_free(struct txn *t)
         if (!t->replied)
             settle(t, OUTCOME_COMMITTED, 200, NULL);
     }
+    txn_release(t);
+}
+
+/* Takes t out of every index and frees it once its handles are closed. */
+static void txn_release(struct txn *t)
+{
+    coord *c = t->c;
     t->freeing = true;
     list_remove(c, t);
     strmap_del(c->live, t->gtrid);
@@ -815,6 +824,34 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
     log_debug(t->ctx, "started: id %s, %d branches", o->id, t->nbranches);
     acquire_next(t);
     return 0;
+}
+
+/* Shutdown after the drain limit: every decision is durable or presumed abort, so dropping the
+ * process state loses nothing - the next start finishes what is left. Closing the connections ends
+ * the operations in flight. A client still waiting is told the outcome is not known here. */
+static void txn_abandon(struct txn *t)
+{
+    for (int i = 0; i < t->nbranches; i++) {
+        branch *b = &t->b[i];
+        if (b->state == BR_ACQUIRING || b->state == BR_FINISHING)
+            px_pool_cancel(&b->preq);
+        discard_conn(b);
+        b->state = BR_DONE;
+    }
+    if (!t->replied) {
+        json_t *head = base_reply(t, "unknown");
+        json_object_set_new(head, "error", json_string("the coordinator is shutting down; ask "
+                                                       "for this transaction's outcome later"));
+        settle(t, OUTCOME_IN_PROGRESS, 503, dump_head(head));
+    }
+    txn_release(t);
+}
+
+void txn_abandon_all(coord *c)
+{
+    for (int s = 0; s < TXN_NSTATES; s++)
+        while (c->lists[s].head)
+            txn_abandon(c->lists[s].head);
 }
 
 void txn_in_doubt(const coord *c, int *counts, double *oldest_s)

@@ -28,6 +28,10 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq);
 /* The gtrid of the transaction with sequence seq in boot boot. */
 void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);
 
+/* Drops every live transaction (shutdown after the drain limit): connections are closed, waiting
+ * clients get 503, and the journal keeps what the next start needs. */
+void txn_abandon_all(coord *c);
+
 /* Live transactions. */
 int txn_count(const coord *c, txn_state s);
 const char *txn_state_name(txn_state s);

@@ -285,6 +285,17 @@ void px_pool_discard(px_pool *pool, px_conn *conn)
     maybe_finish(pool);
 }
 
+void px_pool_flush_idle(px_pool *pool)
+{
+    while (pool->nidle > 0) {
+        pool->open--;
+        pool->discards++;
+        pool->drv->close(pool->idle[--pool->nidle]);
+    }
+    if (pool->head)
+        kick(pool);
+}
+
 const px_driver *px_pool_driver(const px_pool *pool)
 {
     return pool->drv;

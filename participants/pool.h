@@ -56,6 +56,11 @@ void px_pool_release(px_pool *pool, px_conn *conn);
 /* Closes a connection that broke or whose state is unknown; its slot becomes free. */
 void px_pool_discard(px_pool *pool, px_conn *conn);
 
+/* Closes every idle connection. Called when one connection was found dead: its idle siblings
+ * talked to the same server and are most likely dead too (a server restart), so the next acquire
+ * should connect afresh rather than hand out another corpse. */
+void px_pool_flush_idle(px_pool *pool);
+
 /* The driver the pool connects with. */
 const px_driver *px_pool_driver(const px_pool *pool);
 const px_target *px_pool_target(const px_pool *pool);

@@ -392,18 +392,16 @@ static void test_oversized_body(void **state)
 static void test_token(void **state)
 {
     tu_daemon d;
-    char tokfile[400], *resp = NULL, *body = tu_checkout_json(NULL, 1001, 7, 100, "SKU-1", 1);
-    char extra[512];
+    char tokdir[] = "/tmp/xacoord-token-XXXXXX", tokfile[64], extra[128];
+    char *resp = NULL, *body = tu_checkout_json(NULL, 1001, 7, 100, "SKU-1", 1);
     FILE *f;
-    tu_daemon_init(&d, "tok", NULL);
-    snprintf(tokfile, sizeof tokfile, "%s/token", d.dir);
+    assert_non_null(mkdtemp(tokdir));
+    snprintf(tokfile, sizeof tokfile, "%s/token", tokdir);
     f = fopen(tokfile, "w");
     fputs("s3cret-token\n", f);
     fclose(f);
     chmod(tokfile, 0600);
-    tu_daemon_cleanup(&d);
     snprintf(extra, sizeof extra, "api_token_file = %s", tokfile);
-    /* re-init keeps the token file outside the daemon's own directory */
     tu_daemon_init(&d, "tok", extra);
     tu_daemon_start(&d, NULL);
     assert_int_equal(tu_http(d.port, "POST", "/v1/transactions", body, NULL, &resp), 401);
@@ -416,6 +414,7 @@ static void test_token(void **state)
     free(resp);
     assert_int_equal(tu_daemon_stop(&d), 0);
     tu_daemon_cleanup(&d);
+    tu_sh("rm -rf %s", tokdir);
     free(body);
     assert_int_equal(balance(7), 100);
 }
