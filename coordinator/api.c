@@ -43,13 +43,19 @@ static void respond_outcome(coord *c, http_request *req, const outcome *o, int s
                             bool replayed)
 {
     json_t *pending = pending_names(c, o->state == OUTCOME_COMMITTED ? o->pending : 0);
-    char *list = json_dumps(pending, JSON_COMPACT);
+    json_t *heuristic = pending_names(c, o->heuristic);
+    char *list = json_dumps(pending, JSON_COMPACT), *hlist = json_dumps(heuristic, JSON_COMPACT);
     char *body = NULL;
     int n;
     json_decref(pending);
-    n = asprintf(&body, "%s,\"pending\":%s,\"replayed\":%s}", o->reply_head, list,
-                 replayed ? "true" : "false");
+    json_decref(heuristic);
+    /* "heuristic" names participants whose branch someone else finished: the outcome there is
+     * not guaranteed to match, and the client must hear it. */
+    n = asprintf(&body, "%s,\"pending\":%s,%s%s%s\"replayed\":%s}", o->reply_head, list,
+                 o->heuristic ? "\"heuristic\":" : "", o->heuristic ? hlist : "",
+                 o->heuristic ? "," : "", replayed ? "true" : "false");
     free(list);
+    free(hlist);
     if (n < 0) {
         http_respond_error(req, 500, "out of memory");
         return;

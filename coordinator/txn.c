@@ -47,6 +47,7 @@ typedef struct branch {
     bool begun;           /* the branch exists on the server */
     bool maybe_prepared;  /* PREPARE was sent and its answer lost */
     bool reconnected;     /* already retried once on a fresh connection */
+    bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
     json_t *results;      /* [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
@@ -377,9 +378,20 @@ static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, 
             return;
         }
     }
-    metric_counter_add(b->part->xid_not_found, 1);
-    log_warn(b->t->ctx, "%s: branch not found and not listed: already %s (lost reply)",
-             b->part->cfg->name, b->t->committed ? "committed" : "rolled back");
+    if (!b->uncertain) {
+        /* Nothing we sent can have finished it: someone else did (a DBA, another tool), and
+         * whether they agreed with the decision is unknowable from here. Never report success
+         * silently. */
+        metric_counter_add(b->part->heuristic, 1);
+        b->t->o->heuristic |= 1u << b->part->index;
+        log_error(b->t->ctx, "%s: HEURISTIC HAZARD: the prepared branch was finished outside the "
+                             "coordinator; the decision was %s",
+                  b->part->cfg->name, b->t->committed ? "COMMIT" : "ROLLBACK");
+    } else {
+        metric_counter_add(b->part->xid_not_found, 1);
+        log_warn(b->t->ctx, "%s: branch not found and not listed: already %s (lost reply)",
+                 b->part->cfg->name, b->t->committed ? "committed" : "rolled back");
+    }
     branch_done(b);
 }
 
@@ -405,6 +417,8 @@ static void on_finished(px_conn *conn, const px_error *err, void *arg)
         branch_done(b);
         return;
     }
+    if (err->conn_broken)
+        b->uncertain = true;
     log_warn(b->t->ctx, "%s: %s failed (%s: %s); retrying", b->part->cfg->name,
              b->t->committed ? "COMMIT" : "ROLLBACK", px_errclass_name(err->cls), err->message);
     if (err->conn_broken || err->cls == PX_FATAL)
@@ -488,6 +502,7 @@ static void branch_abort(branch *b, bool hard)
             return; /* the callback in flight sees the abort and continues here */
         b->busy = false;
         b->maybe_prepared = b->state == BR_PREPARING;
+        b->uncertain = b->maybe_prepared; /* "not found" is then the likely answer, not a hazard */
         discard_conn(b);
         if (b->maybe_prepared)
             branch_finish(b);

@@ -289,6 +289,21 @@ bool px_memory_add_prepared(const char *name, const px_xid *x)
     return true;
 }
 
+bool px_memory_finish_prepared(const char *name, const px_xid *x, bool commit)
+{
+    mem_server *s = server_find(name);
+    mem_branch *b = s ? branch_find(s, x) : NULL;
+    if (!b || b->state != PX_MEM_PREPARED)
+        return false;
+    s->st.prepared_now--;
+    if (commit)
+        s->st.committed++;
+    else
+        s->st.rolled_back_prepared++;
+    branch_finish(s, b, commit ? PX_MEM_COMMITTED : PX_MEM_ROLLED_BACK);
+    return true;
+}
+
 bool px_memory_is_prepared(const char *name, const px_xid *x)
 {
     return px_memory_outcome(name, x) == PX_MEM_PREPARED;

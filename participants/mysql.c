@@ -77,8 +77,9 @@ struct px_conn {
     MYSQL *m;
     uv_poll_t *poll; /* on poll_fd; replaced if the library's socket changes */
     int poll_fd;
-    uv_timer_t wait_timer;    /* MYSQL_WAIT_TIMEOUT, and deferred delivery of outcomes */
+    uv_timer_t wait_timer;    /* MYSQL_WAIT_TIMEOUT */
     uv_timer_t connect_timer; /* target->connect_timeout_ms */
+    uv_async_t deliver_async; /* delivers an outcome reached inside the starting call */
     int open_handles;
     bool released; /* MYSQL closed, handles closing: free when open_handles reaches 0 */
 
@@ -215,7 +216,7 @@ static void handle_closed(px_conn *c)
         free_conn(c);
 }
 
-static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+static void on_handle_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 static void on_poll_closed(uv_handle_t *h)
 {
@@ -405,10 +406,19 @@ static void deliver(px_conn *c)
     }
 }
 
-static void on_deliver(uv_timer_t *t) { deliver(t->data); }
+static void on_deliver(uv_async_t *a)
+{
+    px_conn *c = a->data;
+    uv_unref((uv_handle_t *)a);
+    if (c->delivering)
+        deliver(c);
+}
 
 /* Ends the operation. A callback never runs inside the call that started the operation: when
- * everything completed synchronously, delivery waits for the next loop iteration. */
+ * everything completed synchronously, delivery waits for the loop. An async handle wakes the
+ * poll phase, so even a UV_RUN_ONCE caller returns right after the delivery (a zero timer fires
+ * before the poll and lets that iteration block). It is referenced only while a delivery is
+ * pending, so an idle connection does not keep the loop alive. */
 static int finish(px_conn *c, bool failed)
 {
     c->failed = failed;
@@ -416,7 +426,8 @@ static int finish(px_conn *c, bool failed)
         uv_timer_stop(&c->connect_timer);
     if (c->in_start) {
         c->delivering = true;
-        uv_timer_start(&c->wait_timer, on_deliver, 0, 0);
+        uv_ref((uv_handle_t *)&c->deliver_async);
+        uv_async_send(&c->deliver_async);
     } else {
         deliver(c);
     }
@@ -599,8 +610,10 @@ static int mx_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     c->poll_fd = -1;
     uv_timer_init(loop, &c->wait_timer);
     uv_timer_init(loop, &c->connect_timer);
-    c->wait_timer.data = c->connect_timer.data = c;
-    c->open_handles = 2;
+    uv_async_init(loop, &c->deliver_async, on_deliver);
+    uv_unref((uv_handle_t *)&c->deliver_async);
+    c->wait_timer.data = c->connect_timer.data = c->deliver_async.data = c;
+    c->open_handles = 3;
     c->cb.connect = cb;
     c->cb_arg = arg;
     if (t->connect_timeout_ms > 0)
@@ -1335,8 +1348,9 @@ static void release(px_conn *c)
     c->ex.loose = NULL;
     close_poll(c);
     c->released = true;
-    uv_close((uv_handle_t *)&c->wait_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&c->connect_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&c->wait_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->connect_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->deliver_async, on_handle_closed);
 }
 
 static int close_step(px_conn *c)
@@ -1392,7 +1406,7 @@ static void mx_close(px_conn *c)
     c->closing = true;
     memset(&c->cb, 0, sizeof c->cb);
     if (c->delivering) {
-        uv_timer_stop(&c->wait_timer);
+        uv_unref((uv_handle_t *)&c->deliver_async);
         c->delivering = false;
         c->op = OP_NONE;
     }

@@ -33,6 +33,7 @@ typedef struct call {
 } call;
 
 static char g_prefix[32]; /* gtrid prefix of this run: branches of other runs are ignored */
+static px_target g_target; /* filled once: tu_target's strings live until exit */
 static int g_seq;
 
 static void call_reset(call *k)
@@ -250,6 +251,7 @@ static void close_and_finish(uv_loop_t *loop, px_conn **conns, int n)
 static int setup(void **state)
 {
     snprintf(g_prefix, sizeof g_prefix, "xa1.mt%d", (int)getpid());
+    tu_target(&g_target, "order");
     free(admin("DROP TABLE IF EXISTS mxt_kv, mxt_acct, mxt_types, mxt_bulk;"
                "CREATE TABLE mxt_kv (id INT PRIMARY KEY, v VARCHAR(400), b BLOB)"
                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;"
@@ -274,7 +276,7 @@ static void test_connect_exec_params(void **state)
                     stmt("SELECT id, v FROM mxt_kv WHERE id = ?", q, 1, 1)};
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     assert_ptr_equal(px_driver_find("mysql"), D);
     c = must_connect(&loop, &t);
     assert_ptr_equal(px_conn_base(c)->driver, D);
@@ -309,7 +311,7 @@ static void test_statement_cache_eviction(void **state)
                           " WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'",
                           NULL, 0, 1);
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
     v1 = atol(k.cells[0]);
@@ -354,7 +356,7 @@ static void test_prepare_close_commit_elsewhere(void **state)
     px_errclass cls;
     uint64_t deadline;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c1 = must_connect(&loop, &t);
     c2 = must_connect(&loop, &t);
     new_xid(&x, "order");
@@ -386,7 +388,7 @@ static void test_prepared_branch_stays_attached(void **state)
     px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
     px_conn *c[2];
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c[0] = must_connect(&loop, &t);
     c[1] = must_connect(&loop, &t);
     new_xid(&x, "order");
@@ -425,7 +427,7 @@ static void test_recover_filters(void **state)
     char other[40], g[64];
     px_conn *c[4];
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     for (int i = 0; i < 4; i++)
         c[i] = must_connect(&loop, &t);
     snprintf(other, sizeof other, "%sz", g_prefix); /* shares g_prefix as a string prefix */
@@ -464,7 +466,7 @@ static void test_constraint_violations_are_business(void **state)
     px_stmt bad = stmt("SELECT nosuchcolumn FROM mxt_kv", NULL, 0, -1);
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_BUSINESS);
     assert_int_equal(k.err.code, 1062);
@@ -496,7 +498,7 @@ static void test_expect_rows(void **state)
                     stmt("UPDATE mxt_acct SET balance = 0 WHERE id = ?", id999, 1, 1)};
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     /* a no-op UPDATE counts its matched row (CLIENT_FOUND_ROWS) */
     assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
@@ -525,7 +527,7 @@ static void test_parameters_stored_verbatim(void **state)
     char sql[160], hex[256];
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     for (size_t i = 0; i < n; i++) {
         px_param p[2] = {p_int(100 + (int)i), p_text(values[i])};
@@ -533,6 +535,7 @@ static void test_parameters_stored_verbatim(void **state)
         px_stmt ins = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
         px_stmt sel = stmt("SELECT v, LENGTH(v) FROM mxt_kv WHERE id = ?", q, 1, 1);
         char *h = hex;
+        *h = '\0';
         assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
         assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
         assert_memory_equal(k.cells[0], values[i], strlen(values[i]) + 1);
@@ -582,7 +585,7 @@ static void test_result_types(void **state)
     p[9] = (px_param){.type = PX_P_BOOL, .b = true};
     ins = stmt("INSERT INTO mxt_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", p, 10, 1);
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
     assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
@@ -611,12 +614,13 @@ static void test_result_types(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
-/* Waits until some transaction holds row locks (the admin session started in background). */
+/* Waits until the background admin session sleeps, which it does only once its SELECT ... FOR
+ * UPDATE holds the row. */
 static void admin_wait_row_lock(void)
 {
-    for (int i = 0; i < 200; i++) {
-        char *got = admin("SELECT COUNT(*) > 0 FROM information_schema.innodb_trx"
-                          " WHERE trx_rows_locked > 0");
+    for (int i = 0; i < 400; i++) {
+        char *got = admin("SELECT COUNT(*) FROM information_schema.processlist"
+                          " WHERE info LIKE 'DO SLEEP(4)%'");
         bool locked = strcmp(got, "1") == 0;
         free(got);
         if (locked)
@@ -637,13 +641,13 @@ static void test_lock_wait_timeout_is_retryable(void **state)
     px_conn *c;
     uint64_t t0;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     t.lock_timeout_ms = 1000;
     c = must_connect(&loop, &t);
-    /* an admin session holds the row for 3 s */
+    /* an admin session holds the row for 4 s */
     assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot xatest "
                            "-e 'BEGIN; SELECT * FROM mxt_acct WHERE id = 2 FOR UPDATE; "
-                           "DO SLEEP(3); ROLLBACK' >/dev/null 2>&1 &",
+                           "DO SLEEP(4); ROLLBACK' >/dev/null 2>&1 &",
                            tu_env("XA_ORDER_PORT")),
                      0);
     admin_wait_row_lock();
@@ -684,7 +688,7 @@ static void test_deadlock_is_retryable(void **state)
     px_conn *vc, *wc;
     px_xid *vx, *wx;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c[0] = must_connect(&loop, &t);
     c[1] = must_connect(&loop, &t);
     new_xid(&xa, "order");
@@ -711,7 +715,7 @@ static void test_deadlock_is_retryable(void **state)
     assert_int_equal(victim->err.cls, PX_RETRYABLE);
     assert_false(victim->err.conn_broken);
     assert_false(winner->failed);
-    /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1614) */
+    /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1399) */
     must_xa(&loop, D->rollback, vc, vx);
     must_xa(&loop, D->prepare, wc, wx);
     must_xa(&loop, D->rollback_prepared, wc, wx);
@@ -721,7 +725,7 @@ static void test_deadlock_is_retryable(void **state)
     close_and_finish(&loop, c, 2);
 }
 
-static void test_commit_after_deadlock_is_business(void **state)
+static void test_deadlock_victim_cannot_commit(void **state)
 {
     uv_loop_t loop;
     px_target t;
@@ -732,7 +736,7 @@ static void test_commit_after_deadlock_is_business(void **state)
     px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
     px_conn *c[2];
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c[0] = must_connect(&loop, &t);
     c[1] = must_connect(&loop, &t);
     new_xid(&xa, "order");
@@ -752,11 +756,14 @@ static void test_commit_after_deadlock_is_business(void **state)
     {
         px_conn *vc = ka.failed ? c[0] : c[1], *wc = ka.failed ? c[1] : c[0];
         px_xid *vx = ka.failed ? &xa : &xb, *wx = ka.failed ? &xb : &xa;
-        /* a one-phase commit of the rolled-back branch is refused as a business outcome */
-        px_errclass cls = sync_xa(&loop, D->commit_one_phase, vc, vx, &k);
-        assert_int_equal(cls, PX_BUSINESS);
-        assert_true(k.err.code == 1614 || k.err.code == 1402);
+        /* MariaDB 10.11 refuses already the XA END of a rollback-only branch (1399, "ROLLBACK
+         * ONLY state"): nothing is committed, and rollback still ends the branch. */
+        assert_int_equal(sync_xa(&loop, D->commit_one_phase, vc, vx, &k), PX_FATAL);
+        assert_int_equal(k.err.code, 1399);
+        assert_int_equal(sync_xa(&loop, D->prepare, vc, vx, &k), PX_FATAL);
+        must_xa(&loop, D->rollback, vc, vx);
         must_xa(&loop, D->rollback, wc, wx);
+        admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
     }
     call_reset(&ka);
     call_reset(&kb);
@@ -776,7 +783,7 @@ static void test_one_phase_and_rollback(void **state)
     px_stmt s3 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p3, 2, 1);
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     new_xid(&x, "order");
     must_xa(&loop, D->begin, c, &x);
@@ -818,7 +825,7 @@ static void test_busy_and_bad_arguments(void **state)
     px_stmt s = stmt("SELECT SLEEP(0.2)", NULL, 0, 1);
     px_conn *c;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c = must_connect(&loop, &t);
     new_xid(&x, "order");
     assert_int_equal(D->exec(c, &s, 1, on_exec, &k), 0);
@@ -882,7 +889,7 @@ static void test_close_in_callbacks_and_in_flight(void **state)
     px_conn *c;
     uint64_t t0;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     /* close from inside connect's and exec's callbacks */
     assert_int_equal(D->connect(&loop, &t, on_connect_close, &k), 0);
     tu_run_until(&loop, &k.done, 5000);
@@ -916,7 +923,7 @@ static void test_connect_timeout(void **state)
     assert_int_equal(listen(fd, 8), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     t.port = ntohs(sa.sin_port);
     t.connect_timeout_ms = 300;
     t0 = uv_hrtime();
@@ -1017,7 +1024,7 @@ static void test_many_branches(void **state)
     px_conn *c[BULK_CONNS];
     char prefix[48];
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     for (int i = 0; i < BULK_CONNS; i++) {
         c[i] = must_connect(&loop, &t);
         b->w[i].b = b;
@@ -1054,7 +1061,7 @@ static void test_server_crash_recovery(void **state)
     px_conn *c1, *c2;
     uint64_t t0;
     uv_loop_init(&loop);
-    tu_target(&t, "order");
+    t = g_target;
     c1 = must_connect(&loop, &t);
     new_xid(&x, "order");
     must_xa(&loop, D->begin, c1, &x);
@@ -1098,7 +1105,7 @@ int main(void)
         cmocka_unit_test(test_result_types),
         cmocka_unit_test(test_lock_wait_timeout_is_retryable),
         cmocka_unit_test(test_deadlock_is_retryable),
-        cmocka_unit_test(test_commit_after_deadlock_is_business),
+        cmocka_unit_test(test_deadlock_victim_cannot_commit),
         cmocka_unit_test(test_one_phase_and_rollback),
         cmocka_unit_test(test_busy_and_bad_arguments),
         cmocka_unit_test(test_close_in_callbacks_and_in_flight),

@@ -260,6 +260,29 @@ static void test_lost_commit_reply(void **state)
     assert_int_equal(metric_counter_value(f->c.parts[0].xid_not_found), 1);
 }
 
+/* A DBA rolls back a branch that the journal says to commit: reported, never silent. */
+static void test_heuristic_rollback_is_reported(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    outcome *o;
+    open_coord(f);
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 1);
+    start(f, "h1", "rows 1", "rows 1", 2000, &r, g);
+    px_xid b = xid_of(g, "beta");
+    /* run until the commit decision is durable and beta's first COMMIT failed */
+    for (int i = 0; i < 10000 && metric_counter_value(f->c.parts[1].commit_retries) == 0; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_true(px_memory_finish_prepared("beta", &b, false));
+    finish_phase2(f);
+    o = outcome_find(f->c.outcomes, "h1");
+    assert_int_equal(o->state, OUTCOME_COMMITTED);
+    assert_int_equal(o->heuristic, 1u << 1);
+    assert_int_equal(metric_counter_value(f->c.parts[1].heuristic), 1);
+    assert_int_equal(metric_counter_value(f->c.parts[1].xid_not_found), 0);
+}
+
 static void test_timeout_aborts(void **state)
 {
     fixture *f = *state;
@@ -416,6 +439,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_retried_until_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_wait_reports_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_commit_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heuristic_rollback_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_aborts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_participant_down_is_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
