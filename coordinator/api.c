@@ -5,6 +5,7 @@
  */
 #include "api.h"
 
+#include "indoubt.h"
 #include "log.h"
 #include "txn.h"
 
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #define TXN_PATH "/v1/transactions"
+#define INDOUBT_PATH "/v1/in-doubt"
 
 /* ---- replies ----------------------------------------------------------------------------- */
 
@@ -232,6 +234,21 @@ static void metrics_page(coord *c, http_request *req)
     free(text);
 }
 
+/* POST /v1/in-doubt/{xid}/{commit|rollback}[?participant=name] */
+static void resolve(coord *c, http_request *req, const char *rest)
+{
+    char gtrid[PX_XID_PART_MAX + 1], participant[40] = "";
+    const char *slash = strchr(rest, '/');
+    if (!slash || (size_t)(slash - rest) > PX_XID_PART_MAX) {
+        http_respond_error(req, 404, "use /v1/in-doubt/{xid}/commit or /v1/in-doubt/{xid}/rollback");
+        return;
+    }
+    snprintf(gtrid, sizeof gtrid, "%.*s", (int)(slash - rest), rest);
+    if (strncmp(req->query, "participant=", 12) == 0)
+        snprintf(participant, sizeof participant, "%s", req->query + 12);
+    indoubt_resolve(c, req, gtrid, slash + 1, participant[0] ? participant : NULL);
+}
+
 /* ---- routing ----------------------------------------------------------------------------- */
 
 /* Constant time in the token's length, so a wrong guess leaks nothing about the right one. */
@@ -272,6 +289,10 @@ static void handle(http_request *req, void *arg)
     }
     if (get && strcmp(path, "/metrics") == 0)
         metrics_page(c, req);
+    else if (get && strcmp(path, INDOUBT_PATH) == 0)
+        indoubt_list(c, req);
+    else if (post && strncmp(path, INDOUBT_PATH "/", sizeof INDOUBT_PATH) == 0)
+        resolve(c, req, path + sizeof INDOUBT_PATH);
     else if (post && strcmp(path, TXN_PATH) == 0)
         submit(c, req);
     else if (get && strncmp(path, TXN_PATH "/", sizeof TXN_PATH) == 0)

@@ -27,6 +27,17 @@ void crash_point(const char *name)
     log_error("crash", "crash point %s reached: killing the process", name);
     kill(getpid(), SIGKILL);
 }
+
+bool fault_point(const char *name)
+{
+    static bool fired;
+    const char *at = getenv("XACOORD_FAULT_AT");
+    if (fired || !at || strcmp(at, name) != 0)
+        return false;
+    fired = true;
+    log_warn("fault", "injecting fault %s", name);
+    return true;
+}
 #else
 typedef int crash_points_disabled; /* ISO C forbids an empty translation unit */
 #endif

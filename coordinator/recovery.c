@@ -4,6 +4,7 @@
  */
 #include "recovery.h"
 
+#include "crash.h"
 #include "log.h"
 #include "txn.h"
 
@@ -22,6 +23,9 @@ typedef struct scan {
     bool *failed;        /* per listed xid: could not be resolved in this scan */
     size_t n, next;
     unsigned attempts;   /* consecutive failed scans, for the backoff */
+    px_xid *left;        /* branches the last complete scan could not resolve */
+    int64_t *left_since; /* when each was first left behind (wall clock, ms) */
+    size_t nleft;
     uv_timer_t timer;
     bool running;
     bool busy;           /* a driver call or pool request is in flight */
@@ -100,12 +104,49 @@ static void acknowledge(outcome *o, void *arg)
     }
 }
 
+/* Remembers what this scan left behind, keeping the first time each branch was seen stuck. */
+static void remember_left(scan *s, size_t left)
+{
+    px_xid *xids = calloc(left ? left : 1, sizeof *xids);
+    int64_t *since = calloc(left ? left : 1, sizeof *since);
+    size_t k = 0;
+    if (!xids || !since)
+        abort();
+    for (size_t i = 0; i < s->n; i++) {
+        if (!s->failed[i])
+            continue;
+        xids[k] = s->xids[i];
+        since[k] = coord_now_ms();
+        for (size_t j = 0; j < s->nleft; j++)
+            if (strcmp(s->left[j].gtrid, xids[k].gtrid) == 0)
+                since[k] = s->left_since[j];
+        k++;
+    }
+    free(s->left);
+    free(s->left_since);
+    s->left = xids;
+    s->left_since = since;
+    s->nleft = left;
+}
+
+void recovery_each_left(const coord *c, recovery_left_fn fn, void *arg)
+{
+    if (!c->recovery)
+        return;
+    for (int i = 0; i < c->nparts; i++) {
+        const scan *s = &c->recovery->scans[i];
+        for (size_t j = 0; j < s->nleft; j++)
+            fn(s->part, &s->left[j], s->left_since[j], arg);
+    }
+}
+
 static void scan_complete(scan *s)
 {
     coord *c = s->r->c;
     size_t left = 0;
     for (size_t i = 0; i < s->n; i++)
         left += s->failed[i];
+    remember_left(s, left);
     outcomes_each_unfinished(c->outcomes, acknowledge, s);
     if (!s->part->ready)
         log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left; "
@@ -136,7 +177,9 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
             scan_failed(s, "connection lost", err);
             return;
         }
-    } else if (err) {
+    } else if (!err) {
+        crash_point("recovery-after-resolve");
+    } else {
         /* Finished meanwhile by someone else (or a read-only branch): the next scan confirms. */
         log_info(s->ctx, "%s was already finished", x->gtrid);
     }
@@ -283,6 +326,8 @@ void recovery_stop(coord *c, void (*cb)(void *arg), void *arg)
             px_pool_cancel(&s->preq);
         }
         scan_reset(s);
+        free(s->left);
+        free(s->left_since);
         s->timer.data = r;
         uv_close((uv_handle_t *)&s->timer, on_closed);
     }

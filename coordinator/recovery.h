@@ -18,6 +18,11 @@
 int recovery_start(coord *c);
 /* Runs a scan of every participant now (those not already scanning). */
 void recovery_kick(coord *c);
+/* Calls fn for every branch the last complete scan of its participant could not resolve, with the
+ * time it was first left behind. */
+typedef void (*recovery_left_fn)(const coord_part *p, const px_xid *x, int64_t since_ms, void *arg);
+void recovery_each_left(const coord *c, recovery_left_fn fn, void *arg);
+
 /* Stops the timers and abandons scans in flight; cb runs when the handles are closed. */
 void recovery_stop(coord *c, void (*cb)(void *arg), void *arg);
 

@@ -497,6 +497,11 @@ static void branch_abort(branch *b, bool hard)
     case BR_PREPARING:
         break;
     }
+    if (b->maybe_prepared && !b->busy) {
+        discard_conn(b);
+        branch_finish(b);
+        return;
+    }
     if (b->busy) {
         if (!hard)
             return; /* the callback in flight sees the abort and continues here */
@@ -583,6 +588,12 @@ static void on_prepared(px_conn *conn, const px_error *err, void *arg)
     branch *b = arg;
     struct txn *t = b->t;
     b->busy = false;
+    if (err && err->conn_broken) {
+        /* The answer was lost, not necessarily the PREPARE: the branch may be prepared and
+         * detached from the dead session. It is rolled back by XID. */
+        b->maybe_prepared = true;
+        b->uncertain = true;
+    }
     if (err) {
         b->state = BR_WORKING; /* not prepared: the server rolled it back or will on rollback */
         if (t->state == TXN_WORKING)
@@ -665,6 +676,15 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
         b->busy = false;
         px_error_set(&e, PX_FATAL, false, 0, "", "driver refused PREPARE");
         branch_failed(b, &e, -1);
+        return;
+    }
+    if (fault_point("cut-after-prepare")) {
+        /* Test only: the connection dies after PREPARE went out, before its answer came. */
+        px_error e;
+        px_error_set(&e, PX_RETRYABLE, true, 0, "08006", "connection cut after PREPARE was sent");
+        b->busy = false;
+        discard_conn(b);
+        on_prepared(NULL, &e, b);
     }
 }
 
@@ -868,6 +888,25 @@ void txn_abandon_all(coord *c)
         while (c->lists[s].head)
             txn_abandon(c->lists[s].head);
 }
+
+void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)
+{
+    uint64_t now = uv_hrtime();
+    for (int s = 0; s < TXN_NSTATES; s++) {
+        for (const struct txn *t = c->lists[s].head; t; t = t->next) {
+            const char *decision = t->committed                ? "commit"
+                                   : t->state == TXN_ABORTING ? "abort"
+                                                              : "unknown";
+            for (int i = 0; i < t->nbranches; i++) {
+                const branch *b = &t->b[i];
+                if ((b->state >= BR_PREPARED || b->maybe_prepared) && b->state != BR_DONE)
+                    fn(b->part, t->gtrid, (double)(now - b->prepared_ns) / 1e9, decision, arg);
+            }
+        }
+    }
+}
+
+bool txn_is_live(const coord *c, const char *gtrid) { return strmap_get(c->live, gtrid) != NULL; }
 
 void txn_in_doubt(const coord *c, int *counts, double *oldest_s)
 {

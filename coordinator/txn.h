@@ -32,6 +32,13 @@ void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, si
  * clients get 503, and the journal keeps what the next start needs. */
 void txn_abandon_all(coord *c);
 
+/* Calls fn for every prepared, unfinished branch of a live transaction; decision is "commit",
+ * "abort" or "unknown" (not decided yet). */
+typedef void (*txn_prepared_fn)(const coord_part *p, const char *gtrid, double age_s,
+                                const char *decision, void *arg);
+void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg);
+bool txn_is_live(const coord *c, const char *gtrid);
+
 /* Live transactions. */
 int txn_count(const coord *c, txn_state s);
 const char *txn_state_name(txn_state s);

@@ -729,6 +729,27 @@ static void test_connect_failures(void **state)
     assert_true(w.err.conn_broken);
     assert_non_null(strstr(w.err.message, "server down"));
 
+    /* A server that accepts TCP but never answers: the connect timeout ends the wait. */
+    {
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof a;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(listen(fd, 4), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=xatest sslmode=disable",
+                 ntohs(a.sin_port));
+        t.connect_timeout_ms = 300;
+        t0 = uv_hrtime();
+        connect_fail(&loop, &t, &w);
+        close(fd);
+        assert_true((uv_hrtime() - t0) / 1000000 >= 290);
+        assert_true((uv_hrtime() - t0) / 1000000 < 3000);
+        assert_int_equal(w.err.cls, PX_RETRYABLE);
+        assert_non_null(strstr(w.err.message, "timeout"));
+    }
+
     /* Wrong password: an operator must fix it, retrying will not; never echoed. */
     t = f->t;
     t.password = "wrong-secret-8c1f";
@@ -1039,5 +1060,7 @@ int main(void)
         cmocka_unit_test(test_many_branches_in_flight),
         cmocka_unit_test(test_kill_restart_then_recover),
     };
+    if (getenv("XA_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("XA_TEST_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
