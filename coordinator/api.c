@@ -7,6 +7,7 @@
 
 #include "indoubt.h"
 #include "log.h"
+#include "owner.h"
 #include "txn.h"
 
 #include <jansson.h>
@@ -97,7 +98,7 @@ static int lookup_part(const char *name, void *arg) { return coord_part_index(ar
 static const coord_part *unready_part(const coord *c, const txn_request *req)
 {
     for (int i = 0; i < req->nbranches; i++)
-        if (!c->parts[req->branches[i].participant].ready)
+        if (!coord_part_usable(&c->parts[req->branches[i].participant]))
             return &c->parts[req->branches[i].participant];
     return NULL;
 }
@@ -135,8 +136,8 @@ static bool admit(coord *c, http_request *req, const txn_request *treq)
     }
     p = unready_part(c, treq);
     if (p) {
-        snprintf(msg, sizeof msg, "participant %s is not available yet (recovery running)",
-                 p->cfg->name);
+        snprintf(msg, sizeof msg, "participant %s is not available yet (%s)", p->cfg->name,
+                 p->owned ? "recovery running" : owner_state(c, p->index));
         http_respond_error(req, 503, msg);
         return false;
     }
@@ -215,7 +216,10 @@ static void readyz(coord *c, http_request *req)
         px_pool_stats st;
         const char *state;
         px_pool_get_stats(p->pool, &st);
-        state = !p->ready ? "recovering" : st.up ? "ready" : "down";
+        state = !p->owned ? owner_state(c, p->index)
+                : !p->ready ? "recovering"
+                : st.up     ? "ready"
+                            : "down";
         json_object_set_new(parts, p->cfg->name, json_string(state));
     }
     respond_json(req, ready ? 200 : 503,

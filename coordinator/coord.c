@@ -5,6 +5,7 @@
 #include "coord.h"
 
 #include "log.h"
+#include "owner.h"
 #include "recovery.h"
 #include "txn.h"
 
@@ -29,10 +30,12 @@ int coord_part_index(const coord *c, const char *name)
     return -1;
 }
 
+bool coord_part_usable(const coord_part *p) { return p->ready && p->owned; }
+
 bool coord_ready(const coord *c)
 {
     for (int i = 0; i < c->nparts; i++)
-        if (!c->parts[i].ready)
+        if (!coord_part_usable(&c->parts[i]))
             return false;
     return true;
 }
@@ -317,7 +320,7 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     uv_timer_init(loop, &c->prune_timer);
     c->prune_timer.data = c;
     uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
-    if (recovery_start(c) != 0) {
+    if (owner_start(c) != 0 || recovery_start(c) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -367,13 +370,22 @@ static void on_recovery_stopped(void *arg)
         px_pool_close(c->parts[i].pool, on_pools_closed, s);
 }
 
-static void on_prune_closed(uv_handle_t *h)
+static void on_owner_stopped(void *arg)
 {
-    close_state *s = h->data;
+    close_state *s = arg;
     if (s->c->recovery)
         recovery_stop(s->c, on_recovery_stopped, s);
     else
         on_recovery_stopped(s);
+}
+
+static void on_prune_closed(uv_handle_t *h)
+{
+    close_state *s = h->data;
+    if (s->c->owner)
+        owner_stop(s->c, on_owner_stopped, s);
+    else
+        on_owner_stopped(s);
 }
 
 void coord_close(coord *c, void (*cb)(void *arg), void *arg)

@@ -21,6 +21,7 @@
 
 typedef struct txn txn;
 typedef struct recovery recovery;
+typedef struct owner owner;
 
 /* Every live transaction is in exactly one of these lists (STYLE.md: "every state is a list"). */
 typedef enum txn_state {
@@ -42,6 +43,7 @@ typedef struct coord_part {
     int index;
     px_pool *pool;
     bool ready;               /* first recovery scan finished */
+    bool owned;               /* this process holds the participant's ownership lock (owner.h) */
     bool scanning;
     uint64_t scans;           /* completed scans */
     metric_counter *commit_retries;
@@ -58,6 +60,7 @@ typedef struct coord {
     metrics *metrics;
     outcomes *outcomes;
     recovery *recovery;
+    owner *owner;
     strmap *live;             /* gtrid -> txn, for the recovery scans */
     uint64_t boot;
     uint64_t next_seq;
@@ -77,8 +80,10 @@ typedef struct coord {
 /* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
  * recovery scans. Returns 0, or -1 with a message in err. */
 int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
-/* Every participant finished its first scan. */
+/* Every participant is owned and finished its first scan. */
 bool coord_ready(const coord *c);
+/* The participant may take new work: owned and recovered. */
+bool coord_part_usable(const coord_part *p);
 int coord_inflight(const coord *c);
 /* Finds a participant index by name (-1 when unknown). */
 int coord_part_index(const coord *c, const char *name);

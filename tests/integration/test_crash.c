@@ -296,6 +296,33 @@ static void test_other_node_untouched(void **state)
     free(body);
 }
 
+/* A second live coordinator with the same node_id would roll back the first one's branches: it
+ * must refuse to use the participants, and say why. */
+static void test_same_node_id_refused(void **state)
+{
+    tu_daemon a, b;
+    char *resp = NULL, *body = tu_checkout_json("dup-1", 1001, 7, 100, "SKU-1", 1);
+    tu_shop_reset();
+    tu_daemon_init(&a, "dup", NULL);
+    tu_daemon_start(&a, NULL);
+    tu_daemon_init(&b, "dup", NULL);
+    tu_daemon_spawn(&b, NULL);
+    sleep(3);
+    assert_int_equal(tu_http(b.port, "GET", "/readyz", NULL, NULL, &resp), 503);
+    assert_non_null(strstr(resp, "another coordinator"));
+    free(resp);
+    assert_int_equal(tu_http(b.port, "POST", "/v1/transactions", body, NULL, &resp), 503);
+    free(resp);
+    assert_int_equal(tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp), 200);
+    free(resp);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+    assert_int_equal(tu_invariants(), 0);
+}
+
 /* ---- in-doubt tooling ------------------------------------------------------------------- */
 
 /* A branch recovery cannot finish (prepared by another role, so the coordinator may not touch
@@ -350,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_server_killed_in_phase1),
         cmocka_unit_test(test_server_killed_before_commit),
         cmocka_unit_test(test_other_node_untouched),
+        cmocka_unit_test(test_same_node_id_refused),
         cmocka_unit_test(test_in_doubt_listing_and_resolution),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

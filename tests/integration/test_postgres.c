@@ -4,7 +4,8 @@
  * error classification, lock timeouts, a server that is down or killed, many branches in
  * flight, and the rules of the asynchronous API (one operation at a time, close from inside a
  * callback). Needs XA_PG_PORT and XA_DB_DIR; XA_PG_KILL_CMD / XA_PG_START_CMD override the
- * commands that kill and restart the server (default: scripts/db kill|restart payment).
+ * commands that kill and restart the server (default: scripts/db kill|restart payment);
+ * XA_TEST_FILTER (a cmocka name pattern) runs a subset.
  */
 #include "testutil.h"
 
@@ -39,11 +40,11 @@ typedef struct waiter {
     bool close_in_cb;
 } waiter;
 
-#define P_INT(v) {.type = PX_P_INT, .i = (v)}
-#define P_REAL(v) {.type = PX_P_REAL, .r = (v)}
-#define P_BOOL(v) {.type = PX_P_BOOL, .b = (v)}
-#define P_TEXT(s) {.type = PX_P_TEXT, .text = (s), .len = sizeof(s) - 1}
-#define P_NULL {.type = PX_P_NULL}
+#define P_INT(v) ((px_param){.type = PX_P_INT, .i = (v)})
+#define P_REAL(v) ((px_param){.type = PX_P_REAL, .r = (v)})
+#define P_BOOL(v) ((px_param){.type = PX_P_BOOL, .b = (v)})
+#define P_TEXT(s) ((px_param){.type = PX_P_TEXT, .text = (s), .len = sizeof(s) - 1})
+#define P_NULL ((px_param){.type = PX_P_NULL})
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -262,8 +263,8 @@ static void test_connect_exec_params(void **state)
     uv_loop_t loop;
     waiter w = {0};
     px_conn *c;
-    px_param ins[] = {P_INT(1),    P_TEXT("widget"), P_REAL(2.5), P_BOOL(true),
-                      P_REAL(12.34), P_INT(7),       P_NULL};
+    px_param ins[] = {P_INT(1),      P_TEXT("widget"), P_REAL(2.5), P_BOOL(true),
+                      P_REAL(12.34), P_INT(7),         P_NULL};
     px_param ins2[] = {P_INT(2), P_TEXT("gadget"), P_REAL(-0.125), P_BOOL(false),
                        P_NULL,   P_INT(-3),        P_INT(5)};
     px_param upd[] = {P_TEXT("renamed")};
@@ -437,7 +438,9 @@ static void test_failed_transaction_is_not_prepared(void **state)
     px_conn *c;
     px_xid x;
     px_param p[] = {P_INT(20)};
-    px_stmt s[] = {{.sql = "INSERT INTO pgt_item (id) VALUES ($1)", .params = p, .nparams = 1,
+    px_stmt s[] = {{.sql = "INSERT INTO pgt_item (id) VALUES ($1)",
+                    .params = p,
+                    .nparams = 1,
                     .expect_rows = 1},
                    {.sql = "SELECT 1 / 0", .expect_rows = -1},
                    {.sql = "SELECT 2", .expect_rows = -1}};
@@ -483,10 +486,14 @@ static void test_constraint_violations(void **state)
     px_xid x;
     px_param dup[] = {P_INT(30)};
     px_param neg[] = {P_INT(31), P_INT(-1)};
-    px_stmt ins = {.sql = "INSERT INTO pgt_item (id) VALUES ($1)", .params = dup, .nparams = 1,
+    px_stmt ins = {.sql = "INSERT INTO pgt_item (id) VALUES ($1)",
+                   .params = dup,
+                   .nparams = 1,
                    .expect_rows = 1};
-    px_stmt chk = {.sql = "INSERT INTO pgt_item (id, qty) VALUES ($1, $2)", .params = neg,
-                   .nparams = 2, .expect_rows = 1};
+    px_stmt chk = {.sql = "INSERT INTO pgt_item (id, qty) VALUES ($1, $2)",
+                   .params = neg,
+                   .nparams = 2,
+                   .expect_rows = 1};
     uv_loop_init(&loop);
     c = connect_ok(&loop, &f->t);
     exec_wait(&loop, c, &ins, 1, &w);
@@ -532,8 +539,10 @@ static void test_expect_rows_mismatch(void **state)
     px_xid x;
     px_param p[] = {P_INT(999999)};
     px_stmt s[] = {{.sql = "SELECT 1", .expect_rows = 1},
-                   {.sql = "UPDATE pgt_item SET name = 'x' WHERE id = $1", .params = p,
-                    .nparams = 1, .expect_rows = 1},
+                   {.sql = "UPDATE pgt_item SET name = 'x' WHERE id = $1",
+                    .params = p,
+                    .nparams = 1,
+                    .expect_rows = 1},
                    {.sql = "SELECT 3", .expect_rows = -1}};
     px_stmt q = {.sql = "SELECT 1 UNION ALL SELECT 2", .expect_rows = 1};
     uv_loop_init(&loop);
@@ -584,7 +593,7 @@ static void test_parameters_stored_verbatim(void **state)
     uv_loop_init(&loop);
     c = connect_ok(&loop, &f->t);
     for (int i = 0; i < N; i++) {
-        p[i][0] = (px_param)P_INT(i);
+        p[i][0] = P_INT(i);
         p[i][1] = (px_param){.type = PX_P_TEXT, .text = values[i], .len = strlen(values[i])};
         s[i] = (px_stmt){.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)",
                          .params = p[i],
@@ -626,10 +635,14 @@ static void test_parameters_stored_verbatim(void **state)
     {
         px_param ok[] = {P_INT(101), P_TEXT("fine")};
         px_param nul[] = {P_INT(102), {.type = PX_P_TEXT, .text = "a\0b", .len = 3}};
-        px_stmt two[] = {{.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)", .params = ok,
-                          .nparams = 2, .expect_rows = 1},
-                         {.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)", .params = nul,
-                          .nparams = 2, .expect_rows = 1}};
+        px_stmt two[] = {{.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)",
+                          .params = ok,
+                          .nparams = 2,
+                          .expect_rows = 1},
+                         {.sql = "INSERT INTO pgt_text (id, v) VALUES ($1, $2)",
+                          .params = nul,
+                          .nparams = 2,
+                          .expect_rows = 1}};
         mkxid(&x, "text", 2, "payment");
         xid_ok(&loop, D->begin, c, &x);
         exec_wait(&loop, c, two, 2, &w);
@@ -655,7 +668,9 @@ static void test_lock_timeout(void **state)
     px_conn *c;
     px_target t = f->t;
     px_param p[] = {P_INT(1)};
-    px_stmt s = {.sql = "UPDATE pgt_lock SET v = 10 WHERE id = $1", .params = p, .nparams = 1,
+    px_stmt s = {.sql = "UPDATE pgt_lock SET v = 10 WHERE id = $1",
+                 .params = p,
+                 .nparams = 1,
                  .expect_rows = 1};
     char sql[256], gid[64];
     uint64_t t0, ms;
@@ -784,8 +799,7 @@ static void test_kill_restart_then_recover(void **state)
     px_xid x;
     char prefix[64], kill_buf[1024], start_buf[1024];
     const char *kill_cmd = cmd_from_env("XA_PG_KILL_CMD", "kill", kill_buf, sizeof kill_buf);
-    const char *start_cmd = cmd_from_env("XA_PG_START_CMD", "restart", start_buf,
-                                         sizeof start_buf);
+    const char *start_cmd = cmd_from_env("XA_PG_START_CMD", "restart", start_buf, sizeof start_buf);
     px_param p[] = {P_INT(40), P_TEXT("survivor")};
     px_stmt s = {.sql = "INSERT INTO pgt_item (id, name) VALUES ($1, $2)",
                  .params = p,
@@ -905,7 +919,7 @@ static void w_next(worker *k)
     }
     k->id = k->fl->next++;
     mkxid(&k->x, "many", k->id, "payment");
-    k->p[0] = (px_param)P_INT(k->id);
+    k->p[0] = P_INT(k->id);
     k->s = (px_stmt){.sql = "INSERT INTO pgt_many (id) VALUES ($1)",
                      .params = k->p,
                      .nparams = 1,

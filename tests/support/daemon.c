@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -77,6 +78,9 @@ pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env)
     assert_true(pid >= 0);
     if (pid == 0) {
         int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        /* A test that dies must not leave its daemon running: it would keep scanning the shared
+         * servers under its node_id. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (fd >= 0) {
             dup2(fd, 2);
             dup2(fd, 1);
