@@ -1,7 +1,7 @@
 /*
- * The PostgreSQL driver: participant.h implemented on libpq's asynchronous API, driven by one
- * uv_poll_t and one uv_timer_t per connection on the caller's loop. Nothing here blocks: the
- * connection is made with PQconnectStartParams/PQconnectPoll, and after it every operation is a
+ * The PostgreSQL driver: participant.h implemented on libpq's asynchronous API, driven by a
+ * uv_poll_t, a uv_timer_t and a uv_async_t per connection on the caller's loop. Nothing blocks:
+ * the connection is made with PQconnectStartParams/PQconnectPoll, and after it every operation is a
  * libpq pipeline (extended protocol, one Sync at the end), so that BEGIN and all statements of a
  * branch leave in one round trip and the reply is read back as one batch. A branch is a plain
  * transaction block finished with PREPARE TRANSACTION '<gtrid>.<bqual>'; COMMIT/ROLLBACK PREPARED
@@ -57,7 +57,8 @@ struct px_conn {
     PGconn *pg;
     uv_poll_t *poll; /* on the heap: libpq may switch sockets while connecting */
     int poll_fd;
-    uv_timer_t timer; /* the connect timeout, later the deferral of callbacks */
+    uv_timer_t timer; /* the connect timeout */
+    uv_async_t wake;  /* reports an outcome known in advance, from the loop's poll phase */
     int open_handles; /* the connection is freed when the last one has closed */
     bool connected;
     bool closing;
@@ -78,7 +79,7 @@ struct px_conn {
         px_recover_cb recover;
     } cb;
     void *arg;
-    bool deferred; /* the outcome is known: the timer reports it on the next loop turn */
+    bool deferred; /* the outcome is known: `wake` reports it on the next loop turn */
     int *items;    /* what each reply answers, in sending order */
     int nitems;
     int cur;      /* the item whose replies are being read */
@@ -97,6 +98,7 @@ struct px_conn {
 
 static void on_poll(uv_poll_t *h, int status, int events);
 static void on_timer(uv_timer_t *t);
+static void on_wake(uv_async_t *a);
 static void finish(px_conn *c);
 static void pg_close(px_conn *c);
 
@@ -120,8 +122,8 @@ static void pg_close(px_conn *c);
  */
 static px_errclass classify(const char *st, bool xid_op)
 {
-    static const char *const retryable[] = {"40001", "40P01", "55P03", "57P01", "57P02",
-                                            "57P03", "53300", "53200"};
+    static const char *const retryable[] = {"40001", "40P01", "55P03", "57P01",
+                                            "57P02", "57P03", "53300", "53200"};
     if (!st || strlen(st) != 5)
         return PX_FATAL;
     if (strcmp(st, "42704") == 0 && xid_op)
@@ -253,7 +255,7 @@ static void op_fail_result(px_conn *c, int index, const PGresult *r)
 static void on_closed(uv_handle_t *h)
 {
     px_conn *c = h->data;
-    if (h != (uv_handle_t *)&c->timer)
+    if (h != (uv_handle_t *)&c->timer && h != (uv_handle_t *)&c->wake)
         free(h);
     if (--c->open_handles > 0)
         return;
@@ -270,8 +272,17 @@ static void on_closed(uv_handle_t *h)
 
 static void stop_poll(px_conn *c)
 {
-    if (c->poll)
-        uv_poll_stop(c->poll);
+    if (!c->poll)
+        return;
+    /* Once libpq has closed its socket, the fd number is free for anyone: close the handle now,
+     * as closing it later would unregister whoever reused the number from epoll. */
+    if (PQsocket(c->pg) != c->poll_fd) {
+        uv_close((uv_handle_t *)c->poll, on_closed);
+        c->poll = NULL;
+        c->poll_fd = -1;
+        return;
+    }
+    uv_poll_stop(c->poll);
 }
 
 /* Polls fd for events. A new fd number gets a new handle (the old one closes); the same number
@@ -302,12 +313,25 @@ static int arm_poll(px_conn *c, int fd, int events)
     return uv_poll_start(c->poll, events, on_poll);
 }
 
-/* The outcome is already known: report it from the timer, never from inside the caller's call. */
+/* The outcome is already known: report it on the next loop turn, never from inside the
+ * caller's call. An async wake-up rather than a zero timer: it is delivered in the poll phase,
+ * so a caller running the loop with UV_RUN_ONCE sees it before that call returns. The handle
+ * keeps the loop alive only while a report is pending. */
 static void defer(px_conn *c)
 {
     stop_poll(c);
     c->deferred = true;
-    uv_timer_start(&c->timer, on_timer, 0, 0);
+    uv_ref((uv_handle_t *)&c->wake);
+    uv_async_send(&c->wake);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    px_conn *c = a->data;
+    uv_unref((uv_handle_t *)a);
+    if (c->closing || c->op == OP_NONE || !c->deferred)
+        return;
+    finish(c);
 }
 
 static void ignore_notice(void *arg, const char *message)
@@ -427,12 +451,16 @@ static px_coltype coltype(Oid oid)
     switch (oid) {
     case OID_INT2:
     case OID_INT4:
-    case OID_INT8: return PX_COL_INT;
+    case OID_INT8:
+        return PX_COL_INT;
     case OID_FLOAT4:
     case OID_FLOAT8:
-    case OID_NUMERIC: return PX_COL_REAL;
-    case OID_BOOL: return PX_COL_BOOL;
-    default: return PX_COL_TEXT;
+    case OID_NUMERIC:
+        return PX_COL_REAL;
+    case OID_BOOL:
+        return PX_COL_BOOL;
+    default:
+        return PX_COL_TEXT;
     }
 }
 
@@ -537,11 +565,18 @@ static void take_result(px_conn *c, int item, const PGresult *r)
 /* Reads every reply that is complete; the operation ends at the pipeline's Sync. */
 static void drain(px_conn *c)
 {
+    bool idle_seen = false;
     while (!pg_lost(c) && !PQisBusy(c->pg)) {
         PGresult *r = PQgetResult(c->pg);
         if (!r) {
-            if (!c->cur_got)
-                break;
+            /* A NULL before any reply of the item: libpq stepping its queue; a second one
+             * means nothing is buffered yet. */
+            if (!c->cur_got) {
+                if (idle_seen)
+                    break;
+                idle_seen = true;
+                continue;
+            }
             c->cur++;
             c->cur_got = false;
             continue;
@@ -565,6 +600,7 @@ static void drain(px_conn *c)
 
 static void io_event(px_conn *c, int status, int events)
 {
+    bool was_writing = c->want_write;
     if ((status < 0 || (events & (UV_READABLE | UV_DISCONNECT))) && !PQconsumeInput(c->pg)) {
         stop_poll(c);
         op_fail_lost(c);
@@ -579,11 +615,11 @@ static void io_event(px_conn *c, int status, int events)
             finish(c);
             return;
         }
-        if (rc == 0) {
-            c->want_write = false;
-            (void)arm_poll(c, c->poll_fd, UV_READABLE);
-        }
+        c->want_write = rc == 1;
     }
+    /* libuv stops the handle after an error event: arm it again, the next read tells more. */
+    if (status < 0 || was_writing != c->want_write)
+        (void)arm_poll(c, c->poll_fd, UV_READABLE | (c->want_write ? UV_WRITABLE : 0));
     drain(c);
 }
 
@@ -649,15 +685,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static void on_timer(uv_timer_t *t)
 {
     px_conn *c = t->data;
-    if (c->op == OP_NONE)
+    if (c->closing || c->op != OP_CONNECT || c->deferred)
         return;
-    if (!c->deferred) {
-        stop_poll(c);
-        op_fail(c, 0, PX_RETRYABLE, true, "", "connect timeout after %" PRIu32 " ms",
-                c->base.target->connect_timeout_ms ? c->base.target->connect_timeout_ms
-                                                   : DEFAULT_CONNECT_TIMEOUT_MS);
-    }
-    finish(c);
+    op_fail(c, 0, PX_RETRYABLE, true, "", "connect timeout after %" PRIu32 " ms",
+            c->base.target->connect_timeout_ms ? c->base.target->connect_timeout_ms
+                                               : DEFAULT_CONNECT_TIMEOUT_MS);
+    defer(c);
 }
 
 /* Name lookup inside PQconnectPoll would block the loop: accept numeric addresses and socket
@@ -764,7 +797,10 @@ static int pg_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     c->poll_fd = -1;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
-    c->open_handles = 1;
+    uv_async_init(loop, &c->wake, on_wake);
+    c->wake.data = c;
+    uv_unref((uv_handle_t *)&c->wake);
+    c->open_handles = 2;
     op_start(c, OP_CONNECT, 1, arg);
     c->cb.connect = cb;
     if (!c->items) {
@@ -843,7 +879,8 @@ static void finish(px_conn *c)
         cb(c, e, failed ? NULL : xids, failed ? 0 : nxids, arg);
         break;
     }
-    case OP_NONE: break;
+    case OP_NONE:
+        break;
     default: {
         px_done_cb cb = c->cb.done;
         op_reset(c);
@@ -880,10 +917,17 @@ static bool send_stmt(px_conn *c, int index, const px_stmt *s)
     for (int p = 0; ok && p < n; p++) {
         const px_param *pa = &s->params[p];
         switch (pa->type) {
-        case PX_P_NULL: break;
-        case PX_P_BOOL: values[p] = pa->b ? "true" : "false"; break;
-        case PX_P_INT: ok = asprintf(&owned[p], "%" PRId64, pa->i) >= 0; break;
-        case PX_P_REAL: ok = asprintf(&owned[p], "%.17g", pa->r) >= 0; break;
+        case PX_P_NULL:
+            break;
+        case PX_P_BOOL:
+            values[p] = pa->b ? "true" : "false";
+            break;
+        case PX_P_INT:
+            ok = asprintf(&owned[p], "%" PRId64, pa->i) >= 0;
+            break;
+        case PX_P_REAL:
+            ok = asprintf(&owned[p], "%.17g", pa->r) >= 0;
+            break;
         case PX_P_TEXT:
             ok = (owned[p] = malloc(pa->len + 1)) != NULL;
             if (ok) {
@@ -1044,7 +1088,8 @@ static int pg_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void
     return gid_command(c, OP_ROLLBACK_PREPARED, x, "ROLLBACK PREPARED", false, cb, arg);
 }
 
-static int simple_command(px_conn *c, pg_op op, const char *sql, px_done_cb cb, void *arg)
+static int simple_command(px_conn *c, pg_op op, const char *sql, bool with_begin, px_done_cb cb,
+                          void *arg)
 {
     int rc;
     if (!c || !cb)
@@ -1052,22 +1097,22 @@ static int simple_command(px_conn *c, pg_op op, const char *sql, px_done_cb cb, 
     if ((rc = op_start(c, op, 2, arg)) < 0)
         return rc;
     c->cb.done = cb;
-    run_command(c, true, sql);
+    run_command(c, with_begin, sql);
     return 0;
 }
 
-/* Always sent, even with no branch open: a ROLLBACK outside a transaction block is harmless
- * and leaves the session clean after any failure. */
+/* Always sent, even when BEGIN never went out: a ROLLBACK outside a transaction block is
+ * harmless and leaves the session clean after any failure. */
 static int pg_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return simple_command(c, OP_ROLLBACK, "ROLLBACK", cb, arg);
+    return simple_command(c, OP_ROLLBACK, "ROLLBACK", false, cb, arg);
 }
 
 static int pg_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && !c->in_branch)
         return PX_EINVAL;
-    return simple_command(c, OP_COMMIT_ONE_PHASE, "COMMIT", cb, arg);
+    return simple_command(c, OP_COMMIT_ONE_PHASE, "COMMIT", true, cb, arg);
 }
 
 static int pg_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
@@ -1115,6 +1160,7 @@ static void pg_close(px_conn *c)
         c->poll = NULL;
     }
     uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->wake, on_closed);
 }
 
 const px_driver px_postgres_driver = {

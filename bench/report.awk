@@ -1,0 +1,121 @@
+# Turns the CSV files of one scripts/bench run into the Markdown report (stdout) and an SVG plot
+# of throughput and p99 latency against concurrency for xacoord, B0 and B1 (out/bench.svg).
+# Input: out/shop.csv as the main file; out/coordonly.csv, memory.csv and recovery.csv are read
+# by name. Plain awk so that the report needs nothing beyond what the build needs.
+BEGIN { FS = ","; nconc = 0 }
+
+FNR == 1 { next }
+{
+    mode = $1; c = $2 + 0
+    if (!(c in seen)) { seen[c] = 1; conc[++nconc] = c }
+    tps[mode, c] = $7; p50[mode, c] = $8; p99[mode, c] = $9; p999[mode, c] = $10
+    n = $4 + $5 + $6
+    abort[mode, c] = n > 0 ? ($5 + $6) / n : 0
+    if (mode == "xacoord") group[c] = $11
+}
+
+function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
+
+function read_csv(file, rows,    line, k) {
+    k = 0
+    while ((getline line < file) > 0) rows[k++] = line
+    close(file)
+    return k
+}
+
+function x_of(i) { return 70 + (i - 1) * 260 / (nconc > 1 ? nconc - 1 : 1) }
+
+function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val) {
+    printf "<g transform=\"translate(%d,0)\">\n", x0 >> svg
+    printf "<text x=\"200\" y=\"20\" text-anchor=\"middle\">%s</text>\n", title >> svg
+    printf "<line x1=\"60\" y1=\"250\" x2=\"340\" y2=\"250\" stroke=\"black\"/>\n" >> svg
+    printf "<line x1=\"60\" y1=\"40\" x2=\"60\" y2=\"250\" stroke=\"black\"/>\n" >> svg
+    for (t = 0; t <= 4; t++) {
+        y = 250 - t * 50
+        printf "<text x=\"55\" y=\"%d\" text-anchor=\"end\" font-size=\"10\">%g</text>\n", \
+            y + 3, ymax * t / 4 >> svg
+    }
+    for (i = 1; i <= nconc; i++)
+        printf "<text x=\"%d\" y=\"265\" text-anchor=\"middle\" font-size=\"10\">%d</text>\n", \
+            x_of(i), conc[i] >> svg
+    printf "<text x=\"200\" y=\"285\" text-anchor=\"middle\" font-size=\"11\">concurrency</text>\n" >> svg
+    split("xacoord B0 B1", name, " ")
+    split("#d62728 #1f77b4 #2ca02c", col, " ")
+    for (m = 1; m <= 3; m++) {
+        pts = ""
+        for (i = 1; i <= nconc; i++) {
+            val = key == "tps" ? tps[name[m], conc[i]] : p99[name[m], conc[i]]
+            pts = pts sprintf("%d,%.1f ", x_of(i), 250 - 200 * val / ymax)
+        }
+        printf "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n", \
+            col[m], pts >> svg
+        printf "<text x=\"350\" y=\"%d\" fill=\"%s\" font-size=\"11\">%s</text>\n", \
+            50 + m * 15, col[m], name[m] >> svg
+    }
+    print "</g>" >> svg
+}
+
+function nice(v,    p) { p = 1; while (p < v) p *= 10; if (p / 5 >= v) return p / 5; if (p / 2 >= v) return p / 2; return p }
+
+END {
+    print "## Checkout: xacoord against B0 (three local commits) and B1 (XA without coordinator)"
+    print ""
+    print "| concurrency | mode | committed/s | p50 ms | p99 ms | p99.9 ms | abort+error rate | xacoord/mode |"
+    print "|---:|---|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= nconc; i++) {
+        c = conc[i]
+        split("xacoord B0 B1", ms, " ")
+        for (m = 1; m <= 3; m++)
+            printf "| %d | %s | %.0f | %.2f | %.2f | %.2f | %.4f | %s |\n", c, ms[m], tps[ms[m], c], \
+                p50[ms[m], c], p99[ms[m], c], p999[ms[m], c], abort[ms[m], c], \
+                ms[m] == "xacoord" ? "1.00" : ratio(tps["xacoord", c], tps[ms[m], c])
+    }
+    print ""
+    printf "Mean journal group size during the xacoord runs:"
+    for (i = 1; i <= nconc; i++) printf " %s (c=%d)", group[conc[i]], conc[i]
+    print "."
+
+    if ((k = read_csv(out "/coordonly.csv", co)) > 1) {
+        split(co[1], v, ",")
+        print ""
+        print "## Coordinator only (memory participants, same 3-branch shape)"
+        print ""
+        print "| concurrency | decisions/s | daemon CPU s | CPU us/txn | decisions per CPU-second | mean group size | p50 ms | p99 ms |"
+        print "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", v[1], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+    }
+    if ((k = read_csv(out "/memory.csv", me)) > 1) {
+        split(me[1], v, ",")
+        print ""
+        print "## Memory with transactions in flight"
+        print ""
+        print "| in flight | seen in flight | VmHWM before KiB | VmRSS during KiB | VmHWM after KiB | KiB per transaction |"
+        print "|---:|---:|---:|---:|---:|---:|"
+        printf "| %s | %s | %s | %s | %s | %s |\n", v[1], v[4], v[5], v[7], v[8], v[9]
+    }
+    if ((k = read_csv(out "/recovery.csv", re)) > 1) {
+        print ""
+        print "## Recovery: restart to all resolved"
+        print ""
+        print "| in-doubt transactions | prepared branches | /readyz 200 after s | none listed after s |"
+        print "|---:|---:|---:|---:|"
+        for (j = 1; j < k; j++) {
+            split(re[j], v, ",")
+            printf "| %s | %s | %s | %s |\n", v[1], v[2], v[3], v[4]
+        }
+    }
+
+    svg = out "/bench.svg"
+    ytps = 0; yp99 = 0
+    for (key in tps) if (tps[key] + 0 > ytps) ytps = tps[key] + 0
+    for (key in p99) if (p99[key] + 0 > yp99) yp99 = p99[key] + 0
+    ytps = nice(ytps); yp99 = nice(yp99)
+    print "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"300\" font-family=\"sans-serif\">" > svg
+    print "<rect width=\"820\" height=\"300\" fill=\"white\"/>" >> svg
+    panel(0, "committed transactions/s", "tps", ytps)
+    panel(410, "p99 latency (ms)", "p99", yp99)
+    print "</svg>" >> svg
+    close(svg)
+    print ""
+    print "Plot: bench.svg"
+}
