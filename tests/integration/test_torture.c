@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ORDERS = 120, CLIENTS = 6, RUN_SECONDS = 75, MAX_ATTEMPTS = 4096 };
+enum { ORDERS = 120, CLIENTS = 6, RUN_SECONDS = 75, MAX_ATTEMPTS = 8192 };
 #define FIRST_ORDER 7000
 
 typedef struct attempt {
