@@ -13,6 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RECOVERY_WORKERS 8
+
+struct scan;
+
+typedef struct worker {
+    struct scan *s;
+    px_pool_req preq;
+    px_conn *conn;
+    size_t idx;          /* the listed branch it is resolving */
+    bool busy;           /* a driver call or pool request is in flight */
+} worker;
+
 typedef struct scan {
     struct recovery *r;
     coord_part *part;
@@ -29,6 +41,9 @@ typedef struct scan {
     uv_timer_t timer;
     bool running;
     bool busy;           /* a driver call or pool request is in flight */
+    worker workers[RECOVERY_WORKERS];
+    int active;          /* workers still resolving */
+    bool broken;         /* a worker lost its connection: the scan must run again */
 } scan;
 
 struct recovery {
@@ -42,7 +57,6 @@ struct recovery {
 };
 
 static void scan_run(scan *s);
-static void resolve_next(scan *s);
 
 static void scan_reset(scan *s)
 {
@@ -159,22 +173,41 @@ static void scan_complete(scan *s)
     s->part->scanning = false;
     s->running = false;
     s->attempts = 0;
-    px_pool_release(s->part->pool, s->conn);
-    s->conn = NULL;
     scan_reset(s);
+}
+
+static void worker_next(worker *w);
+
+/* A worker whose list is exhausted gives its connection back; the last one ends the scan. */
+static void worker_done(worker *w)
+{
+    scan *s = w->s;
+    if (w->conn) {
+        px_pool_release(s->part->pool, w->conn);
+        w->conn = NULL;
+    }
+    if (--s->active > 0)
+        return;
+    if (s->broken)
+        scan_failed(s, "connection lost while resolving", NULL);
+    else
+        scan_complete(s);
 }
 
 static void on_resolved(px_conn *conn, const px_error *err, void *arg)
 {
-    scan *s = arg;
-    const px_xid *x = &s->xids[s->next];
-    s->busy = false;
+    worker *w = arg;
+    scan *s = w->s;
+    const px_xid *x = &s->xids[w->idx];
+    w->busy = false;
     if (err && err->cls != PX_XID_NOT_FOUND && !(err->cls == PX_BUSINESS && err->code == 1402)) {
         log_warn(s->ctx, "could not resolve %s: %s", x->gtrid, err->message);
-        s->failed[s->next] = true;
+        s->failed[w->idx] = true;
         if (err->conn_broken) {
-            s->next++;
-            scan_failed(s, "connection lost", err);
+            px_pool_discard(s->part->pool, w->conn);
+            w->conn = NULL;
+            s->broken = true;
+            worker_done(w);
             return;
         }
     } else if (!err) {
@@ -183,36 +216,74 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
         /* Finished meanwhile by someone else (or a read-only branch): the next scan confirms. */
         log_info(s->ctx, "%s was already finished", x->gtrid);
     }
-    s->next++;
-    resolve_next(s);
+    worker_next(w);
 }
 
-static void resolve_next(scan *s)
+/* Takes the next listed branch that is not live in this process and resolves it. */
+static void worker_next(worker *w)
 {
+    scan *s = w->s;
     coord *c = s->r->c;
     const px_driver *drv = px_pool_driver(s->part->pool);
-    while (s->next < s->n) {
+    while (!s->broken && s->next < s->n) {
         const px_xid *x = &s->xids[s->next];
         bool commit;
         int rc;
-        if (strmap_get(c->live, x->gtrid)) {
-            s->next++; /* live in this process: its own engine finishes it */
-            continue;
-        }
+        w->idx = s->next++;
+        if (strmap_get(c->live, x->gtrid))
+            continue; /* live in this process: its own engine finishes it */
         commit = outcome_find_commit(c->outcomes, x->gtrid) != NULL;
         log_info(s->ctx, "in-doubt branch %s: %s (%s)", x->gtrid,
                  commit ? "committing" : "rolling back",
                  commit ? "commit record found" : "no commit record: presumed abort");
         metric_counter_add(commit ? s->part->recovered_commit : s->part->recovered_rollback, 1);
-        s->busy = true;
-        rc = commit ? drv->commit_prepared(s->conn, x, on_resolved, s)
-                    : drv->rollback_prepared(s->conn, x, on_resolved, s);
+        w->busy = true;
+        rc = commit ? drv->commit_prepared(w->conn, x, on_resolved, w)
+                    : drv->rollback_prepared(w->conn, x, on_resolved, w);
         if (rc == 0)
             return;
-        s->busy = false;
-        s->failed[s->next++] = true;
+        w->busy = false;
+        s->failed[w->idx] = true;
     }
-    scan_complete(s);
+    worker_done(w);
+}
+
+static void on_worker_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    worker *w = req->data;
+    w->busy = false;
+    w->conn = conn;
+    if (conn)
+        worker_next(w);
+    else
+        worker_done(w); /* the pool could not spare one: the other workers go on */
+}
+
+/* Resolves the listed branches over up to RECOVERY_WORKERS connections at once: after a long
+ * outage thousands may be in doubt, each holding its locks until resolved. The listing's own
+ * connection is the first worker; the others come from the pool as it can spare them. */
+static void resolve_all(scan *s)
+{
+    size_t want = s->n < RECOVERY_WORKERS ? s->n : RECOVERY_WORKERS;
+    int limit = s->part->cfg->pool_size;
+    if (want == 0)
+        want = 1;
+    if ((int)want > limit)
+        want = (size_t)limit;
+    s->broken = false;
+    s->active = (int)want;
+    s->workers[0] = (worker){.s = s, .conn = s->conn};
+    s->conn = NULL;
+    for (size_t i = 1; i < want; i++) {
+        worker *w = &s->workers[i];
+        *w = (worker){.s = s, .busy = true};
+        w->preq.data = w;
+        if (px_pool_acquire(s->part->pool, &w->preq, on_worker_conn) != 0) {
+            w->busy = false;
+            s->active--;
+        }
+    }
+    worker_next(&s->workers[0]);
 }
 
 static void on_listed(px_conn *conn, const px_error *err, const px_xid *xids, size_t n, void *arg)
@@ -231,7 +302,7 @@ static void on_listed(px_conn *conn, const px_error *err, const px_xid *xids, si
         memcpy(s->xids, xids, sizeof *xids * n);
     s->n = n;
     s->next = 0;
-    resolve_next(s);
+    resolve_all(s);
 }
 
 static void on_scan_conn(px_pool_req *req, px_conn *conn, const px_error *err)
@@ -325,6 +396,15 @@ void recovery_stop(coord *c, void (*cb)(void *arg), void *arg)
             s->conn = NULL;
         } else if (s->busy) {
             px_pool_cancel(&s->preq);
+        }
+        for (int k = 0; k < RECOVERY_WORKERS; k++) {
+            worker *w = &s->workers[k];
+            if (w->conn)
+                px_pool_discard(s->part->pool, w->conn);
+            else if (w->busy)
+                px_pool_cancel(&w->preq);
+            w->conn = NULL;
+            w->busy = false;
         }
         scan_reset(s);
         free(s->left);

@@ -403,6 +403,22 @@ static void test_recovery_follows_the_journal(void **state)
     assert_int_equal(o->pending, 0);
 }
 
+/* Many in-doubt branches are resolved (over several connections) before new work is taken. */
+static void test_recovery_of_many(void **state)
+{
+    fixture *f = *state;
+    enum { N = 500 };
+    for (int i = 0; i < N; i++) {
+        char g[64];
+        snprintf(g, sizeof g, "xa1.t1.1.%d", i + 1);
+        px_xid a = xid_of(g, "alpha");
+        assert_true(px_memory_add_prepared("alpha", &a));
+    }
+    open_coord(f);
+    assert_int_equal(px_memory_prepared_count("alpha"), 0);
+    assert_int_equal(metric_counter_value(f->c.parts[0].recovered_rollback), N);
+}
+
 static void test_many_concurrent(void **state)
 {
     fixture *f = *state;
@@ -445,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
