@@ -43,7 +43,8 @@ typedef struct coord_part {
     int index;
     px_pool *pool;
     bool ready;               /* first recovery scan finished */
-    bool owned;               /* this process holds the participant's ownership lock (owner.h) */
+    bool owned;               /* this process took the participant's ownership lock (owner.h) */
+    bool lock_held;           /* ... and its session is alive now: recovery may scan */
     bool scanning;
     uint64_t scans;           /* completed scans */
     metric_counter *commit_retries;

@@ -45,9 +45,14 @@ struct owner {
 
 static void slot_connect(lock_slot *s);
 
+/* owned: the participant may take work - this process took the lock once and nobody else has
+ * it. lock_held: the lock's session is alive right now; only then may recovery scan. A dead
+ * session (a server restart) stops the scans, not the work: a process that took the lock
+ * meanwhile would be seen when the lock is taken again, and this one would stop. */
 static void set_owned(lock_slot *s, bool owned, const char *why)
 {
     s->part->owned = owned;
+    s->part->lock_held = owned;
     s->state = owned ? "" : why;
 }
 
@@ -69,11 +74,14 @@ static void on_retry(uv_timer_t *t) { slot_connect(t->data); }
 
 static void lost(lock_slot *s, const char *why)
 {
-    if (s->part->owned)
+    bool was_held = s->part->lock_held;
+    if (was_held)
         log_warn(s->ctx, "ownership lock lost (%s); taking it again", why);
     drop_conn(s);
-    set_owned(s, false, "ownership lock not held (participant unreachable?)");
-    later(s, on_retry, RETRY_MS);
+    s->part->lock_held = false;
+    if (!s->ever_owned)
+        set_owned(s, false, "ownership lock not held (participant unreachable?)");
+    later(s, on_retry, was_held ? 0 : RETRY_MS);
 }
 
 static void on_check(uv_timer_t *t);
@@ -157,7 +165,8 @@ static void on_connected(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     if (!conn) {
-        set_owned(s, false, "ownership lock not held (participant unreachable)");
+        if (!s->ever_owned)
+            set_owned(s, false, "ownership lock not held (participant unreachable)");
         later(s, on_retry, RETRY_MS);
         return;
     }
@@ -177,7 +186,8 @@ static void slot_connect(lock_slot *s)
     if (drv->connect(s->o->c->loop, px_pool_target(s->part->pool), on_connected, s) != 0) {
         s->busy = false;
         s->connecting = false;
-        set_owned(s, false, "ownership lock: cannot connect");
+        if (!s->ever_owned)
+            set_owned(s, false, "ownership lock: cannot connect");
         later(s, on_retry, RETRY_MS);
     }
 }

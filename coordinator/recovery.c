@@ -325,7 +325,7 @@ static void on_scan_conn(px_pool_req *req, px_conn *conn, const px_error *err)
 static void scan_run(scan *s)
 {
     /* Without the ownership lock, the branches we see may be another live process's. */
-    if (s->running || s->r->stopping || !s->part->owned)
+    if (s->running || s->r->stopping || !s->part->lock_held)
         return;
     s->running = true;
     s->part->scanning = true;
