@@ -82,6 +82,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
 static void txn_release(struct txn *t);
+static void discard_conn(branch *b);
 
 /* ---- state lists ------------------------------------------------------------------------- */
 
@@ -274,9 +275,10 @@ static void branch_failed(branch *b, const px_error *err, int statement)
     char reason[1024];
     const char *given = NULL;
 
-    if (b->conn && err->conn_broken) {
-        px_pool_discard(b->part->pool, b->conn);
-        b->conn = NULL;
+    if (err->conn_broken) {
+        /* The connection failed, not a statement: no index would be true. */
+        statement = -1;
+        discard_conn(b);
         b->begun = false; /* the server rolls back an unprepared branch when its session ends */
     }
     if (statement >= 0 && b->req->abort_reasons)
@@ -545,8 +547,11 @@ static void on_commit_durable(void *arg)
     outcome_commit(t->c->outcomes, t->o, coord_now_ms());
     metric_counter_add(t->c->txn_committed, 1);
     uv_timer_start(&t->timer, on_commit_wait, t->c->cfg->commit_wait_ms, 0);
-    for (int i = 0; i < t->nbranches; i++)
+    for (int i = 0; i < t->nbranches; i++) {
         branch_finish(&t->b[i]);
+        if (i == 0 && t->nbranches > 1)
+            crash_point("after-first-commit-sent");
+    }
 }
 
 static void decide_commit(struct txn *t)
@@ -729,8 +734,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
     if (!conn) {
         abort_info a = {503, true, false, "", b, -1, err};
         char reason[320];
-        snprintf(reason, sizeof reason, "participant %s is not available: %s",
-                 b->part->cfg->name, err->message);
+        snprintf(reason, sizeof reason, "participant unavailable: %s", err->message);
         a.reason = reason;
         b->state = BR_IDLE;
         txn_abort(t, &a);

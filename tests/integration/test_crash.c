@@ -123,6 +123,7 @@ static void test_crash_matrix(void **state)
         {"journal-after-write", -1},
         {"journal-after-sync", 1},
         {"after-commit-record", 1},
+        {"after-first-commit-sent", 1},
         {"after-first-commit-ack", 1},
         {"before-done-record", 1},
     };
