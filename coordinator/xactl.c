@@ -204,13 +204,15 @@ static void print_outcome(json_t *j)
         printf("xid: %s\n", jstr(j, "xid"));
     if (jstr(j, "reason"))
         printf("reason: %s\n", jstr(j, "reason"));
-    if (json_is_object(failed))
-        printf("failed: participant %s, statement %lld%s%s: %s\n",
-               jstr(failed, "participant") ? jstr(failed, "participant") : "?",
-               (long long)json_integer_value(json_object_get(failed, "statement")),
-               jstr(failed, "sqlstate") ? ", sqlstate " : "",
-               jstr(failed, "sqlstate") ? jstr(failed, "sqlstate") : "",
-               jstr(failed, "message") ? jstr(failed, "message") : "");
+    if (json_is_object(failed)) {
+        json_t *st = json_object_get(failed, "statement");
+        printf("failed: participant %s", jstr(failed, "participant") ? jstr(failed, "participant") : "?");
+        if (json_is_integer(st))
+            printf(", statement %lld", (long long)json_integer_value(st));
+        if (jstr(failed, "sqlstate"))
+            printf(", sqlstate %s", jstr(failed, "sqlstate"));
+        printf(": %s\n", jstr(failed, "message") ? jstr(failed, "message") : "");
+    }
     print_list("pending (will commit)", json_object_get(j, "pending"));
 }
 
