@@ -32,33 +32,32 @@ static void respond_json(http_request *req, int status, json_t *obj)
     free(s);
 }
 
-static json_t *pending_names(const coord *c, uint32_t pending)
+/* A JSON array of participant names (their charset needs no escaping) into buf. */
+static void names_json(const coord *c, uint32_t mask, char *buf, size_t len)
 {
-    json_t *arr = json_array();
-    for (int i = 0; i < c->nparts; i++)
-        if (pending & (1u << i))
-            json_array_append_new(arr, json_string(c->parts[i].cfg->name));
-    return arr;
+    size_t pos = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < c->nparts && pos < len; i++)
+        if (mask & (1u << i))
+            pos += (size_t)snprintf(buf + pos, len - pos, "%s\"%s\"", pos > 1 ? "," : "",
+                                    c->parts[i].cfg->name);
+    if (pos < len)
+        snprintf(buf + pos, len - pos, "]");
 }
 
 /* The stored head plus the parts that change over time. */
 static void respond_outcome(coord *c, http_request *req, const outcome *o, int status,
                             bool replayed)
 {
-    json_t *pending = pending_names(c, o->state == OUTCOME_COMMITTED ? o->pending : 0);
-    json_t *heuristic = pending_names(c, o->heuristic);
-    char *list = json_dumps(pending, JSON_COMPACT), *hlist = json_dumps(heuristic, JSON_COMPACT);
+    char list[CONFIG_MAX_PARTICIPANTS * 36 + 3], hlist[sizeof list];
     char *body = NULL;
     int n;
-    json_decref(pending);
-    json_decref(heuristic);
+    names_json(c, o->state == OUTCOME_COMMITTED ? o->pending : 0, list, sizeof list);
+    names_json(c, o->heuristic, hlist, sizeof hlist);
     /* "heuristic" names participants whose branch someone else finished: the outcome there is
      * not guaranteed to match, and the client must hear it. */
     n = asprintf(&body, "%s,\"pending\":%s,%s%s%s\"replayed\":%s}", o->reply_head, list,
                  o->heuristic ? "\"heuristic\":" : "", o->heuristic ? hlist : "",
                  o->heuristic ? "," : "", replayed ? "true" : "false");
-    free(list);
-    free(hlist);
     if (n < 0) {
         http_respond_error(req, 500, "out of memory");
         return;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RECOVERY_WORKERS 8
+#define RECOVERY_WORKERS 32
 
 struct scan;
 

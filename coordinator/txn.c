@@ -48,7 +48,7 @@ typedef struct branch {
     bool maybe_prepared;  /* PREPARE was sent and its answer lost */
     bool reconnected;     /* already retried once on a fresh connection */
     bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
-    json_t *results;      /* [{"rows_affected":..,"rows":[..]}] */
+    char *results;        /* JSON text: [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
     unsigned attempts;
@@ -151,17 +151,25 @@ static json_t *base_reply(struct txn *t, const char *outcome_name)
     return json_pack("{s:s, s:s, s:s}", "id", t->o->id, "xid", t->gtrid, "outcome", outcome_name);
 }
 
+/* Every commit builds this, so it is written directly rather than through a JSON tree. Nothing
+ * here needs escaping: ids, gtrids and participant names have strict charsets (request.h,
+ * participant.h, config.h), and the results are JSON text already. */
 static char *commit_head(struct txn *t)
 {
-    json_t *obj = base_reply(t, "committed");
-    json_t *branches = json_array();
-    for (int i = 0; i < t->nbranches; i++) {
-        branch *b = &t->b[i];
-        json_array_append_new(branches, json_pack("{s:s, s:O}", "participant", b->part->cfg->name,
-                                                  "results", b->results));
-    }
-    json_object_set_new(obj, "branches", branches);
-    return dump_head(obj);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        abort();
+    fprintf(f, "{\"id\":\"%s\",\"xid\":\"%s\",\"outcome\":\"committed\",\"branches\":[",
+            t->o->id, t->gtrid);
+    for (int i = 0; i < t->nbranches; i++)
+        fprintf(f, "%s{\"participant\":\"%s\",\"results\":%s}", i ? "," : "",
+                t->b[i].part->cfg->name, t->b[i].results ? t->b[i].results : "[]");
+    fputc(']', f);
+    if (fclose(f) != 0)
+        abort();
+    return buf;
 }
 
 static void settle(struct txn *t, outcome_state st, int status, char *head)
@@ -634,26 +642,44 @@ static json_t *cell_json(const char *cell, px_coltype type)
     return json_string(cell);
 }
 
-static json_t *results_json(const px_result *results, int n)
+/* Rows carry the databases' text, which needs escaping: jansson renders them. */
+static void put_rows(FILE *f, const px_result *r)
 {
-    json_t *arr = json_array();
-    for (int i = 0; i < n; i++) {
-        const px_result *r = &results[i];
-        json_t *obj = json_pack("{s:I}", "rows_affected", (json_int_t)r->rows_affected);
-        if (r->ncols > 0) {
-            json_t *rows = json_array();
-            for (int row = 0; row < r->nrows; row++) {
-                json_t *o = json_object();
-                const char *const *cells = (const char *const *)r->cells + (size_t)row * (size_t)r->ncols;
-                for (int col = 0; col < r->ncols; col++)
-                    json_object_set_new(o, r->colnames[col], cell_json(cells[col], r->coltypes[col]));
-                json_array_append_new(rows, o);
-            }
-            json_object_set_new(obj, "rows", rows);
-        }
-        json_array_append_new(arr, obj);
+    json_t *rows = json_array();
+    char *text;
+    for (int row = 0; row < r->nrows; row++) {
+        json_t *o = json_object();
+        const char *const *cells = (const char *const *)r->cells + (size_t)row * (size_t)r->ncols;
+        for (int col = 0; col < r->ncols; col++)
+            json_object_set_new(o, r->colnames[col], cell_json(cells[col], r->coltypes[col]));
+        json_array_append_new(rows, o);
     }
-    return arr;
+    text = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    if (!text)
+        abort();
+    fprintf(f, ",\"rows\":%s", text);
+    free(text);
+}
+
+static char *results_text(const px_result *results, int n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        abort();
+    fputc('[', f);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s{\"rows_affected\":%lld", i ? "," : "", (long long)results[i].rows_affected);
+        if (results[i].ncols > 0)
+            put_rows(f, &results[i]);
+        fputc('}', f);
+    }
+    fputc(']', f);
+    if (fclose(f) != 0)
+        abort();
+    return buf;
 }
 
 static void on_executed(px_conn *conn, const px_error *err, int failed_index,
@@ -672,7 +698,7 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
             branch_failed(b, err, failed_index);
         return;
     }
-    b->results = results_json(results, nresults);
+    b->results = results_text(results, nresults);
     crash_point("after-work");
     b->state = BR_PREPARING;
     b->busy = true;
@@ -814,7 +840,7 @@ static void txn_release(struct txn *t)
     t->o->live = NULL;
     outcome_release(c->outcomes, t->o);
     for (int i = 0; i < t->nbranches; i++) {
-        json_decref(t->b[i].results);
+        free(t->b[i].results);
         if (t->b[i].retry_open)
             close_handle(t, (uv_handle_t *)&t->b[i].retry);
     }

@@ -148,7 +148,7 @@ static bool committed_now(const char *id)
     char path[96], *resp = NULL;
     int status;
     bool yes;
-    snprintf(path, sizeof path, "/v1/transactions/%s", id);
+    snprintf(path, sizeof path, "/v1/transactions/%.64s", id);
     status = tu_http(daemon_.port, "GET", path, NULL, NULL, &resp);
     if (status != 200 && status != 404)
         fail_msg("GET %s: %d", path, status);
