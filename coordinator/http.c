@@ -97,7 +97,8 @@ struct http_conn {
     http_req_priv *current; /* handed to the handler, not yet answered */
 
     size_t in_len;
-    char in[HTTP_IN_CAP];
+    char *in; /* HTTP_IN_CAP bytes while unparsed input is held, else NULL: an idle or waiting
+                 connection (a transaction in flight) then costs no input buffer */
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -157,6 +158,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     free(c->ctype.p);
     free(c->expect.p);
     free(c->body);
+    free(c->in);
     free(c);
     srv_maybe_done(srv);
 }
@@ -187,8 +189,21 @@ static bool conn_busy(const http_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     http_conn *c = h->data;
+    if (!c->in && !(c->in = malloc(HTTP_IN_CAP))) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: the connection closes */
+        return;
+    }
     buf->base = c->in + c->in_len;
     buf->len = HTTP_IN_CAP - c->in_len;
+}
+
+/* Gives the input buffer back once everything in it was parsed. */
+static void conn_trim_input(http_conn *c)
+{
+    if (c->in_len == 0 && c->in) {
+        free(c->in);
+        c->in = NULL;
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -266,6 +281,8 @@ static void on_response_written(uv_write_t *w, int status)
     } else {
         conn_arm_idle(c);
         conn_process(c);
+        if (!c->closing)
+            conn_trim_input(c);
         conn_update_reading(c);
     }
 }
@@ -633,13 +650,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (nread == 0 || c->lingering)
+    if (nread == 0 || c->lingering) {
+        c->in_len = c->lingering ? 0 : c->in_len; /* lingering input is discarded */
+        conn_trim_input(c);
         return;
+    }
     c->in_len += (size_t)nread;
     if (!conn_busy(c)) {
         conn_arm_idle(c);
         conn_process(c);
     }
+    if (!c->closing)
+        conn_trim_input(c);
     conn_update_reading(c);
 }
 

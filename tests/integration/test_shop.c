@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -336,6 +337,21 @@ static void test_concurrent_checkouts_one_balance(void **state)
     assert_int_equal(tu_invariants(), 0);
 }
 
+typedef struct slow_req {
+    tu_daemon *d;
+    const char *body;
+    int status;
+} slow_req;
+
+static void *slow_post(void *arg)
+{
+    slow_req *r = arg;
+    char *resp = NULL;
+    r->status = tu_http(r->d->port, "POST", "/v1/transactions", r->body, NULL, &resp);
+    free(resp);
+    return NULL;
+}
+
 /* ---- malformed requests ----------------------------------------------------------------- */
 
 static void expect_status(const char *body, int want, const char *fragment)
@@ -420,6 +436,78 @@ static void test_token(void **state)
     assert_int_equal(balance(7), 100);
 }
 
+/* The command-line client: its exit code tells the outcome. */
+static void test_xactl(void **state)
+{
+    char file[] = "/tmp/xacoord-xactl-XXXXXX", *out = NULL, args[256];
+    char *body = tu_checkout_json("cli-1", 1001, 7, 100, "SKU-1", 1);
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    snprintf(args, sizeof args, "submit %s", file);
+    assert_int_equal(tu_xactl(&daemon_, args, &out), 0);
+    assert_non_null(strstr(out, "cli-1 committed"));
+    free(out);
+    assert_int_equal(tu_xactl(&daemon_, args, &out), 0); /* replayed */
+    assert_non_null(strstr(out, "(replayed)"));
+    free(out);
+    assert_int_equal(tu_xactl(&daemon_, "show cli-1", &out), 0);
+    free(out);
+    assert_int_equal(tu_xactl(&daemon_, "show nope", NULL), 3);
+    assert_int_equal(tu_xactl(&daemon_, "--json health", &out), 0);
+    assert_non_null(strstr(out, "\"ready\":true"));
+    free(out);
+    assert_int_equal(tu_xactl(&daemon_, "in-doubt", &out), 0);
+    assert_non_null(strstr(out, "no in-doubt branches"));
+    free(out);
+    unlink(file);
+    free(body);
+    /* an abort exits 1 */
+    body = tu_checkout_json("cli-2", 1002, 7, 500, "SKU-1", 1);
+    fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    assert_int_equal(tu_xactl(&daemon_, args, &out), 1);
+    assert_non_null(strstr(out, "insufficient balance"));
+    free(out);
+    unlink(file);
+    free(body);
+    assert_int_equal(balance(7), 100);
+}
+
+/* Above max_inflight: 503 and nothing done. */
+static void test_max_inflight(void **state)
+{
+    tu_daemon d;
+    char *resp = NULL, *first = tu_checkout_json("slow", 1001, 7, 100, "SKU-1", 1);
+    char *second = tu_checkout_json("fast", 1002, 7, 100, "SKU-1", 1);
+    pthread_t th;
+    slow_req slow = {&d, first, 0};
+
+    tu_daemon_init(&d, "mi", "max_inflight = 1");
+    tu_daemon_start(&d, NULL);
+    /* the first holds the only slot while it waits for a row lock */
+    assert_int_equal(tu_sh("psql -X -q -h 127.0.0.1 -p %s -U postgres -d payment -c "
+                           "\"BEGIN; SELECT * FROM account WHERE user_id = 7 FOR UPDATE; "
+                           "SELECT pg_sleep(2); COMMIT;\" >/dev/null 2>&1 &",
+                           tu_env("XA_PG_PORT")),
+                     0);
+    sleep(1);
+    assert_int_equal(pthread_create(&th, NULL, slow_post, &slow), 0);
+    usleep(300000);
+    assert_int_equal(tu_http(d.port, "POST", "/v1/transactions", second, NULL, &resp), 503);
+    assert_non_null(strstr(resp, "overloaded"));
+    free(resp);
+    pthread_join(th, NULL);
+    assert_int_equal(slow.status, 200);
+    assert_int_equal(order_status(1002), 'I'); /* the refused one did nothing */
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    tu_daemon_cleanup(&d);
+    free(first);
+    free(second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +524,8 @@ int main(void)
         cmocka_unit_test_setup(test_malformed_requests, reset),
         cmocka_unit_test_setup(test_oversized_body, reset),
         cmocka_unit_test_setup(test_token, reset),
+        cmocka_unit_test_setup(test_xactl, reset),
+        cmocka_unit_test_setup(test_max_inflight, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -291,6 +291,23 @@ char *tu_ship_json(const char *id, long order)
 
 const char *tu_source_dir(void) { return XACOORD_SOURCE_DIR; }
 
+int tu_xactl(const tu_daemon *d, const char *args, char **out)
+{
+    char cmd[1024], buf[4096];
+    size_t len = 0;
+    FILE *p;
+    int rc;
+    snprintf(cmd, sizeof cmd, "%s --url http://127.0.0.1:%d %s", XACTL_BIN, d->port, args);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    len = fread(buf, 1, sizeof buf - 1, p);
+    buf[len] = '\0';
+    rc = pclose(p);
+    if (out)
+        *out = strdup(buf);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
 void tu_shop_reset(void)
 {
     assert_int_equal(tu_sh("%s/scripts/db reset >/dev/null", XACOORD_SOURCE_DIR), 0);

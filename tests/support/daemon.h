@@ -51,6 +51,9 @@ char *tu_ship_json(const char *id, long order);
 
 /* The source tree (for scripts/ and tests/invariants). */
 const char *tu_source_dir(void);
+/* Runs build/xactl against d with the given arguments (a shell fragment); returns its exit code
+ * and, when out is not NULL, its stdout (malloc'ed). */
+int tu_xactl(const tu_daemon *d, const char *args, char **out);
 
 /* scripts/db reset + baseline; then `tests/invariants check` must pass. */
 void tu_shop_reset(void);
