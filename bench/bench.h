@@ -21,7 +21,7 @@ typedef enum bench_outcome { BENCH_COMMITTED, BENCH_ABORTED, BENCH_ERROR } bench
 
 /* What the HTTP clients send. */
 typedef enum bench_body {
-    BENCH_BODY_SHOP,   /* the checkout of DESIGN.md section 5 on the real shop */
+    BENCH_BODY_SHOP,   /* the checkout of docs/design.md section 5 on the real shop */
     BENCH_BODY_MEMORY, /* the same shape (3 branches, 2+1+2 statements) on memory participants */
 } bench_body;
 

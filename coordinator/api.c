@@ -102,7 +102,7 @@ static const coord_part *unready_part(const coord *c, const txn_request *req)
     return NULL;
 }
 
-/* A repeated id: replay, conflict, or wait for the one in flight (DESIGN.md section 3). */
+/* A repeated id: replay, conflict, or wait for the one in flight (docs/design.md section 3). */
 static void submit_repeated(coord *c, http_request *req, txn_request *treq, outcome *o)
 {
     bool same = memcmp(o->digest, treq->digest, REQUEST_DIGEST_LEN) == 0;

@@ -1,5 +1,5 @@
 /*
- * The HTTP API of DESIGN.md section 4: routing, the bearer token, idempotency and the JSON
+ * The HTTP API of docs/design.md section 4: routing, the bearer token, idempotency and the JSON
  * replies. Transactions are handed to the engine (txn.h); replies are built from outcomes.
  */
 #ifndef XA_API_H

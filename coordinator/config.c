@@ -793,7 +793,7 @@ static bool check_tls(parse_ctx *ctx, int idx)
     return true;
 }
 
-/* Only the phase-1 timeout can end a lock cycle that spans two databases (DESIGN.md section
+/* Only the phase-1 timeout can end a lock cycle that spans two databases (docs/design.md section
  * 3), so every session's own lock wait must give up first. MySQL counts it in whole seconds. */
 static bool check_lock_timeout(parse_ctx *ctx, int idx)
 {

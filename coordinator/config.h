@@ -1,5 +1,5 @@
 /*
- * Configuration: the INI file of DESIGN.md section 4, parsed with inih and validated as a whole.
+ * Configuration: the INI file of docs/design.md section 4, parsed with inih and validated as a whole.
  *
  * Every error names the file, the line and the key ("xacoord.ini:12: [participant.payment]
  * pool_size: must be 1..1024"). Unknown sections and keys are errors. Secrets are read from files

@@ -1,5 +1,5 @@
 /*
- * In-doubt branches for operators (DESIGN.md section 4): the list of prepared branches this
+ * In-doubt branches for operators (docs/design.md section 4): the list of prepared branches this
  * coordinator owns and has not finished, and manual resolution of one transaction's branches -
  * refused when it contradicts the journal (a commit record allows only COMMIT; no commit record
  * means presumed abort and allows only ROLLBACK) or when the transaction is live in this process.

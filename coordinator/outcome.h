@@ -1,6 +1,6 @@
 /*
  * Outcomes: what the coordinator remembers about each transaction, for idempotent replay
- * (DESIGN.md section 3), for GET /v1/transactions/{id}, and for recovery's decisions.
+ * (docs/design.md section 3), for GET /v1/transactions/{id}, and for recovery's decisions.
  *
  * An outcome is indexed by its client id and, once committed, by its gtrid: recovery commits a
  * prepared branch exactly when its gtrid has a committed outcome (presumed abort: everything else

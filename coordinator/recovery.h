@@ -1,5 +1,5 @@
 /*
- * Recovery scans (DESIGN.md section 3). For each participant: list the prepared branches that
+ * Recovery scans (docs/design.md section 3). For each participant: list the prepared branches that
  * carry this coordinator's prefix and the participant's name, then commit those whose transaction
  * has a commit record and roll back the rest (presumed abort) - skipping every branch of a
  * transaction that is live in this process. The first scan runs at start-up; a participant takes

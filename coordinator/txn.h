@@ -1,5 +1,5 @@
 /*
- * The global-transaction state machine (DESIGN.md section 3).
+ * The global-transaction state machine (docs/design.md section 3).
  *
  * Phase 1 runs on every branch in parallel: connections are acquired in participant order (one
  * global order, so bounded pools cannot deadlock), then each branch begins, runs its statements

@@ -1,5 +1,5 @@
 /*
- * Crash and restart against the real servers (DESIGN.md section 3, "Recovery"). The daemon is
+ * Crash and restart against the real servers (docs/design.md section 3, "Recovery"). The daemon is
  * killed at each named step of the protocol, restarted, and must then bring every branch to the
  * journal's outcome: no commit record -> aborted everywhere, a commit record -> committed
  * everywhere. Also: the daemon killed during its own recovery, a connection cut after PREPARE was
