@@ -19,22 +19,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static long balance7(void)
-{
-    return tu_shop_long("payment", "SELECT balance FROM account WHERE user_id = 7");
-}
-
-static char order_status(long id)
-{
-    char sql[96], *out, st;
-    snprintf(sql, sizeof sql, "SELECT status FROM orders WHERE id = %ld", id);
-    out = tu_admin_sql("order", "shop_order", sql);
-    assert_non_null(out);
-    st = out[0];
-    free(out);
-    return st;
-}
-
 /* Waits until recovery left no prepared branch behind and every invariant holds. */
 static void wait_consistent(unsigned timeout_ms)
 {
@@ -67,8 +51,8 @@ static int daemon_outcome(tu_daemon *d, const char *id)
 /* The data must say the same as the daemon: committed <=> order 1001 paid, balance 100. */
 static void assert_checkout_outcome(int committed)
 {
-    assert_int_equal(balance7(), committed ? 100 : 200);
-    assert_int_equal(order_status(1001), committed ? 'P' : 'I');
+    assert_int_equal(tu_balance(7), committed ? 100 : 200);
+    assert_int_equal(tu_order_status(1001), committed ? 'P' : 'I');
 }
 
 typedef struct crash_case {

@@ -56,13 +56,6 @@ static int reset(void **state)
     return 0;
 }
 
-static long balance(long user)
-{
-    char sql[128];
-    snprintf(sql, sizeof sql, "SELECT balance FROM account WHERE user_id = %ld", user);
-    return tu_shop_long("payment", sql);
-}
-
 static long stock(const char *sku)
 {
     char sql[128];
@@ -70,29 +63,18 @@ static long stock(const char *sku)
     return tu_shop_long("warehouse", sql);
 }
 
-static char order_status(long id)
-{
-    char sql[128], *out, st;
-    snprintf(sql, sizeof sql, "SELECT status FROM orders WHERE id = %ld", id);
-    out = tu_admin_sql("order", "shop_order", sql);
-    assert_non_null(out);
-    st = out[0];
-    free(out);
-    return st;
-}
-
 /* Asserts an abort with the given reason fragment and that nothing changed. */
 static void expect_abort(const char *body, int want_status, const char *reason)
 {
     int status;
-    long bal = balance(7), qty = stock("SKU-1");
+    long bal = tu_balance(7), qty = stock("SKU-1");
     json_t *j = post(body, &status);
     assert_int_equal(status, want_status);
     assert_string_equal(str(j, "outcome"), "aborted");
     if (!strstr(str(j, "reason"), reason))
         fail_msg("reason '%s' does not mention '%s'", str(j, "reason"), reason);
     json_decref(j);
-    assert_int_equal(balance(7), bal);
+    assert_int_equal(tu_balance(7), bal);
     assert_int_equal(stock("SKU-1"), qty);
     assert_int_equal(tu_invariants(), 0);
 }
@@ -111,8 +93,8 @@ static void test_checkout_and_ship(void **state)
     branches = json_object_get(j, "branches");
     assert_int_equal(json_array_size(branches), 3);
     json_decref(j);
-    assert_int_equal(balance(7), 100);
-    assert_int_equal(order_status(1001), 'P');
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_order_status(1001), 'P');
     assert_int_equal(stock("SKU-1"), 9);
     assert_int_equal(tu_invariants(), 0);
 
@@ -121,7 +103,7 @@ static void test_checkout_and_ship(void **state)
     free(body);
     assert_int_equal(status, 200);
     json_decref(j);
-    assert_int_equal(order_status(1001), 'W');
+    assert_int_equal(tu_order_status(1001), 'W');
     assert_int_equal(tu_invariants(), 0);
 }
 
@@ -143,7 +125,7 @@ static void test_order_not_awaiting_payment(void **state)
     body = tu_checkout_json("again", 1001, 7, 100, "SKU-1", 1);
     expect_abort(body, 409, "");
     free(body);
-    assert_int_equal(balance(7), 100);
+    assert_int_equal(tu_balance(7), 100);
 }
 
 static void test_out_of_stock(void **state)
@@ -151,7 +133,7 @@ static void test_out_of_stock(void **state)
     char *body = tu_checkout_json(NULL, 1003, 7, 100, "SKU-2", 1);
     expect_abort(body, 409, "out of stock");
     free(body);
-    assert_int_equal(order_status(1003), 'I');
+    assert_int_equal(tu_order_status(1003), 'I');
 }
 
 static void test_duplicate_payment(void **state)
@@ -170,8 +152,8 @@ static void test_duplicate_payment(void **state)
     assert_string_equal(str(json_object_get(j, "failed"), "sqlstate"), "23505");
     assert_string_equal(str(json_object_get(j, "failed"), "participant"), "payment");
     json_decref(j);
-    assert_int_equal(balance(7), 200);
-    assert_int_equal(order_status(1002), 'I');
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_order_status(1002), 'I');
 }
 
 static void test_sql_error(void **state)
@@ -187,7 +169,7 @@ static void test_sql_error(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "failed"), "statement")),
                      0);
     json_decref(j);
-    assert_int_equal(balance(7), 200);
+    assert_int_equal(tu_balance(7), 200);
     assert_int_equal(tu_invariants(), 0);
 }
 
@@ -204,7 +186,7 @@ static void test_participant_down(void **state)
     assert_string_equal(str(j, "outcome"), "aborted");
     assert_true(json_is_true(json_object_get(j, "retryable")));
     json_decref(j);
-    assert_int_equal(balance(7), 200);
+    assert_int_equal(tu_balance(7), 200);
     /* The same id runs again once the server is back (a transient abort is not replayed). */
     for (int i = 0; i < 100; i++) {
         j = post(body, &status);
@@ -215,7 +197,7 @@ static void test_participant_down(void **state)
     }
     free(body);
     assert_int_equal(status, 200);
-    assert_int_equal(balance(7), 100);
+    assert_int_equal(tu_balance(7), 100);
     assert_int_equal(tu_invariants(), 0);
 }
 
@@ -237,7 +219,7 @@ static void test_lock_timeout(void **state)
     assert_true(json_is_true(json_object_get(j, "retryable")));
     json_decref(j);
     sleep(8);
-    assert_int_equal(balance(7), 200);
+    assert_int_equal(tu_balance(7), 200);
     assert_int_equal(tu_invariants(), 0);
 }
 
@@ -260,7 +242,7 @@ static void test_same_id_twice(void **state)
     json_decref(j);
     free(body);
     free(other);
-    assert_int_equal(balance(7), 100);
+    assert_int_equal(tu_balance(7), 100);
     assert_int_equal(tu_shop_long("payment", "SELECT count(*) FROM payment"), 1);
     assert_int_equal(tu_http(daemon_.port, "GET", "/v1/transactions/once", NULL, NULL, &resp),
                      200);
@@ -332,7 +314,7 @@ static void test_concurrent_checkouts_one_balance(void **state)
     }
     /* user 9 holds 500: exactly five orders of 100 can be paid, and the balance never goes below 0 */
     assert_int_equal(committed, 5);
-    assert_int_equal(balance(9), 0);
+    assert_int_equal(tu_balance(9), 0);
     assert_int_equal(tu_shop_long("payment", "SELECT count(*) FROM payment WHERE user_id = 9"), 5);
     assert_int_equal(tu_invariants(), 0);
 }
@@ -389,7 +371,7 @@ static void test_malformed_requests(void **state)
         pos += snprintf(big + pos, sizeof big - (size_t)pos, "%s{\"sql\":\"SELECT 1\"}", i ? "," : "");
     snprintf(big + pos, sizeof big - (size_t)pos, "]}]}");
     expect_status(big, 400, "more than 64 statements");
-    assert_int_equal(balance(7), 200);
+    assert_int_equal(tu_balance(7), 200);
 }
 
 static void test_oversized_body(void **state)
@@ -433,7 +415,7 @@ static void test_token(void **state)
     tu_daemon_cleanup(&d);
     tu_sh("rm -rf %s", tokdir);
     free(body);
-    assert_int_equal(balance(7), 100);
+    assert_int_equal(tu_balance(7), 100);
 }
 
 /* The command-line client: its exit code tells the outcome. */
@@ -473,7 +455,7 @@ static void test_xactl(void **state)
     free(out);
     unlink(file);
     free(body);
-    assert_int_equal(balance(7), 100);
+    assert_int_equal(tu_balance(7), 100);
 }
 
 /* Above max_inflight: 503 and nothing done. */
@@ -501,7 +483,7 @@ static void test_max_inflight(void **state)
     free(resp);
     pthread_join(th, NULL);
     assert_int_equal(slow.status, 200);
-    assert_int_equal(order_status(1002), 'I'); /* the refused one did nothing */
+    assert_int_equal(tu_order_status(1002), 'I'); /* the refused one did nothing */
     assert_int_equal(tu_daemon_stop(&d), 0);
     tu_daemon_cleanup(&d);
     free(first);

@@ -332,3 +332,22 @@ long tu_shop_long(const char *which, const char *sql)
     free(out);
     return v;
 }
+
+long tu_balance(long user)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT balance FROM account WHERE user_id = %ld", user);
+    return tu_shop_long("payment", sql);
+}
+
+char tu_order_status(long order)
+{
+    char sql[96], *out, st;
+    snprintf(sql, sizeof sql, "SELECT status FROM orders WHERE id = %ld", order);
+    out = tu_admin_sql("order", "shop_order", sql);
+    if (!out)
+        fail_msg("no order %ld", order);
+    st = out[0];
+    free(out);
+    return st;
+}

@@ -61,5 +61,8 @@ void tu_shop_reset(void);
 int tu_invariants(void);
 /* One value from an admin query on a shop database ("payment", "order", "warehouse"). */
 long tu_shop_long(const char *which, const char *sql);
+/* A user's balance, and an order's status letter (I, P or W). */
+long tu_balance(long user);
+char tu_order_status(long order);
 
 #endif
