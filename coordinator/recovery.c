@@ -14,6 +14,8 @@
 #include <string.h>
 
 #define RECOVERY_WORKERS 32
+/* Connections opened ahead of the first transactions once a participant is ready. */
+#define POOL_WARM 8
 
 struct scan;
 
@@ -162,10 +164,12 @@ static void scan_complete(scan *s)
         left += s->failed[i];
     remember_left(s, left);
     outcomes_each_unfinished(c->outcomes, acknowledge, s);
-    if (!s->part->ready)
+    if (!s->part->ready) {
         log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left; "
                          "taking new work",
                  s->n, left);
+        px_pool_warm(s->part->pool, POOL_WARM);
+    }
     else if (s->n > 0)
         log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left", s->n, left);
     s->part->ready = true;

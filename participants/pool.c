@@ -285,6 +285,12 @@ void px_pool_discard(px_pool *pool, px_conn *conn)
     maybe_finish(pool);
 }
 
+void px_pool_warm(px_pool *pool, int n)
+{
+    while (!pool->closing && pool->open < pool->size && pool->open < n)
+        start_connect(pool);
+}
+
 void px_pool_flush_idle(px_pool *pool)
 {
     while (pool->nidle > 0) {

@@ -56,6 +56,10 @@ void px_pool_release(px_pool *pool, px_conn *conn);
 /* Closes a connection that broke or whose state is unknown; its slot becomes free. */
 void px_pool_discard(px_pool *pool, px_conn *conn);
 
+/* Opens connections in the background until n exist (at most the limit), so that the first
+ * transactions after a start do not wait for connects. */
+void px_pool_warm(px_pool *pool, int n);
+
 /* Closes every idle connection. Called when one connection was found dead: its idle siblings
  * talked to the same server and are most likely dead too (a server restart), so the next acquire
  * should connect afresh rather than hand out another corpse. */

@@ -211,6 +211,27 @@ static void test_fifo_and_release_hands_over(void **state)
     close_pool(f);
 }
 
+/* Warming opens connections ahead of demand, never beyond the limit. */
+static void test_warm(void **state)
+{
+    fx *f = *state;
+    px_pool_stats st;
+    px_pool_warm(f->pool, 3);
+    for (int i = 0; i < 50; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    px_pool_get_stats(f->pool, &st);
+    assert_int_equal(st.idle, 3);
+    assert_int_equal(st.open, 3);
+    px_pool_warm(f->pool, 100);
+    for (int i = 0; i < 50; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    px_pool_get_stats(f->pool, &st);
+    assert_int_equal(st.open, 8);
+    assert_int_equal(st.idle, 8);
+    assert_int_equal(st.connects, 8);
+    close_pool(f);
+}
+
 static void test_idle_connection_is_reused(void **state)
 {
     fx *f = *state;
@@ -411,6 +432,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_limit_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_and_release_hands_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_warm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_connection_is_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard_frees_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
