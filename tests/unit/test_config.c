@@ -118,7 +118,7 @@ static const char full_config[] =
     "\n"
     "[participant.payment]\n"
     "driver = postgres\n"
-    "conninfo = host=127.0.0.1 port=55432 dbname=payment user=xacoord sslmode=disable\n"
+    "conninfo = host=127.0.0.1 port=25432 dbname=payment user=xacoord sslmode=disable\n"
     "password_file = @DIR@/pw\n"
     "    pool_size = 4   ; indented, with a comment\n"
     "connect_timeout_ms = 1000\n"
@@ -127,7 +127,7 @@ static const char full_config[] =
     "[participant.order_db]\n"
     "driver = mysql\n"
     "host = 127.0.0.1\n"
-    "port = 53306\n"
+    "port = 23306\n"
     "database = shop_order\n"
     "user = xacoord\n"
     "password_file = @DIR@/pw\n"
@@ -185,7 +185,7 @@ static void test_full_config(void **state)
     const config_participant *my = config_find_participant(&cfg, "order_db");
     assert_non_null(my);
     assert_string_equal(my->target.host, "127.0.0.1");
-    assert_int_equal(my->target.port, 53306);
+    assert_int_equal(my->target.port, 23306);
     assert_string_equal(my->target.database, "shop_order");
     assert_string_equal(my->target.user, "xacoord");
     assert_string_equal(my->target.password, SECRET);
@@ -297,13 +297,13 @@ static void test_example_file(void **state)
     assert_non_null(pg);
     assert_non_null(order);
     assert_non_null(wh);
-    assert_non_null(strstr(pg->conninfo, "port=55432"));
+    assert_non_null(strstr(pg->conninfo, "port=25432"));
     assert_non_null(strstr(pg->conninfo, "dbname=payment"));
     assert_string_equal(pg->password, "pg-" SECRET);
-    assert_int_equal(order->port, 53306);
+    assert_int_equal(order->port, 23306);
     assert_string_equal(order->database, "shop_order");
     assert_string_equal(order->password, "order-" SECRET);
-    assert_int_equal(wh->port, 53307);
+    assert_int_equal(wh->port, 23307);
     assert_string_equal(wh->database, "shop_warehouse");
     assert_string_equal(wh->user, "xacoord");
     assert_string_equal(wh->password, "wh-" SECRET);
