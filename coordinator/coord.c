@@ -208,6 +208,17 @@ static double in_doubt_stat(coord_part *p, bool age)
 
 static double g_in_doubt(void *arg) { return in_doubt_stat(arg, false); }
 
+static double pool_stat(coord_part *p, int which)
+{
+    px_pool_stats st;
+    px_pool_get_stats(p->pool, &st);
+    return which == 0 ? st.busy : which == 1 ? st.idle : st.waiting;
+}
+
+static double g_pool_busy(void *arg) { return pool_stat(arg, 0); }
+static double g_pool_idle(void *arg) { return pool_stat(arg, 1); }
+static double g_pool_waiting(void *arg) { return pool_stat(arg, 2); }
+
 static double g_oldest(void *arg) { return in_doubt_stat(arg, true); }
 
 static double g_outcomes(void *arg) { return (double)outcomes_count(((coord *)arg)->outcomes); }
@@ -233,6 +244,13 @@ static void register_part_metrics(coord *c, coord_part *p)
                      "Prepared branches of live transactions not yet finished", g_in_doubt, p);
     metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
                      "Age of the oldest prepared, unfinished branch", g_oldest, p);
+    metrics_gauge_fn(m, "xacoord_pool_busy_connections", labels, "Connections lent out",
+                     g_pool_busy, p);
+    metrics_gauge_fn(m, "xacoord_pool_idle_connections", labels, "Connections idle in the pool",
+                     g_pool_idle, p);
+    metrics_gauge_fn(m, "xacoord_pool_waiting_requests", labels,
+                     "Transactions waiting for a connection (pool_size reached)", g_pool_waiting,
+                     p);
 }
 
 static void register_metrics(coord *c)

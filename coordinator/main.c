@@ -27,7 +27,7 @@ typedef struct daemon_state {
     config cfg;
     coord coord;
     http_server *http;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     uint64_t drain_started;
     bool announced_ready;
@@ -85,6 +85,7 @@ static void finish_stop(daemon_state *d)
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
     coord_close(&d->coord, on_closed_all, d);
 }
 
@@ -114,6 +115,13 @@ static void on_tick(uv_timer_t *t)
     }
     if (d->stopping)
         drain_step(d);
+}
+
+/* A terminal hang-up or a habit of "reload" must not end the process without a drain. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    log_warn(NULL, "SIGHUP: the configuration is not reloaded; restart the daemon to apply "
+                   "changes");
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -149,6 +157,8 @@ static int run(daemon_state *d)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_init(d->loop, &d->sighup);
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     uv_timer_init(d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, 50, 50);

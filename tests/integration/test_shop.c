@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,8 +384,14 @@ static void test_oversized_body(void **state)
     assert_int_equal(tu_http(daemon_.port, "POST", "/v1/transactions", body, NULL, &resp), 413);
     free(resp);
     free(body);
-    /* still serving */
+    /* still serving, also after a SIGHUP (no reload, and no stop either) */
+    kill(daemon_.pid, SIGHUP);
+    usleep(200000);
     assert_int_equal(tu_http(daemon_.port, "GET", "/healthz", NULL, NULL, &resp), 200);
+    free(resp);
+    assert_int_equal(tu_http(daemon_.port, "GET", "/metrics", NULL, NULL, &resp), 200);
+    assert_non_null(strstr(resp, "xacoord_pool_idle_connections{participant=\"payment\"}"));
+    assert_non_null(strstr(resp, "xacoord_transactions_total{outcome=\"committed\"}"));
     free(resp);
 }
 
