@@ -216,9 +216,15 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
         }
     } else if (!err) {
         crash_point("recovery-after-resolve");
+    } else if (err->cls == PX_XID_NOT_FOUND) {
+        /* Listed a moment ago, yet "not found": on MariaDB it is still attached to a session that
+         * is going away (a crashed coordinator's). It stays in doubt until a scan no longer lists
+         * it - never acknowledged on the strength of "not found" alone. */
+        log_info(s->ctx, "%s is not available to this session yet; the next scan retries",
+                 x->gtrid);
+        s->failed[w->idx] = true;
     } else {
-        /* Finished meanwhile by someone else (or a read-only branch): the next scan confirms. */
-        log_info(s->ctx, "%s was already finished", x->gtrid);
+        log_info(s->ctx, "%s was read-only and is already finished", x->gtrid);
     }
     worker_next(w);
 }

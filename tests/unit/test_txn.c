@@ -403,6 +403,29 @@ static void test_recovery_follows_the_journal(void **state)
     assert_int_equal(o->pending, 0);
 }
 
+/* "Not found" for a branch the scan just listed (on MariaDB: still attached to a dying session)
+ * must not count as finished: the branch stays in doubt until a scan resolves it. */
+static void test_recovery_does_not_trust_not_found(void **state)
+{
+    fixture *f = *state;
+    px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
+    outcome *o;
+    plant_commit_record(f);
+    assert_true(px_memory_add_prepared("alpha", &a));
+    assert_true(px_memory_add_prepared("beta", &b));
+    px_memory_fail("alpha", PX_MEM_COMMIT_PREPARED, PX_XID_NOT_FOUND, 1);
+    open_coord(f);
+    o = outcome_find(f->c.outcomes, "crash");
+    assert_non_null(o);
+    assert_true(px_memory_is_prepared("alpha", &a));
+    assert_int_equal(o->pending, 1u << 0); /* alpha still owed its COMMIT */
+    recovery_kick(&f->c);
+    for (int i = 0; i < 1000 && o->pending; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(o->pending, 0);
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+}
+
 /* Many in-doubt branches are resolved (over several connections) before new work is taken. */
 static void test_recovery_of_many(void **state)
 {
@@ -461,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_does_not_trust_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
     };
