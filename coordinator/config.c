@@ -86,6 +86,8 @@ static const key_desc coord_keys[] = {
     {"recovery_interval_ms", K_U32, CO(recovery_interval_ms), 0, 100, MS_DAY, "10000", false, 0},
     {"outcome_retention_s", K_I64, CO(outcome_retention_s), 0, 1, 315360000, "86400", false, 0},
     {"max_body_bytes", K_SIZE, CO(max_body_bytes), 0, 1024, 64 << 20, "1048576", false, 0},
+    {"journal_segment_bytes", K_SIZE, CO(journal_segment_bytes), 0, 64 << 10, 1 << 30,
+     "67108864", false, 0},
     {"max_branches", K_INT, CO(max_branches), 0, 1, 64, "16", false, 0},
     {"max_statements", K_INT, CO(max_statements), 0, 1, 1024, "64", false, 0},
     {"log_level", K_LOG_LEVEL, CO(log_level), 0, 0, 0, "info", false, 0},

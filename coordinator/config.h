@@ -53,6 +53,7 @@ typedef struct config {
     uint32_t recovery_interval_ms;  /* default 10000 */
     int64_t outcome_retention_s;    /* default 86400 */
     size_t max_body_bytes;          /* default 1 MiB */
+    size_t journal_segment_bytes;   /* rotate and compact the journal past this; default 64 MiB */
     int max_branches;               /* default 16 */
     int max_statements;             /* per branch; default 64 */
     char log_level[8];              /* debug | info | warn | error; default info */

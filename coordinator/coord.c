@@ -278,6 +278,22 @@ static void register_metrics(coord *c)
         register_part_metrics(c, &c->parts[i]);
 }
 
+/* The journal keeps no copy of outcome payloads: at compaction it asks for them here. */
+static int journal_payload(journal_type type, uint64_t boot, uint64_t seq, void **out,
+                           size_t *len, void *arg)
+{
+    coord *c = arg;
+    char gtrid[PX_XID_PART_MAX + 1];
+    outcome *o;
+    txn_format_gtrid(c, boot, seq, gtrid, sizeof gtrid);
+    o = outcome_find_gtrid(c->outcomes, gtrid);
+    if (!o || o->state == OUTCOME_IN_PROGRESS || !o->reply_head)
+        return -1;
+    if ((type == JOURNAL_COMMIT) != (o->state == OUTCOME_COMMITTED))
+        return -1;
+    return coord_encode_outcome(c, o, (char **)out, len);
+}
+
 static void on_sync(double seconds, unsigned records, void *arg)
 {
     coord *c = arg;
@@ -316,7 +332,9 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     register_metrics(c);
 
     jopts.retention_s = cfg->outcome_retention_s;
+    jopts.segment_bytes = cfg->journal_segment_bytes;
     jopts.on_sync = on_sync;
+    jopts.payload = journal_payload;
     jopts.arg = c;
     if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, on_replay, c, err, errlen) != 0)
         return -1;

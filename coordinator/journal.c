@@ -519,9 +519,10 @@ static int live_put(journal *j, const journal_rec *r)
     e = tab_slot(&j->tab, r->boot, r->seq);
     if (e->type == (uint8_t)r->type)
         return 0;
-    if (r->payload_len && !(copy = malloc(r->payload_len)))
+    /* With a payload callback the owner keeps what the payload says: no second copy here. */
+    if (r->payload_len && !j->opts.payload && !(copy = malloc(r->payload_len)))
         return -1;
-    if (r->payload_len)
+    if (r->payload_len && !j->opts.payload)
         memcpy(copy, r->payload, r->payload_len);
     if (!e->type)
         j->tab.n++;
@@ -882,10 +883,24 @@ static int cmp_ord(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int dump_entry(jbuf *out, const jent *e)
+static int dump_entry(const journal *j, jbuf *out, const jent *e)
 {
     journal_rec r = {(journal_type)e->type, e->boot, e->seq, e->time_ms, e->payload, e->len};
-    if (rec_append(out, &r) != 0)
+    void *asked = NULL;
+    size_t len = 0;
+    int rc;
+    if (j->opts.payload) {
+        if (j->opts.payload(r.type, r.boot, r.seq, &asked, &len, j->opts.arg) != 0) {
+            free(asked);
+            /* A commit still owed to a participant must never be lost: give up compacting. */
+            return r.type == JOURNAL_COMMIT && !e->done ? -1 : 0;
+        }
+        r.payload = asked;
+        r.payload_len = len;
+    }
+    rc = rec_append(out, &r);
+    free(asked);
+    if (rc != 0)
         return -1;
     r.type = JOURNAL_DONE;
     r.payload = NULL;
@@ -913,7 +928,7 @@ static int dump_live(const journal *j, int64_t cutoff, jbuf *out, size_t *live)
         rc = rec_append(out, &boot);
     }
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = dump_entry(out, v[i]);
+        rc = dump_entry(j, out, v[i]);
     free(v);
     *live = n;
     return rc;
@@ -996,8 +1011,9 @@ static void dispatch(journal *j)
     job->sync_seconds = 0;
     seg_name(job->file, j->segs[j->nsegs - 1]);
     if (want_rotation(j) && prepare_rotation(j, job) != 0) {
-        /* Out of memory for the copy: keep appending to the current segment. */
-        log_warn(LOG_CTX, "compaction skipped: out of memory");
+        /* Out of memory, or a pending commit's payload was not available: keep appending to the
+         * current segment; nothing is lost. */
+        log_warn(LOG_CTX, "compaction skipped: out of memory or a payload was unavailable");
         job->rotate = false;
     }
     j->queued = (b == &j->batch[0]) ? &j->batch[1] : &j->batch[0];

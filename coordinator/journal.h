@@ -68,7 +68,15 @@ typedef struct journal_opts {
     void (*on_fatal)(const char *msg, void *arg);
     /* Called on the loop after every batch that was synced: its fdatasync time and record count. */
     void (*on_sync)(double seconds, unsigned records, void *arg);
-    void *arg;                  /* passed to on_fatal and on_sync */
+    /* When set, the journal keeps no copy of COMMIT/ABORT payloads in memory (the owner already
+     * holds what they say): compaction asks for each live record's payload instead, on the loop.
+     * Return 0 with a malloc'ed buffer in *out (or NULL and *len 0), or -1 when the outcome is
+     * gone - that record is then dropped, unless it is a COMMIT still waiting for acknowledgements,
+     * in which case the compaction is abandoned and the journal keeps appending as before.
+     * NULL: payloads are copied and the journal is self-contained. */
+    int (*payload)(journal_type type, uint64_t boot, uint64_t seq, void **out, size_t *len,
+                   void *arg);
+    void *arg;                  /* passed to on_fatal, on_sync and payload */
 } journal_opts;
 
 typedef struct journal journal;

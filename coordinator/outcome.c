@@ -12,7 +12,7 @@
 
 struct outcomes {
     strmap *by_id;
-    strmap *commits;  /* gtrid -> committed outcome */
+    strmap *by_gtrid; /* every indexed outcome */
     outcome *oldest, *newest;
     int64_t retention_ms;
     size_t count;
@@ -24,9 +24,9 @@ outcomes *outcomes_new(int64_t retention_s)
     if (!os)
         return NULL;
     os->by_id = strmap_new();
-    os->commits = strmap_new();
+    os->by_gtrid = strmap_new();
     os->retention_ms = retention_s * 1000;
-    if (!os->by_id || !os->commits) {
+    if (!os->by_id || !os->by_gtrid) {
         outcomes_free(os);
         return NULL;
     }
@@ -67,7 +67,7 @@ void outcomes_free(outcomes *os)
         free_outcome(o);
     }
     strmap_free(os->by_id);
-    strmap_free(os->commits);
+    strmap_free(os->by_gtrid);
     free(os);
 }
 
@@ -80,6 +80,11 @@ outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const u
     snprintf(o->gtrid, sizeof o->gtrid, "%s", gtrid);
     memcpy(o->digest, digest, REQUEST_DIGEST_LEN);
     if (!strmap_put(os->by_id, o->id, o)) {
+        free(o);
+        return NULL;
+    }
+    if (!strmap_put(os->by_gtrid, o->gtrid, o)) {
+        strmap_del(os->by_id, o->id);
         free(o);
         return NULL;
     }
@@ -96,18 +101,22 @@ outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const u
 
 outcome *outcome_find(const outcomes *os, const char *id) { return strmap_get(os->by_id, id); }
 
+outcome *outcome_find_gtrid(const outcomes *os, const char *gtrid)
+{
+    return strmap_get(os->by_gtrid, gtrid);
+}
+
 outcome *outcome_find_commit(const outcomes *os, const char *gtrid)
 {
-    return strmap_get(os->commits, gtrid);
+    outcome *o = strmap_get(os->by_gtrid, gtrid);
+    return o && o->state == OUTCOME_COMMITTED ? o : NULL;
 }
 
 void outcome_commit(outcomes *os, outcome *o, int64_t time_ms)
 {
+    (void)os;
     o->state = OUTCOME_COMMITTED;
     o->time_ms = time_ms;
-    /* Out of memory here would make recovery roll back a committed branch: fail loudly. */
-    if (!strmap_put(os->commits, o->gtrid, o))
-        abort();
 }
 
 void outcome_settle(outcomes *os, outcome *o, outcome_state state, int status, char *reply_head,
@@ -135,8 +144,8 @@ void outcome_unindex(outcomes *os, outcome *o)
         return;
     if (strmap_get(os->by_id, o->id) == o)
         strmap_del(os->by_id, o->id);
-    if (strmap_get(os->commits, o->gtrid) == o)
-        strmap_del(os->commits, o->gtrid);
+    if (strmap_get(os->by_gtrid, o->gtrid) == o)
+        strmap_del(os->by_gtrid, o->gtrid);
     unlink_outcome(os, o);
     o->indexed = false;
     os->count--;

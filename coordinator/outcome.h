@@ -2,9 +2,8 @@
  * Outcomes: what the coordinator remembers about each transaction, for idempotent replay
  * (docs/design.md section 3), for GET /v1/transactions/{id}, and for recovery's decisions.
  *
- * An outcome is indexed by its client id and, once committed, by its gtrid: recovery commits a
- * prepared branch exactly when its gtrid has a committed outcome (presumed abort: everything else
- * rolls back). Outcomes are kept for the retention period after they are reached; a committed
+ * An outcome is indexed by its client id and by its gtrid: recovery commits a prepared branch
+ * exactly when its gtrid has a committed outcome (presumed abort: everything else rolls back). Outcomes are kept for the retention period after they are reached; a committed
  * outcome is never dropped while one of its branches is still unacknowledged.
  *
  * A request that arrives while its id is in flight waits on the outcome (outcome_wait) and is
@@ -59,10 +58,11 @@ void outcomes_free(outcomes *os);
 /* Creates an in-progress outcome for id (which must not be indexed yet). NULL when out of memory. */
 outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest);
 outcome *outcome_find(const outcomes *os, const char *id);
+outcome *outcome_find_gtrid(const outcomes *os, const char *gtrid);
 /* The committed outcome of gtrid, or NULL (recovery rolls back what has none). */
 outcome *outcome_find_commit(const outcomes *os, const char *gtrid);
 
-/* Marks o committed and indexes its gtrid. */
+/* Marks o committed (recovery then commits its branches). */
 void outcome_commit(outcomes *os, outcome *o, int64_t time_ms);
 /* Records the final reply (takes ownership of reply_head; NULL keeps the one already set) and
  * answers every waiter. */

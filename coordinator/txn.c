@@ -1,9 +1,10 @@
 /*
  * The global-transaction state machine (see txn.h).
  *
- * A transaction owns one `branch` per participant. Branch states are ordered: a branch only
- * moves forward. The transaction itself sits in exactly one of the coordinator's state lists;
- * /metrics and shutdown read those lists.
+ * A transaction owns one `branch` per participant. Branch states are ordered and move forward,
+ * with two exceptions before PREPARE succeeded: a failed PREPARE returns the branch to WORKING (to
+ * be rolled back), and a dead pooled connection sends it back to ACQUIRING once. The transaction
+ * itself sits in exactly one of the coordinator's state lists; /metrics and shutdown read them.
  *
  * Who may act on a branch: while a driver call is in flight (`busy`), only its callback does.
  * An abort that finds a branch busy either waits for that callback (which then rolls back), or -

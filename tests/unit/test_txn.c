@@ -403,6 +403,49 @@ static void test_recovery_follows_the_journal(void **state)
     assert_int_equal(o->pending, 0);
 }
 
+/* The journal keeps no payload copies: compaction re-encodes outcomes from the engine, and a
+ * restart after many compactions still replays every outcome and finishes a pending commit. */
+static void test_compaction_asks_the_engine(void **state)
+{
+    fixture *f = *state;
+    enum { N = 600 };
+    result r;
+    char g[80];
+    journal_stats st;
+    write_config(f, "journal_segment_bytes = 65536");
+    open_coord(f);
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "k%d", i);
+        run(f, id, "rows 1", i % 7 == 0 ? "error business" : "rows 1", &r, NULL);
+    }
+    finish_phase2(f);
+    /* one commit left owing its COMMIT to beta across the restart */
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 100000);
+    run(f, "owed", "rows 1", "rows 1", &r, g);
+    assert_int_equal(r.status, 200);
+    journal_get_stats(f->c.journal, &st);
+    assert_true(st.compactions >= 2);
+    for (int i = 0; i < 50 && coord_inflight(&f->c) > 0; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    txn_abandon_all(&f->c); /* the process "dies" with the commit owed */
+    close_coord(f);
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 0);
+    open_coord(f);
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "k%d", i);
+        outcome *o = outcome_find(f->c.outcomes, id);
+        if (!o)
+            fail_msg("outcome %s lost in compaction", id);
+        assert_int_equal(o->status, i % 7 == 0 ? 409 : 200);
+        assert_non_null(strstr(o->reply_head, id));
+    }
+    px_xid b = xid_of(g, "beta");
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    assert_int_equal(outcome_find(f->c.outcomes, "owed")->pending, 0);
+}
+
 /* "Not found" for a branch the scan just listed (on MariaDB: still attached to a dying session)
  * must not count as finished: the branch stays in doubt until a scan resolves it. */
 static void test_recovery_does_not_trust_not_found(void **state)
@@ -484,6 +527,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_asks_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_does_not_trust_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
