@@ -190,13 +190,18 @@ void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), v
     }
 }
 
+/* The list is in creation order, close to outcome order: the walk stops at the first settled
+ * outcome still within the retention (what follows is younger). Outcomes that cannot go yet - in
+ * flight, or committed with a participant still owed its COMMIT - are stepped over. */
 void outcomes_prune(outcomes *os, int64_t now_ms, int budget)
 {
     outcome *o = os->oldest;
     while (o && budget-- > 0) {
         outcome *next = o->next;
         bool settled = o->state != OUTCOME_IN_PROGRESS && !o->live && !o->waiters;
-        if (settled && o->pending == 0 && now_ms - o->time_ms > os->retention_ms) {
+        if (settled && o->pending == 0) {
+            if (now_ms - o->time_ms <= os->retention_ms)
+                break;
             outcome_unindex(os, o);
             free_outcome(o);
         }
