@@ -763,9 +763,101 @@ static void test_compaction(void **state)
     free(c);
 }
 
+/* ---- payloads asked of the owner at compaction ------------------------------------------- */
+
+typedef struct owner_state {
+    bool commit_gone; /* answer -1 for the owed COMMIT (1, 1) */
+    int asked;
+} owner_state;
+
+static int owner_payload(journal_type type, uint64_t boot, uint64_t seq, void **out, size_t *len,
+                         void *arg)
+{
+    owner_state *o = arg;
+    o->asked++;
+    if (seq == 3 || (seq == 1 && o->commit_gone))
+        return -1; /* the owner no longer has it */
+    *len = (size_t)asprintf((char **)out, "owner-%d-%llu", (int)type, (unsigned long long)seq);
+    return 0;
+}
+
+/* Keeps only the first transactions' records: the others are the filler that drives rotation. */
+static void on_replay_first(const journal_rec *r, void *arg)
+{
+    if (r->seq < 10)
+        on_replay(r, arg);
+}
+
+/* Compacts with the owner's payloads (or not at all) and reopens in self-contained mode. */
+static void compact_with_owner(fx *f, owner_state *os, collect *c, journal_stats *st)
+{
+    journal_opts o = {.segment_bytes = SEGMENT_BYTES, .retention_s = 60,
+                      .payload = owner_payload, .arg = os};
+    driver d = {.f = f, .old_ms = wall_ms() - 3600 * 1000};
+    journal_rec owed = {JOURNAL_COMMIT, 1, 1, wall_ms(), "original", 8};
+    journal_rec kept = mkrec(JOURNAL_ABORT, 1, 2, "original", 8);
+    journal_rec gone = mkrec(JOURNAL_ABORT, 1, 3, "original", 8);
+    char err[256];
+    int durable = 0;
+    d.j = open_ok(f, &o, NULL);
+    assert_int_equal(journal_start_boot(d.j, err, sizeof err), 1);
+    assert_int_equal(journal_append(d.j, &owed, count_cb, &durable), 0);
+    assert_int_equal(journal_append(d.j, &kept, NULL, NULL), 0);
+    assert_int_equal(journal_append(d.j, &gone, NULL, NULL), 0);
+    send_chunk(&d);
+    tu_run_until_count(&f->loop, &d.committed, TXNS, 60000);
+    journal_get_stats(d.j, st);
+    close_ok(f, d.j);
+    assert_int_equal(journal_open(&d.j, &f->loop, f->dir, NULL, on_replay_first, c, err,
+                                  sizeof err),
+                     0);
+    close_ok(f, d.j);
+}
+
+static void test_payloads_from_the_owner(void **state)
+{
+    fx *f = *state;
+    owner_state os = {false, 0};
+    collect *c = calloc(1, sizeof *c);
+    journal_stats st;
+    const seen *s;
+    compact_with_owner(f, &os, c, &st);
+    assert_true(st.compactions >= 10);
+    assert_true(os.asked > 0);
+    s = find_rec(c, JOURNAL_COMMIT, 1, 1);
+    assert_non_null(s);
+    assert_int_equal(s->len, strlen("owner-2-1"));
+    assert_memory_equal(s->payload, "owner-2-1", s->len); /* the owner's, not a kept copy */
+    s = find_rec(c, JOURNAL_ABORT, 1, 2);
+    assert_non_null(s);
+    assert_memory_equal(s->payload, "owner-3-2", s->len);
+    assert_null(find_rec(c, JOURNAL_ABORT, 1, 3)); /* gone from the owner: dropped */
+    collect_reset(c);
+    free(c);
+}
+
+/* A commit still owed must never be dropped: without its payload, no compaction happens. */
+static void test_owed_commit_blocks_compaction(void **state)
+{
+    fx *f = *state;
+    owner_state os = {true, 0};
+    collect *c = calloc(1, sizeof *c);
+    journal_stats st;
+    const seen *s;
+    compact_with_owner(f, &os, c, &st);
+    assert_int_equal(st.compactions, 0);
+    s = find_rec(c, JOURNAL_COMMIT, 1, 1);
+    assert_non_null(s);
+    assert_memory_equal(s->payload, "original", 8);
+    collect_reset(c);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_payloads_from_the_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owed_commit_blocks_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lazy_batch_no_sync, setup, teardown),
