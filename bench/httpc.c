@@ -5,6 +5,7 @@
  * blocking GET for /metrics and /readyz, used between runs only.
  */
 #include "bench.h"
+#include "httpc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -92,52 +93,7 @@ char *bench_http_request(const bench_run *run, const bench_client *cl, size_t *l
 /* Between runs, or from a timer while the daemon works: blocking is harmless there. */
 int bench_http_get(int port, const char *path, char **body)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    char head[256], *buf = NULL, *sep;
-    size_t len = 0, cap = 0;
-    int fd, status = -1;
-    *body = NULL;
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-             path);
-    if (write(fd, head, strlen(head)) != (ssize_t)strlen(head)) {
-        close(fd);
-        return -1;
-    }
-    for (;;) {
-        ssize_t r;
-        if (cap - len < 4096) {
-            char *p = realloc(buf, cap ? cap * 2 : 65536);
-            if (!p)
-                break;
-            buf = p;
-            cap = cap ? cap * 2 : 65536;
-        }
-        r = read(fd, buf + len, cap - len - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
-    close(fd);
-    if (!buf)
-        return -1;
-    buf[len] = '\0';
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        status = -1;
-    sep = strstr(buf, "\r\n\r\n");
-    if (sep)
-        *body = strdup(sep + 4);
-    free(buf);
-    return status;
+    return httpc_request("127.0.0.1", port, "GET", path, NULL, NULL, body);
 }
 
 /* ---- the client kind --------------------------------------------------------------------- */

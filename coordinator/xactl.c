@@ -4,16 +4,15 @@
  *   0 committed / ok, 1 aborted, 2 bad usage, 3 rejected (4xx), 4 unavailable (503 or no answer).
  * The token is read from a file (--token-file or XACOORD_TOKEN_FILE), never from the command line.
  */
-#include <arpa/inet.h>
+#include "httpc.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 enum { EXIT_OK = 0, EXIT_ABORTED = 1, EXIT_USAGE = 2, EXIT_REJECTED = 3, EXIT_UNAVAILABLE = 4 };
@@ -63,104 +62,11 @@ static bool parse_url(client *c, const char *url)
     return c->port > 0 && c->port < 65536;
 }
 
-static bool send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static char *read_all(int fd, size_t *len)
-{
-    size_t cap = 8192;
-    char *buf = malloc(cap);
-    *len = 0;
-    for (;;) {
-        ssize_t n;
-        if (cap - *len < 2) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        n = read(fd, buf + *len, cap - *len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        *len += (size_t)n;
-    }
-    buf[*len] = '\0';
-    return buf;
-}
-
-static int connect_to(const client *c)
-{
-    struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)c->port)};
-    struct sockaddr_in sa4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    char host[64];
-    size_t n = strlen(c->host);
-    int fd;
-    if (c->host[0] == '[' && n > 2 && c->host[n - 1] == ']') {
-        snprintf(host, sizeof host, "%.*s", (int)(n - 2), c->host + 1);
-        if (inet_pton(AF_INET6, host, &sa6.sin6_addr) != 1)
-            return -1;
-        fd = socket(AF_INET6, SOCK_STREAM, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa6, sizeof sa6) != 0) {
-            close(fd);
-            return -1;
-        }
-        return fd;
-    }
-    if (inet_pton(AF_INET, c->host, &sa4.sin_addr) != 1)
-        return -1;
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa4, sizeof sa4) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static bool request(const client *c, const char *method, const char *path, const char *body,
                     reply *r)
 {
-    size_t blen = body ? strlen(body) : 0, len;
-    char *head = NULL, *resp, *sep;
-    int fd = connect_to(c);
-    r->status = -1;
-    r->body = NULL;
-    if (fd < 0)
-        return false;
-    if (asprintf(&head,
-                 "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s%s%sContent-Type: "
-                 "application/json\r\nContent-Length: %zu\r\n\r\n",
-                 method, path, c->host, c->token ? "Authorization: Bearer " : "",
-                 c->token ? c->token : "", c->token ? "\r\n" : "", blen) < 0) {
-        close(fd);
-        return false;
-    }
-    bool sent = send_all(fd, head, strlen(head)) && (blen == 0 || send_all(fd, body, blen));
-    free(head);
-    if (!sent) {
-        close(fd);
-        return false;
-    }
-    resp = read_all(fd, &len);
-    close(fd);
-    if (sscanf(resp, "HTTP/1.%*d %d", &r->status) != 1) {
-        free(resp);
-        return false;
-    }
-    sep = strstr(resp, "\r\n\r\n");
-    r->body = strdup(sep ? sep + 4 : "");
-    free(resp);
-    return true;
+    r->status = httpc_request(c->host, c->port, method, path, c->token, body, &r->body);
+    return r->status >= 0;
 }
 
 /* ---- output ------------------------------------------------------------------------------ */

@@ -3,6 +3,7 @@
  */
 #include "daemon.h"
 
+#include "httpc.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -183,71 +184,10 @@ void tu_daemon_cleanup(tu_daemon *d)
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
-static bool write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
             char **resp)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    char head[1024], *buf = NULL, *sep;
-    size_t len = 0, cap = 0;
-    int fd, status = -1;
-    size_t blen = body ? strlen(body) : 0;
-
-    *resp = NULL;
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    snprintf(head, sizeof head,
-             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s"
-             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-             method, path, token ? "Authorization: Bearer " : "", token ? token : "",
-             token ? "\r\n" : "", blen);
-    if (!write_all(fd, head, strlen(head)) || (blen && !write_all(fd, body, blen))) {
-        close(fd);
-        return -1;
-    }
-    for (;;) {
-        ssize_t n;
-        if (cap - len < 4096) {
-            cap = cap ? cap * 2 : 8192;
-            buf = realloc(buf, cap);
-        }
-        n = read(fd, buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    if (!buf)
-        return -1;
-    buf[len] = '\0';
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        status = -1;
-    sep = strstr(buf, "\r\n\r\n");
-    if (sep)
-        *resp = strdup(sep + 4);
-    free(buf);
-    return status;
+    return httpc_request("127.0.0.1", port, method, path, token, body, resp);
 }
 
 /* ---- the shop ---------------------------------------------------------------------------- */
