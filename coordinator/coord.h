@@ -2,8 +2,9 @@
  * The daemon's context: everything the loop-side modules share (configuration, journal, pools,
  * outcomes, metrics, the transaction lists). One per process; passed explicitly, never global.
  *
- * Start-up order (coord_open): journal replay -> boot bump -> pools -> recovery scans; each
- * participant takes new work only after its first scan finished (coord_part.ready).
+ * Start-up order (coord_open): journal replay -> boot bump -> pools -> ownership locks (owner.h)
+ * -> recovery scans; a participant takes new work only once it is owned and its first scan
+ * finished (coord_part_usable).
  */
 #ifndef XA_COORD_H
 #define XA_COORD_H
@@ -45,8 +46,6 @@ typedef struct coord_part {
     bool ready;               /* first recovery scan finished */
     bool owned;               /* this process took the participant's ownership lock (owner.h) */
     bool lock_held;           /* ... and its session is alive now: recovery may scan */
-    bool scanning;
-    uint64_t scans;           /* completed scans */
     metric_counter *commit_retries;
     metric_counter *xid_not_found;
     metric_counter *heuristic;

@@ -88,7 +88,6 @@ static void scan_failed(scan *s, const char *what, const px_error *err)
              err ? err->message : "unknown error", ms);
     scan_reset(s);
     s->running = false;
-    s->part->scanning = false;
     if (!s->r->stopping)
         uv_timer_start(&s->timer, on_backoff, ms, 0);
 }
@@ -173,8 +172,6 @@ static void scan_complete(scan *s)
     else if (s->n > 0)
         log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left", s->n, left);
     s->part->ready = true;
-    s->part->scans++;
-    s->part->scanning = false;
     s->running = false;
     s->attempts = 0;
     scan_reset(s);
@@ -338,7 +335,6 @@ static void scan_run(scan *s)
     if (s->running || s->r->stopping || !s->part->lock_held)
         return;
     s->running = true;
-    s->part->scanning = true;
     s->preq.data = s;
     s->busy = true;
     if (px_pool_acquire(s->part->pool, &s->preq, on_scan_conn) != 0) {

@@ -90,10 +90,6 @@ static void discard_conn(branch *b);
 static const char *const state_names[TXN_NSTATES] = {"working", "deciding", "committing",
                                                      "aborting"};
 
-const char *txn_state_name(txn_state s) { return state_names[s]; }
-
-int txn_count(const coord *c, txn_state s) { return c->lists[s].count; }
-
 static void list_remove(coord *c, struct txn *t)
 {
     txn_list *l = &c->lists[t->state];

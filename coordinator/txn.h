@@ -39,10 +39,6 @@ typedef void (*txn_prepared_fn)(const coord_part *p, const char *gtrid, double a
 void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg);
 bool txn_is_live(const coord *c, const char *gtrid);
 
-/* Live transactions. */
-int txn_count(const coord *c, txn_state s);
-const char *txn_state_name(txn_state s);
-
 /* The participants that own a prepared branch of a live transaction, with the age of the oldest
  * one in seconds (for /metrics): fills counts[i] and oldest_s[i] per participant index. */
 void txn_in_doubt(const coord *c, int *counts, double *oldest_s);
