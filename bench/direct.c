@@ -269,7 +269,8 @@ static void direct_start(bench_client *cl)
         snprintf(gtrid, sizeof gtrid, "bb.%d.%llu", cl->index,
                  (unsigned long long)++run->gtrid_seq);
         for (int b = 0; b < NBR; b++)
-            px_xid_set(&d->xid[b], gtrid, target_of(run, b)->name);
+            if (!px_xid_set(&d->xid[b], gtrid, target_of(run, b)->name))
+                abort(); /* participant names are checked at start */
     }
     for (int b = 0; b < NBR; b++) {
         px_conn *c = d->conn[b];

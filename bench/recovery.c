@@ -111,7 +111,10 @@ static void work_branch(worker *w)
     char gtrid[PX_XID_PART_MAX + 1];
     px_conn *c = w->conn[w->b];
     snprintf(gtrid, sizeof gtrid, "xa1.%s.1.%lld", w->pl->node, (long long)w->seq);
-    px_xid_set(&w->xid, gtrid, w->pl->targets[w->b]->name);
+    if (!px_xid_set(&w->xid, gtrid, w->pl->targets[w->b]->name)) {
+        work_fail(w, "xid", NULL);
+        return;
+    }
     w->params[0] = (px_param){.type = PX_P_INT, .i = w->seq};
     w->stmt = (px_stmt){sql[w->b], w->params, 1, 1};
     if (px_conn_base(c)->driver->begin(c, &w->xid, on_begun, w) != 0)

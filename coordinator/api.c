@@ -92,7 +92,12 @@ static void wait_for(coord *c, http_request *req, outcome *o, bool replayed)
 
 /* ---- POST /v1/transactions --------------------------------------------------------------- */
 
-static int lookup_part(const char *name, void *arg) { return coord_part_index(arg, name); }
+static bool lookup_part(const char *name, void *arg, request_participant *out)
+{
+    const coord *c = arg;
+    out->index = coord_part_index(c, name);
+    return out->index >= 0 && guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect);
+}
 
 static const coord_part *unready_part(const coord *c, const txn_request *req)
 {

@@ -5,11 +5,13 @@
 #ifndef XA_API_H
 #define XA_API_H
 
+#include "compiler.h"
+
 #include "coord.h"
 #include "http.h"
 
 /* Starts the HTTP server on the configured address. Returns 0, or a negative libuv error with a
  * message in err. */
-int api_start(coord *c, http_server **out, char *err, size_t errlen);
+XA_MUST_CHECK int api_start(coord *c, http_server **out, char *err, size_t errlen);
 
 #endif

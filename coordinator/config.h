@@ -9,6 +9,8 @@
 #ifndef XA_CONFIG_H
 #define XA_CONFIG_H
 
+#include "compiler.h"
+
 #include "participant.h"
 
 #include <stdbool.h>
@@ -64,7 +66,7 @@ typedef struct config {
 /* Loads and validates path. Returns 0, or -1 with a message naming file, line and key in err.
  * On failure *cfg holds nothing that needs freeing. Each participant's target points into *cfg
  * (target.name into the participant itself): keep cfg at its address while targets are in use. */
-int config_load(const char *path, config *cfg, char *err, size_t errlen);
+XA_MUST_CHECK int config_load(const char *path, config *cfg, char *err, size_t errlen);
 void config_free(config *cfg);
 
 /* Finds a participant by name; NULL when there is none. */

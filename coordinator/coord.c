@@ -141,6 +141,36 @@ static bool decode_outcome(coord *c, const journal_rec *rec, const char *gtrid, 
     return ok;
 }
 
+/* An older outcome that is past its retention and owes nothing: a client may reuse its id. */
+static bool expired(const coord *c, const outcome *o, const journal_rec *rec)
+{
+    return o->state != OUTCOME_IN_PROGRESS && o->pending == 0 &&
+           rec->time_ms - o->time_ms > (int64_t)c->cfg->outcome_retention_s * 1000;
+}
+
+/* Ids are unique (generated ones have a prefix clients may not use, and a repeated id replays
+ * instead of running), so an id recorded twice within its retention means the journal is not what
+ * this coordinator wrote. The first outcome keeps answering for the id; the later one stays
+ * reachable by its gtrid, so that neither decision is lost for recovery. */
+static outcome *replay_create(coord *c, const decoded *d, const char *gtrid,
+                              const journal_rec *rec)
+{
+    outcome *o = outcome_find(c->outcomes, d->id);
+    if (!o)
+        return outcome_create(c->outcomes, d->id, gtrid, d->digest);
+    if (expired(c, o, rec)) {
+        outcome_unindex(c->outcomes, o);
+        outcome_release(c->outcomes, o);
+        return outcome_create(c->outcomes, d->id, gtrid, d->digest);
+    }
+    c->journal_conflicts++;
+    log_error("journal", "CORRUPTION: id '%s' is recorded for transaction %s and again for %s; "
+                         "the id keeps answering with %s, and both decisions are kept for "
+                         "recovery",
+              d->id, o->gtrid, gtrid, o->gtrid);
+    return outcome_create_shadowed(c->outcomes, d->id, gtrid, d->digest);
+}
+
 static void replay_outcome(coord *c, const journal_rec *rec)
 {
     char gtrid[PX_XID_PART_MAX + 1];
@@ -152,12 +182,7 @@ static void replay_outcome(coord *c, const journal_rec *rec)
         log_error("journal", "unreadable outcome payload for %s: ignored", gtrid);
         return;
     }
-    o = outcome_find(c->outcomes, d.id);
-    if (o) { /* the same id again after a transient abort: the later record wins */
-        outcome_unindex(c->outcomes, o);
-        outcome_release(c->outcomes, o);
-    }
-    o = outcome_create(c->outcomes, d.id, gtrid, d.digest);
+    o = replay_create(c, &d, gtrid, rec);
     if (!o)
         abort();
     if (rec->type == JOURNAL_COMMIT) {
@@ -221,6 +246,8 @@ static double g_pool_waiting(void *arg) { return pool_stat(arg, 2); }
 
 static double g_oldest(void *arg) { return in_doubt_stat(arg, true); }
 
+static double g_conflicts(void *arg) { return (double)((coord *)arg)->journal_conflicts; }
+
 static double g_outcomes(void *arg) { return (double)outcomes_count(((coord *)arg)->outcomes); }
 
 static void register_part_metrics(coord *c, coord_part *p)
@@ -274,6 +301,9 @@ static void register_metrics(coord *c)
                      c);
     metrics_gauge_fn(m, "xacoord_outcomes_retained", "", "Outcomes kept for idempotent replay",
                      g_outcomes, c);
+    metrics_gauge_fn(m, "xacoord_journal_repeated_ids", "",
+                     "Ids the journal recorded for two transactions (corruption; see the log)",
+                     g_conflicts, c);
     for (int i = 0; i < c->nparts; i++)
         register_part_metrics(c, &c->parts[i]);
 }
@@ -287,9 +317,13 @@ static int journal_payload(journal_type type, uint64_t boot, uint64_t seq, void 
     outcome *o;
     txn_format_gtrid(c, boot, seq, gtrid, sizeof gtrid);
     o = outcome_find_gtrid(c->outcomes, gtrid);
-    if (!o || o->state == OUTCOME_IN_PROGRESS || !o->reply_head)
+    /* A COMMIT record is asked for while its transaction still waits for the record's own
+     * fsync (outcome in progress, reply already fixed): under sustained commits every batch holds
+     * one, and refusing them would stop compaction for good. (A status other than 200 is the
+     * shutdown's "unknown" answer to a commit whose record was still being written.) */
+    if (!o || !o->reply_head || (type == JOURNAL_COMMIT && o->status != 200))
         return -1;
-    if ((type == JOURNAL_COMMIT) != (o->state == OUTCOME_COMMITTED))
+    if (type == JOURNAL_COMMIT ? o->state == OUTCOME_ABORTED : o->state != OUTCOME_ABORTED)
         return -1;
     return coord_encode_outcome(c, o, (char **)out, len);
 }

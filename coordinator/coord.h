@@ -9,6 +9,8 @@
 #ifndef XA_COORD_H
 #define XA_COORD_H
 
+#include "compiler.h"
+
 #include "config.h"
 #include "journal.h"
 #include "metrics.h"
@@ -69,6 +71,7 @@ typedef struct coord {
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
     txn_list lists[TXN_NSTATES];
     bool draining;
+    uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in coord.c) */
     uv_timer_t prune_timer;
 
     metric_counter *txn_committed, *txn_aborted, *txn_rejected;
@@ -79,7 +82,7 @@ typedef struct coord {
 
 /* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
  * recovery scans. Returns 0, or -1 with a message in err. */
-int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
+XA_MUST_CHECK int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
 /* Every participant is owned and finished its first scan. */
 bool coord_ready(const coord *c);
 /* The participant may take new work: owned and recovered. */
@@ -92,7 +95,7 @@ void coord_close(coord *c, void (*cb)(void *arg), void *arg);
 
 /* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a
  * repeated id and to finish the commit after a restart. Returns 0 with a malloc'ed buffer. */
-int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len);
+XA_MUST_CHECK int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len);
 
 /* Wall clock in milliseconds (outcome times; retention). */
 int64_t coord_now_ms(void);

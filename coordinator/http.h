@@ -14,6 +14,8 @@
 #ifndef XA_HTTP_H
 #define XA_HTTP_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +46,7 @@ typedef struct http_limits {
 } http_limits;
 
 /* Binds host:port (numeric) and starts accepting. Returns 0 or a negative libuv error. */
-int http_server_start(http_server **out, uv_loop_t *loop, const char *host, int port,
+XA_MUST_CHECK int http_server_start(http_server **out, uv_loop_t *loop, const char *host, int port,
                       const http_limits *limits, http_handler handler, void *arg);
 
 /* The port actually bound (useful with port 0 in tests). */

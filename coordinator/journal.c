@@ -1014,6 +1014,7 @@ static void dispatch(journal *j)
         /* Out of memory, or a pending commit's payload was not available: keep appending to the
          * current segment; nothing is lost. */
         log_warn(LOG_CTX, "compaction skipped: out of memory or a payload was unavailable");
+        j->st.compactions_skipped++;
         job->rotate = false;
     }
     j->queued = (b == &j->batch[0]) ? &j->batch[1] : &j->batch[0];

@@ -21,6 +21,8 @@
 #ifndef XA_JOURNAL_H
 #define XA_JOURNAL_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,6 +89,7 @@ typedef struct journal_stats {
     uint64_t records;      /* records appended since open */
     uint64_t forced;       /* records that were waited for */
     uint64_t compactions;
+    uint64_t compactions_skipped; /* due but given up (out of memory, a payload not available) */
     uint64_t live_records; /* outcomes (COMMIT/ABORT) the next compaction would keep */
     uint64_t bytes;        /* size of the active segment */
     int segments;
@@ -94,7 +97,7 @@ typedef struct journal_stats {
 
 /* Locks dir (created if missing), replays every record through cb, truncates a torn tail.
  * Returns 0, or -1 with a message in err naming the file (and offset, for corruption). */
-int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_opts *opts,
+XA_MUST_CHECK int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_opts *opts,
                  journal_replay_cb cb, void *arg, char *err, size_t errlen);
 
 /* The highest boot number replayed (0 for a new journal). */
@@ -103,12 +106,12 @@ uint64_t journal_last_boot(const journal *j);
 /* Writes BOOT(last_boot + 1) and fdatasyncs it synchronously (start-up, before the loop serves
  * anything and before the first append). Returns the new boot, or 0 with err set; after a failed
  * write or fdatasync the journal accepts nothing more. */
-uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
+XA_MUST_CHECK uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
 
 /* Queues a record: COMMIT, ABORT or DONE (BOOT belongs to journal_start_boot). cb != NULL forces
  * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or -1 when the
  * record is invalid, memory runs out, or the journal is closing or failed (cb not called). */
-int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb, void *arg);
+XA_MUST_CHECK int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb, void *arg);
 
 void journal_get_stats(const journal *j, journal_stats *out);
 

@@ -1,7 +1,10 @@
 /*
- * stderr logger. One fprintf per line so lines from the threadpool never interleave mid-line.
+ * stderr logger. One fprintf per line so lines from the threadpool never interleave mid-line, and
+ * every message is escaped (log_escape) so that one event is always exactly one line.
  */
 #include "log.h"
+
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,9 +31,51 @@ bool log_parse_level(const char *s, log_level *out)
     return false;
 }
 
+size_t log_escape(char *out, size_t outlen, const char *in)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)in;
+    size_t n = strlen(in), o = 0;
+    if (outlen == 0)
+        return 0;
+    for (size_t i = 0; i < n;) {
+        size_t seq = p[i] >= 0x80 ? utf8_char_len(p + i, n - i) : 0;
+        char buf[4];
+        size_t w;
+        if (seq > 0) {
+            if (o + seq >= outlen)
+                break;
+            memcpy(out + o, p + i, seq);
+            o += seq;
+            i += seq;
+            continue;
+        }
+        if (p[i] >= 0x20 && p[i] < 0x7F && p[i] != '\\') {
+            buf[0] = (char)p[i];
+            w = 1;
+        } else if (p[i] == '\\') {
+            buf[0] = buf[1] = '\\';
+            w = 2;
+        } else {
+            buf[0] = '\\';
+            buf[1] = 'x';
+            buf[2] = hex[p[i] >> 4];
+            buf[3] = hex[p[i] & 15];
+            w = 4;
+        }
+        if (o + w >= outlen)
+            break;
+        memcpy(out + o, buf, w);
+        o += w;
+        i++;
+    }
+    out[o] = '\0';
+    return o;
+}
+
 void log_write(log_level level, const char *ctx, const char *fmt, ...)
 {
-    char msg[1024], stamp[32];
+    char raw[1024], msg[4 * sizeof raw], stamp[32];
     struct timespec ts;
     struct tm tm;
     va_list ap;
@@ -41,8 +86,11 @@ void log_write(log_level level, const char *ctx, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* Messages carry text from clients and databases (SQL errors echo identifiers and values):
+     * escaped, no byte of it can end the line or pose as another entry. */
+    log_escape(msg, sizeof msg, raw);
     if (ctx)
         fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", stamp, ts.tv_nsec / 1000000L,
                 level_names[level], ctx, msg);

@@ -7,6 +7,7 @@
 #define XA_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR } log_level;
 
@@ -14,7 +15,12 @@ void log_set_level(log_level level);
 bool log_enabled(log_level level);
 /* Accepts debug, info, warn, error. */
 bool log_parse_level(const char *s, log_level *out);
-/* ctx may be NULL. */
+/* Copies in into out (outlen > 0), escaping what could forge or break a log line: control
+ * characters (newlines included), DEL, bytes that are not well-formed UTF-8 become \xNN, and a
+ * backslash becomes \\, so every escape is unambiguous. Output stops at a whole character when
+ * out is full. Returns the length written. */
+size_t log_escape(char *out, size_t outlen, const char *in);
+/* ctx may be NULL. The formatted message goes through log_escape. */
 void log_write(log_level level, const char *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

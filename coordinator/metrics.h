@@ -6,6 +6,8 @@
 #ifndef XA_METRICS_H
 #define XA_METRICS_H
 
+#include "compiler.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,7 +16,7 @@ typedef struct metric_counter metric_counter;
 typedef struct metric_gauge metric_gauge;
 typedef struct metric_histogram metric_histogram;
 
-metrics *metrics_new(void);
+XA_MUST_CHECK metrics *metrics_new(void);
 void metrics_free(metrics *m);
 
 /* name must be a valid Prometheus metric name; labels is "" or a label set without braces, e.g.
@@ -42,7 +44,7 @@ metric_gauge *metrics_gauge_fn(metrics *m, const char *name, const char *labels,
                                double (*fn)(void *arg), void *arg);
 
 /* Renders every metric; returns a malloc'ed NUL-terminated buffer and its length in *len. */
-char *metrics_render(metrics *m, size_t *len);
+XA_MUST_CHECK char *metrics_render(metrics *m, size_t *len);
 
 /* Latency buckets in seconds, 0.0005 .. 10. */
 extern const double metrics_latency_bounds[];

@@ -71,7 +71,8 @@ void outcomes_free(outcomes *os)
     free(os);
 }
 
-outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest)
+static outcome *create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest,
+                       bool by_id)
 {
     outcome *o = calloc(1, sizeof *o);
     if (!o)
@@ -79,12 +80,13 @@ outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const u
     snprintf(o->id, sizeof o->id, "%s", id);
     snprintf(o->gtrid, sizeof o->gtrid, "%s", gtrid);
     memcpy(o->digest, digest, REQUEST_DIGEST_LEN);
-    if (!strmap_put(os->by_id, o->id, o)) {
+    if (by_id && !strmap_put(os->by_id, o->id, o)) {
         free(o);
         return NULL;
     }
     if (!strmap_put(os->by_gtrid, o->gtrid, o)) {
-        strmap_del(os->by_id, o->id);
+        if (by_id)
+            strmap_del(os->by_id, o->id);
         free(o);
         return NULL;
     }
@@ -97,6 +99,17 @@ outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const u
     os->newest = o;
     os->count++;
     return o;
+}
+
+outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest)
+{
+    return create(os, id, gtrid, digest, true);
+}
+
+outcome *outcome_create_shadowed(outcomes *os, const char *id, const char *gtrid,
+                                 const uint8_t *digest)
+{
+    return create(os, id, gtrid, digest, false);
 }
 
 outcome *outcome_find(const outcomes *os, const char *id) { return strmap_get(os->by_id, id); }

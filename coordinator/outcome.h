@@ -12,6 +12,8 @@
 #ifndef XA_OUTCOME_H
 #define XA_OUTCOME_H
 
+#include "compiler.h"
+
 #include "request.h"
 
 #include <stdbool.h>
@@ -52,11 +54,15 @@ struct outcome {
 
 typedef struct outcomes outcomes;
 
-outcomes *outcomes_new(int64_t retention_s);
+XA_MUST_CHECK outcomes *outcomes_new(int64_t retention_s);
 void outcomes_free(outcomes *os);
 
 /* Creates an in-progress outcome for id (which must not be indexed yet). NULL when out of memory. */
-outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest);
+XA_MUST_CHECK outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest);
+/* An outcome whose id already names another one (a journal that repeats an id): reachable by
+ * its gtrid only, so that recovery still finishes its branches by its decision. */
+XA_MUST_CHECK outcome *outcome_create_shadowed(outcomes *os, const char *id, const char *gtrid,
+                                 const uint8_t *digest);
 outcome *outcome_find(const outcomes *os, const char *id);
 outcome *outcome_find_gtrid(const outcomes *os, const char *gtrid);
 /* The committed outcome of gtrid, or NULL (recovery rolls back what has none). */

@@ -15,9 +15,11 @@
 #ifndef XA_OWNER_H
 #define XA_OWNER_H
 
+#include "compiler.h"
+
 #include "coord.h"
 
-int owner_start(coord *c);
+XA_MUST_CHECK int owner_start(coord *c);
 /* Why a participant is not owned ("" when it is). */
 const char *owner_state(const coord *c, int participant);
 void owner_stop(coord *c, void (*cb)(void *arg), void *arg);

@@ -112,7 +112,8 @@ static void acknowledge(outcome *o, void *arg)
         uint64_t boot, seq;
         if (sscanf(o->gtrid + strlen(c->prefix), "%" SCNu64 ".%" SCNu64, &boot, &seq) == 2) {
             journal_rec rec = {JOURNAL_DONE, boot, seq, coord_now_ms(), NULL, 0};
-            journal_append(c->journal, &rec, NULL, NULL);
+            if (journal_append(c->journal, &rec, NULL, NULL) != 0)
+                log_warn(s->ctx, "the done record of %s could not be journaled", o->gtrid);
         }
         log_info(s->ctx, "transaction %s (id %s) is complete on every participant", o->gtrid,
                  o->id);

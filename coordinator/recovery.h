@@ -13,9 +13,11 @@
 #ifndef XA_RECOVERY_H
 #define XA_RECOVERY_H
 
+#include "compiler.h"
+
 #include "coord.h"
 
-int recovery_start(coord *c);
+XA_MUST_CHECK int recovery_start(coord *c);
 /* Runs a scan of every participant now (those not already scanning). */
 void recovery_kick(coord *c);
 /* Calls fn for every branch the last complete scan of its participant could not resolve, with the

@@ -239,6 +239,12 @@ bool request_id_valid(const char *id)
     return n >= 1 && n <= REQUEST_ID_MAX;
 }
 
+bool request_id_reserved(const char *id)
+{
+    return (id[0] == 'x' || id[0] == 'X') && (id[1] == 'a' || id[1] == 'A') && id[2] >= '0' &&
+           id[2] <= '9';
+}
+
 typedef struct parse_ctx {
     request_impl *r;
     const request_limits *lim;
@@ -299,7 +305,26 @@ static bool parse_param(parse_ctx *c, json_t *v, px_param *p, const char *where)
     }
 }
 
-static bool parse_statement(parse_ctx *c, json_t *s, req_branch *br, int idx, const char *bwhere)
+/* The statement guard (guard.h): nothing of a request runs when one statement is refused. */
+static bool guard_statement(parse_ctx *c, const char *sql, guard_dialect d, const char *where,
+                            const char *participant)
+{
+    char keyword[32], allowed[128];
+    guard_verdict v = guard_check(sql, d, keyword, sizeof keyword);
+    if (v == GUARD_OK)
+        return true;
+    if (v != GUARD_KEYWORD)
+        return fail(c, "%s: %s is not accepted on participant '%s'", where, guard_verdict_text(v),
+                    participant);
+    guard_allowed(d, allowed, sizeof allowed);
+    return fail(c,
+                "%s: \"%s\" statements are not accepted on participant '%s': only %s run inside "
+                "a branch",
+                where, keyword, participant, allowed);
+}
+
+static bool parse_statement(parse_ctx *c, json_t *s, req_branch *br, int idx, const char *bwhere,
+                            guard_dialect dialect)
 {
     static const char *const keys[] = {"sql", "params", "expect_rows", "abort_reason", NULL};
     char where[96];
@@ -319,6 +344,8 @@ static bool parse_statement(parse_ctx *c, json_t *s, req_branch *br, int idx, co
         return fail(c, "%s.sql: longer than %zu bytes", where, c->lim->max_sql_bytes);
     if (strlen(json_string_value(sql)) != json_string_length(sql))
         return fail(c, "%s.sql: contains a NUL character", where);
+    if (!guard_statement(c, json_string_value(sql), dialect, where, br->name))
+        return false;
     st->sql = arena_strndup(c->r, json_string_value(sql), json_string_length(sql));
 
     st->expect_rows = -1;
@@ -368,6 +395,7 @@ static bool parse_branch(parse_ctx *c, json_t *b, req_branch *br, int idx)
     static const char *const keys[] = {"participant", "statements", NULL};
     char where[48];
     json_t *name, *stmts;
+    request_participant part;
 
     snprintf(where, sizeof where, "branches[%d]", idx);
     if (!json_is_object(b))
@@ -377,10 +405,10 @@ static bool parse_branch(parse_ctx *c, json_t *b, req_branch *br, int idx)
     name = json_object_get(b, "participant");
     if (!json_is_string(name))
         return fail(c, "%s.participant: must be a string", where);
-    br->participant = c->lookup(json_string_value(name), c->lookup_arg);
-    if (br->participant < 0)
+    if (!c->lookup(json_string_value(name), c->lookup_arg, &part))
         return fail(c, "%s.participant: unknown participant '%.64s'", where,
                     json_string_value(name));
+    br->participant = part.index;
     br->name = arena_strndup(c->r, json_string_value(name), json_string_length(name));
     stmts = json_object_get(b, "statements");
     if (!json_is_array(stmts))
@@ -395,7 +423,7 @@ static bool parse_branch(parse_ctx *c, json_t *b, req_branch *br, int idx)
         return fail(c, "out of memory");
     memset(br->stmts, 0, sizeof *br->stmts * (size_t)br->nstmts);
     for (int i = 0; i < br->nstmts; i++)
-        if (!parse_statement(c, json_array_get(stmts, (size_t)i), br, i, where))
+        if (!parse_statement(c, json_array_get(stmts, (size_t)i), br, i, where, part.dialect))
             return false;
     return true;
 }
@@ -419,6 +447,8 @@ static bool parse_top(parse_ctx *c, json_t *root)
     if (id) {
         if (!json_is_string(id) || !request_id_valid(json_string_value(id)))
             return fail(c, "id: must be 1-64 characters of [A-Za-z0-9._:-]");
+        if (request_id_reserved(json_string_value(id)))
+            return fail(c, "id: \"xa\" followed by a digit is reserved for generated ids");
         snprintf(req->id, sizeof req->id, "%s", json_string_value(id));
         req->id_given = true;
     }

@@ -6,10 +6,17 @@
  * Every error names the field ("branches[1].statements[0].params[2]: must be a string, number,
  * boolean or null"). Branches come out sorted by participant index: connections are acquired in
  * that global order, so two transactions never wait for each other's pools in a cycle.
+ *
+ * Every statement passes the statement guard (guard.h) of its participant's dialect before anything
+ * runs: a refused one fails the whole request, its error naming the statement, the participant and
+ * the keyword. Ids share one namespace: a client's id may not look like a generated one (a gtrid,
+ * "xa1.<node>.<boot>.<seq>"), so "xa" followed by a digit is reserved.
  */
 #ifndef XA_REQUEST_H
 #define XA_REQUEST_H
 
+#include "compiler.h"
+#include "guard.h"
 #include "participant.h"
 
 #include <stdbool.h>
@@ -47,16 +54,24 @@ typedef struct request_limits {
     uint32_t max_timeout_ms;
 } request_limits;
 
-/* Maps a participant name to its index, or -1 when there is no such participant. */
-typedef int (*request_lookup_fn)(const char *name, void *arg);
+/* What the parser needs to know of a participant. */
+typedef struct request_participant {
+    int index;             /* into the configuration's participants */
+    guard_dialect dialect; /* how its statements are checked */
+} request_participant;
+
+/* Fills *out for the participant called name; false when there is no such participant. */
+typedef bool (*request_lookup_fn)(const char *name, void *arg, request_participant *out);
 
 /* Parses body. Returns NULL with a message in err when the request is malformed. */
-txn_request *request_parse(const char *body, size_t len, const request_limits *limits,
+XA_MUST_CHECK txn_request *request_parse(const char *body, size_t len, const request_limits *limits,
                            request_lookup_fn lookup, void *arg, char *err, size_t errlen);
 void request_free(txn_request *req);
 
-/* 1-64 chars of [A-Za-z0-9._:-] */
+/* 1-64 chars of [A-Za-z0-9._:-]: any id, generated ones included. */
 bool request_id_valid(const char *id);
+/* "xa" (any case) and a digit: the shape of generated ids, refused from clients. */
+bool request_id_reserved(const char *id);
 
 /* Lower-case hex of a digest into out (2 * REQUEST_DIGEST_LEN + 1 bytes). */
 void request_digest_hex(const uint8_t *digest, char *out);

@@ -6,15 +6,17 @@
 #ifndef XA_STRMAP_H
 #define XA_STRMAP_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
 typedef struct strmap strmap;
 
-strmap *strmap_new(void);
+XA_MUST_CHECK strmap *strmap_new(void);
 void strmap_free(strmap *m);
 /* Inserts or replaces; returns false only when out of memory. */
-bool strmap_put(strmap *m, const char *key, void *value);
+XA_MUST_CHECK bool strmap_put(strmap *m, const char *key, void *value);
 void *strmap_get(const strmap *m, const char *key);
 /* Removes key; returns its value or NULL. */
 void *strmap_del(strmap *m, const char *key);

@@ -18,6 +18,7 @@
 #include "coord.h"
 #include "crash.h"
 #include "log.h"
+#include "results.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -49,6 +50,7 @@ typedef struct branch {
     bool maybe_prepared;  /* PREPARE was sent and its answer lost */
     bool reconnected;     /* already retried once on a fresh connection */
     bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
+    bool wrote;           /* a statement changed rows (not a query): see 1402 in on_finished */
     char *results;        /* JSON text: [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
@@ -73,6 +75,7 @@ struct txn {
     bool committed;
     bool replied;
     bool freeing;
+    bool abandoned; /* dropped by shutdown while its commit record was being written */
     char ctx[PX_XID_PART_MAX + 8]; /* log prefix */
     int nbranches;
     branch b[];
@@ -234,11 +237,13 @@ static void txn_abort(struct txn *t, const abort_info *a)
         journal_rec rec = {JOURNAL_ABORT, t->c->boot, t->seq, t->o->time_ms, NULL, 0};
         char *payload = NULL;
         size_t len = 0;
-        if (coord_encode_outcome(t->c, t->o, &payload, &len) == 0) {
-            rec.payload = payload;
-            rec.payload_len = len;
-            journal_append(t->c->journal, &rec, NULL, NULL);
-        }
+        rec.payload_len = coord_encode_outcome(t->c, t->o, &payload, &len) == 0 ? len : 0;
+        rec.payload = payload;
+        /* Lazily logged: without the record, only a replay after a restart is lost (the id
+         * would run again), never a decision. */
+        if (!payload || journal_append(t->c->journal, &rec, NULL, NULL) != 0)
+            log_warn(t->ctx, "the abort could not be journaled: after a restart the id is "
+                             "forgotten");
         free(payload);
     }
     for (int i = 0; i < t->nbranches; i++)
@@ -246,8 +251,19 @@ static void txn_abort(struct txn *t, const abort_info *a)
     maybe_free(t);
 }
 
-/* Deadlocks, lock timeouts and lost connections say nothing about the request itself. */
-static bool is_transient(const px_error *err) { return err->cls == PX_RETRYABLE; }
+/* The connection failed, not the request. A business error may also leave the connection unfit
+ * (a COPY, a statement that ended the branch's transaction): that is the request's fault. */
+static bool conn_lost(const px_error *err)
+{
+    return err->conn_broken && err->cls != PX_BUSINESS;
+}
+
+/* Deadlocks, lock timeouts and lost connections say nothing about the request itself: whatever
+ * the class, an error that took the connection with it is never recorded for replay. */
+static bool is_transient(const px_error *err)
+{
+    return err->cls == PX_RETRYABLE || conn_lost(err);
+}
 
 /* An idle pooled connection may have died since its last use (a server restart, an idle
  * timeout): the session is gone, and with it any work of this branch. Before PREPARE that loses
@@ -256,7 +272,7 @@ static bool is_transient(const px_error *err) { return err->cls == PX_RETRYABLE;
  * broken by the phase-1 timeout.) */
 static bool retry_on_fresh_conn(branch *b, const px_error *err)
 {
-    if (!err->conn_broken || b->reconnected || b->state != BR_WORKING || !b->conn)
+    if (!conn_lost(err) || b->reconnected || b->state != BR_WORKING || !b->conn)
         return false;
     log_info(b->t->ctx, "%s: connection lost before any work was kept (%s); retrying on a new "
                         "connection",
@@ -276,20 +292,20 @@ static void branch_failed(branch *b, const px_error *err, int statement)
 {
     struct txn *t = b->t;
     /* A lost connection means the participant is unavailable: like a failed connect, 503. */
-    abort_info a = {err->conn_broken ? 503 : 409, is_transient(err), false, "", b, statement, err};
+    abort_info a = {conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err};
     char reason[1024];
     const char *given = NULL;
 
     if (err->conn_broken) {
-        /* The connection failed, not a statement: no index would be true. */
-        statement = -1;
         discard_conn(b);
         b->begun = false; /* the server rolls back an unprepared branch when its session ends */
     }
+    if (conn_lost(err))
+        statement = -1; /* the connection failed, not a statement: no index would be true */
     if (statement >= 0 && b->req->abort_reasons)
         given = b->req->abort_reasons[statement];
-    if (given && err->cls == PX_BUSINESS && !err->sqlstate[0])
-        snprintf(reason, sizeof reason, "%s", given); /* expect_rows mismatch */
+    if (given && err->rows_mismatch)
+        snprintf(reason, sizeof reason, "%s", given);
     else if (statement >= 0)
         snprintf(reason, sizeof reason, "%s%sstatement %d on %s failed: %s", given ? given : "",
                  given ? ": " : "", statement, b->part->cfg->name, err->message);
@@ -297,6 +313,7 @@ static void branch_failed(branch *b, const px_error *err, int statement)
         snprintf(reason, sizeof reason, "participant %s failed: %s", b->part->cfg->name,
                  err->message);
     a.reason = reason;
+    a.statement = statement;
     txn_abort(t, &a);
 }
 
@@ -365,6 +382,15 @@ static void branch_done(branch *b)
     maybe_free(t);
 }
 
+/* The branch may have ended against the decision: counted, logged and named in the reply. */
+static void report_heuristic(branch *b, const char *what)
+{
+    metric_counter_add(b->part->heuristic, 1);
+    b->t->o->heuristic |= 1u << b->part->index;
+    log_error(b->t->ctx, "%s: HEURISTIC HAZARD: %s; the decision was %s", b->part->cfg->name,
+              what, b->t->committed ? "COMMIT" : "ROLLBACK");
+}
+
 /* "XID not found" means finished only when the branch is no longer listed: on MariaDB a branch
  * stays attached to its preparing session and is invisible to others while that session lives. */
 static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, size_t n, void *arg)
@@ -389,11 +415,7 @@ static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, 
         /* Nothing we sent can have finished it: someone else did (a DBA, another tool), and
          * whether they agreed with the decision is unknowable from here. Never report success
          * silently. */
-        metric_counter_add(b->part->heuristic, 1);
-        b->t->o->heuristic |= 1u << b->part->index;
-        log_error(b->t->ctx, "%s: HEURISTIC HAZARD: the prepared branch was finished outside the "
-                             "coordinator; the decision was %s",
-                  b->part->cfg->name, b->t->committed ? "COMMIT" : "ROLLBACK");
+        report_heuristic(b, "the prepared branch was finished outside the coordinator");
     } else {
         metric_counter_add(b->part->xid_not_found, 1);
         log_warn(b->t->ctx, "%s: branch not found and not listed: already %s (lost reply)",
@@ -418,9 +440,13 @@ static void on_finished(px_conn *conn, const px_error *err, void *arg)
         b->busy = false;
     }
     if (err->cls == PX_BUSINESS && err->code == 1402) {
-        /* MariaDB: a prepared branch that wrote nothing is rolled back by the server. */
-        log_warn(b->t->ctx, "%s: read-only branch finished by the server (1402)",
-                 b->part->cfg->name);
+        /* MariaDB: a prepared branch that wrote nothing is rolled back by the server, which
+         * agrees with any decision. One that wrote was rolled back against a commit. */
+        if (b->t->committed && b->wrote)
+            report_heuristic(b, "the server rolled back (1402) a branch that wrote");
+        else
+            log_warn(b->t->ctx, "%s: read-only branch finished by the server (1402)",
+                     b->part->cfg->name);
         branch_done(b);
         return;
     }
@@ -546,6 +572,11 @@ static void on_commit_wait(uv_timer_t *timer)
 static void on_commit_durable(void *arg)
 {
     struct txn *t = arg;
+    if (t->abandoned) {
+        /* Durable now, so the next start commits it; this process only lets go of it. */
+        txn_release(t);
+        return;
+    }
     crash_point("after-commit-record");
     t->committed = true;
     set_state(t, TXN_COMMITTING);
@@ -626,57 +657,19 @@ static void on_prepared(px_conn *conn, const px_error *err, void *arg)
     decide_commit(t);
 }
 
-static json_t *cell_json(const char *cell, px_coltype type)
+/* The reply must carry every value exactly; one that cannot travel fails the branch before
+ * PREPARE, so the client hears why instead of getting a reply with a value missing. */
+static bool render_results(branch *b, const px_result *results, int nresults)
 {
-    if (!cell)
-        return json_null();
-    switch (type) {
-    case PX_COL_INT: return json_integer(strtoll(cell, NULL, 10));
-    case PX_COL_REAL: return json_real(strtod(cell, NULL));
-    case PX_COL_BOOL: return json_boolean(strcmp(cell, "true") == 0 || strcmp(cell, "1") == 0);
-    case PX_COL_TEXT: break;
-    }
-    return json_string(cell);
-}
-
-/* Rows carry the databases' text, which needs escaping: jansson renders them. */
-static void put_rows(FILE *f, const px_result *r)
-{
-    json_t *rows = json_array();
-    char *text;
-    for (int row = 0; row < r->nrows; row++) {
-        json_t *o = json_object();
-        const char *const *cells = (const char *const *)r->cells + (size_t)row * (size_t)r->ncols;
-        for (int col = 0; col < r->ncols; col++)
-            json_object_set_new(o, r->colnames[col], cell_json(cells[col], r->coltypes[col]));
-        json_array_append_new(rows, o);
-    }
-    text = json_dumps(rows, JSON_COMPACT);
-    json_decref(rows);
-    if (!text)
-        abort();
-    fprintf(f, ",\"rows\":%s", text);
-    free(text);
-}
-
-static char *results_text(const px_result *results, int n)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        abort();
-    fputc('[', f);
-    for (int i = 0; i < n; i++) {
-        fprintf(f, "%s{\"rows_affected\":%lld", i ? "," : "", (long long)results[i].rows_affected);
-        if (results[i].ncols > 0)
-            put_rows(f, &results[i]);
-        fputc('}', f);
-    }
-    fputc(']', f);
-    if (fclose(f) != 0)
-        abort();
-    return buf;
+    char why[300];
+    int stmt = 0;
+    px_error e;
+    b->results = results_render(results, nresults, &stmt, why, sizeof why);
+    if (b->results)
+        return true;
+    px_error_set(&e, PX_BUSINESS, false, 0, "", "the result cannot be carried exactly: %s", why);
+    branch_failed(b, &e, stmt);
+    return false;
 }
 
 static void on_executed(px_conn *conn, const px_error *err, int failed_index,
@@ -695,7 +688,10 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
             branch_failed(b, err, failed_index);
         return;
     }
-    b->results = results_text(results, nresults);
+    if (!render_results(b, results, nresults))
+        return;
+    for (int i = 0; i < nresults; i++)
+        b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
     crash_point("after-work");
     b->state = BR_PREPARING;
     b->busy = true;
@@ -820,7 +816,10 @@ static void maybe_free(struct txn *t)
     if (t->committed) {
         journal_rec rec = {JOURNAL_DONE, c->boot, t->seq, coord_now_ms(), NULL, 0};
         crash_point("before-done-record");
-        journal_append(c->journal, &rec, NULL, NULL);
+        /* Without it the next start only asks the participants again: they answer "not found"
+         * and the branches count as finished. */
+        if (journal_append(c->journal, &rec, NULL, NULL) != 0)
+            log_warn(t->ctx, "the done record could not be journaled");
         if (!t->replied)
             settle(t, OUTCOME_COMMITTED, 200, NULL);
     }
@@ -832,7 +831,8 @@ static void txn_release(struct txn *t)
 {
     coord *c = t->c;
     t->freeing = true;
-    list_remove(c, t);
+    if (!t->abandoned)
+        list_remove(c, t);
     strmap_del(c->live, t->gtrid);
     t->o->live = NULL;
     outcome_release(c->outcomes, t->o);
@@ -875,10 +875,16 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
         if (!px_xid_set(&b->xid, t->gtrid, b->part->cfg->name))
             abort(); /* config validation guarantees the lengths */
     }
+    /* Recovery's liveness check reads this index: a transaction missing from it could have its
+     * branches rolled back under it, so it must not start. */
+    if (!strmap_put(c->live, t->gtrid, t)) {
+        request_free(req);
+        free(t);
+        return -1;
+    }
     o->live = t;
     t->state = TXN_WORKING;
     list_insert(c, t);
-    strmap_put(c->live, t->gtrid, t);
     uv_timer_init(c->loop, &t->timer);
     t->timer.data = t;
     t->open_handles = 1;
@@ -905,6 +911,13 @@ static void txn_abandon(struct txn *t)
         json_object_set_new(head, "error", json_string("the coordinator is shutting down; ask "
                                                        "for this transaction's outcome later"));
         settle(t, OUTCOME_IN_PROGRESS, 503, dump_head(head));
+    }
+    if (t->state == TXN_DECIDING) {
+        /* The journal still holds t for the completion of its commit record, which runs
+         * before the journal finishes closing: t leaves the lists now and is freed then. */
+        list_remove(t->c, t);
+        t->abandoned = true;
+        return;
     }
     txn_release(t);
 }

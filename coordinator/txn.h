@@ -13,6 +13,8 @@
 #ifndef XA_TXN_H
 #define XA_TXN_H
 
+#include "compiler.h"
+
 #include "coord.h"
 #include "request.h"
 
@@ -23,7 +25,7 @@ uint64_t txn_assign(coord *c, char *buf, size_t len);
  * in-progress outcome o, whose gtrid is that of seq. The outcome is settled - and its waiters
  * answered - once the result is known. Returns 0, or -1 when nothing could be started (out of
  * memory); req is freed either way. */
-int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq);
+XA_MUST_CHECK int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq);
 
 /* The gtrid of the transaction with sequence seq in boot boot. */
 void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);

@@ -52,7 +52,7 @@ static mem_server *registry;
 
 static const char *const op_names[PX_MEM_NOPS] = {
     "connect",          "begin",    "exec",    "prepare", "commit_prepared", "rollback_prepared",
-    "commit_one_phase", "rollback", "recover",
+    "commit_one_phase", "rollback", "recover", "reset",
 };
 
 static size_t xid_hash(const px_xid *x)
@@ -538,6 +538,9 @@ static void complete_done(px_conn *c, px_memory_op op)
         case PX_MEM_ROLLBACK_PREPARED:
             do_finish_prepared(c, false, &err);
             break;
+        case PX_MEM_RESET:
+            c->srv->st.resets++;
+            break;
         default:
             break;
         }
@@ -768,6 +771,7 @@ static bool run_stmt(const char *name, const px_stmt *st, px_result *r, px_error
     if (st->expect_rows >= 0 && r->rows_affected != st->expect_rows) {
         px_error_set(err, PX_BUSINESS, false, 0, "", "expected %" PRId64 " rows, got %" PRId64,
                      st->expect_rows, r->rows_affected);
+        err->rows_mismatch = true;
         px_result_free(r);
         return false;
     }
@@ -876,6 +880,18 @@ static int mem_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, voi
     return done_op(c, PX_MEM_ROLLBACK_PREPARED, x, cb, arg);
 }
 
+static int mem_reset(px_conn *c, px_done_cb cb, void *arg)
+{
+    int rc = op_check(c);
+    if (rc)
+        return rc;
+    if (!cb)
+        return PX_EINVAL;
+    c->cb.done = cb;
+    op_start(c, PX_MEM_RESET, arg, 0);
+    return 0;
+}
+
 static int mem_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
                        void *arg)
 {
@@ -918,5 +934,6 @@ const px_driver px_memory_driver = {
     .commit_prepared = mem_commit_prepared,
     .rollback_prepared = mem_rollback_prepared,
     .recover = mem_recover,
+    .reset = mem_reset,
     .close = mem_close,
 };

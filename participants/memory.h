@@ -45,6 +45,7 @@ typedef enum px_memory_op {
     PX_MEM_COMMIT_ONE_PHASE,
     PX_MEM_ROLLBACK,
     PX_MEM_RECOVER,
+    PX_MEM_RESET, /* the pool returning a connection: nothing to undo, but counted and failable */
     PX_MEM_NOPS
 } px_memory_op;
 
@@ -66,6 +67,7 @@ typedef struct px_memory_stats {
     uint64_t committed_one_phase;
     uint64_t rolled_back; /* before prepare: rollback, close, break, failed prepare */
     uint64_t rolled_back_prepared;
+    uint64_t resets;
     size_t prepared_now; /* prepared branches held now */
     size_t connections;  /* connections open now */
 } px_memory_stats;

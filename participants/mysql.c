@@ -4,7 +4,7 @@
  * Every library call is a `_start` that either completes at once (returns 0) or returns a wait
  * mask; the connection then waits on one uv_poll_t for its socket (and a uv_timer_t for
  * MYSQL_WAIT_TIMEOUT) and hands the fired events to the matching `_cont`. Each operation
- * (connect, exec, an XA step, recover, close) is a small state machine: `mx_drive` runs it
+ * (connect, exec, an XA step, recover, reset, close) is a small state machine: `mx_drive` runs it
  * whenever the call in flight has completed, and the machine either starts the next library
  * call or ends the operation. Statements run through server-side prepared statements, cached
  * per connection by SQL text; XA statements go as text, built only from validated XIDs.
@@ -23,7 +23,15 @@
 #define XA_SQL_MAX 352   /* two XA statements with 64-byte gtrid and bqual fit */
 #define ST_DONE (-1)     /* the state machine ended the operation: stop driving */
 
-enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_CLOSE };
+enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_RESET, OP_CLOSE };
+
+/* What an XA operation does to the branch open on the connection. */
+enum xa_kind {
+    XK_START,   /* begin: opens it */
+    XK_END,     /* prepare, commit_one_phase: XA END, which must find it still open */
+    XK_ABANDON, /* rollback: XA END may find it idle or rollback-only */
+    XK_FINISH,  /* commit or rollback of a prepared branch */
+};
 
 /* Phases of the state machines. Each names the library call whose completion it handles,
  * except the *_START/NEXT phases, which start the next call. */
@@ -32,6 +40,7 @@ enum {
     EX_NEXT = 0, EX_EVICT, EX_PREPARE, EX_DISCARD, EX_EXECUTE, EX_STORE, EX_FETCH,
     XA_NEXT = 0, XA_QUERY, XA_MORE,
     RC_START = 0, RC_QUERY, RC_STORE,
+    RS_START = 0, RS_RESET, RS_SET,
     CL_START = 0, CL_WAIT,
 };
 
@@ -107,10 +116,13 @@ struct px_conn {
     } cb;
     void *cb_arg;
 
+    char set_sql[96]; /* the session settings, applied at connect and after every reset */
+    bool branch_open; /* XA START succeeded and nothing has ended the branch yet */
+
     mx_exec ex;
     char xa_sql[2][XA_SQL_MAX];
     int xa_n, xa_i;
-    bool xa_ignore_first; /* rollback: XA END may find the branch idle or rollback-only */
+    enum xa_kind xa_kind;
     char rc_prefix[PX_XID_PART_MAX + 1], rc_bqual[PX_XID_PART_MAX + 1];
     bool rc_any_bqual;
     px_xid *xids;
@@ -130,24 +142,33 @@ static void mx_drive(px_conn *c, int status);
  * PX_BUSINESS: the statement itself is wrong for the data - duplicate key 1062, foreign keys
  *   1451/1452, NOT NULL 1048, out of range / truncation 1264/1265/1292/1366/1406/1690, CHECK
  *   3819 (MySQL) and 4025 (MariaDB), SIGNAL from a trigger 1644, syntax and unknown
- *   table/column 1064/1146/1054/1149 and similar statement errors; also a branch the server
- *   rolled back on its own (1402 XA_RBROLLBACK, 1613 XA_RBTIMEOUT, 1614 XA_RBDEADLOCK).
+ *   table/column 1064/1146/1054/1149 and similar statement errors, parameters that do not fit
+ *   the statement (server 1210, client 2031/2034: detected before anything is sent); also a
+ *   branch the server rolled back on its own (1402 XA_RBROLLBACK, 1613 XA_RBTIMEOUT,
+ *   1614 XA_RBDEADLOCK: the engine decides what they mean for the step that got them).
  * PX_RETRYABLE: deadlock 1213, lock wait timeout 1205, too many connections 1040/1203, shutdown
  *   in progress 1053, query interrupted 1317, and lost connections: client errors 2002, 2003,
- *   2006, 2013, 2055, connection killed 1927, idle timeout 4031.
+ *   2006, 2013, 2055, connection killed 1927, idle timeout 4031. Also 1440 XAER_DUPID on
+ *   XA START and every failed connect (see xa_fail, connect_fail).
  * PX_XID_NOT_FOUND: 1397 XAER_NOTA.
- * PX_FATAL: permissions 1044/1045/1142, XA state errors 1399/1400/1440 and anything else.
- * conn_broken: every client error (2000-2999: the library's connection state is gone) and the
- * server errors that end the session (1927, 1053, 4031).
+ * PX_FATAL: permissions 1044/1045/1142, XA state errors 1399/1400 and anything else.
+ * conn_broken: only when the session is gone - the lost-connection codes above and the server
+ * errors that end the session (1927, 1053, 4031) - or the library can no longer follow the
+ * protocol stream (2014 commands out of sync, 2027 malformed packet). Other client errors
+ * (2031 parameters not bound, 2036 unsupported type, ...) are raised before any I/O and leave
+ * the connection usable.
  * ------------------------------------------------------------------------------------------- */
 
 static const unsigned business_codes[] = {
     1048, 1052, 1054, 1062, 1064, 1109, 1111, 1136, 1146, 1149, 1169, 1210, 1216, 1217,
     1222, 1241, 1242, 1264, 1265, 1292, 1305, 1318, 1364, 1365, 1366, 1402, 1406, 1411,
-    1451, 1452, 1557, 1613, 1614, 1644, 1690, 3819, 4025,
+    1451, 1452, 1557, 1613, 1614, 1644, 1690, 2031, 2034, 3819, 4025,
 };
 static const unsigned retryable_codes[] = {
     1040, 1053, 1203, 1205, 1213, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031,
+};
+static const unsigned broken_codes[] = {
+    1053, 1927, 2002, 2003, 2006, 2013, 2014, 2027, 2055, 4031,
 };
 
 static bool code_in(unsigned code, const unsigned *set, size_t n)
@@ -158,14 +179,16 @@ static bool code_in(unsigned code, const unsigned *set, size_t n)
     return false;
 }
 
+#define CODE_IN(code, set) code_in(code, set, sizeof set / sizeof set[0])
+
 static px_errclass mx_classify(unsigned code, bool *broken)
 {
-    *broken = (code >= 2000 && code < 3000) || code == 1927 || code == 1053 || code == 4031;
+    *broken = CODE_IN(code, broken_codes);
     if (code == 1397)
         return PX_XID_NOT_FOUND;
-    if (code_in(code, retryable_codes, sizeof retryable_codes / sizeof retryable_codes[0]))
+    if (CODE_IN(code, retryable_codes))
         return PX_RETRYABLE;
-    if (code_in(code, business_codes, sizeof business_codes / sizeof business_codes[0]))
+    if (CODE_IN(code, business_codes))
         return PX_BUSINESS;
     return PX_FATAL;
 }
@@ -390,6 +413,7 @@ static void deliver(px_conn *c)
         break;
     }
     case OP_XA:
+    case OP_RESET:
         c->cb.done(c, e, arg);
         break;
     case OP_RECOVER: {
@@ -438,6 +462,33 @@ static int fail_conn(px_conn *c)
 {
     conn_error(c);
     return finish(c, true);
+}
+
+/* The connection cannot be used after this failure, whatever the error's code says. */
+static int fail_broken(px_conn *c)
+{
+    conn_error(c);
+    c->err.conn_broken = true;
+    return finish(c, true);
+}
+
+/* The server's status flags as of the last OK or EOF packet. MariaDB 10.11 reports
+ * SERVER_STATUS_IN_TRANS from XA START on (ACTIVE, and IDLE after XA END); XA COMMIT ... ONE
+ * PHASE and XA ROLLBACK clear it. */
+static bool in_trans(px_conn *c)
+{
+    unsigned status = 0;
+    return mariadb_get_infov(c->m, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0 &&
+           (status & SERVER_STATUS_IN_TRANS);
+}
+
+/* A client statement can end the branch itself (XA END and XA COMMIT ... ONE PHASE for the
+ * branch's own XID are accepted as prepared statements) and even open a new one under the same
+ * XID: what the session holds is unknown. */
+static void set_branch_ended(px_error *err)
+{
+    px_error_set(err, PX_BUSINESS, true, 0, "",
+                 "the branch's XA transaction was ended by a statement");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -512,6 +563,30 @@ static int query_start(px_conn *c, const char *sql)
  * Connect
  * ------------------------------------------------------------------------------------------- */
 
+/* A failed connect is never permanent, whatever its code (a server starting, a grant or a
+ * database about to be created, too many connections): the pool tries again later. */
+static int connect_fail(px_conn *c)
+{
+    conn_error(c);
+    c->err.cls = PX_RETRYABLE;
+    c->err.conn_broken = true;
+    return finish(c, true);
+}
+
+/* The settings every session starts with, at connect and after each reset. XA START needs no
+ * open transaction: autocommit on. The lock wait limit must stay below the engine's phase-1
+ * timeout (whole seconds, rounded up). The handshake's character set (utf8mb4) needs no SET:
+ * MariaDB restores it itself on COM_RESET_CONNECTION. */
+static void session_settings(px_conn *c, const px_target *t)
+{
+    if (t->lock_timeout_ms > 0)
+        snprintf(c->set_sql, sizeof c->set_sql,
+                 "SET SESSION autocommit = 1, innodb_lock_wait_timeout = %lu",
+                 ((unsigned long)t->lock_timeout_ms + 999) / 1000);
+    else
+        snprintf(c->set_sql, sizeof c->set_sql, "SET SESSION autocommit = 1");
+}
+
 static int connect_step(px_conn *c)
 {
     const px_target *t = c->base.target;
@@ -525,24 +600,14 @@ static int connect_step(px_conn *c)
         return mysql_real_connect_start(&c->ret_mysql, c->m, t->host, t->user, t->password,
                                         t->database, (unsigned)t->port, NULL,
                                         CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS);
-    case CN_CONNECT: {
-        char sql[128];
+    case CN_CONNECT:
         if (!c->ret_mysql)
-            return fail_conn(c);
-        /* XA START needs no open transaction: autocommit on. The lock wait limit must stay
-         * below the engine's phase-1 timeout (whole seconds, rounded up). */
-        if (t->lock_timeout_ms > 0)
-            snprintf(sql, sizeof sql,
-                     "SET SESSION autocommit = 1, innodb_lock_wait_timeout = %lu",
-                     ((unsigned long)t->lock_timeout_ms + 999) / 1000);
-        else
-            snprintf(sql, sizeof sql, "SET SESSION autocommit = 1");
+            return connect_fail(c);
         c->phase = CN_SET;
-        return query_start(c, sql);
-    }
+        return query_start(c, c->set_sql);
     case CN_SET:
         if (c->ret_int)
-            return fail_conn(c);
+            return connect_fail(c);
         return finish(c, false);
     }
     return ST_DONE;
@@ -608,6 +673,7 @@ static int mx_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     c->base.target = t;
     c->loop = loop;
     c->poll_fd = -1;
+    session_settings(c, t);
     uv_timer_init(loop, &c->wait_timer);
     uv_timer_init(loop, &c->connect_timer);
     uv_async_init(loop, &c->deliver_async, on_deliver);
@@ -852,6 +918,28 @@ static int exec_start_prepare(px_conn *c)
     return mysql_stmt_prepare_start(&c->ret_int, ex->st, sql, strlen(sql));
 }
 
+/* Bytes without a character set: BINARY/VARBINARY/BLOB columns and expressions like UNHEX()
+ * carry the binary charset (63) - which numbers and dates carry too, so only string types count;
+ * BIT and GEOMETRY values are raw bytes as well. */
+static bool binary_field(const MYSQL_FIELD *f)
+{
+    switch (f->type) {
+    case MYSQL_TYPE_BIT:
+    case MYSQL_TYPE_GEOMETRY:
+        return true;
+    case MYSQL_TYPE_STRING:
+    case MYSQL_TYPE_VAR_STRING:
+    case MYSQL_TYPE_VARCHAR:
+    case MYSQL_TYPE_TINY_BLOB:
+    case MYSQL_TYPE_BLOB:
+    case MYSQL_TYPE_MEDIUM_BLOB:
+    case MYSQL_TYPE_LONG_BLOB:
+        return f->charsetnr == 63;
+    default:
+        return false;
+    }
+}
+
 static px_coltype bind_column(mx_exec *ex, int k, const MYSQL_FIELD *f)
 {
     MYSQL_BIND *b = &ex->rbind[k];
@@ -879,12 +967,14 @@ static px_coltype bind_column(mx_exec *ex, int k, const MYSQL_FIELD *f)
         b->buffer = &ex->rval[k].d;
         return PX_COL_REAL;
     default:
-        /* Strings, decimals (exact text), dates: the library converts them to text. */
+        /* Strings, decimals (sent as exact text), dates: the library hands over their bytes as
+         * the server sent them, with their full length in rlen. */
         b->buffer_type = MYSQL_TYPE_STRING;
         b->buffer = ex->scratch + (size_t)k * CELL_SCRATCH;
         b->buffer_length = CELL_SCRATCH;
-        return f->type == MYSQL_TYPE_DECIMAL || f->type == MYSQL_TYPE_NEWDECIMAL ? PX_COL_REAL
-                                                                                  : PX_COL_TEXT;
+        if (f->type == MYSQL_TYPE_DECIMAL || f->type == MYSQL_TYPE_NEWDECIMAL)
+            return PX_COL_DECIMAL;
+        return binary_field(f) ? PX_COL_BINARY : PX_COL_TEXT;
     }
 }
 
@@ -935,28 +1025,11 @@ static void format_real(char *buf, size_t len, double d, bool single)
     }
 }
 
-static char *cell_text(mx_exec *ex, int k)
+/* The column's rlen[k] bytes (binary values may hold NULs), NUL-terminated. */
+static char *cell_bytes(mx_exec *ex, int k)
 {
-    const MYSQL_BIND *b = &ex->rbind[k];
-    char buf[64], *out;
     unsigned long len = ex->rlen[k];
-    switch (b->buffer_type) {
-    case MYSQL_TYPE_LONGLONG:
-        if (b->is_unsigned)
-            snprintf(buf, sizeof buf, "%llu", (unsigned long long)ex->rval[k].i);
-        else
-            snprintf(buf, sizeof buf, "%lld", ex->rval[k].i);
-        return strdup(buf);
-    case MYSQL_TYPE_FLOAT:
-        format_real(buf, sizeof buf, ex->rval[k].f, true);
-        return strdup(buf);
-    case MYSQL_TYPE_DOUBLE:
-        format_real(buf, sizeof buf, ex->rval[k].d, false);
-        return strdup(buf);
-    default:
-        break;
-    }
-    out = malloc(len + 1);
+    char *out = malloc(len + 1);
     if (!out)
         return NULL;
     if (len < CELL_SCRATCH) {
@@ -976,6 +1049,34 @@ static char *cell_text(mx_exec *ex, int k)
         }
     }
     out[len] = '\0';
+    return out;
+}
+
+static char *cell_text(mx_exec *ex, int k, px_coltype type)
+{
+    const MYSQL_BIND *b = &ex->rbind[k];
+    char buf[64], *raw, *out;
+    switch (b->buffer_type) {
+    case MYSQL_TYPE_LONGLONG:
+        if (b->is_unsigned)
+            snprintf(buf, sizeof buf, "%llu", (unsigned long long)ex->rval[k].i);
+        else
+            snprintf(buf, sizeof buf, "%lld", ex->rval[k].i);
+        return strdup(buf);
+    case MYSQL_TYPE_FLOAT:
+        format_real(buf, sizeof buf, ex->rval[k].f, true);
+        return strdup(buf);
+    case MYSQL_TYPE_DOUBLE:
+        format_real(buf, sizeof buf, ex->rval[k].d, false);
+        return strdup(buf);
+    default:
+        break;
+    }
+    raw = cell_bytes(ex, k);
+    if (!raw || type != PX_COL_BINARY)
+        return raw;
+    out = px_base64(raw, ex->rlen[k]);
+    free(raw);
     return out;
 }
 
@@ -1000,7 +1101,7 @@ static bool exec_collect_row(px_conn *c)
     for (int k = 0; k < r->ncols; k++) {
         char **cell = &r->cells[(size_t)r->nrows * (size_t)r->ncols + (size_t)k];
         *cell = NULL;
-        if (!ex->rnull[k] && !(*cell = cell_text(ex, k))) {
+        if (!ex->rnull[k] && !(*cell = cell_text(ex, k, r->coltypes[k]))) {
             for (int j = 0; j < k; j++)
                 free(r->cells[(size_t)r->nrows * (size_t)r->ncols + (size_t)j]);
             return false;
@@ -1010,13 +1111,20 @@ static bool exec_collect_row(px_conn *c)
     return true;
 }
 
+/* After every statement, not only the last: a later one could open a new branch under the same
+ * XID and hide that the first was committed. */
 static int exec_stmt_done(px_conn *c)
 {
     mx_exec *ex = &c->ex;
     int64_t want = ex->stmts[ex->i].expect_rows, got = ex->results[ex->i].rows_affected;
+    if (c->branch_open && !in_trans(c)) {
+        set_branch_ended(&c->err);
+        return exec_fail(c);
+    }
     if (want >= 0 && want != got) {
         px_error_set(&c->err, PX_BUSINESS, false, 0, "", "expected %lld rows, got %lld",
                      (long long)want, (long long)got);
+        c->err.rows_mismatch = true;
         return exec_fail(c);
     }
     if (++ex->i == ex->n)
@@ -1158,24 +1266,46 @@ static bool end_ignorable(unsigned code)
     return code == 1399 || code == 1402 || code == 1613 || code == 1614;
 }
 
+/* 1440 XAER_DUPID on XA START: the XID is still held by another session, typically the one a
+ * restarted branch used first, which the server has not finished ending. It lets go of it, and a
+ * fresh connection gets past it. */
+static int xa_fail(px_conn *c)
+{
+    conn_error(c);
+    if (c->xa_kind == XK_START && c->err.code == 1440) {
+        c->err.cls = PX_RETRYABLE;
+        c->err.conn_broken = true;
+    }
+    return finish(c, true);
+}
+
 static int xa_step(px_conn *c)
 {
     switch (c->phase) {
     case XA_NEXT:
-        if (c->xa_i == c->xa_n)
+        if (c->xa_i == c->xa_n) {
+            if (c->xa_kind == XK_START)
+                c->branch_open = true;
             return finish(c, false);
+        }
+        /* Never XA END a branch a statement already ended: the server would answer for
+         * whatever the session holds now (1397 for a committed XID, or a new branch). */
+        if (c->xa_i == 0 && c->xa_kind == XK_END && !in_trans(c)) {
+            set_branch_ended(&c->err);
+            return finish(c, true);
+        }
         c->phase = XA_QUERY;
         return query_start(c, c->xa_sql[c->xa_i]);
     case XA_QUERY:
     case XA_MORE:
         /* real_query: 0 ok; next_result: 0 ok with more, -1 no more, > 0 error. */
         if (c->phase == XA_QUERY ? c->ret_int != 0 : c->ret_int > 0) {
-            if (c->xa_i == 0 && c->xa_ignore_first && end_ignorable(mysql_errno(c->m))) {
+            if (c->xa_i == 0 && c->xa_kind == XK_ABANDON && end_ignorable(mysql_errno(c->m))) {
                 c->xa_i++;
                 c->phase = XA_NEXT;
                 return 0;
             }
-            return fail_conn(c);
+            return xa_fail(c);
         }
         if (mysql_more_results(c->m)) {
             c->phase = XA_MORE;
@@ -1198,8 +1328,8 @@ static bool xid_ok(const px_xid *x)
            memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual);
 }
 
-static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, const char *fmt0,
-                  const char *fmt1, bool ignore_first)
+static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, enum xa_kind kind,
+                  const char *fmt0, const char *fmt1)
 {
     if (!c || !cb || !xid_ok(x))
         return PX_EINVAL;
@@ -1210,7 +1340,9 @@ static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, const c
         snprintf(c->xa_sql[1], XA_SQL_MAX, fmt1, x->gtrid, x->bqual);
     c->xa_n = fmt1 ? 2 : 1;
     c->xa_i = 0;
-    c->xa_ignore_first = ignore_first;
+    c->xa_kind = kind;
+    if (kind == XK_END || kind == XK_ABANDON)
+        c->branch_open = false; /* whatever the outcome, no statement runs in it any more */
     c->cb.done = cb;
     return op_begin(c, OP_XA, arg);
 }
@@ -1218,32 +1350,32 @@ static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, const c
 /* Formats take gtrid, bqual twice; snprintf ignores the unused arguments. */
 static int mx_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA START '%s','%s'", NULL, false);
+    return xa_run(c, x, cb, arg, XK_START, "XA START '%s','%s'", NULL);
 }
 
 static int mx_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL, false);
+    return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL);
 }
 
 static int mx_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA END '%s','%s'", "XA ROLLBACK '%s','%s'", true);
+    return xa_run(c, x, cb, arg, XK_ABANDON, "XA END '%s','%s'", "XA ROLLBACK '%s','%s'");
 }
 
 static int mx_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA END '%s','%s'; XA COMMIT '%s','%s' ONE PHASE", NULL, false);
+    return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA COMMIT '%s','%s' ONE PHASE", NULL);
 }
 
 static int mx_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA COMMIT '%s','%s'", NULL, false);
+    return xa_run(c, x, cb, arg, XK_FINISH, "XA COMMIT '%s','%s'", NULL);
 }
 
 static int mx_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, "XA ROLLBACK '%s','%s'", NULL, false);
+    return xa_run(c, x, cb, arg, XK_FINISH, "XA ROLLBACK '%s','%s'", NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1334,6 +1466,62 @@ static int mx_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Reset
+ * ------------------------------------------------------------------------------------------- */
+
+static int cont_reset(px_conn *c, int ev)
+{
+    return mysql_reset_connection_cont(&c->ret_int, c->m, ev);
+}
+
+/* COM_RESET_CONNECTION dropped the server's side of the cached statements, and the library
+ * detached ours from the connection (their next execute would fail with 2013): closing them
+ * now only frees memory. */
+static void cache_drop(px_conn *c)
+{
+    for (int i = 0; i < c->ncache; i++) {
+        mysql_stmt_close(c->cache[i].stmt);
+        free(c->cache[i].sql);
+    }
+    c->ncache = 0;
+}
+
+/* COM_RESET_CONNECTION undoes what a branch's statements left on the session (variables, user
+ * variables, temporary tables, GET_LOCK locks, prepared statements) and sets every session
+ * variable back to its global value, so the session settings go again. */
+static int reset_step(px_conn *c)
+{
+    switch (c->phase) {
+    case RS_START:
+        c->phase = RS_RESET;
+        c->cont = cont_reset;
+        return mysql_reset_connection_start(&c->ret_int, c->m);
+    case RS_RESET:
+        if (c->ret_int)
+            return fail_broken(c);
+        cache_drop(c);
+        c->phase = RS_SET;
+        return query_start(c, c->set_sql);
+    case RS_SET:
+        if (c->ret_int)
+            return fail_broken(c);
+        return finish(c, false);
+    }
+    return ST_DONE;
+}
+
+static int mx_reset(px_conn *c, px_done_cb cb, void *arg)
+{
+    if (!c || !cb)
+        return PX_EINVAL;
+    if (busy(c))
+        return PX_EBUSY;
+    c->branch_open = false;
+    c->cb.done = cb;
+    return op_begin(c, OP_RESET, arg);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Close
  * ------------------------------------------------------------------------------------------- */
 
@@ -1381,6 +1569,7 @@ static int advance(px_conn *c)
     case OP_EXEC: return exec_step(c);
     case OP_XA: return xa_step(c);
     case OP_RECOVER: return recover_step(c);
+    case OP_RESET: return reset_step(c);
     case OP_CLOSE: return close_step(c);
     case OP_NONE: break;
     }
@@ -1435,5 +1624,6 @@ const px_driver px_mysql_driver = {
     .commit_prepared = mx_commit_prepared,
     .rollback_prepared = mx_rollback_prepared,
     .recover = mx_recover,
+    .reset = mx_reset,
     .close = mx_close,
 };

@@ -24,6 +24,7 @@ void px_error_set(px_error *err, px_errclass cls, bool conn_broken, int code, co
     va_list ap;
     err->cls = cls;
     err->conn_broken = conn_broken;
+    err->rows_mismatch = false;
     err->code = code;
     snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "");
     va_start(ap, fmt);
@@ -98,4 +99,27 @@ bool px_xid_parse_gid(px_xid *x, const char *gid)
     memcpy(gtrid, gid, glen);
     gtrid[glen] = '\0';
     return px_xid_set(x, gtrid, dot + 1);
+}
+
+char *px_base64(const void *data, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *in = data;
+    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        *o++ = alphabet[(v >> 18) & 63];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < len ? alphabet[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
 }

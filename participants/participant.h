@@ -12,6 +12,8 @@
 #ifndef XA_PARTICIPANT_H
 #define XA_PARTICIPANT_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +39,7 @@ typedef enum px_errclass {
 typedef struct px_error {
     px_errclass cls;
     bool conn_broken;  /* the connection is unusable now: discard it, never reuse it */
+    bool rows_mismatch; /* PX_BUSINESS: the statement ran, but not on expect_rows rows */
     int code;          /* MySQL error number; 0 for PostgreSQL */
     char sqlstate[6];  /* "" when unknown (e.g. a connection failure) */
     char message[256]; /* the server's or library's message; never holds a password */
@@ -63,8 +66,24 @@ typedef struct px_stmt {
     int64_t expect_rows; /* exact matched/returned row count required, or -1 for any */
 } px_stmt;
 
-/* Column types of result rows, so that callers can render numbers as numbers. */
-typedef enum px_coltype { PX_COL_TEXT = 0, PX_COL_INT, PX_COL_REAL, PX_COL_BOOL } px_coltype;
+/* Column types of result rows, so that callers can render every value exactly. A cell is always
+ * NUL-terminated text in the form its type names:
+ *   PX_COL_TEXT     valid UTF-8 is not guaranteed (the renderer checks and refuses otherwise)
+ *   PX_COL_INT      decimal digits with an optional '-'; may exceed int64 (MySQL BIGINT UNSIGNED)
+ *   PX_COL_REAL     a binary float: the shortest text that reads back as the same value, or
+ *                   "NaN", "Infinity", "-Infinity"
+ *   PX_COL_BOOL     "true" / "false"
+ *   PX_COL_DECIMAL  an exact decimal as the database prints it ("12345678901234567.89", "NaN")
+ *   PX_COL_BINARY   the bytes of a binary value (bytea, BINARY/VARBINARY/BLOB, UNHEX()), base64
+ *                   encoded (px_base64) */
+typedef enum px_coltype {
+    PX_COL_TEXT = 0,
+    PX_COL_INT,
+    PX_COL_REAL,
+    PX_COL_BOOL,
+    PX_COL_DECIMAL,
+    PX_COL_BINARY,
+} px_coltype;
 
 /* The outcome of one statement. rows_affected: matched rows for UPDATE/DELETE (MySQL uses
  * CLIENT_FOUND_ROWS so a no-op UPDATE still counts), inserted rows, or returned rows for a
@@ -89,11 +108,11 @@ typedef struct px_xid {
 } px_xid;
 
 /* Builds an XID, checking charset and lengths. Returns false when either part is invalid. */
-bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
+XA_MUST_CHECK bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
 /* Formats the PostgreSQL gid into buf (>= 2*PX_XID_PART_MAX+2 bytes). */
 void px_xid_gid(const px_xid *x, char *buf, size_t len);
 /* Parses a PostgreSQL gid "<gtrid>.<bqual>" (bqual is after the last dot). */
-bool px_xid_parse_gid(px_xid *x, const char *gid);
+XA_MUST_CHECK bool px_xid_parse_gid(px_xid *x, const char *gid);
 
 /* Where and how to connect. Strings are owned by the caller and must outlive every connection
  * made from the target. */
@@ -141,23 +160,30 @@ typedef void (*px_recover_cb)(px_conn *c, const px_error *err, const px_xid *xid
 struct px_driver {
     const char *name;
     /* Opens a connection. On success cb gets the connection; on failure cb gets NULL and err. */
-    int (*connect)(uv_loop_t *loop, const px_target *t, px_connect_cb cb, void *arg);
+    XA_MUST_CHECK int (*connect)(uv_loop_t *loop, const px_target *t, px_connect_cb cb, void *arg);
     /* Runs statements in order inside the current branch, stopping at the first failure
      * (error or expect_rows mismatch, which is PX_BUSINESS with message "expected N rows, got M"). */
-    int (*exec)(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg);
-    int (*begin)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*exec)(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg);
+    XA_MUST_CHECK int (*begin)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Ends the branch's work and prepares it. PostgreSQL: a PREPARE TRANSACTION answered with the
      * tag ROLLBACK (the transaction had failed) is reported as PX_BUSINESS. */
-    int (*prepare)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*prepare)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Abandons the unprepared branch open on this connection. */
-    int (*rollback)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
-    int (*commit_one_phase)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
-    int (*commit_prepared)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
-    int (*rollback_prepared)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*rollback)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*commit_one_phase)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*commit_prepared)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
+    XA_MUST_CHECK int (*rollback_prepared)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Lists the prepared branches whose gtrid starts with gtrid_prefix and whose bqual equals
      * bqual (PostgreSQL: only those of current_database()). */
-    int (*recover)(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
+    XA_MUST_CHECK int (*recover)(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
                    void *arg);
+    /* Returns the session, with no branch open on it, to the state it had right after connect:
+     * whatever a branch's statements changed (settings, temporary objects, advisory/user locks,
+     * variables, prepared statements, LISTEN) is undone and the lock wait limit applied again.
+     * The pool calls it for every connection that comes back. A driver may report success at once
+     * and do the work in front of the next branch (PostgreSQL pipelines DISCARD ALL before
+     * BEGIN); on failure the connection must be discarded. NULL: nothing to reset. */
+    XA_MUST_CHECK int (*reset)(px_conn *c, px_done_cb cb, void *arg);
     /* Closes the connection and frees it once its handles are closed. An operation in flight is
      * abandoned: its callback is never called. Safe to call from inside any callback. */
     void (*close)(px_conn *c);
@@ -176,6 +202,9 @@ const px_driver *px_driver_find(const char *name);
 extern const px_driver px_postgres_driver;
 extern const px_driver px_mysql_driver;
 extern const px_driver px_memory_driver;
+
+/* Base64 (RFC 4648, with padding) of len bytes, NUL-terminated; NULL when out of memory. */
+XA_MUST_CHECK char *px_base64(const void *data, size_t len);
 
 /* Fills err (cls, code, sqlstate, message) in one call; message is printf-style. */
 void px_error_set(px_error *err, px_errclass cls, bool conn_broken, int code, const char *sqlstate,

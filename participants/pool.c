@@ -3,7 +3,8 @@
  * the pool's dispatcher (a uv_idle handle started on demand, so on a later loop turn than the call
  * that queued the request) or from a connect callback; release, discard and close only change
  * counts and wake the dispatcher, so no callback ever runs inside a call of the pool's API.
- * Invariant: open == idle + busy + connecting <= size.
+ * Invariant: open == idle + busy + connecting <= size, where busy counts lent connections and
+ * returned ones whose session is being reset.
  */
 #include "pool.h"
 
@@ -260,18 +261,37 @@ void px_pool_cancel(px_pool_req *req)
     maybe_finish(req->pool);
 }
 
-void px_pool_release(px_pool *pool, px_conn *conn)
+/* A returned connection stays counted as busy until its session is clean again. */
+static void on_reset(px_conn *conn, const px_error *err, void *arg)
 {
+    px_pool *pool = arg;
     pool->busy--;
-    if (pool->closing) {
+    if (err || pool->closing) {
         pool->open--;
+        if (err)
+            pool->discards++;
         pool->drv->close(conn);
+        if (pool->head)
+            kick(pool);
         maybe_finish(pool);
         return;
     }
     pool->idle[pool->nidle++] = conn;
     if (pool->head)
         kick(pool);
+}
+
+/* Nothing one transaction did to its session may reach the next one: every returned connection
+ * is reset by its driver before anyone else can borrow it (docs/design.md, session hygiene). */
+void px_pool_release(px_pool *pool, px_conn *conn)
+{
+    if (!pool->closing && pool->drv->reset) {
+        if (pool->drv->reset(conn, on_reset, pool) == 0)
+            return;
+        px_pool_discard(pool, conn);
+        return;
+    }
+    on_reset(conn, NULL, pool);
 }
 
 void px_pool_discard(px_pool *pool, px_conn *conn)

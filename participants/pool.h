@@ -10,6 +10,8 @@
 #ifndef XA_POOL_H
 #define XA_POOL_H
 
+#include "compiler.h"
+
 #include "participant.h"
 
 typedef struct px_pool px_pool;
@@ -40,12 +42,12 @@ typedef struct px_pool_stats {
 } px_pool_stats;
 
 /* The target must outlive the pool. Returns NULL when the driver is unknown or out of memory. */
-px_pool *px_pool_new(uv_loop_t *loop, const px_target *target, int size);
+XA_MUST_CHECK px_pool *px_pool_new(uv_loop_t *loop, const px_target *target, int size);
 
 /* Lends a connection: immediately (on a later loop turn) when one is idle, after a connect when
  * below the limit, else when one is released. Fails fast with PX_RETRYABLE while the participant
  * is down. Returns 0, or a negative code (callback not called) when the pool is closing. */
-int px_pool_acquire(px_pool *pool, px_pool_req *req, px_acquire_cb cb);
+XA_MUST_CHECK int px_pool_acquire(px_pool *pool, px_pool_req *req, px_acquire_cb cb);
 
 /* Withdraws a request still waiting; its callback will not be called. No-op once it ran. */
 void px_pool_cancel(px_pool_req *req);

@@ -5,8 +5,12 @@
  * libpq pipeline (extended protocol, one Sync at the end), so that BEGIN and all statements of a
  * branch leave in one round trip and the reply is read back as one batch. A branch is a plain
  * transaction block finished with PREPARE TRANSACTION '<gtrid>.<bqual>'; COMMIT/ROLLBACK PREPARED
- * may run on any connection of the same database. Hosts must be numeric addresses (or socket
- * paths): libpq resolves names inside PQconnectPoll with a blocking getaddrinfo.
+ * may run on any connection of the same database. reset() only marks the session: DISCARD ALL and
+ * the lock wait limit go out in front of the next BEGIN, in the same round trip. COMMIT/ROLLBACK
+ * PREPARED and the recovery listing are no branch and never run in a session that a client's
+ * statements left behind: on such a connection DISCARD ALL goes out in front of them, in the
+ * same round trip too. Hosts must be numeric addresses (or socket paths): libpq resolves names
+ * inside PQconnectPoll with a blocking getaddrinfo.
  */
 #include "participant.h"
 
@@ -25,6 +29,7 @@
 
 /* OIDs of built-in types; pg_type_d.h is a server header, and these values never change. */
 #define OID_BOOL 16
+#define OID_BYTEA 17
 #define OID_INT8 20
 #define OID_INT2 21
 #define OID_INT4 23
@@ -46,10 +51,16 @@ typedef enum pg_op {
     OP_COMMIT_PREPARED,
     OP_ROLLBACK_PREPARED,
     OP_RECOVER,
+    OP_RESET,
 } pg_op;
 
-/* What one reply of the pipeline answers; values >= 0 are statement indexes of an exec. */
-enum { ITEM_BEGIN = -1, ITEM_CMD = -2, ITEM_RECOVER = -3 };
+/* What one reply of the pipeline answers; values >= 0 are statement indexes of an exec.
+ * ITEM_RESET: DISCARD ALL or the SET of the lock wait limit, sent in front of BEGIN, or DISCARD
+ * ALL in front of COMMIT/ROLLBACK PREPARED or the recovery listing. */
+enum { ITEM_BEGIN = -1, ITEM_CMD = -2, ITEM_RECOVER = -3, ITEM_RESET = -4 };
+
+/* Items that can precede an operation's own: DISCARD ALL, SET lock_timeout and BEGIN. */
+#define PRELUDE_ITEMS 3
 
 struct px_conn {
     struct px_conn_base base; /* first, so that generic code can cast */
@@ -63,7 +74,18 @@ struct px_conn {
     bool connected;
     bool closing;
     bool broken;
-    bool want_write; /* PQflush left data behind: also poll for writable */
+    bool want_write;    /* PQflush left data behind: also poll for writable */
+    bool reset_pending; /* reset() was called: DISCARD ALL goes out in front of the next BEGIN */
+
+    /* The session's state (see send_discard). dirty: a client's statements ran since the
+     * last DISCARD ALL, so the session may hold their settings, role, temporary objects, locks.
+     * settings_stale: the configured settings (lock_timeout) must be applied again - DISCARD ALL
+     * dropped them, or the branch whose BEGIN carried them did not commit. settings_in_branch:
+     * they went out in front of the open branch's BEGIN, inside its transaction, and a rollback
+     * of the branch takes them back. */
+    bool dirty;
+    bool settings_stale;
+    bool settings_in_branch;
 
     /* The branch open on this connection; BEGIN goes out with the first exec. */
     bool in_branch;
@@ -114,16 +136,20 @@ static void pg_close(px_conn *c);
  *   40001 serialization failure, 40P01 deadlock        -> PX_RETRYABLE
  *   55P03 lock not available (lock_timeout)            -> PX_RETRYABLE
  *   53300 too many connections, 53200 out of memory    -> PX_RETRYABLE
- *   57P01/57P02/57P03 shutdown or starting, 08xxx      -> PX_RETRYABLE, conn_broken
+ *   08P01 protocol violation (e.g. a parameter count   -> PX_BUSINESS
+ *     that does not fit the SQL), other 08xxx          -> PX_RETRYABLE
+ *   57P0x the server ends the session (shutdown,       -> PX_RETRYABLE, conn_broken
+ *     starting, terminated)
  *   no reply at all (PQstatus CONNECTION_BAD)          -> PX_RETRYABLE, conn_broken
  *   55000, 0A000 and anything else                     -> PX_FATAL
  *   connect failures                                   -> PX_RETRYABLE ("server down"),
  *     but 28P01, 28000 (authentication), 3D000 (no such database) -> PX_FATAL
+ * conn_broken never follows from the class alone: a session that the server keeps open
+ * (PQstatus still CONNECTION_OK after the error) is still good, whatever the error was.
  */
 static px_errclass classify(const char *st, bool xid_op)
 {
-    static const char *const retryable[] = {"40001", "40P01", "55P03", "57P01",
-                                            "57P02", "57P03", "53300", "53200"};
+    static const char *const retryable[] = {"40001", "40P01", "55P03", "53300", "53200"};
     if (!st || strlen(st) != 5)
         return PX_FATAL;
     if (strcmp(st, "42704") == 0 && xid_op)
@@ -131,7 +157,7 @@ static px_errclass classify(const char *st, bool xid_op)
     if (strcmp(st, "42501") == 0)
         return PX_FATAL;
     if (!strncmp(st, "22", 2) || !strncmp(st, "23", 2) || !strncmp(st, "42", 2) ||
-        !strncmp(st, "P0", 2))
+        !strncmp(st, "P0", 2) || !strcmp(st, "08P01"))
         return PX_BUSINESS;
     for (size_t i = 0; i < sizeof retryable / sizeof retryable[0]; i++)
         if (strcmp(st, retryable[i]) == 0)
@@ -141,10 +167,11 @@ static px_errclass classify(const char *st, bool xid_op)
     return PX_FATAL;
 }
 
-/* The server is closing this session (or never accepted it). */
-static bool sqlstate_breaks(const char *st)
+/* The server ends this session after the error (57P01 admin shutdown, 57P02 crash shutdown,
+ * 57P03 cannot connect now, ...): libpq may not have seen the socket close yet. */
+static bool sqlstate_ends_session(const char *st)
 {
-    return !strncmp(st, "08", 2) || !strncmp(st, "57P0", 4);
+    return !strncmp(st, "57P0", 4);
 }
 
 /* libpq messages span lines (DETAIL, HINT, LOCATION): keep one line, without the location. */
@@ -239,15 +266,30 @@ static void op_fail_result(px_conn *c, int index, const PGresult *r)
     char msg[256];
     bool xid_op = c->op == OP_COMMIT_PREPARED || c->op == OP_ROLLBACK_PREPARED;
     bool lost = PQstatus(c->pg) == CONNECTION_BAD;
-    px_errclass cls;
     flatten(msg, sizeof msg, primary ? primary : PQresultErrorMessage(r));
     if (!st || !*st) {
         op_fail(c, index, lost ? PX_RETRYABLE : PX_FATAL, lost, "", "%s",
                 *msg ? msg : "unknown error");
         return;
     }
-    cls = classify(st, xid_op);
-    op_fail(c, index, cls, lost || sqlstate_breaks(st), st, "%s", msg);
+    if (lost || sqlstate_ends_session(st)) {
+        op_fail(c, index, PX_RETRYABLE, true, st, "%s", msg);
+        return;
+    }
+    op_fail(c, index, classify(st, xid_op), false, st, "%s", msg);
+}
+
+/* DISCARD ALL or SET failed in front of BEGIN, or DISCARD ALL in front of a phase-2 command or
+ * the recovery listing: the session is not in the configured state, and nothing after it in the
+ * pipeline ran. Retryable on another connection. */
+static void op_fail_reset(px_conn *c, const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    char msg[256];
+    flatten(msg, sizeof msg, primary ? primary : PQresultErrorMessage(r));
+    op_fail(c, 0, PX_RETRYABLE, true, st ? st : "", "session reset failed: %s",
+            *msg ? msg : "unknown error");
 }
 
 /* --------------------------------------------------------------- handles */
@@ -363,7 +405,7 @@ static int op_start(px_conn *c, pg_op op, int max_items, void *arg)
         return PX_EBUSY;
     if (c->closing)
         return PX_EINVAL;
-    c->items = malloc((max_items > 0 ? (size_t)max_items : 1) * sizeof *c->items);
+    c->items = malloc(((size_t)max_items + PRELUDE_ITEMS) * sizeof *c->items);
     if (!c->items)
         return PX_ENOMEM;
     c->op = op;
@@ -421,21 +463,129 @@ static void sync_and_flush(px_conn *c)
     }
 }
 
-/* Starts a pipeline of BEGIN (when the branch has not sent it yet, and `with_begin`) and one
- * command, for the operations that take no parameters. */
-static void run_command(px_conn *c, bool with_begin, const char *sql)
+static void lock_timeout_sql(const px_conn *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "SET lock_timeout = '%" PRIu32 "ms'", c->base.target->lock_timeout_ms);
+}
+
+/*
+ * Session hygiene. A client's statements can change the session (set_config(), a role, advisory
+ * locks, temporary objects, ...); DISCARD ALL undoes all of it. It must be the first message
+ * after a Sync - PostgreSQL refuses it "within a pipeline" once another statement ran in the
+ * same segment - and it commits at once by itself (PostgreSQL 15: a later rollback does not bring
+ * the old state back), after which COMMIT/ROLLBACK PREPARED may still follow in the same segment
+ * (after any other statement they too are refused "within a pipeline"). So every operation
+ * starts a new segment, and the prelude is the first thing it sends: one round trip, one Sync.
+ * The flags change when the message is queued: if it then fails, the operation fails with
+ * conn_broken and the connection is not used again.
+ */
+static bool send_discard(px_conn *c)
+{
+    if (!send_query(c, ITEM_RESET, "DISCARD ALL", 0, NULL))
+        return false;
+    c->dirty = false;
+    c->reset_pending = false;
+    c->settings_stale = true;
+    return true;
+}
+
+/* In front of COMMIT/ROLLBACK PREPARED and the recovery listing, which are no branch: they run on
+ * whatever connection the engine holds - the one that ran the branch's statements and its
+ * PREPARE, or one lent with its reset still pending - and must not run in a session that a
+ * client's statements changed (a role that does not own the prepared transaction, a search_path
+ * that finds a temporary view named pg_prepared_xacts first, a statement_timeout). A clean
+ * session sends nothing. The lock wait limit is not needed here: it goes out with the next
+ * BEGIN. */
+static bool send_clean_session(px_conn *c)
+{
+    return !c->dirty || send_discard(c);
+}
+
+/* Sends the branch's BEGIN, preceded by the session reset that reset() left pending (DISCARD
+ * ALL, when a client's statements ran since the last one) and by the lock wait limit, when the
+ * session does not carry it. That SET travels inside the branch's transaction (BEGIN turns the
+ * segment's implicit transaction into the block): it stays when the branch prepares or commits,
+ * and is sent again after a rollback (finish_branch_state). A connection that never had reset
+ * called - the owner's lock session - keeps its state. */
+static bool send_begin(px_conn *c)
+{
+    char sql[64];
+    if (c->reset_pending && c->dirty && !send_discard(c))
+        return false;
+    c->reset_pending = false;
+    if (c->settings_stale && c->base.target->lock_timeout_ms > 0) {
+        lock_timeout_sql(c, sql, sizeof sql);
+        if (!send_query(c, ITEM_RESET, sql, 0, NULL))
+            return false;
+        c->settings_stale = false;
+        c->settings_in_branch = true;
+    }
+    if (!send_query(c, ITEM_BEGIN, "BEGIN", 0, NULL))
+        return false;
+    c->begin_sent = true;
+    return true;
+}
+
+static const char *trans_status_name(PGTransactionStatusType st)
+{
+    switch (st) {
+    case PQTRANS_IDLE:
+        return "idle";
+    case PQTRANS_ACTIVE:
+        return "active";
+    case PQTRANS_INTRANS:
+        return "in transaction";
+    case PQTRANS_INERROR:
+        return "failed transaction";
+    default:
+        return "unknown";
+    }
+}
+
+/* The client's SQL can end the transaction block the driver began (COMMIT, ROLLBACK, END,
+ * PREPARE TRANSACTION): what the driver would prepare or commit next is then not the branch.
+ * The session state is unknown from here on. */
+static void fail_branch_ended(px_conn *c, int index, const char *what)
+{
+    op_fail(c, index, PX_BUSINESS, true, "",
+            "the branch's transaction was ended by a statement (%s)", what);
+}
+
+/* Whether the transaction block the driver began is still open (INERROR after a statement
+ * failed); when it is not, the operation fails at index. */
+static bool branch_still_open(px_conn *c, int index, bool failed)
+{
+    PGTransactionStatusType st = PQtransactionStatus(c->pg);
+    char what[64];
+    if (st == PQTRANS_INTRANS || (failed && st == PQTRANS_INERROR))
+        return true;
+    snprintf(what, sizeof what, "transaction status %s", trans_status_name(st));
+    fail_branch_ended(c, index, what);
+    return false;
+}
+
+/* Starts a pipeline of BEGIN (when the branch has not sent it yet, and `with_begin`) or the
+ * clean-session prelude (`clean`: phase 2) and one command, for the operations that take no
+ * parameters. */
+static void run_command(px_conn *c, bool with_begin, bool clean, const char *sql)
 {
     if (c->broken) {
         op_fail(c, 0, PX_RETRYABLE, true, "", "connection is broken");
         defer(c);
         return;
     }
-    if (with_begin && c->in_branch && !c->begin_sent) {
-        if (!send_query(c, ITEM_BEGIN, "BEGIN", 0, NULL)) {
-            defer(c);
-            return;
-        }
-        c->begin_sent = true;
+    /* PREPARE or COMMIT must not act on a transaction that is not the branch's. */
+    if (with_begin && c->begin_sent && !branch_still_open(c, 0, true)) {
+        defer(c);
+        return;
+    }
+    if (with_begin && c->in_branch && !c->begin_sent && !send_begin(c)) {
+        defer(c);
+        return;
+    }
+    if (clean && !send_clean_session(c)) {
+        defer(c);
+        return;
     }
     if (!send_query(c, ITEM_CMD, sql, 0, NULL)) {
         defer(c);
@@ -455,12 +605,38 @@ static px_coltype coltype(Oid oid)
         return PX_COL_INT;
     case OID_FLOAT4:
     case OID_FLOAT8:
-    case OID_NUMERIC:
         return PX_COL_REAL;
+    case OID_NUMERIC:
+        return PX_COL_DECIMAL;
     case OID_BOOL:
         return PX_COL_BOOL;
+    case OID_BYTEA:
+        return PX_COL_BINARY;
     default:
         return PX_COL_TEXT;
+    }
+}
+
+/* One cell in the form its column type names (participant.h). Numbers keep the server's text:
+ * PostgreSQL prints numeric exactly, and floats (extra_float_digits >= 1, the default since 12)
+ * as the shortest text that reads back the same, spelling NaN, Infinity and -Infinity as the
+ * header does. NULL when out of memory. */
+static char *cell_text(px_coltype type, const char *v)
+{
+    unsigned char *bytes;
+    size_t len;
+    char *out;
+    switch (type) {
+    case PX_COL_BOOL:
+        return strdup(v[0] == 't' ? "true" : "false");
+    case PX_COL_BINARY:
+        /* The text form is \x<hex> (or the old escape form, if a session asked for it). */
+        bytes = PQunescapeBytea((const unsigned char *)v, &len);
+        out = bytes ? px_base64(bytes, len) : NULL;
+        PQfreemem(bytes);
+        return out;
+    default:
+        return strdup(v);
     }
 }
 
@@ -482,16 +658,33 @@ static bool copy_rows(px_result *out, const PGresult *r)
     }
     for (int i = 0; i < nrows; i++)
         for (int j = 0; j < ncols; j++) {
-            const char *v = PQgetvalue(r, i, j);
             char **cell = &out->cells[(size_t)i * ncols + j];
             if (PQgetisnull(r, i, j))
                 continue;
-            if (out->coltypes[j] == PX_COL_BOOL)
-                v = v[0] == 't' ? "true" : "false";
-            if (!(*cell = strdup(v)))
+            if (!(*cell = cell_text(out->coltypes[j], PQgetvalue(r, i, j))))
                 return false;
         }
     return true;
+}
+
+/* After ROLLBACK or COMMIT, a BEGIN opens a new transaction block that the status check at the
+ * Sync cannot tell from the branch's own: the command tag gives it away. A BEGIN inside the
+ * open block changes nothing, but it is the client's transaction control all the same. */
+static void check_no_begin(px_conn *c, int index, const PGresult *r)
+{
+    const char *tag = PQcmdStatus((PGresult *)r);
+    char what[64];
+    if (c->begin_sent && (!strcmp(tag, "BEGIN") || !strcmp(tag, "START TRANSACTION"))) {
+        snprintf(what, sizeof what, "command %s", tag);
+        fail_branch_ended(c, index, what);
+    }
+}
+
+/* At the Sync of an exec inside the branch, where the transaction status is the server's. */
+static void check_branch_open(px_conn *c)
+{
+    if (c->op == OP_EXEC && c->begin_sent)
+        (void)branch_still_open(c, c->nstmts > 0 ? c->nstmts - 1 : 0, c->failed);
 }
 
 static void take_stmt_result(px_conn *c, int index, const PGresult *r)
@@ -500,6 +693,7 @@ static void take_stmt_result(px_conn *c, int index, const PGresult *r)
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK) {
         out->rows_affected = strtoll(PQcmdTuples((PGresult *)r), NULL, 10);
+        check_no_begin(c, index, r);
     } else if (st == PGRES_TUPLES_OK) {
         out->rows_affected = PQntuples(r);
         if (!copy_rows(out, r)) {
@@ -511,9 +705,12 @@ static void take_stmt_result(px_conn *c, int index, const PGresult *r)
         return;
     }
     c->stmts_done = index + 1;
-    if (c->expect[index] >= 0 && out->rows_affected != c->expect[index])
+    if (c->expect[index] >= 0 && out->rows_affected != c->expect[index]) {
         op_fail(c, index, PX_BUSINESS, false, "", "expected %" PRId64 " rows, got %" PRId64,
                 c->expect[index], out->rows_affected);
+        if (c->failed_index == index)
+            c->err.rows_mismatch = true;
+    }
 }
 
 static void take_recover_result(px_conn *c, const PGresult *r)
@@ -540,8 +737,17 @@ static void take_result(px_conn *c, int item, const PGresult *r)
 {
     ExecStatusType st = PQresultStatus(r);
     int index = item >= 0 ? item : (c->op == OP_EXEC ? c->stmts_done : 0);
+    if (item == ITEM_RESET && st != PGRES_COMMAND_OK && st != PGRES_PIPELINE_ABORTED) {
+        op_fail_reset(c, r);
+        return;
+    }
     if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
         op_fail_result(c, index, r);
+        return;
+    }
+    if (st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
+        /* libpq is in COPY mode now and returns nothing else: the connection is done for. */
+        op_fail(c, index, PX_BUSINESS, true, "", "COPY is not supported");
         return;
     }
     if (st == PGRES_PIPELINE_ABORTED) {
@@ -562,7 +768,10 @@ static void take_result(px_conn *c, int item, const PGresult *r)
     }
 }
 
-/* Reads every reply that is complete; the operation ends at the pipeline's Sync. */
+/* Reads every reply that is complete; the operation ends at the pipeline's Sync. Every turn
+ * either consumes a reply on the way to the Sync or leaves the loop: a reply that makes the
+ * session unusable ends the operation at once, since the Sync may never be read - in COPY mode
+ * libpq returns a new COPY result on every call, never NULL. */
 static void drain(px_conn *c)
 {
     bool idle_seen = false;
@@ -583,13 +792,21 @@ static void drain(px_conn *c)
         }
         if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
             PQclear(r);
+            check_branch_open(c);
             finish(c);
             return;
         }
         if (c->cur < c->nitems)
             take_result(c, c->items[c->cur], r);
+        else
+            op_fail(c, c->nstmts > 0 ? c->nstmts - 1 : 0, PX_FATAL, true, "", "unexpected reply %s",
+                    PQresStatus(PQresultStatus(r)));
         c->cur_got = true;
         PQclear(r);
+        if (c->err.conn_broken) {
+            finish(c);
+            return;
+        }
     }
     if (pg_lost(c)) {
         stop_poll(c);
@@ -640,8 +857,8 @@ static void connected(px_conn *c)
         finish(c);
         return;
     }
-    snprintf(sql, sizeof sql, "SET lock_timeout = '%" PRIu32 "ms'", t->lock_timeout_ms);
-    run_command(c, false, sql);
+    lock_timeout_sql(c, sql, sizeof sql);
+    run_command(c, false, false, sql);
 }
 
 /* One step of libpq's connection state machine. The poll handle is stopped first: libpq may
@@ -828,10 +1045,14 @@ static int pg_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
 
 /* ------------------------------------------------------------- completion */
 
-static void finish_branch_state(px_conn *c, pg_op op)
+static void finish_branch_state(px_conn *c, pg_op op, bool failed)
 {
-    /* PREPARE, COMMIT and ROLLBACK end the transaction block even when they fail. */
+    /* PREPARE, COMMIT and ROLLBACK end the transaction block even when they fail. A lock wait
+     * limit sent in front of the branch's BEGIN stays only if the transaction was kept. */
     if (op == OP_PREPARE || op == OP_COMMIT_ONE_PHASE || op == OP_ROLLBACK) {
+        if (c->settings_in_branch && (failed || op == OP_ROLLBACK))
+            c->settings_stale = true;
+        c->settings_in_branch = false;
         c->in_branch = false;
         c->begin_sent = false;
     }
@@ -854,7 +1075,7 @@ static void finish(px_conn *c)
     stop_poll(c);
     if (failed && err.conn_broken)
         c->broken = true;
-    finish_branch_state(c, op);
+    finish_branch_state(c, op, failed);
     switch (op) {
     case OP_CONNECT: {
         px_connect_cb cb = c->cb.connect;
@@ -973,7 +1194,7 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
     for (int i = 0; i < n; i++)
         if (!params_valid(&stmts[i]))
             return PX_EINVAL;
-    if ((rc = op_start(c, OP_EXEC, n + 1, arg)) < 0)
+    if ((rc = op_start(c, OP_EXEC, n, arg)) < 0)
         return rc;
     c->cb.exec = cb;
     c->nstmts = n;
@@ -991,13 +1212,13 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
         defer(c);
         return 0;
     }
-    if (c->in_branch && !c->begin_sent) {
-        if (!send_query(c, ITEM_BEGIN, "BEGIN", 0, NULL)) {
-            defer(c);
-            return 0;
-        }
-        c->begin_sent = true;
+    if (c->in_branch && !c->begin_sent && !send_begin(c)) {
+        defer(c);
+        return 0;
     }
+    /* Whatever the statements do to the session stays until a DISCARD ALL. */
+    if (n > 0)
+        c->dirty = true;
     for (int i = 0; i < n; i++) {
         int bad = nul_param(&stmts[i]);
         if (bad) {
@@ -1047,7 +1268,7 @@ static int pg_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 
 /* Runs one command naming the branch's gid. */
 static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, bool with_begin,
-                       px_done_cb cb, void *arg)
+                       bool clean, px_done_cb cb, void *arg)
 {
     char gid[GID_MAX], sql[GID_MAX + 64];
     px_xid v;
@@ -1056,13 +1277,13 @@ static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, 
         return PX_EINVAL;
     if (c->op != OP_NONE)
         return PX_EBUSY;
-    if ((rc = op_start(c, op, 2, arg)) < 0)
+    if ((rc = op_start(c, op, 1, arg)) < 0)
         return rc;
     c->cb.done = cb;
     px_xid_gid(&v, gid, sizeof gid);
     /* The gid holds only [a-z0-9._] (checked by xid_ok): splicing it into a literal is safe. */
     snprintf(sql, sizeof sql, "%s '%s'", verb, gid);
-    run_command(c, with_begin, sql);
+    run_command(c, with_begin, clean, sql);
     return 0;
 }
 
@@ -1070,7 +1291,7 @@ static int pg_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && !c->in_branch)
         return PX_EINVAL;
-    return gid_command(c, OP_PREPARE, x, "PREPARE TRANSACTION", true, cb, arg);
+    return gid_command(c, OP_PREPARE, x, "PREPARE TRANSACTION", true, false, cb, arg);
 }
 
 static int pg_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
@@ -1078,14 +1299,14 @@ static int pg_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *
     /* COMMIT PREPARED cannot run inside a transaction block. */
     if (c && c->op == OP_NONE && c->in_branch)
         return PX_EINVAL;
-    return gid_command(c, OP_COMMIT_PREPARED, x, "COMMIT PREPARED", false, cb, arg);
+    return gid_command(c, OP_COMMIT_PREPARED, x, "COMMIT PREPARED", false, true, cb, arg);
 }
 
 static int pg_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && c->in_branch)
         return PX_EINVAL;
-    return gid_command(c, OP_ROLLBACK_PREPARED, x, "ROLLBACK PREPARED", false, cb, arg);
+    return gid_command(c, OP_ROLLBACK_PREPARED, x, "ROLLBACK PREPARED", false, true, cb, arg);
 }
 
 static int simple_command(px_conn *c, pg_op op, const char *sql, bool with_begin, px_done_cb cb,
@@ -1094,10 +1315,10 @@ static int simple_command(px_conn *c, pg_op op, const char *sql, bool with_begin
     int rc;
     if (!c || !cb)
         return PX_EINVAL;
-    if ((rc = op_start(c, op, 2, arg)) < 0)
+    if ((rc = op_start(c, op, 1, arg)) < 0)
         return rc;
     c->cb.done = cb;
-    run_command(c, with_begin, sql);
+    run_command(c, with_begin, false, sql);
     return 0;
 }
 
@@ -1136,6 +1357,10 @@ static int pg_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
         return 0;
     }
     values[0] = gtrid_prefix;
+    if (!send_clean_session(c)) {
+        defer(c);
+        return 0;
+    }
     if (!send_query(c, ITEM_RECOVER,
                     "SELECT gid FROM pg_prepared_xacts "
                     "WHERE database = current_database() AND starts_with(gid, $1)",
@@ -1144,6 +1369,30 @@ static int pg_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
         return 0;
     }
     sync_and_flush(c);
+    return 0;
+}
+
+/* Nothing is sent now: the reset travels in front of the next BEGIN (send_begin), in the same
+ * round trip - or in front of a phase-2 command or the recovery listing, if one comes first
+ * (send_clean_session). A connection that never had reset called - the owner's lock session -
+ * sees DISCARD ALL only in front of those, which it never runs. */
+static int pg_reset(px_conn *c, px_done_cb cb, void *arg)
+{
+    int rc;
+    if (!c || !cb)
+        return PX_EINVAL;
+    if (c->op != OP_NONE)
+        return PX_EBUSY;
+    if (c->in_branch)
+        return PX_EINVAL;
+    if ((rc = op_start(c, OP_RESET, 0, arg)) < 0)
+        return rc;
+    c->cb.done = cb;
+    if (c->broken)
+        op_fail(c, 0, PX_RETRYABLE, true, "", "connection is broken");
+    else
+        c->reset_pending = true;
+    defer(c);
     return 0;
 }
 
@@ -1174,5 +1423,6 @@ const px_driver px_postgres_driver = {
     .commit_prepared = pg_commit_prepared,
     .rollback_prepared = pg_rollback_prepared,
     .recover = pg_recover,
+    .reset = pg_reset,
     .close = pg_close,
 };

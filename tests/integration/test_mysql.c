@@ -1,7 +1,8 @@
 /*
  * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: statements with bound
  * parameters, XA branches and their MariaDB-specific attachment to the preparing session, error
- * classes, recovery after a server crash, concurrency, and closing in every state. Each test
+ * classes, exact values of every column type, statements that try to end their own branch,
+ * session reset, recovery after a server crash, concurrency, and closing in every state. Each test
  * runs its own loop and ends by checking that the loop closed cleanly.
  */
 #include "testutil.h"
@@ -252,7 +253,7 @@ static int setup(void **state)
 {
     snprintf(g_prefix, sizeof g_prefix, "xa1.mt%d", (int)getpid());
     tu_target(&g_target, "order");
-    free(admin("DROP TABLE IF EXISTS mxt_kv, mxt_acct, mxt_types, mxt_bulk;"
+    free(admin("DROP TABLE IF EXISTS mxt_kv, mxt_acct, mxt_types, mxt_bulk, mxt_bin;"
                "CREATE TABLE mxt_kv (id INT PRIMARY KEY, v VARCHAR(400), b BLOB)"
                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;"
                "CREATE TABLE mxt_acct (id INT PRIMARY KEY, balance INT NOT NULL,"
@@ -261,6 +262,8 @@ static int setup(void **state)
                " m DECIMAL(10,2), s VARCHAR(10), dt DATETIME, n INT, big TEXT, t TINYINT)"
                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"
                "CREATE TABLE mxt_bulk (id INT PRIMARY KEY, w INT) ENGINE=InnoDB;"
+               "CREATE TABLE mxt_bin (bn BINARY(3), vb VARBINARY(300), bl BLOB, bt BIT(10),"
+               " u BIGINT UNSIGNED, t TEXT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"
                "INSERT INTO mxt_acct VALUES (1, 100), (2, 100), (3, 100);"));
     return 0;
 }
@@ -599,7 +602,7 @@ static void test_result_types(void **state)
     assert_string_equal(k.cells[2], "1.5");
     assert_int_equal(k.types[3], PX_COL_REAL);
     assert_string_equal(k.cells[3], "0.1");
-    assert_int_equal(k.types[4], PX_COL_REAL);
+    assert_int_equal(k.types[4], PX_COL_DECIMAL);
     assert_string_equal(k.cells[4], "12.34");
     assert_int_equal(k.types[5], PX_COL_TEXT);
     assert_string_equal(k.cells[5], "x");
@@ -610,6 +613,58 @@ static void test_result_types(void **state)
     assert_int_equal(k.types[9], PX_COL_INT);
     assert_string_equal(k.cells[9], "1");
     assert_string_equal(k.names[8], "big");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+/* The exact text of every kind of value: integers beyond int64, exact decimals, binary bytes
+ * (NULs included, also past the in-place fetch buffer) as base64, duplicate column names. */
+static void test_value_types(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    unsigned char blob[200];
+    char *want;
+    px_stmt expr = stmt("SELECT CAST(18446744073709551615 AS UNSIGNED) AS u,"
+                        " CAST(12345678901234567.89 AS DECIMAL(30,2)) AS m, 1e0 / 4 AS r,"
+                        " UNHEX('FF00FE') AS h, 1 AS a, 2 AS a",
+                        NULL, 0, 1);
+    px_stmt cols = stmt("SELECT bn, vb, bl, bt, u, t FROM mxt_bin", NULL, 0, 1);
+    px_conn *c;
+    free(admin("INSERT INTO mxt_bin VALUES ('a', REPEAT(X'00FF', 100), X'', b'1100000001',"
+               " 18446744073709551615, 'text')"));
+    uv_loop_init(&loop);
+    t = g_target;
+    c = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c, &expr, 1, &k), PX_OK);
+    assert_int_equal(k.ncols, 6);
+    assert_int_equal(k.types[0], PX_COL_INT);
+    assert_string_equal(k.cells[0], "18446744073709551615");
+    assert_int_equal(k.types[1], PX_COL_DECIMAL);
+    assert_string_equal(k.cells[1], "12345678901234567.89");
+    assert_int_equal(k.types[2], PX_COL_REAL);
+    assert_string_equal(k.cells[2], "0.25");
+    assert_int_equal(k.types[3], PX_COL_BINARY);
+    assert_string_equal(k.cells[3], "/wD+");
+    assert_string_equal(k.names[4], "a");
+    assert_string_equal(k.names[5], "a");
+    assert_string_equal(k.cells[5], "2");
+    assert_int_equal(sync_exec(&loop, c, &cols, 1, &k), PX_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(k.types[i], PX_COL_BINARY);
+    assert_string_equal(k.cells[0], "YQAA"); /* 'a' padded with NULs */
+    for (size_t i = 0; i < sizeof blob; i++)
+        blob[i] = i % 2 ? 0xff : 0x00;
+    want = px_base64(blob, sizeof blob);
+    assert_string_equal(k.cells[1], want);
+    free(want);
+    assert_string_equal(k.cells[2], "");
+    assert_string_equal(k.cells[3], "AwE="); /* b'1100000001' = 0x0301 */
+    assert_int_equal(k.types[4], PX_COL_INT);
+    assert_string_equal(k.cells[4], "18446744073709551615");
+    assert_int_equal(k.types[5], PX_COL_TEXT);
+    assert_string_equal(k.cells[5], "text");
     call_reset(&k);
     close_and_finish(&loop, &c, 1);
 }
@@ -816,6 +871,211 @@ static void test_one_phase_and_rollback(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
+/* A statement that ends the branch itself - XA END and XA COMMIT ... ONE PHASE for the branch's
+ * own XID are accepted as prepared statements - is noticed at once, even when a later statement
+ * opens a new branch under the same XID. */
+static void test_statement_cannot_end_branch(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    char end[160], commit[160], start[160];
+    px_param p[2] = {p_int(50), p_text("ended")};
+    px_stmt s[3];
+    px_conn *c[2];
+    uv_loop_init(&loop);
+    t = g_target;
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    snprintf(end, sizeof end, "XA END '%s','%s'", x.gtrid, x.bqual);
+    snprintf(commit, sizeof commit, "XA COMMIT '%s','%s' ONE PHASE", x.gtrid, x.bqual);
+    snprintf(start, sizeof start, "XA START '%s','%s'", x.gtrid, x.bqual);
+    s[0] = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
+    s[1] = stmt(end, NULL, 0, -1);
+    s[2] = stmt(commit, NULL, 0, -1);
+    must_xa(&loop, D->begin, c[0], &x);
+    assert_int_equal(sync_exec(&loop, c[0], s, 3, &k), PX_BUSINESS);
+    assert_true(k.err.conn_broken);
+    assert_int_equal(k.failed_index, 2);
+    assert_string_equal(k.err.message, "the branch's XA transaction was ended by a statement");
+    admin_expect("SELECT v FROM mxt_kv WHERE id = 50", "ended"); /* the server did commit */
+    /* prepare does not send XA END for a branch that is gone (the server would say 1397) */
+    assert_int_equal(sync_xa(&loop, D->prepare, c[0], &x, &k), PX_BUSINESS);
+    assert_true(k.err.conn_broken);
+    /* a new branch under the same XID right after the commit does not hide it */
+    new_xid(&x, "order");
+    snprintf(end, sizeof end, "XA END '%s','%s'", x.gtrid, x.bqual);
+    snprintf(commit, sizeof commit, "XA COMMIT '%s','%s' ONE PHASE", x.gtrid, x.bqual);
+    snprintf(start, sizeof start, "XA START '%s','%s'", x.gtrid, x.bqual);
+    s[0] = stmt(end, NULL, 0, -1);
+    s[1] = stmt(commit, NULL, 0, -1);
+    s[2] = stmt(start, NULL, 0, -1);
+    must_xa(&loop, D->begin, c[1], &x);
+    assert_int_equal(sync_exec(&loop, c[1], s, 3, &k), PX_BUSINESS);
+    assert_int_equal(k.failed_index, 1);
+    assert_true(k.err.conn_broken);
+    call_reset(&k);
+    close_and_finish(&loop, c, 2);
+}
+
+/* A parameter count that does not fit the statement is the request's fault: the connection
+ * stays usable for the rest of the branch and the next one. */
+static void test_param_mismatch_keeps_connection(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_param one[1] = {p_int(1)};
+    px_stmt wrong = stmt("SELECT ? + ? AS v", one, 1, -1);
+    px_stmt upd = stmt("UPDATE mxt_acct SET balance = balance WHERE id = ?", one, 1, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    t = g_target;
+    c = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    assert_int_equal(sync_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
+    assert_false(k.err.conn_broken);
+    assert_int_equal(k.failed_index, 0);
+    must_xa(&loop, D->rollback, c, &x);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c, &x);
+    must_xa(&loop, D->rollback_prepared, c, &x);
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+/* Failures that a fresh connection gets past: a refused connect (whatever the server's code)
+ * and 1440 XAER_DUPID on XA START (the XID is still held by another session). */
+static void test_dupid_and_connect_errors_retryable(void **state)
+{
+    uv_loop_t loop;
+    px_target t, bad;
+    call k = {0};
+    px_xid x;
+    px_conn *c[2];
+    uv_loop_init(&loop);
+    t = g_target;
+    bad = t;
+    bad.password = "not the password";
+    assert_null(sync_connect(&loop, &bad, &k));
+    assert_int_equal(k.err.code, 1045);
+    assert_int_equal(k.err.cls, PX_RETRYABLE);
+    assert_true(k.err.conn_broken);
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c[0], &x);
+    assert_int_equal(sync_xa(&loop, D->begin, c[1], &x, &k), PX_RETRYABLE);
+    assert_int_equal(k.err.code, 1440);
+    assert_true(k.err.conn_broken);
+    must_xa(&loop, D->rollback, c[0], &x);
+    call_reset(&k);
+    close_and_finish(&loop, c, 2);
+}
+
+/* ---- session hygiene: reset ---- */
+
+static void sync_reset(uv_loop_t *loop, px_conn *c)
+{
+    call k = {0};
+    assert_int_equal(D->reset(c, on_done, &k), 0);
+    tu_run_until(loop, &k.done, 15000);
+    if (k.failed)
+        fail_msg("reset failed: %d %s", k.err.code, k.err.message);
+}
+
+static void test_reset_restores_settings(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid x;
+    px_stmt set[5] = {stmt("SET SESSION tx_read_only = 1", NULL, 0, -1),
+                      stmt("SET SESSION autocommit = 0", NULL, 0, -1),
+                      stmt("SET SESSION innodb_lock_wait_timeout = 100", NULL, 0, -1),
+                      stmt("SET SESSION sql_mode = ''", NULL, 0, -1),
+                      stmt("SET NAMES latin1", NULL, 0, -1)};
+    px_stmt show = stmt("SELECT @@tx_read_only, @@autocommit, @@innodb_lock_wait_timeout,"
+                        " @@sql_mode = @@global.sql_mode, @@character_set_client",
+                        NULL, 0, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    t = g_target; /* lock_timeout_ms 2000: innodb_lock_wait_timeout 2 */
+    c = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c, set, 5, &k), PX_OK);
+    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "1");
+    assert_string_equal(k.cells[2], "100");
+    sync_reset(&loop, c);
+    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "0");
+    assert_string_equal(k.cells[1], "1");
+    assert_string_equal(k.cells[2], "2");
+    assert_string_equal(k.cells[3], "1");
+    assert_string_equal(k.cells[4], "utf8mb4"); /* the handshake's, not the server's default */
+    /* autocommit is back on: XA START works again */
+    new_xid(&x, "order");
+    must_xa(&loop, D->begin, c, &x);
+    must_xa(&loop, D->rollback, c, &x);
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
+static void test_reset_drops_session_objects(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_param one[1] = {p_int(1)};
+    px_stmt cached = stmt("SELECT ? + 1 AS v", one, 1, 1);
+    px_stmt leave[3] = {stmt("CREATE TEMPORARY TABLE mxt_tmp (a INT)", NULL, 0, -1),
+                        stmt("SELECT @mxt_x := 5", NULL, 0, 1),
+                        stmt("SELECT GET_LOCK('mxt_lock', 0)", NULL, 0, 1)};
+    px_stmt var = stmt("SELECT @mxt_x", NULL, 0, 1);
+    px_stmt lock = stmt("SELECT GET_LOCK('mxt_lock', 0)", NULL, 0, 1);
+    px_stmt tmp = stmt("SELECT COUNT(*) FROM mxt_tmp", NULL, 0, 1);
+    px_stmt id = stmt("SELECT CONNECTION_ID()", NULL, 0, 1);
+    px_conn *c[2];
+    char sql[64];
+    uv_loop_init(&loop);
+    t = g_target;
+    c[0] = must_connect(&loop, &t);
+    c[1] = must_connect(&loop, &t);
+    assert_int_equal(sync_exec(&loop, c[0], &cached, 1, &k), PX_OK);
+    assert_int_equal(sync_exec(&loop, c[0], leave, 3, &k), PX_OK);
+    assert_string_equal(k.cells[0], "1");
+    assert_int_equal(sync_exec(&loop, c[1], &lock, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "0"); /* held by c[0] */
+    sync_reset(&loop, c[0]);
+    assert_int_equal(sync_exec(&loop, c[0], &var, 1, &k), PX_OK);
+    assert_null(k.cells[0]);
+    assert_int_equal(sync_exec(&loop, c[1], &lock, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "1");
+    must_exec(&loop, c[1], "DO RELEASE_LOCK('mxt_lock')", NULL, 0);
+    assert_int_equal(sync_exec(&loop, c[0], &tmp, 1, &k), PX_BUSINESS);
+    assert_int_equal(k.err.code, 1146);
+    /* the cached statement is gone on the server: it is prepared again */
+    assert_int_equal(sync_exec(&loop, c[0], &cached, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "2");
+    /* a session that cannot be reset must be discarded */
+    assert_int_equal(sync_exec(&loop, c[0], &id, 1, &k), PX_OK);
+    snprintf(sql, sizeof sql, "KILL %s", k.cells[0]);
+    free(admin(sql));
+    call_reset(&k);
+    assert_int_equal(D->reset(c[0], on_done, &k), 0);
+    tu_run_until(&loop, &k.done, 15000);
+    assert_true(k.failed);
+    assert_true(k.err.conn_broken);
+    call_reset(&k);
+    close_and_finish(&loop, c, 2);
+}
+
 static void test_busy_and_bad_arguments(void **state)
 {
     uv_loop_t loop;
@@ -832,6 +1092,7 @@ static void test_busy_and_bad_arguments(void **state)
     assert_int_equal(D->exec(c, &s, 1, on_exec, &k2), PX_EBUSY);
     assert_int_equal(D->begin(c, &x, on_done, &k2), PX_EBUSY);
     assert_int_equal(D->recover(c, g_prefix, "order", on_recover, &k2), PX_EBUSY);
+    assert_int_equal(D->reset(c, on_done, &k2), PX_EBUSY);
     tu_run_until(&loop, &k.done, 5000);
     assert_false(k.failed);
     assert_false(k2.done); /* refused calls never call back */
@@ -1103,10 +1364,16 @@ int main(void)
         cmocka_unit_test(test_expect_rows),
         cmocka_unit_test(test_parameters_stored_verbatim),
         cmocka_unit_test(test_result_types),
+        cmocka_unit_test(test_value_types),
         cmocka_unit_test(test_lock_wait_timeout_is_retryable),
         cmocka_unit_test(test_deadlock_is_retryable),
         cmocka_unit_test(test_deadlock_victim_cannot_commit),
         cmocka_unit_test(test_one_phase_and_rollback),
+        cmocka_unit_test(test_statement_cannot_end_branch),
+        cmocka_unit_test(test_param_mismatch_keeps_connection),
+        cmocka_unit_test(test_dupid_and_connect_errors_retryable),
+        cmocka_unit_test(test_reset_restores_settings),
+        cmocka_unit_test(test_reset_drops_session_objects),
         cmocka_unit_test(test_busy_and_bad_arguments),
         cmocka_unit_test(test_close_in_callbacks_and_in_flight),
         cmocka_unit_test(test_connect_timeout),

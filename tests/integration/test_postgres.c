@@ -2,7 +2,9 @@
  * The PostgreSQL driver (participants/postgres.c) against a real server: connecting, pipelined
  * statements with bound parameters, two-phase commit across connections, recovery listing,
  * error classification, lock timeouts, a server that is down or killed, many branches in
- * flight, and the rules of the asynchronous API (one operation at a time, close from inside a
+ * flight, COPY and transaction control in a client's SQL, session reset, clean sessions for
+ * COMMIT/ROLLBACK PREPARED and the recovery listing, exact column values,
+ * and the rules of the asynchronous API (one operation at a time, close from inside a
  * callback). Needs XA_PG_PORT and XA_DB_DIR; XA_PG_KILL_CMD / XA_PG_START_CMD override the
  * commands that kill and restart the server (default: scripts/db kill|restart payment);
  * XA_TEST_FILTER (a cmocka name pattern) runs a subset.
@@ -172,6 +174,17 @@ static void xid_ok(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x)
     check_ok(&w);
 }
 
+/* reset reports on a later loop turn, never from inside the call. */
+static void reset_ok(uv_loop_t *loop, px_conn *c)
+{
+    waiter w = {0};
+    assert_int_equal(D->reset(c, w_done, &w), 0);
+    assert_int_equal(w.calls, 0);
+    tu_run_until(loop, &w.done, WAIT_MS);
+    check_ok(&w);
+    assert_int_equal(w.calls, 1);
+}
+
 static void recover_wait(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
                          waiter *w)
 {
@@ -304,7 +317,7 @@ static void test_connect_exec_params(void **state)
     assert_int_equal(r->coltypes[1], PX_COL_TEXT);
     assert_int_equal(r->coltypes[2], PX_COL_REAL);
     assert_int_equal(r->coltypes[3], PX_COL_BOOL);
-    assert_int_equal(r->coltypes[4], PX_COL_REAL);
+    assert_int_equal(r->coltypes[4], PX_COL_DECIMAL);
     assert_int_equal(r->coltypes[5], PX_COL_INT);
     assert_int_equal(r->coltypes[6], PX_COL_INT);
     assert_int_equal(r->coltypes[7], PX_COL_TEXT);
@@ -1027,6 +1040,526 @@ static void test_busy_and_close_in_callbacks(void **state)
     tu_loop_close(&loop);
 }
 
+/* COPY would leave libpq in COPY mode, where every PQgetResult is a new COPY result: the exec
+ * must end at once (alarm: a driver that spins never returns to the loop) and the connection
+ * is not reused. */
+static void copy_fails(uv_loop_t *loop, const px_target *t, const char *sql, bool in_branch)
+{
+    waiter w = {0};
+    px_stmt s = {.sql = sql, .expect_rows = -1};
+    px_conn *c = connect_ok(loop, t);
+    px_xid x;
+    uint64_t t0;
+    if (in_branch) {
+        mkxid(&x, "copy", 1, "payment");
+        xid_ok(loop, D->begin, c, &x);
+    }
+    alarm(20);
+    t0 = uv_hrtime();
+    exec_wait(loop, c, &s, 1, &w);
+    alarm(0);
+    assert_true((uv_hrtime() - t0) / 1000000 < 2000);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_true(w.err.conn_broken);
+    assert_int_equal(w.failed_index, 0);
+    assert_string_equal(w.err.message, "COPY is not supported");
+    exec_wait(loop, c, &s, 1, &w);
+    assert_true(w.err.conn_broken);
+    w_reset(&w);
+    D->close(c);
+}
+
+static void test_copy_fails_promptly(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    uv_loop_init(&loop);
+    copy_fails(&loop, &f->t, "COPY (SELECT 1) TO STDOUT", false);
+    copy_fails(&loop, &f->t, "COPY pgt_text FROM STDIN", true);
+    c = connect_ok(&loop, &f->t);
+    exec_ok(&loop, c, "SELECT 1", NULL, 0, &w);
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+/* Runs stmts in a new branch (gtrid tag "tc", number n) on a new connection; returns the exec's
+ * outcome in w, and the connection in *out if out is not NULL (else it is closed). */
+static void exec_in_branch(uv_loop_t *loop, const px_target *t, const px_stmt *s, int n, waiter *w,
+                           px_conn **out)
+{
+    px_xid x;
+    px_conn *c = connect_ok(loop, t);
+    mkxid(&x, "tc", n, "payment");
+    xid_ok(loop, D->begin, c, &x);
+    exec_wait(loop, c, s, n, w);
+    if (!w->failed)
+        xid_ok(loop, D->rollback, c, &x);
+    if (out) {
+        *out = c;
+        return;
+    }
+    D->close(c);
+}
+
+static void assert_branch_ended(const waiter *w, int index)
+{
+    assert_true(w->failed);
+    assert_int_equal(w->err.cls, PX_BUSINESS);
+    assert_true(w->err.conn_broken);
+    assert_int_equal(w->failed_index, index);
+    assert_non_null(strstr(w->err.message, "the branch's transaction was ended by a statement"));
+}
+
+static void test_transaction_control_in_branch_fails(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    char gid[80], sql[160];
+    px_stmt debit = {.sql = "UPDATE pgt_item SET qty = qty - 10 WHERE id = 60", .expect_rows = 1};
+    px_stmt rb_begin[] = {
+        debit, {.sql = "ROLLBACK", .expect_rows = -1}, {.sql = "BEGIN", .expect_rows = -1}};
+    px_stmt commit[] = {debit, {.sql = "COMMIT", .expect_rows = -1}};
+    px_stmt end = {.sql = "END", .expect_rows = -1};
+    px_stmt abort_ = {.sql = "ABORT", .expect_rows = -1};
+    px_stmt prep = {.sql = sql, .expect_rows = -1};
+    px_stmt savepoint[] = {{.sql = "SAVEPOINT a", .expect_rows = -1},
+                           debit,
+                           {.sql = "ROLLBACK TO SAVEPOINT a", .expect_rows = -1},
+                           {.sql = "RELEASE a", .expect_rows = -1}};
+    uv_loop_init(&loop);
+    free(admin("INSERT INTO pgt_item (id, qty) VALUES (60, 100)"));
+
+    /* Each statement succeeds, but the debit went with the branch's own transaction. */
+    exec_in_branch(&loop, &f->t, rb_begin, 3, &w, NULL);
+    assert_branch_ended(&w, 2);
+    loop_wait(&loop, 50);
+    admin_expect("SELECT qty FROM pgt_item WHERE id = 60", "100");
+
+    /* The server committed the debit: only the report can tell. */
+    exec_in_branch(&loop, &f->t, commit, 2, &w, NULL);
+    assert_branch_ended(&w, 1);
+    exec_in_branch(&loop, &f->t, &end, 1, &w, NULL);
+    assert_branch_ended(&w, 0);
+    exec_in_branch(&loop, &f->t, &abort_, 1, &w, NULL);
+    assert_branch_ended(&w, 0);
+
+    /* The client prepares under a name of its own: the driver's PREPARE must not follow. */
+    snprintf(gid, sizeof gid, "xa1.pgt%d.tc.client", (int)getpid());
+    snprintf(sql, sizeof sql, "PREPARE TRANSACTION '%s'", gid);
+    exec_in_branch(&loop, &f->t, &prep, 1, &w, &c);
+    assert_branch_ended(&w, 0);
+    mkxid(&x, "tc", 1, "payment"); /* the branch exec_in_branch began */
+    xid_wait(&loop, D->prepare, c, &x, &w);
+    assert_true(w.failed);
+    assert_false(prepared_exists(&x));
+    D->close(c);
+    snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s'", gid);
+    free(admin(sql));
+
+    /* Savepoints stay inside the branch (ROLLBACK TO has the tag ROLLBACK too). */
+    exec_in_branch(&loop, &f->t, savepoint, 4, &w, NULL);
+    check_ok(&w);
+    w_reset(&w);
+    tu_loop_close(&loop);
+}
+
+static void test_reset_restores_session(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c, *other;
+    px_xid x;
+    /* statement_timeout last: it would cut the statements after it short. */
+    px_stmt dirty[] = {
+        {.sql = "SELECT set_config('search_path', 'pg_catalog', false)", .expect_rows = 1},
+        {.sql = "SELECT set_config('lock_timeout', '0', false)", .expect_rows = 1},
+        {.sql = "SELECT set_config('default_transaction_read_only', 'on', false)",
+         .expect_rows = 1},
+        {.sql = "SELECT pg_advisory_lock(42)", .expect_rows = 1},
+        {.sql = "SELECT set_config('statement_timeout', '1', false)", .expect_rows = 1}};
+    px_stmt check[] = {{.sql = "SHOW search_path", .expect_rows = 1},
+                       {.sql = "SHOW lock_timeout", .expect_rows = 1},
+                       {.sql = "SHOW statement_timeout", .expect_rows = 1},
+                       {.sql = "SHOW default_transaction_read_only", .expect_rows = 1},
+                       {.sql = "UPDATE pgt_lock SET v = v WHERE id = 1", .expect_rows = 1},
+                       {.sql = "SELECT pg_sleep(0.01)", .expect_rows = 1}};
+    px_stmt one = {.sql = "SELECT 1", .expect_rows = 1};
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    other = connect_ok(&loop, &f->t);
+    exec_wait(&loop, c, dirty, 5, &w);
+    check_ok(&w);
+    exec_ok(&loop, other, "SELECT pg_try_advisory_lock(42)", NULL, 0, &w);
+    assert_string_equal(w.res[0].cells[0], "false");
+
+    /* Returned to the pool: the next branch on it starts in the configured state. */
+    reset_ok(&loop, c);
+    mkxid(&x, "reset", 1, "payment");
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, check, 6, &w);
+    check_ok(&w);
+    assert_string_equal(w.res[0].cells[0], "\"$user\", public");
+    assert_string_equal(w.res[1].cells[0], "2s"); /* tu_target's lock_timeout_ms */
+    assert_string_equal(w.res[2].cells[0], "0");
+    assert_string_equal(w.res[3].cells[0], "off");
+    xid_ok(&loop, D->rollback, c, &x);
+    exec_ok(&loop, other, "SELECT pg_try_advisory_lock(42)", NULL, 0, &w);
+    assert_string_equal(w.res[0].cells[0], "true");
+
+    /* Without reset (the owner's lock session) the session is left as it is. */
+    exec_ok(&loop, other, "SELECT set_config('search_path', 'pg_catalog', false)", NULL, 0, &w);
+    xid_ok(&loop, D->begin, other, &x);
+    exec_ok(&loop, other, "SHOW search_path", NULL, 0, &w);
+    assert_string_equal(w.res[0].cells[0], "pg_catalog");
+    xid_ok(&loop, D->rollback, other, &x);
+    D->close(other);
+
+    /* Not with a branch open: the pool then discards the connection. */
+    xid_ok(&loop, D->begin, c, &x);
+    assert_int_equal(D->reset(c, w_done, &w), PX_EINVAL);
+    xid_ok(&loop, D->rollback, c, &x);
+
+    /* A session left inside a transaction block cannot be discarded: retryable, broken. */
+    exec_ok(&loop, c, "BEGIN", NULL, 0, &w);
+    reset_ok(&loop, c);
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, &one, 1, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_true(w.err.conn_broken);
+    assert_int_equal(w.failed_index, 0);
+    assert_non_null(strstr(w.err.message, "session reset failed"));
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+/* A branch (begin, statements, prepare) on c that inserts pgt_item row id and runs the extra
+ * statements after the insert. */
+static void prepare_branch(uv_loop_t *loop, px_conn *c, const px_xid *x, int64_t id,
+                           const px_stmt *extra, int nextra)
+{
+    waiter w = {0};
+    px_param p[1];
+    px_stmt s[8];
+    p[0] = P_INT(id);
+    s[0] = (px_stmt){.sql = "INSERT INTO pgt_item (id) VALUES ($1)",
+                     .params = p,
+                     .nparams = 1,
+                     .expect_rows = 1};
+    assert_true(nextra < 8);
+    for (int i = 0; i < nextra; i++)
+        s[1 + i] = extra[i];
+    xid_ok(loop, D->begin, c, x);
+    exec_wait(loop, c, s, 1 + nextra, &w);
+    check_ok(&w);
+    w_reset(&w);
+    xid_ok(loop, D->prepare, c, x);
+}
+
+/* Whether another session can take the advisory lock key (and it releases it again). */
+static void assert_advisory_free(uv_loop_t *loop, px_conn *other, int key)
+{
+    waiter w = {0};
+    px_param p[] = {P_INT(key)};
+    exec_ok(loop, other, "SELECT pg_try_advisory_lock($1)", p, 1, &w);
+    assert_string_equal(w.res[0].cells[0], "true");
+    exec_ok(loop, other, "SELECT pg_advisory_unlock($1)", p, 1, &w);
+    w_reset(&w);
+}
+
+/* One statement outside any branch whose one cell must be want. */
+static void assert_cell(uv_loop_t *loop, px_conn *c, const char *sql, const char *want)
+{
+    waiter w = {0};
+    exec_ok(loop, c, sql, NULL, 0, &w);
+    assert_int_equal(w.res[0].nrows, 1);
+    assert_string_equal(w.res[0].cells[0], want);
+    w_reset(&w);
+}
+
+/* The engine keeps the connection that ran a branch's statements and its PREPARE for phase 2,
+ * and lists prepared branches on connections it holds: COMMIT/ROLLBACK PREPARED and the listing
+ * must run in a clean session there, not in what the client's statements left (here a temporary
+ * view that a search_path finds before the catalog, and a session advisory lock). Afterwards the
+ * next branch starts with the lock wait limit again, also after a branch that rolled back. */
+static void test_phase2_on_preparing_connection_runs_clean(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c, *other;
+    px_xid x[3];
+    char prefix[64];
+    /* Set up outside the branch: a temporary object touched in a branch makes PREPARE fail. */
+    px_stmt shadow = {.sql = "CREATE TEMP VIEW pg_prepared_xacts AS "
+                             "SELECT NULL::text AS gid, NULL::name AS database WHERE false",
+                      .expect_rows = -1};
+    px_stmt leak[3][2] = {
+        {{.sql = "SELECT set_config('search_path', 'pg_temp, pg_catalog', false)",
+          .expect_rows = 1},
+         {.sql = "SELECT pg_advisory_lock(4201)", .expect_rows = 1}},
+        {{.sql = "SELECT set_config('search_path', 'pg_catalog', false)", .expect_rows = 1},
+         {.sql = "SELECT pg_advisory_lock(4202)", .expect_rows = 1}},
+        {{.sql = "SELECT set_config('search_path', 'pg_catalog', false)", .expect_rows = 1},
+         {.sql = "SELECT pg_advisory_lock(4203)", .expect_rows = 1}}};
+    px_stmt show_lt = {.sql = "SHOW lock_timeout", .expect_rows = 1};
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    other = connect_ok(&loop, &f->t);
+    for (int i = 0; i < 3; i++)
+        mkxid(&x[i], "p2s", i, "payment");
+    mkprefix(prefix, sizeof prefix, "p2s");
+
+    /* The listing on the preparing connection sees the catalog, not the client's view. */
+    exec_wait(&loop, c, &shadow, 1, &w);
+    check_ok(&w);
+    prepare_branch(&loop, c, &x[0], 700, leak[0], 2);
+    recover_wait(&loop, c, prefix, "payment", &w);
+    assert_int_equal(w.nxids, 1);
+    assert_string_equal(w.xids[0].gtrid, x[0].gtrid);
+    assert_advisory_free(&loop, other, 4201);
+    xid_ok(&loop, D->commit_prepared, c, &x[0]);
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 700", "1");
+
+    /* COMMIT PREPARED on the preparing connection leaves a clean session behind it. */
+    prepare_branch(&loop, c, &x[1], 701, leak[1], 2);
+    xid_ok(&loop, D->commit_prepared, c, &x[1]);
+    assert_false(prepared_exists(&x[1]));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 701", "1");
+    assert_advisory_free(&loop, other, 4202);
+    assert_cell(&loop, c, "SHOW search_path", "\"$user\", public");
+
+    /* So does ROLLBACK PREPARED. */
+    prepare_branch(&loop, c, &x[2], 702, leak[2], 2);
+    xid_ok(&loop, D->rollback_prepared, c, &x[2]);
+    assert_false(prepared_exists(&x[2]));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 702", "0");
+    assert_advisory_free(&loop, other, 4203);
+    assert_cell(&loop, c, "SHOW search_path", "\"$user\", public");
+
+    /* DISCARD ALL dropped the lock wait limit: the next branch sets it again, and so does the
+     * one after a branch that rolled back (the SET travels inside the branch's transaction). */
+    for (int i = 0; i < 2; i++) {
+        mkxid(&x[0], "p2s", 10 + i, "payment");
+        xid_ok(&loop, D->begin, c, &x[0]);
+        exec_wait(&loop, c, &show_lt, 1, &w);
+        check_ok(&w);
+        assert_string_equal(w.res[0].cells[0], "2s");
+        xid_ok(&loop, D->rollback, c, &x[0]);
+    }
+    w_reset(&w);
+    D->close(c);
+    D->close(other);
+    tu_loop_close(&loop);
+}
+
+/* A pooled connection whose reset is still pending finishes another transaction's branch: one
+ * client's session (here a role it switched to) must not reach that work. A connection that
+ * ran no client statement sends nothing in front (its lock wait limit is still there). */
+static void test_phase2_on_pooled_connection_runs_clean(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *p, *q, *r;
+    px_xid x[4];
+    px_stmt leak[] = {
+        {.sql = "SELECT set_config('search_path', 'pg_catalog', false)", .expect_rows = 1},
+        {.sql = "SELECT set_config('role', 'pgt_other', false)", .expect_rows = 1}};
+    px_stmt check[] = {{.sql = "SHOW search_path", .expect_rows = 1},
+                       {.sql = "SHOW lock_timeout", .expect_rows = 1},
+                       {.sql = "SELECT current_user", .expect_rows = 1}};
+    uv_loop_init(&loop);
+    free(admin("DO $$ BEGIN CREATE ROLE pgt_other NOLOGIN; "
+               "EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
+               "GRANT pgt_other TO xacoord;\n"));
+    for (int i = 0; i < 4; i++)
+        mkxid(&x[i], "p2p", i, "payment");
+    p = connect_ok(&loop, &f->t);
+    q = connect_ok(&loop, &f->t);
+    r = connect_ok(&loop, &f->t);
+
+    /* A client's transaction on p commits with its session changed; p goes back to the pool. */
+    xid_ok(&loop, D->begin, p, &x[0]);
+    exec_wait(&loop, p, leak, 2, &w);
+    check_ok(&w);
+    xid_ok(&loop, D->commit_one_phase, p, &x[0]);
+    reset_ok(&loop, p);
+
+    /* Another transaction's branch, prepared on q, is committed on p: under the client's role
+     * PostgreSQL would refuse it (42501, only the owner may finish a prepared transaction). */
+    prepare_branch(&loop, q, &x[1], 710, NULL, 0);
+    xid_ok(&loop, D->commit_prepared, p, &x[1]);
+    assert_false(prepared_exists(&x[1]));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 710", "1");
+
+    /* The next branch on p starts in the configured state. */
+    xid_ok(&loop, D->begin, p, &x[2]);
+    exec_wait(&loop, p, check, 3, &w);
+    check_ok(&w);
+    assert_string_equal(w.res[0].cells[0], "\"$user\", public");
+    assert_string_equal(w.res[1].cells[0], "2s");
+    assert_string_equal(w.res[2].cells[0], "xacoord");
+    xid_ok(&loop, D->rollback, p, &x[2]);
+
+    /* r never ran a client statement: no DISCARD ALL goes out, the limit set at connect stays. */
+    prepare_branch(&loop, q, &x[3], 711, NULL, 0);
+    xid_ok(&loop, D->rollback_prepared, r, &x[3]);
+    assert_false(prepared_exists(&x[3]));
+    assert_cell(&loop, r, "SHOW lock_timeout", "2s");
+
+    w_reset(&w);
+    D->close(p);
+    D->close(q);
+    D->close(r);
+    loop_wait(&loop, 50);
+    free(admin("REVOKE pgt_other FROM xacoord; DROP ROLE pgt_other;"));
+    tu_loop_close(&loop);
+}
+
+/* The DISCARD ALL in front of a phase-2 command or the listing fails (the session was left
+ * inside a transaction block): reported once, retryable, the connection broken, and the
+ * command did not run - another connection then finishes the branch. */
+static void test_phase2_reset_failure(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c, *d, *other;
+    px_xid x;
+    char prefix[64];
+    uv_loop_init(&loop);
+    mkxid(&x, "p2f", 1, "payment");
+    mkprefix(prefix, sizeof prefix, "p2f");
+    c = connect_ok(&loop, &f->t);
+    d = connect_ok(&loop, &f->t);
+    other = connect_ok(&loop, &f->t);
+    prepare_branch(&loop, other, &x, 720, NULL, 0);
+    exec_ok(&loop, c, "BEGIN", NULL, 0, &w);
+    exec_ok(&loop, d, "BEGIN", NULL, 0, &w);
+
+    alarm(20);
+    xid_wait(&loop, D->commit_prepared, c, &x, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_true(w.err.conn_broken);
+    assert_string_equal(w.err.sqlstate, "25001");
+    assert_non_null(strstr(w.err.message, "session reset failed"));
+    loop_wait(&loop, 50);
+    assert_int_equal(w.calls, 1);
+    assert_true(prepared_exists(&x));
+
+    w_reset(&w);
+    assert_int_equal(D->recover(d, prefix, "payment", w_recover, &w), 0);
+    tu_run_until(&loop, &w.done, WAIT_MS);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_RETRYABLE);
+    assert_true(w.err.conn_broken);
+    assert_non_null(strstr(w.err.message, "session reset failed"));
+    loop_wait(&loop, 50);
+    assert_int_equal(w.calls, 1);
+    alarm(0);
+
+    xid_ok(&loop, D->commit_prepared, other, &x);
+    assert_false(prepared_exists(&x));
+    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 720", "1");
+    w_reset(&w);
+    D->close(c);
+    D->close(d);
+    D->close(other);
+    tu_loop_close(&loop);
+}
+
+static void test_protocol_error_is_business(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x;
+    px_param p[] = {P_INT(1)};
+    px_stmt s = {.sql = "SELECT $1::int + $2::int", .params = p, .nparams = 1, .expect_rows = -1};
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    mkxid(&x, "bind", 1, "payment");
+    xid_ok(&loop, D->begin, c, &x);
+    exec_wait(&loop, c, &s, 1, &w);
+    assert_true(w.failed);
+    assert_int_equal(w.err.cls, PX_BUSINESS);
+    assert_string_equal(w.err.sqlstate, "08P01");
+    assert_false(w.err.conn_broken);
+    assert_non_null(strstr(w.err.message, "bind message supplies 1 parameters"));
+    xid_ok(&loop, D->rollback, c, &x);
+    exec_ok(&loop, c, "SELECT 1", NULL, 0, &w);
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
+static void test_column_types_exact(void **state)
+{
+    static const struct {
+        const char *cell;
+        px_coltype type;
+    } want[] = {
+        {"12345678901234567.89", PX_COL_DECIMAL},
+        {"NaN", PX_COL_DECIMAL},
+        {"0.30000000000000004", PX_COL_REAL},
+        {"NaN", PX_COL_REAL},
+        {"Infinity", PX_COL_REAL},
+        {"-Infinity", PX_COL_REAL},
+        {"0.1", PX_COL_REAL},
+        {"7", PX_COL_INT},
+        {"-8", PX_COL_INT},
+        {"9223372036854775807", PX_COL_INT},
+        {"true", PX_COL_BOOL},
+        {"AP9B", PX_COL_BINARY},
+        {"", PX_COL_BINARY},
+        {NULL, PX_COL_BINARY},
+        {"txt", PX_COL_TEXT},
+        {"1", PX_COL_INT},
+        {"2", PX_COL_INT},
+    };
+    enum { N = sizeof want / sizeof want[0] };
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    const px_result *r;
+    uv_loop_init(&loop);
+    c = connect_ok(&loop, &f->t);
+    exec_ok(&loop, c,
+            "SELECT 12345678901234567.89::numeric, 'NaN'::numeric, 0.1::float8 + 0.2::float8, "
+            "'NaN'::float8, 'Infinity'::float8, '-Infinity'::float4, 0.1::float4, 7::int2, "
+            "-8::int4, 9223372036854775807::int8, true, '\\x00ff41'::bytea, ''::bytea, "
+            "NULL::bytea, 'txt'::text, 1 AS a, 2 AS a",
+            NULL, 0, &w);
+    r = &w.res[0];
+    assert_int_equal(r->nrows, 1);
+    assert_int_equal(r->ncols, N);
+    for (int j = 0; j < N; j++) {
+        assert_int_equal(r->coltypes[j], want[j].type);
+        if (want[j].cell)
+            assert_string_equal(r->cells[j], want[j].cell);
+        else
+            assert_null(r->cells[j]);
+    }
+    assert_string_equal(r->colnames[N - 2], "a");
+    assert_string_equal(r->colnames[N - 1], "a");
+    w_reset(&w);
+    D->close(c);
+    tu_loop_close(&loop);
+}
+
 /* ------------------------------------------------------------------ setup */
 
 static int group_setup(void **state)
@@ -1071,6 +1604,14 @@ int main(void)
         cmocka_unit_test(test_lock_timeout),
         cmocka_unit_test(test_connect_failures),
         cmocka_unit_test(test_busy_and_close_in_callbacks),
+        cmocka_unit_test(test_copy_fails_promptly),
+        cmocka_unit_test(test_transaction_control_in_branch_fails),
+        cmocka_unit_test(test_reset_restores_session),
+        cmocka_unit_test(test_phase2_on_preparing_connection_runs_clean),
+        cmocka_unit_test(test_phase2_on_pooled_connection_runs_clean),
+        cmocka_unit_test(test_phase2_reset_failure),
+        cmocka_unit_test(test_protocol_error_is_business),
+        cmocka_unit_test(test_column_types_exact),
         cmocka_unit_test(test_many_branches_in_flight),
         cmocka_unit_test(test_kill_restart_then_recover),
     };

@@ -84,6 +84,28 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
     fclose(f);
 }
 
+void tu_daemon_set_pool_size(tu_daemon *d, int pool_size)
+{
+    char *text = NULL, line[1024];
+    size_t len = 0;
+    FILE *in = fopen(d->config, "r"), *out = open_memstream(&text, &len);
+    assert_non_null(in);
+    assert_non_null(out);
+    while (fgets(line, sizeof line, in)) {
+        if (strncmp(line, "pool_size", 9) == 0 && strchr(" =", line[9]))
+            fprintf(out, "pool_size = %d\n", pool_size);
+        else
+            fputs(line, out);
+    }
+    fclose(in);
+    fclose(out);
+    in = fopen(d->config, "w");
+    assert_non_null(in);
+    assert_int_equal(fwrite(text, 1, len, in), len);
+    assert_int_equal(fclose(in), 0);
+    free(text);
+}
+
 pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env)
 {
     pid_t pid = fork();

@@ -22,6 +22,9 @@ typedef struct tu_daemon {
 /* Prepares a daemon in a fresh temporary directory with the shop's three participants.
  * extra: more [coordinator] lines ("key = value\n..."), or NULL. */
 void tu_daemon_init(tu_daemon *d, const char *node, const char *extra);
+/* Sets pool_size of every participant in d's configuration (after tu_daemon_init, before the
+ * daemon starts): pool_size = 1 makes each transaction reuse the previous one's connection. */
+void tu_daemon_set_pool_size(tu_daemon *d, int pool_size);
 /* Starts it (environment: the current one plus env, a NULL-terminated "K=V" list or NULL) and
  * waits until /readyz answers 200. */
 void tu_daemon_start(tu_daemon *d, const char *const *env);

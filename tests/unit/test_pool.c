@@ -106,6 +106,17 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A released connection is idle again only once its reset completed (a driver operation). */
+static void settle_resets(fx *f)
+{
+    px_pool_stats st;
+    px_pool_get_stats(f->pool, &st);
+    for (int i = 0; i < 1000 && st.busy > 0; i++) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+        px_pool_get_stats(f->pool, &st);
+    }
+}
+
 /* A pool of the given size replacing the default one. */
 static void resize(fx *f, int size)
 {
@@ -163,6 +174,7 @@ static void test_limit_under_load(void **state)
     assert_true(f->max_open <= 8);
     for (int i = 0; i < NREQ; i++)
         assert_int_equal(f->w[i].calls, 1);
+    settle_resets(f);
     px_pool_get_stats(f->pool, &st);
     assert_int_equal(st.connects, 8);
     assert_int_equal(st.idle, 8);
@@ -205,6 +217,7 @@ static void test_fifo_and_release_hands_over(void **state)
     for (int i = 0; i <= 4; i++)
         assert_int_equal(f->order[i], i);
     px_pool_release(f->pool, f->w[4].conn);
+    settle_resets(f);
     px_pool_get_stats(f->pool, &st);
     assert_int_equal(st.connects, 1);
     assert_int_equal(st.idle, 1);
@@ -240,6 +253,7 @@ static void test_idle_connection_is_reused(void **state)
     assert_int_equal(acquire(f, 0), 0);
     tu_run_until_count(&f->loop, &f->w[0].calls, 1, 2000);
     px_pool_release(f->pool, f->w[0].conn);
+    settle_resets(f);
     assert_int_equal(acquire(f, 1), 0);
     assert_int_equal(f->w[1].calls, 0);
     uv_run(&f->loop, UV_RUN_NOWAIT); /* an idle connection is lent on the next turn */
@@ -427,6 +441,42 @@ static void test_close_idle_pool(void **state)
     tu_run_until(&f->loop, &f->closed, 2000);
 }
 
+
+/* Every returned connection is reset before anyone can borrow it again, and one whose reset
+ * fails is discarded, never lent (docs/design.md: the session at the start of every transaction). */
+static void test_release_resets_or_discards(void **state)
+{
+    fx *f = *state;
+    px_pool_stats st;
+    px_memory_stats ms;
+
+    resize(f, 1);
+    assert_int_equal(acquire(f, 0), 0);
+    tu_run_until_count(&f->loop, &f->w[0].calls, 1, 2000);
+    px_pool_release(f->pool, f->w[0].conn);
+    assert_int_equal(acquire(f, 1), 0);
+    px_pool_get_stats(f->pool, &st);
+    assert_int_equal(st.idle, 0); /* still being reset */
+    assert_int_equal(st.busy, 1);
+    tu_run_until_count(&f->loop, &f->w[1].calls, 1, 2000);
+    assert_ptr_equal(f->w[1].conn, f->w[0].conn);
+    px_memory_stats_get("pooled", &ms);
+    assert_int_equal(ms.resets, 1);
+
+    px_memory_fail("pooled", PX_MEM_RESET, PX_FATAL, 1);
+    px_pool_release(f->pool, f->w[1].conn);
+    assert_int_equal(acquire(f, 2), 0);
+    tu_run_until_count(&f->loop, &f->w[2].calls, 1, 2000);
+    assert_non_null(f->w[2].conn);
+    px_pool_get_stats(f->pool, &st);
+    assert_int_equal(st.discards, 1);
+    assert_int_equal(st.connects, 2); /* the unclean one was replaced */
+    assert_int_equal(st.open, 1);
+    px_pool_release(f->pool, f->w[2].conn);
+    settle_resets(f);
+    close_pool(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +490,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_failure_fails_all_waiters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_lent_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_idle_pool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_resets_or_discards, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,7 +112,12 @@ static void on_settled(outcome *o, void *arg)
     snprintf(r->head, sizeof r->head, "%s", o->reply_head ? o->reply_head : "");
 }
 
-static int lookup(const char *name, void *arg) { return coord_part_index(arg, name); }
+static bool lookup(const char *name, void *arg, request_participant *out)
+{
+    const coord *c = arg;
+    out->index = coord_part_index(c, name);
+    return out->index >= 0 && guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect);
+}
 
 /* Starts a transaction with one statement per participant; returns its gtrid in gtrid. */
 static void start(fixture *f, const char *id, const char *sql_a, const char *sql_b, uint32_t timeout,
@@ -511,6 +516,113 @@ static void test_many_concurrent(void **state)
     assert_int_equal(px_memory_prepared_count("beta"), 0);
 }
 
+
+/* Under sustained commits every journal batch holds the COMMIT of a transaction still waiting for
+ * that record's fsync; compaction must not give up on it, or the segment grows without bound. */
+static void test_compaction_under_sustained_commits(void **state)
+{
+    fixture *f = *state;
+    enum { N = 1500, WINDOW = 24 };
+    static result rs[N];
+    int started = 0, settled = 0;
+    uint64_t max_bytes = 0, max_base = 0;
+    journal_stats st;
+    write_config(f, "journal_segment_bytes = 65536\noutcome_retention_s = 1");
+    open_coord(f);
+    while (settled < N) {
+        while (started < N && started - settled < WINDOW) {
+            char id[16];
+            snprintf(id, sizeof id, "s%d", started);
+            start(f, id, "rows 1", "rows 1", 5000, &rs[started], NULL);
+            started++;
+        }
+        uv_run(&f->loop, UV_RUN_ONCE);
+        settled = 0;
+        for (int i = 0; i < started; i++)
+            settled += rs[i].settled;
+        journal_get_stats(f->c.journal, &st);
+        if (st.bytes > max_bytes)
+            max_bytes = st.bytes;
+        if (st.live_records * 400 > max_base)
+            max_base = st.live_records * 400;
+    }
+    finish_phase2(f);
+    journal_get_stats(f->c.journal, &st);
+    assert_true(st.compactions >= 2);
+    assert_int_equal(st.compactions_skipped, 0);
+    /* A rotation starts once the segment passes the limit and twice its compacted base. */
+    if (max_bytes > 2 * (65536 + 2 * max_base))
+        fail_msg("segment grew to %llu bytes (limit 65536, base <= %llu)",
+                 (unsigned long long)max_bytes, (unsigned long long)max_base);
+}
+
+/* A shutdown that gives up on a transaction whose commit record is still being written must not
+ * leave the journal's completion pointing at freed memory (ASan reports it), and the decision,
+ * durable after all, is carried out by the next start. */
+static void test_abandon_while_deciding(void **state)
+{
+    fixture *f = *state;
+    result r;
+    char g[80];
+    open_coord(f);
+    start(f, "late", "rows 1", "rows 1", 5000, &r, g);
+    for (int i = 0; i < 10000 && f->c.lists[TXN_DECIDING].count == 0; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(f->c.lists[TXN_DECIDING].count, 1);
+    txn_abandon_all(&f->c);
+    assert_true(r.settled);
+    assert_int_equal(r.status, 503);
+    assert_int_equal(coord_inflight(&f->c), 0);
+    close_coord(f);
+    open_coord(f);
+    px_xid a = xid_of(g, "alpha"), b = xid_of(g, "beta");
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    assert_int_equal(outcome_find(f->c.outcomes, "late")->state, OUTCOME_COMMITTED);
+}
+
+static void plant_records(fixture *f, const journal_rec *recs, int n)
+{
+    char dir[96], err[256];
+    uv_loop_t loop;
+    journal *j;
+    bool closed = false;
+    snprintf(dir, sizeof dir, "%s/data", f->dir);
+    uv_loop_init(&loop);
+    assert_int_equal(journal_open(&j, &loop, dir, NULL, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(journal_append(j, &recs[i], NULL, NULL), 0);
+    journal_close(j, on_journal_closed, &closed);
+    tu_run_until(&loop, &closed, 5000);
+    tu_loop_close(&loop);
+}
+
+/* A journal that records one id for two transactions: the later record must not drop the
+ * earlier COMMIT, whose branches recovery would then roll back although the client was told
+ * "committed". Both decisions stay, the id keeps its first answer, and the conflict is counted. */
+static void test_replay_keeps_commit_of_repeated_id(void **state)
+{
+    fixture *f = *state;
+    static const char commit[] = "dup\n000102030405060708090a0b0c0d0e0f\n200\nalpha,beta\n"
+                                 "{\"id\":\"dup\",\"xid\":\"xa1.t1.1.7\",\"outcome\":\"committed\"";
+    static const char abort_[] = "dup\n0f0e0d0c0b0a09080706050403020100\n409\n\n"
+                                 "{\"id\":\"dup\",\"xid\":\"xa1.t1.1.8\",\"outcome\":\"aborted\"";
+    int64_t now = coord_now_ms();
+    journal_rec recs[2] = {{JOURNAL_COMMIT, 1, 7, now, commit, sizeof commit - 1},
+                           {JOURNAL_ABORT, 1, 8, now, abort_, sizeof abort_ - 1}};
+    px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
+    plant_records(f, recs, 2);
+    assert_true(px_memory_add_prepared("alpha", &a));
+    assert_true(px_memory_add_prepared("beta", &b));
+    open_coord(f);
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
+    assert_string_equal(outcome_find(f->c.outcomes, "dup")->gtrid, "xa1.t1.1.7");
+    assert_non_null(outcome_find_gtrid(f->c.outcomes, "xa1.t1.1.8"));
+    assert_int_equal(f->c.journal_conflicts, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -531,6 +643,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_does_not_trust_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_under_sustained_commits, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_abandon_while_deciding, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_keeps_commit_of_repeated_id, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

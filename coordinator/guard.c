@@ -1,0 +1,377 @@
+/*
+ * The statement guard (see guard.h): a lexer just large enough to find a statement's leading
+ * keyword and, in the rest, a second statement, a comment the server reads or an open quote. It
+ * never needs to understand SQL, only where quotes and comments begin and end - exactly as the
+ * server sees them, since a ';' the guard wrongly takes for quoted text would go unnoticed.
+ */
+#include "guard.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- dialects ---------------------------------------------------------------------------- */
+
+/* The allow-lists: leading keywords, upper case. The memory driver (engine tests, benchmark) has
+ * a language of its own (participants/memory.h): PostgreSQL's list and its verbs. */
+static const char *const postgres_allowed[] = {"SELECT", "INSERT", "UPDATE", "DELETE",
+                                               "WITH",   "VALUES", "TABLE",  NULL};
+static const char *const mysql_allowed[] = {"SELECT", "INSERT", "UPDATE",  "DELETE", "WITH",
+                                            "VALUES", "TABLE",  "REPLACE", NULL};
+static const char *const memory_allowed[] = {"SELECT", "INSERT", "UPDATE", "DELETE",
+                                             "WITH",   "VALUES", "TABLE",  "ROWS",
+                                             "ERROR",  "SLEEP",  "ECHO",   NULL};
+
+/* Whether a backslash escapes in quotes, under one combination of the server's settings. */
+typedef struct quoting {
+    bool single; /* in '...' */
+    bool dbl;    /* in "..." */
+} quoting;
+
+/* PostgreSQL: standard_conforming_strings on, then off. "..." is always an identifier. */
+static const quoting postgres_quoting[] = {{false, false}, {true, false}};
+/* MySQL: default, ANSI_QUOTES ("..." is an identifier), NO_BACKSLASH_ESCAPES. */
+static const quoting mysql_quoting[] = {{true, true}, {true, false}, {false, false}};
+
+typedef struct dialect {
+    const char *driver;
+    const char *const *allowed;
+    bool mysql; /* MySQL's lexical rules; PostgreSQL's otherwise */
+    const quoting *quotings;
+    size_t nquotings;
+} dialect;
+
+static const dialect dialects[] = {
+    [GUARD_POSTGRES] = {"postgres", postgres_allowed, false, postgres_quoting, 2},
+    [GUARD_MYSQL] = {"mysql", mysql_allowed, true, mysql_quoting, 3},
+    [GUARD_MEMORY] = {"memory", memory_allowed, false, postgres_quoting, 2},
+};
+
+#define NDIALECTS (sizeof dialects / sizeof dialects[0])
+
+/* ---- characters -------------------------------------------------------------------------- */
+
+static bool ascii_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* Both servers take every byte of a multi-byte UTF-8 character as an identifier character. */
+static bool ident_start(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return ((u | 0x20) >= 'a' && (u | 0x20) <= 'z') || u == '_' || u >= 0x80;
+}
+
+static bool ident_char(char c)
+{
+    return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* The length of the Unicode space encoded at s, or 0. */
+static size_t unicode_space(const char *s)
+{
+    static const char *const spaces[] = {"\u00a0", "\u1680", "\u2000", "\u2001", "\u2002",
+                                         "\u2003", "\u2004", "\u2005", "\u2006", "\u2007",
+                                         "\u2008", "\u2009", "\u200a", "\u2028", "\u2029",
+                                         "\u202f", "\u205f", "\u3000", "\ufeff"};
+    if ((unsigned char)*s < 0x80)
+        return 0;
+    for (size_t i = 0; i < sizeof spaces / sizeof spaces[0]; i++)
+        if (strncmp(s, spaces[i], strlen(spaces[i])) == 0)
+            return strlen(spaces[i]);
+    return 0;
+}
+
+static char upper(char c)
+{
+    return c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+}
+
+/* ---- the lexer --------------------------------------------------------------------------- */
+
+typedef struct lexer {
+    const char *p;
+    const dialect *d;
+    quoting q;
+    guard_verdict verdict; /* why a function returned false */
+} lexer;
+
+static bool stop(lexer *l, guard_verdict v)
+{
+    l->verdict = v;
+    return false;
+}
+
+/* "--" (on MySQL only before a space, a control character or the end), or MySQL's "#". */
+static bool line_comment_at(const lexer *l, const char *p)
+{
+    if (l->d->mysql && p[0] == '#')
+        return true;
+    if (p[0] != '-' || p[1] != '-')
+        return false;
+    return !l->d->mysql || (unsigned char)p[2] <= ' ' || p[2] == 0x7f;
+}
+
+static bool comment_at(const lexer *l)
+{
+    return line_comment_at(l, l->p) || (l->p[0] == '/' && l->p[1] == '*');
+}
+
+/* PostgreSQL nests block comments, MySQL does not; a MySQL comment opened by '!', 'M!' or '+' is
+ * read by the server. */
+static bool skip_block_comment(lexer *l)
+{
+    const char *p = l->p + 2;
+    int depth = 1;
+    if (l->d->mysql && (*p == '!' || *p == '+' || (p[0] == 'M' && p[1] == '!')))
+        return stop(l, GUARD_SERVER_COMMENT);
+    while (depth > 0) {
+        if (!*p)
+            return stop(l, GUARD_UNTERMINATED);
+        if (p[0] == '*' && p[1] == '/') {
+            depth--;
+            p += 2;
+        } else if (!l->d->mysql && p[0] == '/' && p[1] == '*') {
+            depth++;
+            p += 2;
+        } else {
+            p++;
+        }
+    }
+    l->p = p;
+    return true;
+}
+
+/* A line comment ends at a newline: "\n" or "\r" on PostgreSQL, only "\n" on MySQL. */
+static bool skip_comment(lexer *l)
+{
+    if (l->p[0] == '/')
+        return skip_block_comment(l);
+    l->p += strcspn(l->p, l->d->mysql ? "\n" : "\n\r");
+    return true;
+}
+
+/* Whitespace (Unicode spaces too) and comments. */
+static bool skip_gap(lexer *l)
+{
+    for (;;) {
+        size_t n = ascii_space(*l->p) ? 1 : unicode_space(l->p);
+        if (n)
+            l->p += n;
+        else if (!comment_at(l))
+            return true;
+        else if (!skip_comment(l))
+            return false;
+    }
+}
+
+/* Quoted text opened by the character at l->p: a doubled quote stands for itself, and with
+ * backslash a backslash escapes the next character. */
+static bool skip_quoted(lexer *l, bool backslash)
+{
+    char q = *l->p;
+    const char *p = l->p + 1;
+    for (;;) {
+        if (!*p)
+            return stop(l, GUARD_UNTERMINATED);
+        if (backslash && p[0] == '\\' && p[1]) {
+            p += 2;
+        } else if (p[0] == q && p[1] == q) {
+            p += 2;
+        } else if (p[0] == q) {
+            l->p = p + 1;
+            return true;
+        } else {
+            p++;
+        }
+    }
+}
+
+/* PostgreSQL's E'...', whose backslashes always escape. A string continued over whitespace and --
+ * comments with a newline ('a'\n'b' is 'ab') keeps them. The guard continues without asking for
+ * the newline: where PostgreSQL does not, two strings side by side are a syntax error, and
+ * PostgreSQL parses the whole text before it runs any of it. */
+static bool skip_escape_string(lexer *l)
+{
+    do {
+        if (!skip_quoted(l, true))
+            return false;
+        while (ascii_space(*l->p) || line_comment_at(l, l->p))
+            l->p += ascii_space(*l->p) ? 1 : strcspn(l->p, "\n\r");
+    } while (*l->p == '\'');
+    return true;
+}
+
+/* A word, as the server reads it: a lone E before a quote opens a PostgreSQL escape string. */
+static bool skip_word(lexer *l)
+{
+    const char *start = l->p;
+    while (ident_char(*l->p))
+        l->p++;
+    if (!l->d->mysql && l->p - start == 1 && upper(*start) == 'E' && *l->p == '\'')
+        return skip_escape_string(l);
+    return true;
+}
+
+/* PostgreSQL's $tag$...$tag$ (tag optional); any other '$' is a parameter's or an error. */
+static bool skip_dollar(lexer *l)
+{
+    const char *open = l->p, *t = open + 1;
+    size_t len;
+    if (ident_start(*t))
+        while (ident_char(*t) && *t != '$')
+            t++;
+    if (*t != '$') {
+        l->p++;
+        return true;
+    }
+    len = (size_t)(t - open) + 1;
+    for (const char *c = strchr(t + 1, '$'); c; c = strchr(c + 1, '$'))
+        if (strncmp(c, open, len) == 0) {
+            l->p = c + len;
+            return true;
+        }
+    return stop(l, GUARD_UNTERMINATED);
+}
+
+/* After a ';' only whitespace and comments may follow. */
+static bool skip_semicolon(lexer *l)
+{
+    l->p++;
+    if (!skip_gap(l))
+        return false;
+    return !*l->p || stop(l, GUARD_MULTIPLE);
+}
+
+/* One token, or one character of one. */
+static bool step(lexer *l)
+{
+    char c = *l->p;
+    if (comment_at(l))
+        return skip_comment(l);
+    if (c == '\'')
+        return skip_quoted(l, l->q.single);
+    if (c == '"')
+        return skip_quoted(l, l->q.dbl);
+    if (c == '`' && l->d->mysql)
+        return skip_quoted(l, false);
+    if (c == '$' && !l->d->mysql)
+        return skip_dollar(l);
+    if (c == ';')
+        return skip_semicolon(l);
+    if (ident_start(c))
+        return skip_word(l);
+    l->p++;
+    return true;
+}
+
+/* The text after the keyword, under every quoting the server may use. */
+static guard_verdict check_rest(const dialect *d, const char *rest)
+{
+    for (size_t i = 0; i < d->nquotings; i++) {
+        lexer l = {rest, d, d->quotings[i], GUARD_OK};
+        while (*l.p)
+            if (!step(&l))
+                return l.verdict;
+    }
+    return GUARD_OK;
+}
+
+/* ---- the leading keyword ----------------------------------------------------------------- */
+
+/* Skips whitespace, comments and '('; *len is the keyword's length at l->p, 0 when none. */
+static bool find_keyword(lexer *l, size_t *len)
+{
+    for (;;) {
+        if (!skip_gap(l))
+            return false;
+        if (*l->p != '(')
+            break;
+        l->p++;
+    }
+    *len = 0;
+    if (ident_start(*l->p))
+        while (ident_char(l->p[*len]))
+            (*len)++;
+    return true;
+}
+
+static bool allowed(const dialect *d, const char *kw, size_t len)
+{
+    for (const char *const *a = d->allowed; *a; a++) {
+        size_t i = 0;
+        while (i < len && (*a)[i] == upper(kw[i]))
+            i++;
+        if (i == len && !(*a)[i])
+            return true;
+    }
+    return false;
+}
+
+/* Upper-cased, cut before a UTF-8 continuation byte so that no character is split. */
+static void name_keyword(char *out, size_t outlen, const char *kw, size_t len)
+{
+    size_t n = len < outlen ? len : outlen - 1;
+    while (n > 0 && n < len && ((unsigned char)kw[n] & 0xc0) == 0x80)
+        n--;
+    for (size_t i = 0; i < n; i++)
+        out[i] = upper(kw[i]);
+    out[n] = '\0';
+}
+
+/* ---- interface --------------------------------------------------------------------------- */
+
+guard_verdict guard_check(const char *sql, guard_dialect dl, char *keyword, size_t keyword_len)
+{
+    const dialect *d = &dialects[dl];
+    lexer l = {sql, d, d->quotings[0], GUARD_OK};
+    size_t len;
+
+    keyword[0] = '\0';
+    if (!find_keyword(&l, &len))
+        return l.verdict;
+    if (len == 0) {
+        snprintf(keyword, keyword_len, "%s", *l.p ? "(no keyword)" : "(empty statement)");
+        return GUARD_KEYWORD;
+    }
+    if (!allowed(d, l.p, len)) {
+        name_keyword(keyword, keyword_len, l.p, len);
+        return GUARD_KEYWORD;
+    }
+    return check_rest(d, l.p + len);
+}
+
+const char *guard_verdict_text(guard_verdict v)
+{
+    switch (v) {
+    case GUARD_OK:
+        return "an accepted statement";
+    case GUARD_KEYWORD:
+        return "a kind of statement that is not accepted";
+    case GUARD_MULTIPLE:
+        return "more than one statement";
+    case GUARD_SERVER_COMMENT:
+        return "an executable comment or optimizer hint";
+    case GUARD_UNTERMINATED:
+        return "an unterminated comment or quote";
+    }
+    return "an unknown verdict";
+}
+
+void guard_allowed(guard_dialect d, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (const char *const *a = dialects[d].allowed; *a && pos < len; a++)
+        pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? ", " : "", *a);
+}
+
+bool guard_dialect_of(const char *driver, guard_dialect *d)
+{
+    for (size_t i = 0; i < NDIALECTS; i++)
+        if (strcmp(dialects[i].driver, driver) == 0) {
+            *d = (guard_dialect)i;
+            return true;
+        }
+    return false;
+}
