@@ -27,6 +27,7 @@ typedef struct mem_branch {
 
 typedef struct mem_fault {
     px_errclass cls;
+    int code;  /* the error code they carry */
     int times; /* calls left that fail with cls */
     int lose;  /* calls left whose reply is lost */
 } mem_fault;
@@ -242,13 +243,19 @@ void px_memory_stats_get(const char *name, px_memory_stats *out)
         memset(out, 0, sizeof *out);
 }
 
-void px_memory_fail(const char *name, px_memory_op op, px_errclass cls, int times)
+void px_memory_fail_code(const char *name, px_memory_op op, px_errclass cls, int code, int times)
 {
     mem_server *s = server_get(name);
     if (!s || op < 0 || op >= PX_MEM_NOPS)
         return;
     s->fault[op].cls = cls;
+    s->fault[op].code = code;
     s->fault[op].times = cls == PX_OK ? 0 : times;
+}
+
+void px_memory_fail(const char *name, px_memory_op op, px_errclass cls, int times)
+{
+    px_memory_fail_code(name, op, cls, 0, times);
 }
 
 void px_memory_lose_reply(const char *name, px_memory_op op, int times)
@@ -412,7 +419,7 @@ static bool op_refused(px_conn *c, px_memory_op op, px_error *err)
     }
     if (f->times > 0) {
         f->times--;
-        px_error_set(err, f->cls, false, 0, "XX000", "%s: injected %s failure (%s)", s->name,
+        px_error_set(err, f->cls, false, f->code, "XX000", "%s: injected %s failure (%s)", s->name,
                      op_names[op], px_errclass_name(f->cls));
         if (op == PX_MEM_PREPARE || op == PX_MEM_COMMIT_ONE_PHASE)
             rollback_open(c);

@@ -82,6 +82,8 @@ void px_memory_stats_get(const char *name, px_memory_stats *out);
 /* The next `times` calls of op fail with cls (message "injected <op> failure"), without effect
  * (a failed prepare or commit_one_phase rolls the open branch back, as real servers do). */
 void px_memory_fail(const char *name, px_memory_op op, px_errclass cls, int times);
+/* The same, with a database error code in the errors (e.g. MariaDB's 1402 XA_RBROLLBACK). */
+void px_memory_fail_code(const char *name, px_memory_op op, px_errclass cls, int code, int times);
 
 /* The next `times` calls of op take effect on the server, but the reply is lost: the caller gets
  * PX_RETRYABLE with conn_broken, as when a connection dies right after the server acted. */

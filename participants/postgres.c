@@ -583,6 +583,15 @@ static void run_command(px_conn *c, bool with_begin, bool clean, const char *sql
         defer(c);
         return;
     }
+    /* The prepared transaction belongs to the current role, and only its owner (or a superuser)
+     * can finish it: a statement's set_config('role', ...) must not hand the branch to a role the
+     * coordinator cannot act as. (A failed transaction refuses any command: its PREPARE answers
+     * ROLLBACK, which take_result reports.) */
+    if (c->op == OP_PREPARE && PQtransactionStatus(c->pg) != PQTRANS_INERROR &&
+        !send_query(c, ITEM_RESET, "SET LOCAL ROLE NONE", 0, NULL)) {
+        defer(c);
+        return;
+    }
     if (clean && !send_clean_session(c)) {
         defer(c);
         return;
@@ -1277,7 +1286,7 @@ static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, 
         return PX_EINVAL;
     if (c->op != OP_NONE)
         return PX_EBUSY;
-    if ((rc = op_start(c, op, 1, arg)) < 0)
+    if ((rc = op_start(c, op, 2, arg)) < 0) /* SET LOCAL ROLE NONE, the command */
         return rc;
     c->cb.done = cb;
     px_xid_gid(&v, gid, sizeof gid);

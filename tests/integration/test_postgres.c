@@ -1591,10 +1591,46 @@ static int group_teardown(void **state)
     return 0;
 }
 
+
+/* A statement that switches to another role (set_config('role', ...), possible for a member)
+ * must not make that role the owner of the prepared branch: only the owner or a superuser can
+ * finish it, so the branch would stay prepared, holding its locks. */
+static void test_prepared_branch_keeps_the_session_owner(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    px_conn *p, *q;
+    px_xid x;
+    px_stmt become[] = {{.sql = "SELECT set_config('role', 'pgt_owner', false)", .expect_rows = 1}};
+    char gid[160], sql[256], *owner;
+    uv_loop_init(&loop);
+    free(admin("DO $$ BEGIN CREATE ROLE pgt_owner NOLOGIN; "
+               "EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
+               "GRANT pgt_owner TO xacoord; GRANT INSERT ON pgt_item TO pgt_owner;\n"));
+    mkxid(&x, "own", 1, "payment");
+    p = connect_ok(&loop, &f->t);
+    q = connect_ok(&loop, &f->t);
+    prepare_branch(&loop, p, &x, 730, become, 1);
+    px_xid_gid(&x, gid, sizeof gid);
+    snprintf(sql, sizeof sql, "SELECT owner FROM pg_prepared_xacts WHERE gid = '%s'", gid);
+    owner = admin(sql);
+    assert_string_equal(owner, "xacoord");
+    free(owner);
+    xid_ok(&loop, D->commit_prepared, q, &x);
+    assert_false(prepared_exists(&x));
+    D->close(p);
+    D->close(q);
+    loop_wait(&loop, 50);
+    free(admin("REVOKE INSERT ON pgt_item FROM pgt_owner; REVOKE pgt_owner FROM xacoord; "
+               "DROP ROLE pgt_owner;"));
+    tu_loop_close(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_exec_params),
+        cmocka_unit_test(test_prepared_branch_keeps_the_session_owner),
         cmocka_unit_test(test_prepare_commit_elsewhere_and_not_found),
         cmocka_unit_test(test_recover_lists_only_own_branches),
         cmocka_unit_test(test_failed_transaction_is_not_prepared),

@@ -623,6 +623,33 @@ static void test_replay_keeps_commit_of_repeated_id(void **state)
     assert_int_equal(f->c.journal_conflicts, 1);
 }
 
+
+/* MariaDB answers 1402 (XA_RBROLLBACK) to the COMMIT of a prepared branch the server rolled
+ * back: harmless for a branch that only read, a heuristic outcome - reported - for one that
+ * changed rows. */
+static void commit_gets_1402(fixture *f, const char *id, const char *beta_sql, uint32_t want)
+{
+    result r;
+    char g[80];
+    px_memory_fail_code("beta", PX_MEM_COMMIT_PREPARED, PX_BUSINESS, 1402, 1);
+    run(f, id, "rows 1", beta_sql, &r, g);
+    finish_phase2(f);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(outcome_find(f->c.outcomes, id)->heuristic, want);
+    px_xid b = xid_of(g, "beta");
+    assert_true(px_memory_finish_prepared("beta", &b, false)); /* what the server did */
+}
+
+static void test_1402_after_writes_is_heuristic(void **state)
+{
+    fixture *f = *state;
+    open_coord(f);
+    commit_gets_1402(f, "ro", "rows 0", 0);
+    assert_int_equal(metric_counter_value(f->c.parts[1].heuristic), 0);
+    commit_gets_1402(f, "rw", "rows 1", 1u << 1);
+    assert_int_equal(metric_counter_value(f->c.parts[1].heuristic), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -647,6 +674,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_abandon_while_deciding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_keeps_commit_of_repeated_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_1402_after_writes_is_heuristic, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
