@@ -49,7 +49,7 @@ static px_param p_text(const char *s)
 
 static px_stmt stmt(const char *sql, const px_param *p, int n, int64_t expect)
 {
-    return (px_stmt){sql, p, n, expect};
+    return (px_stmt){sql, p, n, expect, true}; /* the shop's statements call no function */
 }
 
 /* The checkout's statements for this client's current order (the same as httpc.c's JSON). */
@@ -200,7 +200,7 @@ static void on_cleanup_exec(px_conn *c, const px_error *err, int fi, const px_re
 /* After a failure: roll every branch back so that no prepared branch is left behind. */
 static void clean_up(dclient *d)
 {
-    static const px_stmt rb = {"ROLLBACK", NULL, 0, -1};
+    static const px_stmt rb = {"ROLLBACK", NULL, 0, -1, true};
     d->pending = 1;
     for (int b = 0; b < NBR; b++) {
         px_conn *c = d->conn[b];

@@ -116,7 +116,7 @@ static void work_branch(worker *w)
         return;
     }
     w->params[0] = (px_param){.type = PX_P_INT, .i = w->seq};
-    w->stmt = (px_stmt){sql[w->b], w->params, 1, 1};
+    w->stmt = (px_stmt){sql[w->b], w->params, 1, 1, true};
     if (px_conn_base(c)->driver->begin(c, &w->xid, on_begun, w) != 0)
         work_fail(w, "begin", NULL);
 }

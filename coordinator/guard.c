@@ -319,6 +319,157 @@ static void name_keyword(char *out, size_t outlen, const char *kw, size_t len)
     out[n] = '\0';
 }
 
+/* ---- session effects --------------------------------------------------------------------- */
+
+/* Words that may stand before '(' without calling a function: keywords, type names with a
+ * length, and pure built-in functions (their result depends only on their arguments or the
+ * clock; none touches the session). Anything else before '(' may be a function with session
+ * effects - set_config, pg_advisory_lock, GET_LOCK, nextval, a stored function - and so is
+ * assumed to have them. */
+static const char *const neutral_before_paren[] = {
+    /* keywords */
+    "ALL", "AND", "ANY", "ARRAY", "AS", "BETWEEN", "BY", "CASE", "CONFLICT", "DISTINCT", "ELSE",
+    "END", "EXCEPT", "EXISTS", "FILTER", "FROM", "IN", "INTERSECT", "IS", "JOIN", "LATERAL",
+    "LIKE", "LIMIT", "NOT", "OFFSET", "ON", "OR", "OVER", "RETURNING", "ROW", "SELECT", "SET",
+    "SOME", "THEN", "UNION", "USING", "VALUE", "VALUES", "WHEN", "WHERE", "WITHIN",
+    /* types */
+    "BIT", "CHAR", "CHARACTER", "DECIMAL", "DOUBLE", "FLOAT", "INTERVAL", "NUMERIC", "TIME",
+    "TIMESTAMP", "VARBINARY", "VARCHAR",
+    /* pure built-in functions */
+    "ABS", "AVG", "CAST", "CEIL", "CEILING", "CHAR_LENGTH", "COALESCE", "CONCAT", "CONCAT_WS",
+    "CONVERT", "COUNT", "CURRENT_DATE", "CURRENT_TIMESTAMP", "DATE", "EXTRACT", "FLOOR",
+    "GREATEST", "HEX", "IF", "IFNULL", "LEAST", "LEFT", "LENGTH", "LOWER", "LPAD", "LTRIM", "MAX",
+    "MD5", "MIN", "MOD", "NOW", "NULLIF", "POSITION", "POWER", "REPLACE", "RIGHT", "ROUND",
+    "RPAD", "RTRIM", "SQRT", "SUBSTR", "SUBSTRING", "SUM", "TRIM", "UNHEX", "UPPER", NULL};
+
+/* Words between INSERT/REPLACE and the target table, whose column list is not a call. */
+static const char *const insert_modifiers[] = {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED",
+                                               "HIGH_PRIORITY", NULL};
+
+static bool word_in(const char *const *list, const char *w, size_t len)
+{
+    for (const char *const *a = list; *a; a++) {
+        size_t i = 0;
+        while (i < len && (*a)[i] == upper(w[i]))
+            i++;
+        if (i == len && !(*a)[i])
+            return true;
+    }
+    return false;
+}
+
+/* Where a scan is in "INSERT [INTO] table (columns)": the column list is not a call. */
+enum { TGT_NONE, TGT_EXPECT, TGT_NAME };
+
+typedef struct effects_scan {
+    const char *word; /* the last word, while only gaps (and '.' in a name) followed it */
+    size_t len;
+    int target;
+    bool dot; /* the last token was '.', inside a qualified name */
+} effects_scan;
+
+static bool is_word(const char *w, size_t len, const char *kw)
+{
+    return word_in((const char *const[]){kw, NULL}, w, len);
+}
+
+/* One word. INSERT/REPLACE open a target; INTO anywhere else is SELECT ... INTO, which makes a
+ * table or sets variables. Returns false when the word shows a session effect. */
+static bool effects_word(effects_scan *s, const char *w, size_t len)
+{
+    bool qualified = s->dot;
+    s->word = w;
+    s->len = len;
+    s->dot = false;
+    if (s->target == TGT_EXPECT) {
+        if (!word_in(insert_modifiers, w, len))
+            s->target = TGT_NAME;
+        return true;
+    }
+    if (s->target == TGT_NAME && qualified)
+        return true;
+    s->target = TGT_NONE;
+    if (is_word(w, len, "INSERT") || is_word(w, len, "REPLACE")) {
+        s->target = TGT_EXPECT;
+        return true;
+    }
+    return !is_word(w, len, "INTO");
+}
+
+/* '(' after a word that is not known to be neutral may call a function with session effects. */
+static bool effects_paren(effects_scan *s)
+{
+    bool ok = !s->word || s->target == TGT_NAME || word_in(neutral_before_paren, s->word, s->len);
+    s->target = TGT_NONE;
+    return ok;
+}
+
+/* Any other token. A quoted name counts as a word no list knows ("set_config"(...) is a call),
+ * except as the target of an INSERT. */
+static bool step_token(lexer *l, effects_scan *s, const char *start)
+{
+    bool quoted = *start == '"' || *start == '`' || *start == '\'';
+    bool dot = *start == '.';
+    if (!step(l))
+        return false;
+    if (quoted) {
+        s->target = s->target == TGT_EXPECT || (s->target == TGT_NAME && s->dot) ? TGT_NAME
+                                                                                 : TGT_NONE;
+        s->word = start;
+        s->len = (size_t)(l->p - start);
+    } else if (!dot) {
+        s->word = NULL;
+    }
+    s->dot = dot;
+    return true;
+}
+
+/* The text under one quoting; true when nothing in it can change the session. */
+static bool neutral_under(const dialect *d, quoting q, const char *sql)
+{
+    lexer l = {sql, d, q, GUARD_OK};
+    effects_scan s = {NULL, 0, TGT_NONE, false};
+    while (*l.p) {
+        const char *start = l.p;
+        if (ascii_space(*l.p) || unicode_space(l.p) || comment_at(&l)) {
+            if (!skip_gap(&l))
+                return false;
+            continue;
+        }
+        if (ident_start(*l.p)) {
+            if (!skip_word(&l))
+                return false;
+            if (memchr(start, '\'', (size_t)(l.p - start))) /* an E'...' string */
+                s.word = NULL;
+            else if (!effects_word(&s, start, (size_t)(l.p - start)))
+                return false;
+            continue;
+        }
+        if (*l.p == '@') {
+            /* @name is a user variable; MySQL's @@name only reads a setting. */
+            if (!d->mysql || l.p[1] != '@')
+                return false;
+            l.p += 2;
+            s.word = NULL;
+            continue;
+        }
+        if (*l.p == '(' && !effects_paren(&s))
+            return false;
+        if (!step_token(&l, &s, start))
+            return false;
+    }
+    return true;
+}
+
+bool guard_session_neutral(const char *sql, guard_dialect dl)
+{
+    const dialect *d = &dialects[dl];
+    for (size_t i = 0; i < d->nquotings; i++)
+        if (!neutral_under(d, d->quotings[i], sql))
+            return false;
+    return true;
+}
+
 /* ---- interface --------------------------------------------------------------------------- */
 
 guard_verdict guard_check(const char *sql, guard_dialect dl, char *keyword, size_t keyword_len)

@@ -61,6 +61,14 @@ typedef enum guard_verdict {
  * "(no keyword)"; on any other verdict it receives "". */
 guard_verdict guard_check(const char *sql, guard_dialect d, char *keyword, size_t keyword_len);
 
+/* Whether the statement provably leaves the database session as it found it: it calls no
+ * function outside a short list of keywords, type names and pure built-ins (an unknown name
+ * before '(' may be set_config, pg_advisory_lock, GET_LOCK, nextval or a stored function), uses
+ * no user variable (@name) and is no SELECT ... INTO. Conservative: false whenever unsure, under
+ * every quoting the server may use. A connection whose transaction ran only neutral statements
+ * skips the session reset (docs/design.md). Call it on a statement guard_check accepted. */
+bool guard_session_neutral(const char *sql, guard_dialect d);
+
 /* A verdict as a noun phrase ("more than one statement"), for error messages. */
 const char *guard_verdict_text(guard_verdict v);
 

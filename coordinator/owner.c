@@ -203,8 +203,8 @@ static void slot_init(owner *o, lock_slot *s, coord_part *p)
     s->param = (px_param){.type = PX_P_TEXT, .text = s->name, .len = strlen(s->name)};
     s->lock_stmt = (px_stmt){pg ? "SELECT pg_try_advisory_lock(hashtext($1))"
                                 : "SELECT GET_LOCK(?, 0)",
-                             &s->param, 1, 1};
-    s->check_stmt = (px_stmt){"SELECT 1", NULL, 0, 1};
+                             &s->param, 1, 1, false};
+    s->check_stmt = (px_stmt){"SELECT 1", NULL, 0, 1, true};
     uv_timer_init(o->c->loop, &s->timer);
     s->timer.data = s;
     o->open_handles++;

@@ -347,6 +347,7 @@ static bool parse_statement(parse_ctx *c, json_t *s, req_branch *br, int idx, co
     if (!guard_statement(c, json_string_value(sql), dialect, where, br->name))
         return false;
     st->sql = arena_strndup(c->r, json_string_value(sql), json_string_length(sql));
+    st->session_neutral = guard_session_neutral(st->sql, dialect);
 
     st->expect_rows = -1;
     expect = json_object_get(s, "expect_rows");

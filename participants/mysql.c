@@ -116,8 +116,11 @@ struct px_conn {
     } cb;
     void *cb_arg;
 
-    char set_sql[96]; /* the session settings, applied at connect and after every reset */
+    char set_sql[128]; /* the session settings, applied at connect and after every reset */
     bool branch_open; /* XA START succeeded and nothing has ended the branch yet */
+    /* A statement that may change the session ran (not px_stmt.session_neutral, or the server
+     * flagged SERVER_SESSION_STATE_CHANGED) since the last reset: the next reset must run. */
+    bool dirty;
 
     mx_exec ex;
     char xa_sql[2][XA_SQL_MAX];
@@ -475,11 +478,15 @@ static int fail_broken(px_conn *c)
 /* The server's status flags as of the last OK or EOF packet. MariaDB 10.11 reports
  * SERVER_STATUS_IN_TRANS from XA START on (ACTIVE, and IDLE after XA END); XA COMMIT ... ONE
  * PHASE and XA ROLLBACK clear it. */
-static bool in_trans(px_conn *c)
+static unsigned server_status(px_conn *c)
 {
     unsigned status = 0;
-    return mariadb_get_infov(c->m, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0 &&
-           (status & SERVER_STATUS_IN_TRANS);
+    return mariadb_get_infov(c->m, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0 ? status : 0;
+}
+
+static bool in_trans(px_conn *c)
+{
+    return (server_status(c) & SERVER_STATUS_IN_TRANS) != 0;
 }
 
 /* A client statement can end the branch itself (XA END and XA COMMIT ... ONE PHASE for the
@@ -575,16 +582,20 @@ static int connect_fail(px_conn *c)
 
 /* The settings every session starts with, at connect and after each reset. XA START needs no
  * open transaction: autocommit on. The lock wait limit must stay below the engine's phase-1
- * timeout (whole seconds, rounded up). The handshake's character set (utf8mb4) needs no SET:
- * MariaDB restores it itself on COM_RESET_CONNECTION. */
+ * timeout (whole seconds, rounded up). session_track_state_change makes the server flag every
+ * statement that changed the session, so that the reset runs when one did (dirty). The
+ * handshake's character set (utf8mb4) needs no SET: MariaDB restores it itself on
+ * COM_RESET_CONNECTION. */
 static void session_settings(px_conn *c, const px_target *t)
 {
     if (t->lock_timeout_ms > 0)
         snprintf(c->set_sql, sizeof c->set_sql,
-                 "SET SESSION autocommit = 1, innodb_lock_wait_timeout = %lu",
+                 "SET SESSION autocommit = 1, session_track_state_change = 1, "
+                 "innodb_lock_wait_timeout = %lu",
                  ((unsigned long)t->lock_timeout_ms + 999) / 1000);
     else
-        snprintf(c->set_sql, sizeof c->set_sql, "SET SESSION autocommit = 1");
+        snprintf(c->set_sql, sizeof c->set_sql,
+                 "SET SESSION autocommit = 1, session_track_state_change = 1");
 }
 
 static int connect_step(px_conn *c)
@@ -1121,6 +1132,10 @@ static int exec_stmt_done(px_conn *c)
         set_branch_ended(&c->err);
         return exec_fail(c);
     }
+    /* The server's own account (session_track_state_change), whatever the statement's text
+     * promised: settings and temporary tables changed by a stored function, for one. */
+    if (server_status(c) & SERVER_SESSION_STATE_CHANGED)
+        c->dirty = true;
     if (want >= 0 && want != got) {
         px_error_set(&c->err, PX_BUSINESS, false, 0, "", "expected %lld rows, got %lld",
                      (long long)want, (long long)got);
@@ -1252,6 +1267,8 @@ static int mx_exec_stmts(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb,
     c->ex.n = n;
     c->ex.i = 0;
     c->cb.exec = cb;
+    for (int i = 0; i < n; i++)
+        c->dirty |= !stmts[i].session_neutral;
     return op_begin(c, OP_EXEC, arg);
 }
 
@@ -1493,6 +1510,10 @@ static int reset_step(px_conn *c)
 {
     switch (c->phase) {
     case RS_START:
+        /* Nothing changed the session: COM_RESET_CONNECTION would only cost two round trips and
+         * the prepared statements. */
+        if (!c->dirty)
+            return finish(c, false);
         c->phase = RS_RESET;
         c->cont = cont_reset;
         return mysql_reset_connection_start(&c->ret_int, c->m);
@@ -1505,6 +1526,7 @@ static int reset_step(px_conn *c)
     case RS_SET:
         if (c->ret_int)
             return fail_broken(c);
+        c->dirty = false;
         return finish(c, false);
     }
     return ST_DONE;

@@ -64,6 +64,9 @@ typedef struct px_stmt {
     const px_param *params;
     int nparams;
     int64_t expect_rows; /* exact matched/returned row count required, or -1 for any */
+    /* The caller proved that the statement cannot change the session (guard_session_neutral):
+     * a connection that ran only such statements needs no session reset. false: it may. */
+    bool session_neutral;
 } px_stmt;
 
 /* Column types of result rows, so that callers can render every value exactly. A cell is always

@@ -77,8 +77,9 @@ struct px_conn {
     bool want_write;    /* PQflush left data behind: also poll for writable */
     bool reset_pending; /* reset() was called: DISCARD ALL goes out in front of the next BEGIN */
 
-    /* The session's state (see send_discard). dirty: a client's statements ran since the
-     * last DISCARD ALL, so the session may hold their settings, role, temporary objects, locks.
+    /* The session's state (see send_discard). dirty: a client's statement that may change the
+     * session (not px_stmt.session_neutral) ran since the last DISCARD ALL, so the session may
+     * hold its settings, role, temporary objects, locks.
      * settings_stale: the configured settings (lock_timeout) must be applied again - DISCARD ALL
      * dropped them, or the branch whose BEGIN carried them did not commit. settings_in_branch:
      * they went out in front of the open branch's BEGIN, inside its transaction, and a rollback
@@ -585,9 +586,10 @@ static void run_command(px_conn *c, bool with_begin, bool clean, const char *sql
     }
     /* The prepared transaction belongs to the current role, and only its owner (or a superuser)
      * can finish it: a statement's set_config('role', ...) must not hand the branch to a role the
-     * coordinator cannot act as. (A failed transaction refuses any command: its PREPARE answers
-     * ROLLBACK, which take_result reports.) */
-    if (c->op == OP_PREPARE && PQtransactionStatus(c->pg) != PQTRANS_INERROR &&
+     * coordinator cannot act as. Only statements that may change the session can (dirty). (A
+     * failed transaction refuses any command: its PREPARE answers ROLLBACK, which take_result
+     * reports.) */
+    if (c->op == OP_PREPARE && c->dirty && PQtransactionStatus(c->pg) != PQTRANS_INERROR &&
         !send_query(c, ITEM_RESET, "SET LOCAL ROLE NONE", 0, NULL)) {
         defer(c);
         return;
@@ -1226,8 +1228,8 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
         return 0;
     }
     /* Whatever the statements do to the session stays until a DISCARD ALL. */
-    if (n > 0)
-        c->dirty = true;
+    for (int i = 0; i < n; i++)
+        c->dirty |= !stmts[i].session_neutral;
     for (int i = 0; i < n; i++) {
         int bad = nul_param(&stmts[i]);
         if (bad) {

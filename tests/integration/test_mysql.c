@@ -1027,6 +1027,45 @@ static void test_reset_restores_settings(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
+
+/* A transaction whose statements are session-neutral (the engine proved it, guard.h) skips the
+ * reset: the cached statements stay. The server's own flag still forces the reset when a
+ * statement changed the session after all - here a SET that claims to be neutral. */
+static void test_reset_skipped_for_neutral_statements(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_stmt var = stmt("SELECT @mxt_n := 7", NULL, 0, 1);
+    px_stmt read = stmt("SELECT @mxt_n", NULL, 0, 1);
+    px_stmt set = stmt("SET SESSION innodb_lock_wait_timeout = 100", NULL, 0, -1);
+    px_stmt show = stmt("SELECT @@innodb_lock_wait_timeout", NULL, 0, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    t = g_target;
+    c = must_connect(&loop, &t);
+    /* A neutral exec leaves nothing to reset; the variable (a test's lie) shows no reset ran. */
+    var.session_neutral = true;
+    assert_int_equal(sync_exec(&loop, c, &var, 1, &k), PX_OK);
+    sync_reset(&loop, c);
+    assert_int_equal(sync_exec(&loop, c, &read, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "7");
+    /* The same statement, not marked neutral: the reset runs. */
+    var.session_neutral = false;
+    assert_int_equal(sync_exec(&loop, c, &var, 1, &k), PX_OK);
+    sync_reset(&loop, c);
+    assert_int_equal(sync_exec(&loop, c, &read, 1, &k), PX_OK);
+    assert_null(k.cells[0]);
+    /* A statement marked neutral that the server reports as changing the session. */
+    set.session_neutral = true;
+    assert_int_equal(sync_exec(&loop, c, &set, 1, &k), PX_OK);
+    sync_reset(&loop, c);
+    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(k.cells[0], "2");
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
 static void test_reset_drops_session_objects(void **state)
 {
     uv_loop_t loop;
@@ -1355,6 +1394,7 @@ static void test_server_crash_recovery(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_connect_exec_params),
         cmocka_unit_test(test_statement_cache_eviction),
         cmocka_unit_test(test_prepare_close_commit_elsewhere),

@@ -1626,10 +1626,50 @@ static void test_prepared_branch_keeps_the_session_owner(void **state)
     tu_loop_close(&loop);
 }
 
+
+/* A branch whose statements are session-neutral (the engine proved it, guard.h) needs no DISCARD
+ * ALL: the session a test's mislabelled set_config leaves behind shows that none was sent. The
+ * same statement, not marked neutral, is discarded before the next branch. */
+static void test_reset_skipped_for_neutral_statements(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *c;
+    px_xid x[4];
+    px_stmt leak = {.sql = "SELECT set_config('search_path', 'pg_catalog', false)",
+                    .expect_rows = 1,
+                    .session_neutral = true};
+    px_stmt show = {.sql = "SELECT current_setting('search_path')", .expect_rows = 1};
+    uv_loop_init(&loop);
+    for (int i = 0; i < 4; i++)
+        mkxid(&x[i], "neu", i, "payment");
+    c = connect_ok(&loop, &f->t);
+    for (int i = 0; i < 2; i++) {
+        xid_ok(&loop, D->begin, c, &x[2 * i]);
+        exec_wait(&loop, c, &leak, 1, &w);
+        check_ok(&w);
+        xid_ok(&loop, D->commit_one_phase, c, &x[2 * i]);
+        reset_ok(&loop, c);
+        /* The next branch on the connection, where a pending DISCARD ALL would go out. */
+        xid_ok(&loop, D->begin, c, &x[2 * i + 1]);
+        exec_wait(&loop, c, &show, 1, &w);
+        check_ok(&w);
+        assert_string_equal(w.res[0].cells[0], i == 0 ? "pg_catalog" : "\"$user\", public");
+        xid_ok(&loop, D->rollback, c, &x[2 * i + 1]);
+        leak.session_neutral = false;
+    }
+    w_reset(&w);
+    D->close(c);
+    loop_wait(&loop, 50);
+    tu_loop_close(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_exec_params),
+        cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_prepared_branch_keeps_the_session_owner),
         cmocka_unit_test(test_prepare_commit_elsewhere_and_not_found),
         cmocka_unit_test(test_recover_lists_only_own_branches),

@@ -325,9 +325,65 @@ static void test_allowed_lists(void **state)
     assert_false(guard_dialect_of("sqlite", &d));
 }
 
+
+/* Statements that provably leave the session alone skip the reset; anything that may call a
+ * function with session effects, use a user variable or SELECT ... INTO does not. */
+static void test_session_neutral(void **state)
+{
+    static const char *const neutral_pg[] = {
+        "UPDATE account SET balance = balance - $1 WHERE user_id = $2 AND balance >= $1",
+        "INSERT INTO payment(order_id, user_id, amount) VALUES ($1, $2, $3)",
+        "INSERT INTO public.payment (order_id) VALUES ($1) ON CONFLICT (order_id) DO NOTHING",
+        "INSERT INTO \"Pay\" (a) VALUES (1)",
+        "SELECT count(*), max(a) FROM t WHERE a IN (1, 2) AND EXISTS (SELECT 1)",
+        "SELECT $1::numeric(12,2), CAST($2 AS varchar(10)), coalesce(a, 0) FROM t",
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+        "SELECT 'set_config(' AS s, E'GET_LOCK(\\'' AS e -- set_config(\n",
+        "TABLE t",
+        "rows 1",
+        NULL};
+    static const char *const effects_pg[] = {
+        "SELECT set_config('search_path', 'pg_catalog', false)",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT nextval('s')",
+        "SELECT \"set_config\"('a', 'b', false)",
+        "SELECT U&\"set_config\"('a', 'b', false)",
+        "SELECT pg_catalog.set_config('a', 'b', false)",
+        "SELECT * INTO TEMP t2 FROM t",
+        "INSERT INTO t SELECT f(a) FROM u",
+        "INSERT INTO t (a) SELECT f(1)",
+        "WITH x(a) AS (SELECT 1) SELECT * FROM x",
+        "UPDATE t SET a = f (1)",
+        NULL};
+    static const char *const neutral_my[] = {
+        "UPDATE orders SET status = 'P' WHERE id = ? AND status = 'I'",
+        "INSERT IGNORE INTO shipment(order_id, sku) VALUES (?, ?)",
+        "REPLACE INTO `t` (a) VALUES (?)",
+        "INSERT t (a) VALUES (?) ON DUPLICATE KEY UPDATE a = VALUES(a)",
+        "SELECT @@session.tx_read_only, unhex('ff'), concat(a, 'x')",
+        NULL};
+    static const char *const effects_my[] = {
+        "SELECT @x := 5", "SELECT GET_LOCK('k', 0)", "SELECT a INTO @v FROM t",
+        "SELECT `GET_LOCK`('k', 0)", "SELECT LAST_INSERT_ID(5)", "SELECT a FROM t WHERE b = @x",
+        NULL};
+    for (const char *const *p = neutral_pg; *p; p++)
+        if (!guard_session_neutral(*p, GUARD_POSTGRES))
+            fail_msg("should be neutral on PostgreSQL: %s", *p);
+    for (const char *const *p = effects_pg; *p; p++)
+        if (guard_session_neutral(*p, GUARD_POSTGRES))
+            fail_msg("may change the session on PostgreSQL: %s", *p);
+    for (const char *const *p = neutral_my; *p; p++)
+        if (!guard_session_neutral(*p, GUARD_MYSQL))
+            fail_msg("should be neutral on MySQL: %s", *p);
+    for (const char *const *p = effects_my; *p; p++)
+        if (guard_session_neutral(*p, GUARD_MYSQL))
+            fail_msg("may change the session on MySQL: %s", *p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_session_neutral),
         cmocka_unit_test(test_allowed_keywords), cmocka_unit_test(test_refused_keywords),
         cmocka_unit_test(test_keyword_boundary), cmocka_unit_test(test_empty),
         cmocka_unit_test(test_parentheses),      cmocka_unit_test(test_line_comments),

@@ -168,7 +168,7 @@ static void test_two_phase_commit(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.1.1", "mem");
-    px_stmt st[2] = {{"rows 3", NULL, 0, 3}, {"UPDATE t SET a = 1", NULL, 0, -1}};
+    px_stmt st[2] = {{"rows 3", NULL, 0, 3, false}, {"UPDATE t SET a = 1", NULL, 0, -1, false}};
     px_memory_stats ms;
     px_conn *c = connect_ok(f);
 
@@ -220,7 +220,7 @@ static void test_state_rules(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.1.3", "mem"), y = xid("xa1.c1.1.4", "mem");
-    px_stmt st = {"rows 1", NULL, 0, -1};
+    px_stmt st = {"rows 1", NULL, 0, -1, false};
     px_conn *c = connect_ok(f);
 
     assert_int_equal(run_exec(f, c, &st, 1), PX_FATAL);
@@ -395,7 +395,7 @@ static void test_injected_faults(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.5.1", "mem");
-    px_stmt st = {"rows 1", NULL, 0, -1};
+    px_stmt st = {"rows 1", NULL, 0, -1, false};
     px_memory_stats ms;
     px_conn *c;
 
@@ -485,7 +485,7 @@ static void test_latency_and_sleep(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.7.1", "mem");
-    px_stmt st[2] = {{"sleep 60", NULL, 0, 1}, {"rows 2", NULL, 0, -1}};
+    px_stmt st[2] = {{"sleep 60", NULL, 0, 1, false}, {"rows 2", NULL, 0, -1, false}};
     px_conn *c = connect_ok(f);
     uint64_t t0;
 
@@ -506,7 +506,9 @@ static void test_statement_errors_and_expect_rows(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.7.2", "mem");
-    px_stmt rows[3] = {{"rows 1", NULL, 0, 1}, {"rows 2", NULL, 0, 3}, {"rows 1", NULL, 0, -1}};
+    px_stmt rows[3] = {{"rows 1", NULL, 0, 1, false},
+                       {"rows 2", NULL, 0, 3, false},
+                       {"rows 1", NULL, 0, -1, false}};
     const char *kinds[3] = {"error business", "ERROR retryable", "error fatal"};
     const px_errclass want[3] = {PX_BUSINESS, PX_RETRYABLE, PX_FATAL};
     px_conn *c = connect_ok(f);
@@ -517,7 +519,7 @@ static void test_statement_errors_and_expect_rows(void **state)
     assert_int_equal(f->nresults, 1);
     assert_string_equal(f->msg, "expected 3 rows, got 2");
     for (int i = 0; i < 3; i++) {
-        px_stmt st[2] = {{"rows 1", NULL, 0, -1}, {kinds[i], NULL, 0, -1}};
+        px_stmt st[2] = {{"rows 1", NULL, 0, -1, false}, {kinds[i], NULL, 0, -1, false}};
         assert_int_equal(run_exec(f, c, st, 2), want[i]);
         assert_int_equal(f->failed_index, 1);
         assert_string_equal(f->sqlstate, "XX000");
@@ -535,7 +537,7 @@ static void test_echo_typing(void **state)
                      {.type = PX_P_BOOL, .b = true},
                      {.type = PX_P_TEXT, .text = "abcdef", .len = 3},
                      {.type = PX_P_NULL}};
-    px_stmt st = {"echo", p, 5, 1};
+    px_stmt st = {"echo", p, 5, 1, false};
     px_conn *c = connect_ok(f);
 
     assert_int_equal(run_done(f, f->d->begin, c, &x), PX_OK);
@@ -561,7 +563,7 @@ static void test_close_with_op_in_flight(void **state)
 {
     fx *f = *state;
     px_xid x = xid("xa1.c1.8.1", "mem");
-    px_stmt st = {"echo", (px_param[]){{.type = PX_P_INT, .i = 1}}, 1, -1};
+    px_stmt st = {"echo", (px_param[]){{.type = PX_P_INT, .i = 1}}, 1, -1, false};
     px_conn *c = connect_ok(f);
     int before;
 
