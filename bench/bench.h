@@ -113,7 +113,7 @@ double bench_now_s(void);
 /* Plants n prepared branches per shop database with gtrids xa1.<node>.1.<seq> (rows 1..n of the
  * setup), starts the daemon (xacoord --config config, output to log, HTTP on port) and prints how
  * long it took until /readyz answered 200 and until no branch of its prefix was listed. */
-int bench_recovery(const bench_targets *t, int n, const char *node, const char *xacoord,
-                   const char *config, const char *log, int port);
+int bench_recovery(const bench_targets *t, int n, const char *node, const char *identity,
+                   const char *xacoord, const char *config, const char *log, int port);
 
 #endif

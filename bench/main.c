@@ -36,6 +36,7 @@ typedef struct opts {
     int n;
     int sleep_ms;
     const char *node;
+    const char *identity;
     const char *xacoord;
     const char *config;
     const char *log;
@@ -129,14 +130,16 @@ static bool load_targets(const opts *o, bench_targets *t)
              "sslmode=disable gssencmode=disable",
              o->pg_port);
     t->payment = (px_target){.name = "payment", .driver = "postgres", .conninfo = t->pg_conninfo,
-                             .password = t->pw[0], .connect_timeout_ms = 10000};
+                             .password = t->pw[0], .connect_timeout_ms = 10000,
+                             .without_markers = true};
     t->order = (px_target){.name = "order", .driver = "mysql", .host = "127.0.0.1",
                            .port = o->order_port, .database = "shop_order", .user = "xacoord",
-                           .password = t->pw[1], .connect_timeout_ms = 10000};
+                           .password = t->pw[1], .connect_timeout_ms = 10000,
+                           .without_markers = true};
     t->warehouse = (px_target){.name = "warehouse", .driver = "mysql", .host = "127.0.0.1",
                                .port = o->wh_port, .database = "shop_warehouse",
                                .user = "xacoord", .password = t->pw[2],
-                               .connect_timeout_ms = 10000};
+                               .connect_timeout_ms = 10000, .without_markers = true};
     return true;
 }
 
@@ -342,15 +345,16 @@ static int cmd_memory(const opts *o)
 static int cmd_recovery(const opts *o)
 {
     bench_targets t;
-    if (!load_targets(o, &t) || !o->setup || !o->port || o->n <= 0 || !o->node || !o->xacoord ||
-        !o->config || !o->log)
-        return fail("recovery needs --n, --node, --xacoord, --config, --log, --port, --setup and "
-                    "the database options");
+    if (!load_targets(o, &t) || !o->setup || !o->port || o->n <= 0 || !o->node || !o->identity ||
+        !o->xacoord || !o->config || !o->log)
+        return fail("recovery needs --n, --node, --identity, --xacoord, --config, --log, --port, "
+                    "--setup and the database options");
     /* One distinct row per planted branch: prepared branches on one row would wait for each
      * other's locks. */
     if (run_setup(o, o->n, 1) != 0)
         return fail("setup command failed");
-    return bench_recovery(&t, o->n, o->node, o->xacoord, o->config, o->log, o->port);
+    return bench_recovery(&t, o->n, o->node, o->identity, o->xacoord, o->config, o->log,
+                          o->port);
 }
 
 /* ---- main ------------------------------------------------------------------------------- */
@@ -368,8 +372,9 @@ static void usage(FILE *f)
             "  --orders N          shop: orders per run, split among the clients (default 60000)\n"
             "  --pid PID           coordonly, memory: the daemon's process\n"
             "  --n N --sleep-ms MS memory: transactions in flight and their sleep (2000)\n"
-            "  --n N --node ID --xacoord BIN --config FILE --log FILE\n"
-            "                      recovery: branches to plant, and the daemon to start\n");
+            "  --n N --node ID --identity ID --xacoord BIN --config FILE --log FILE\n"
+            "                      recovery: branches to plant (as the data directory of that\n"
+            "                      identity), and the daemon to start\n");
 }
 
 int main(int argc, char **argv)
@@ -384,6 +389,7 @@ int main(int argc, char **argv)
         {"n", required_argument, NULL, 'n'},        {"sleep-ms", required_argument, NULL, 'm'},
         {"node", required_argument, NULL, 'N'},     {"xacoord", required_argument, NULL, 'x'},
         {"config", required_argument, NULL, 'C'},   {"log", required_argument, NULL, 'l'},
+        {"identity", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     opts o = {.conc = NULL, .seconds = 5, .orders = 60000, .sleep_ms = 2000};
     const char *cmd;
@@ -409,6 +415,7 @@ int main(int argc, char **argv)
         case 'n': o.n = atoi(optarg); break;
         case 'm': o.sleep_ms = atoi(optarg); break;
         case 'N': o.node = optarg; break;
+        case 'I': o.identity = optarg; break;
         case 'x': o.xacoord = optarg; break;
         case 'C': o.config = optarg; break;
         case 'l': o.log = optarg; break;

@@ -8,6 +8,7 @@
  * that is then closed, as a crashed coordinator's would be.
  */
 #include "bench.h"
+#include "identity.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -36,6 +37,7 @@ struct planter {
     uv_loop_t *loop;
     const px_target *targets[NBR];
     const char *node;
+    dir_identity identity; /* of the daemon's data directory: its branches are its to resolve */
     int64_t next, total, planted;
     int running;
     bool failed;
@@ -110,7 +112,7 @@ static void work_branch(worker *w)
     };
     char gtrid[PX_XID_PART_MAX + 1];
     px_conn *c = w->conn[w->b];
-    snprintf(gtrid, sizeof gtrid, "xa1.%s.1.%lld", w->pl->node, (long long)w->seq);
+    identity_gtrid(&w->pl->identity, w->pl->node, 1, (uint64_t)w->seq, gtrid, sizeof gtrid);
     if (!px_xid_set(&w->xid, gtrid, w->pl->targets[w->b]->name)) {
         work_fail(w, "xid", NULL);
         return;
@@ -261,8 +263,8 @@ static void close_all(planter *pl)
         uv_run(pl->loop, UV_RUN_NOWAIT);
 }
 
-int bench_recovery(const bench_targets *t, int n, const char *node, const char *xacoord,
-                   const char *config, const char *log, int port)
+int bench_recovery(const bench_targets *t, int n, const char *node, const char *identity,
+                   const char *xacoord, const char *config, const char *log, int port)
 {
     uv_loop_t loop;
     planter *pl = calloc(1, sizeof *pl);
@@ -277,9 +279,10 @@ int bench_recovery(const bench_targets *t, int n, const char *node, const char *
     pl->targets[ORD] = &t->order;
     pl->targets[WH] = &t->warehouse;
     pl->node = node;
+    snprintf(pl->identity.id, sizeof pl->identity.id, "%s", identity);
     pl->port = port;
     pl->total = (int64_t)n * NBR;
-    snprintf(pl->prefix, sizeof pl->prefix, "xa1.%s.", node);
+    gtrid_prefix(2, node, identity, pl->prefix, sizeof pl->prefix);
     uv_timer_init(&loop, &pl->timer);
     pl->timer.data = pl;
 

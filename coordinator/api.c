@@ -8,6 +8,7 @@
 #include "indoubt.h"
 #include "log.h"
 #include "owner.h"
+#include "preflight.h"
 #include "txn.h"
 
 #include <jansson.h>
@@ -17,6 +18,7 @@
 
 #define TXN_PATH "/v1/transactions"
 #define INDOUBT_PATH "/v1/in-doubt"
+#define TAKEOVER_PATH "/v1/takeover"
 
 /* ---- replies ----------------------------------------------------------------------------- */
 
@@ -126,7 +128,7 @@ static void submit_repeated(coord *c, http_request *req, txn_request *treq, outc
 
 static bool admit(coord *c, http_request *req, const txn_request *treq)
 {
-    char msg[160];
+    char msg[400];
     const coord_part *p;
     if (c->draining) {
         http_respond_error(req, 503, "shutting down: not accepting new transactions");
@@ -141,7 +143,9 @@ static bool admit(coord *c, http_request *req, const txn_request *treq)
     p = unready_part(c, treq);
     if (p) {
         snprintf(msg, sizeof msg, "participant %s is not available yet (%s)", p->cfg->name,
-                 p->owned ? "recovery running" : owner_state(c, p->index));
+                 !p->owned   ? owner_state(c, p->index)
+                 : !p->ready ? "recovery running"
+                             : preflight_state(c, p->index));
         http_respond_error(req, 503, msg);
         return false;
     }
@@ -220,14 +224,27 @@ static void readyz(coord *c, http_request *req)
         px_pool_stats st;
         const char *state;
         px_pool_get_stats(p->pool, &st);
-        state = !p->owned ? owner_state(c, p->index)
-                : !p->ready ? "recovering"
-                : st.up     ? "ready"
-                            : "down";
+        /* preflight_state: why an unsafe participant takes no work, or "ready" (with the
+         * findings when allow_unsafe lets an unsafe one work). */
+        state = !p->owned           ? owner_state(c, p->index)
+                : !p->ready         ? "recovering"
+                : p->safe && !st.up ? "down"
+                                    : preflight_state(c, p->index);
         json_object_set_new(parts, p->cfg->name, json_string(state));
     }
     respond_json(req, ready ? 200 : 503,
                  json_pack("{s:b, s:o}", "ready", ready, "participants", parts));
+}
+
+static void heuristics_page(coord *c, http_request *req)
+{
+    char *text = heuristics_json(&c->heuristics);
+    if (!text) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    http_respond(req, 200, NULL, text, strlen(text));
+    free(text);
 }
 
 static void metrics_page(coord *c, http_request *req)
@@ -299,8 +316,12 @@ static void handle(http_request *req, void *arg)
         metrics_page(c, req);
     else if (get && strcmp(path, INDOUBT_PATH) == 0)
         indoubt_list(c, req);
+    else if (get && strcmp(path, "/v1/heuristics") == 0)
+        heuristics_page(c, req);
     else if (post && strncmp(path, INDOUBT_PATH "/", sizeof INDOUBT_PATH) == 0)
         resolve(c, req, path + sizeof INDOUBT_PATH);
+    else if (post && strncmp(path, TAKEOVER_PATH "/", sizeof TAKEOVER_PATH) == 0)
+        indoubt_takeover(c, req, path + sizeof TAKEOVER_PATH, req->query);
     else if (post && strcmp(path, TXN_PATH) == 0)
         submit(c, req);
     else if (get && strncmp(path, TXN_PATH "/", sizeof TXN_PATH) == 0)

@@ -22,12 +22,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The gtrid is "xa1.<node_id>.<boot>.<seq>" with boot and seq up to 20 digits each and the bqual
- * is the participant name; MySQL caps both at 64 bytes and PostgreSQL's gid "<gtrid>.<bqual>" at
- * 199. The name limits enforced below keep every XID within those bounds. */
+/* The gtrid is "xa2.<node_id>.<identity>.<boot>.<seq>" with an 8-character identity and boot and
+ * seq up to 13 base-36 digits each (identity.h), and the bqual is the participant name; MySQL caps
+ * both at 64 bytes and PostgreSQL's gid "<gtrid>.<bqual>" at 199. The name limits enforced below
+ * keep every XID within those bounds. */
 #define NODE_ID_MAX 16
 #define PART_NAME_MAX 32
-#define GTRID_FIXED_LEN (sizeof "xa1." - 1 + 1 + 20 + 1 + 20)
+#define GTRID_FIXED_LEN (sizeof "xa2." - 1 + 1 + 8 + 1 + 13 + 1 + 13)
 _Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX <= PX_XID_PART_MAX, "node_id too long for a gtrid");
 _Static_assert(PART_NAME_MAX <= PX_XID_PART_MAX, "participant name too long for a bqual");
 _Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX + 1 + PART_NAME_MAX <= 199, "gid too long");
@@ -110,6 +111,7 @@ static const key_desc part_keys[] = {
     {"pool_size", K_INT, PO(pool_size), 0, 1, 1024, "8", false, DRV_ALL},
     {"connect_timeout_ms", K_U32, PO(connect_timeout_ms), 0, 1, MS_HOUR, "3000", false, DRV_ALL},
     {"lock_timeout_ms", K_U32, PO(lock_timeout_ms), 0, 1, MS_HOUR, NULL, false, DRV_ALL},
+    {"allow_unsafe", K_BOOL, PO(allow_unsafe), 0, 0, 0, "false", false, DRV_PG | DRV_MY},
 };
 
 #define N_COORD_KEYS (sizeof coord_keys / sizeof coord_keys[0])
@@ -255,7 +257,7 @@ static int parse_node_id(const char *v, char *out, char *prob)
     if (n == 0 || n > NODE_ID_MAX || !all_of(v, "")) {
         snprintf(prob, PROBLEM_MAX,
                  "must be 1..%d characters of [a-z0-9] (it goes into every XID: gtrid "
-                 "xa1.<node_id>.<boot>.<seq> must fit MySQL's %d bytes)",
+                 "xa2.<node_id>.<identity>.<boot>.<seq> must fit MySQL's %d bytes)",
                  NODE_ID_MAX, PX_XID_PART_MAX);
         return -1;
     }

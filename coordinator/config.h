@@ -37,6 +37,7 @@ typedef struct config_participant {
     int pool_size;         /* default 8, 1..1024 */
     uint32_t connect_timeout_ms; /* default 3000 */
     uint32_t lock_timeout_ms;    /* default: half of the coordinator's default_timeout_ms */
+    bool allow_unsafe;     /* use it even when preflight finds it unsafe (preflight.h); default false */
     px_target target;      /* filled from the fields above; points into them */
 } config_participant;
 

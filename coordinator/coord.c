@@ -5,7 +5,9 @@
 #include "coord.h"
 
 #include "log.h"
+#include "markers.h"
 #include "owner.h"
+#include "preflight.h"
 #include "recovery.h"
 #include "txn.h"
 
@@ -30,7 +32,7 @@ int coord_part_index(const coord *c, const char *name)
     return -1;
 }
 
-bool coord_part_usable(const coord_part *p) { return p->ready && p->owned; }
+bool coord_part_usable(const coord_part *p) { return p->ready && p->owned && p->safe; }
 
 bool coord_ready(const coord *c)
 {
@@ -211,6 +213,25 @@ static void on_replay(const journal_rec *rec, void *arg)
     }
 }
 
+/* ---- heuristic outcomes ------------------------------------------------------------------ */
+
+void coord_heuristic(coord *c, outcome *o, const coord_part *p, bool data_loss, const char *what,
+                     const char *ctx)
+{
+    bool committed = o->state == OUTCOME_COMMITTED;
+    heuristic e = {coord_now_ms(), "", "", "", committed, data_loss, ""};
+    metric_counter_add(p->heuristic, 1);
+    o->heuristic |= 1u << p->index;
+    snprintf(e.gtrid, sizeof e.gtrid, "%s", o->gtrid);
+    snprintf(e.id, sizeof e.id, "%s", o->id);
+    snprintf(e.participant, sizeof e.participant, "%s", p->cfg->name);
+    snprintf(e.what, sizeof e.what, "%s", what);
+    heuristics_add(&c->heuristics, &e);
+    log_error(ctx, "%s: %s: %s; the decision was %s (transaction %s, id %s)", p->cfg->name,
+              data_loss ? "DATA LOSS" : "HEURISTIC HAZARD", what,
+              committed ? "COMMIT" : "ROLLBACK", o->gtrid, o->id);
+}
+
 /* ---- metrics ----------------------------------------------------------------------------- */
 
 static double g_inflight(void *arg) { return coord_inflight(arg); }
@@ -246,6 +267,12 @@ static double g_pool_waiting(void *arg) { return pool_stat(arg, 2); }
 
 static double g_oldest(void *arg) { return in_doubt_stat(arg, true); }
 
+static double g_foreign(void *arg)
+{
+    const coord_part *p = arg;
+    return (double)recovery_foreign_count(p->owner, p->index);
+}
+
 static double g_conflicts(void *arg) { return (double)((coord *)arg)->journal_conflicts; }
 
 static double g_outcomes(void *arg) { return (double)outcomes_count(((coord *)arg)->outcomes); }
@@ -271,6 +298,9 @@ static void register_part_metrics(coord *c, coord_part *p)
                      "Prepared branches of live transactions not yet finished", g_in_doubt, p);
     metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
                      "Age of the oldest prepared, unfinished branch", g_oldest, p);
+    metrics_gauge_fn(m, "xacoord_foreign_branches", labels,
+                     "Prepared branches of this node_id made by another data directory (identity)",
+                     g_foreign, p);
     metrics_gauge_fn(m, "xacoord_pool_busy_connections", labels, "Connections lent out",
                      g_pool_busy, p);
     metrics_gauge_fn(m, "xacoord_pool_idle_connections", labels, "Connections idle in the pool",
@@ -339,9 +369,37 @@ static void on_prune(uv_timer_t *t)
 {
     coord *c = t->data;
     outcomes_prune(c->outcomes, coord_now_ms(), 100000);
+    markers_tick(c);
 }
 
 /* ---- open / close ------------------------------------------------------------------------ */
+
+/* Read under the data directory's lock, before replay names the first gtrid. */
+static int load_identity(const char *dir, void *arg, char *err, size_t errlen)
+{
+    return identity_load(dir, &((coord *)arg)->identity, err, errlen) < 0 ? -1 : 0;
+}
+
+/* No identity file: a new data directory, or one written before identities, whose last boot
+ * is then the last one named xa1 (identity.h). Made durable before this start's boot record, so
+ * no transaction is ever named by an identity that a crash could forget. */
+static int settle_identity(coord *c, char *err, size_t errlen)
+{
+    uint64_t last = journal_last_boot(c->journal);
+    if (!c->identity.id[0]) {
+        if (identity_create(c->cfg->data_dir, last, &c->identity, err, errlen) != 0)
+            return -1;
+        if (last)
+            log_warn(NULL, "data directory %s predates identities: it is now identity %s, and "
+                           "its transactions of boots <= %" PRIu64 " keep their xa1 names",
+                     c->cfg->data_dir, c->identity.id, last);
+        else
+            log_info(NULL, "new data directory %s: identity %s", c->cfg->data_dir,
+                     c->identity.id);
+    }
+    gtrid_prefix(2, c->cfg->node_id, c->identity.id, c->prefix, sizeof c->prefix);
+    return 0;
+}
 
 int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
 {
@@ -349,7 +407,6 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->cfg = cfg;
-    snprintf(c->prefix, sizeof c->prefix, "xa1.%s.", cfg->node_id);
     c->nparts = cfg->nparticipants;
     for (int i = 0; i < c->nparts; i++) {
         c->parts[i].cfg = &cfg->participants[i];
@@ -369,14 +426,16 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     jopts.segment_bytes = cfg->journal_segment_bytes;
     jopts.on_sync = on_sync;
     jopts.payload = journal_payload;
+    jopts.locked = load_identity;
     jopts.arg = c;
-    if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, on_replay, c, err, errlen) != 0)
+    if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, on_replay, c, err, errlen) != 0 ||
+        settle_identity(c, err, errlen) != 0)
         return -1;
     c->boot = journal_start_boot(c->journal, err, errlen);
     if (c->boot == 0)
         return -1;
-    log_info(NULL, "journal replayed: %zu outcomes retained; this is boot %" PRIu64,
-             outcomes_count(c->outcomes), c->boot);
+    log_info(NULL, "journal replayed: %zu outcomes retained; identity %s; this is boot %" PRIu64,
+             outcomes_count(c->outcomes), c->identity.id, c->boot);
 
     for (int i = 0; i < c->nparts; i++) {
         c->parts[i].pool = px_pool_new(loop, &cfg->participants[i].target,
@@ -390,7 +449,7 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     uv_timer_init(loop, &c->prune_timer);
     c->prune_timer.data = c;
     uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
-    if (owner_start(c) != 0 || recovery_start(c) != 0) {
+    if (owner_start(c) != 0 || recovery_start(c) != 0 || preflight_start(c) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -449,13 +508,22 @@ static void on_owner_stopped(void *arg)
         on_recovery_stopped(s);
 }
 
-static void on_prune_closed(uv_handle_t *h)
+static void on_preflight_stopped(void *arg)
 {
-    close_state *s = h->data;
+    close_state *s = arg;
     if (s->c->owner)
         owner_stop(s->c, on_owner_stopped, s);
     else
         on_owner_stopped(s);
+}
+
+static void on_prune_closed(uv_handle_t *h)
+{
+    close_state *s = h->data;
+    if (s->c->preflight)
+        preflight_stop(s->c, on_preflight_stopped, s);
+    else
+        on_preflight_stopped(s);
 }
 
 void coord_close(coord *c, void (*cb)(void *arg), void *arg)

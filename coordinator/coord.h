@@ -2,9 +2,10 @@
  * The daemon's context: everything the loop-side modules share (configuration, journal, pools,
  * outcomes, metrics, the transaction lists). One per process; passed explicitly, never global.
  *
- * Start-up order (coord_open): journal replay -> boot bump -> pools -> ownership locks (owner.h)
- * -> recovery scans; a participant takes new work only once it is owned and its first scan
- * finished (coord_part_usable).
+ * Start-up order (coord_open): data directory lock -> identity read (identity.h) -> journal
+ * replay -> identity made if new -> boot bump -> pools -> ownership locks (owner.h)
+ * -> recovery scans and preflight (preflight.h); a participant takes new work only once it is
+ * owned, its first scan finished and its last preflight found it safe (coord_part_usable).
  */
 #ifndef XA_COORD_H
 #define XA_COORD_H
@@ -12,6 +13,8 @@
 #include "compiler.h"
 
 #include "config.h"
+#include "heuristics.h"
+#include "identity.h"
 #include "journal.h"
 #include "metrics.h"
 #include "outcome.h"
@@ -25,6 +28,7 @@
 typedef struct txn txn;
 typedef struct recovery recovery;
 typedef struct owner owner;
+typedef struct preflight preflight;
 
 /* Every live transaction is in exactly one of these lists (STYLE.md: "every state is a list"). */
 typedef enum txn_state {
@@ -48,11 +52,15 @@ typedef struct coord_part {
     bool ready;               /* first recovery scan finished */
     bool owned;               /* this process took the participant's ownership lock (owner.h) */
     bool lock_held;           /* ... and its session is alive now: recovery may scan */
+    bool safe;                /* preflight found nothing unsafe, or allow_unsafe (preflight.h) */
     metric_counter *commit_retries;
     metric_counter *xid_not_found;
     metric_counter *heuristic;
     metric_counter *recovered_commit;
     metric_counter *recovered_rollback;
+    px_pool_req marker_req;      /* markers.c: the connection of a prune */
+    bool marker_pruning;
+    uint64_t markers_pruned_ms;  /* loop time of the last prune started, 0: never */
 } coord_part;
 
 typedef struct coord {
@@ -63,15 +71,18 @@ typedef struct coord {
     outcomes *outcomes;
     recovery *recovery;
     owner *owner;
+    preflight *preflight;
     strmap *live;             /* gtrid -> txn, for the recovery scans */
     uint64_t boot;
     uint64_t next_seq;
-    char prefix[32];          /* "xa1.<node_id>." : every gtrid this coordinator owns */
+    dir_identity identity;    /* of the data directory: in every gtrid (identity.h) */
+    char prefix[32];          /* "xa2.<node_id>.<identity>." : the gtrids of new transactions */
     int nparts;
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
     txn_list lists[TXN_NSTATES];
     bool draining;
     uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in coord.c) */
+    heuristics heuristics;      /* the most recent heuristic outcomes, for GET /v1/heuristics */
     uv_timer_t prune_timer;
 
     metric_counter *txn_committed, *txn_aborted, *txn_rejected;
@@ -83,9 +94,9 @@ typedef struct coord {
 /* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
  * recovery scans. Returns 0, or -1 with a message in err. */
 XA_MUST_CHECK int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
-/* Every participant is owned and finished its first scan. */
+/* Every participant may take new work (coord_part_usable). */
 bool coord_ready(const coord *c);
-/* The participant may take new work: owned and recovered. */
+/* The participant may take new work: owned, recovered and safe. */
 bool coord_part_usable(const coord_part *p);
 int coord_inflight(const coord *c);
 /* Finds a participant index by name (-1 when unknown). */
@@ -96,6 +107,12 @@ void coord_close(coord *c, void (*cb)(void *arg), void *arg);
 /* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a
  * repeated id and to finish the commit after a restart. Returns 0 with a malloc'ed buffer. */
 XA_MUST_CHECK int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len);
+
+/* A branch of o on participant p ended against the decision: counted, kept for GET
+ * /v1/heuristics, named in o's replies and logged as an error under ctx. data_loss: work was
+ * rolled back that the decision committed. */
+void coord_heuristic(coord *c, outcome *o, const coord_part *p, bool data_loss, const char *what,
+                     const char *ctx);
 
 /* Wall clock in milliseconds (outcome times; retention). */
 int64_t coord_now_ms(void);

@@ -472,6 +472,29 @@ bool guard_session_neutral(const char *sql, guard_dialect dl)
 
 /* ---- interface --------------------------------------------------------------------------- */
 
+/* Case-insensitive search for needle (upper case) in hay. */
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && upper(hay[i]) == needle[i])
+            i++;
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+/* The markers of xacoord.marker / xacoord_marker decide what became of a branch whose reply was
+ * lost: no client may read or write them. Matching the name anywhere in the text, literals and
+ * comments included, is crude and safe; PostgreSQL's U&"..." could spell it without its letters. */
+static bool reserved(const dialect *d, const char *sql)
+{
+    return contains_ci(sql, "XACOORD") || (!d->mysql && (contains_ci(sql, "U&\"") ||
+                                                          contains_ci(sql, "U&'")));
+}
+
 guard_verdict guard_check(const char *sql, guard_dialect dl, char *keyword, size_t keyword_len)
 {
     const dialect *d = &dialects[dl];
@@ -489,6 +512,8 @@ guard_verdict guard_check(const char *sql, guard_dialect dl, char *keyword, size
         name_keyword(keyword, keyword_len, l.p, len);
         return GUARD_KEYWORD;
     }
+    if (reserved(d, sql))
+        return GUARD_RESERVED;
     return check_rest(d, l.p + len);
 }
 
@@ -505,6 +530,8 @@ const char *guard_verdict_text(guard_verdict v)
         return "an executable comment or optimizer hint";
     case GUARD_UNTERMINATED:
         return "an unterminated comment or quote";
+    case GUARD_RESERVED:
+        return "a reference to the coordinator's own tables (xacoord) or a U& escape";
     }
     return "an unknown verdict";
 }

@@ -54,6 +54,8 @@ typedef enum guard_verdict {
     GUARD_MULTIPLE,       /* something follows a ';' */
     GUARD_SERVER_COMMENT, /* MySQL: an executable comment or an optimizer hint */
     GUARD_UNTERMINATED,   /* a comment or quote runs to the end of the text */
+    GUARD_RESERVED,       /* names the coordinator's own objects ("xacoord" anywhere, any case),
+                             or - PostgreSQL - spells a name with U& escapes that could hide it */
 } guard_verdict;
 
 /* Judges one statement. On GUARD_KEYWORD, keyword (keyword_len >= 1) receives the leading keyword

@@ -1,7 +1,7 @@
 /*
- * In-doubt listing and manual resolution (see indoubt.h). The list is assembled from what the
- * process knows: branches of live transactions, committed transactions still waiting for a
- * participant, and branches the recovery scans could not resolve.
+ * In-doubt listing, manual resolution and takeover (see indoubt.h). The list is assembled from
+ * what the process knows: branches of live transactions, committed transactions still waiting for
+ * a participant, branches the recovery scans could not resolve, and the foreign branches they saw.
  */
 #include "indoubt.h"
 
@@ -29,18 +29,32 @@ static bool listed(json_t *arr, const char *gtrid, const char *participant)
     return false;
 }
 
-static void add(json_t *arr, const char *gtrid, const char *participant, double age,
-                const char *decision)
+/* Returns the new entry, or NULL when the branch is listed already. */
+static json_t *add(json_t *arr, const char *gtrid, const char *participant, double age,
+                   const char *decision)
 {
-    if (!listed(arr, gtrid, participant))
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:f, s:s}", "xid", gtrid, "participant",
-                                             participant, "age_s", age, "decision", decision));
+    json_t *b;
+    if (listed(arr, gtrid, participant))
+        return NULL;
+    b = json_pack("{s:s, s:s, s:f, s:s}", "xid", gtrid, "participant", participant, "age_s", age,
+                  "decision", decision);
+    json_array_append_new(arr, b);
+    return b;
 }
 
 static void add_live(const coord_part *p, const char *gtrid, double age, const char *decision,
                      void *arg)
 {
     add(arg, gtrid, p->cfg->name, age, decision);
+}
+
+static void add_foreign(const coord_part *p, const px_xid *x, int64_t since, const char *identity,
+                        void *arg)
+{
+    json_t *b = add(arg, x->gtrid, p->cfg->name, (double)(coord_now_ms() - since) / 1000.0,
+                    "foreign");
+    if (b)
+        json_object_set_new(b, "identity", json_string(identity));
 }
 
 typedef struct list_ctx {
@@ -73,6 +87,7 @@ void indoubt_list(coord *c, http_request *req)
     txn_each_prepared(c, add_live, l.arr);
     outcomes_each_unfinished(c->outcomes, add_unfinished, &l);
     recovery_each_left(c, add_left, &l);
+    recovery_each_foreign(c, add_foreign, l.arr);
     obj = json_pack("{s:o}", "branches", l.arr);
     s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
@@ -98,6 +113,8 @@ struct resolution {
     coord *c;
     http_request *req;
     bool commit;
+    const char *foreign; /* the identity of a foreign branch, NULL for this directory's own */
+    char foreign_buf[IDENTITY_LEN + 1];
     int left;
     int n;
     res_branch b[CONFIG_MAX_PARTICIPANTS];
@@ -116,6 +133,8 @@ static void finish(resolution *r)
     recovery_kick(r->c);
     json_t *obj = json_pack("{s:s, s:s, s:o}", "xid", r->b[0].xid.gtrid, "action",
                             r->commit ? "commit" : "rollback", "participants", parts);
+    if (r->foreign)
+        json_object_set_new(obj, "identity", json_string(r->foreign));
     s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     http_respond(r->req, 200, NULL, s, strlen(s));
@@ -136,7 +155,12 @@ static void branch_settled(res_branch *b)
 static void on_resolved(px_conn *conn, const px_error *err, void *arg)
 {
     res_branch *b = arg;
-    if (!err) {
+    if (!err && b->r->foreign) {
+        b->result = b->r->commit ? "committed" : "rolled back";
+        log_warn("in-doubt", "FOREIGN branch %s.%s of identity %s (another data directory) %s "
+                             "by an operator: no journal of this coordinator knew its decision",
+                 b->xid.gtrid, b->xid.bqual, b->r->foreign, b->result);
+    } else if (!err) {
         b->result = b->r->commit ? "committed" : "rolled back";
         log_warn("in-doubt", "%s.%s %s by an operator", b->xid.gtrid, b->xid.bqual, b->result);
     } else if (err->cls == PX_XID_NOT_FOUND) {
@@ -187,19 +211,22 @@ static const char *contradiction(coord *c, const char *gtrid, bool commit)
 void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char *action,
                      const char *participant)
 {
-    bool commit = strcmp(action, "commit") == 0;
+    bool commit = strcmp(action, "commit") == 0, foreign;
     const char *why;
     resolution *r;
+    gtrid_parts g;
 
     if (!commit && strcmp(action, "rollback") != 0) {
         http_respond_error(req, 404, "no such action: use commit or rollback");
         return;
     }
-    if (strncmp(gtrid, c->prefix, strlen(c->prefix)) != 0 || strlen(gtrid) > PX_XID_PART_MAX) {
-        http_respond_error(req, 404, "not an XID of this coordinator (wrong node prefix)");
+    if (!gtrid_parse(gtrid, &g) || strcmp(g.node, c->cfg->node_id) != 0) {
+        http_respond_error(req, 404, "not an XID of this coordinator's node_id");
         return;
     }
-    why = contradiction(c, gtrid, commit);
+    /* Another identity's branch: no journal here can contradict the operator. */
+    foreign = !identity_owns(&c->identity, c->cfg->node_id, &g);
+    why = foreign ? NULL : contradiction(c, gtrid, commit);
     if (why) {
         http_respond_error(req, 409, why);
         return;
@@ -212,6 +239,10 @@ void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char 
     r->c = c;
     r->req = req;
     r->commit = commit;
+    if (foreign) {
+        snprintf(r->foreign_buf, sizeof r->foreign_buf, "%s", gtrid_identity(&g));
+        r->foreign = r->foreign_buf;
+    }
     for (int i = 0; i < c->nparts; i++) {
         coord_part *p = &c->parts[i];
         res_branch *b = &r->b[r->n];
@@ -240,4 +271,186 @@ void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char 
             branch_settled(b);
         }
     }
+}
+
+/* ---- takeover of a foreign identity ------------------------------------------------------ */
+
+typedef struct tk_item {
+    coord_part *part;
+    px_xid xid;
+} tk_item;
+
+typedef struct takeover {
+    coord *c;
+    http_request *req;
+    bool commit;
+    char identity[IDENTITY_LEN + 1];
+    tk_item *items;     /* in participant order, so one connection serves a run of them */
+    size_t n, cap, next;
+    px_pool_req preq;
+    px_conn *conn;      /* lent by conn_part's pool */
+    coord_part *conn_part;
+    json_t *resolved, *failed;
+} takeover;
+
+static void collect(const coord_part *p, const px_xid *x, int64_t since, const char *identity,
+                    void *arg)
+{
+    takeover *t = arg;
+    if (strcmp(identity, t->identity) != 0)
+        return;
+    if (t->n == t->cap) {
+        tk_item *grown = realloc(t->items, (t->cap = t->cap ? 2 * t->cap : 16) * sizeof *grown);
+        if (!grown)
+            abort();
+        t->items = grown;
+    }
+    t->items[t->n++] = (tk_item){&t->c->parts[p->index], *x};
+}
+
+static void tk_finish(takeover *t)
+{
+    json_t *obj = json_pack("{s:s, s:s, s:o, s:o}", "identity", t->identity, "decision",
+                            t->commit ? "commit" : "rollback", "resolved", t->resolved, "failed",
+                            t->failed);
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (t->conn)
+        px_pool_release(t->conn_part->pool, t->conn);
+    log_warn("takeover", "TAKEOVER of identity %s done: %zu of %zu branches %s", t->identity,
+             t->n - json_array_size(t->failed), t->n, t->commit ? "committed" : "rolled back");
+    recovery_kick(t->c); /* the next scans forget what is gone */
+    if (s)
+        http_respond(t->req, 200, NULL, s, strlen(s));
+    else
+        http_respond_error(t->req, 500, "out of memory");
+    free(s);
+    free(t->items);
+    free(t);
+}
+
+/* Records the current item's result (error NULL: resolved) and moves to the next. */
+static void tk_record(takeover *t, const char *error)
+{
+    const tk_item *it = &t->items[t->next++];
+    json_t *e = json_pack("{s:s, s:s}", "xid", it->xid.gtrid, "participant", it->part->cfg->name);
+    if (error)
+        json_object_set_new(e, "error", json_string(error));
+    json_array_append_new(error ? t->failed : t->resolved, e);
+}
+
+static void tk_step(takeover *t);
+
+static void tk_on_done(px_conn *conn, const px_error *err, void *arg)
+{
+    takeover *t = arg;
+    const tk_item *it = &t->items[t->next];
+    if (!err)
+        log_warn("takeover", "FOREIGN branch %s.%s of identity %s %s by an operator's takeover",
+                 it->xid.gtrid, it->xid.bqual, t->identity,
+                 t->commit ? "committed" : "rolled back");
+    else if (err->conn_broken) {
+        px_pool_discard(t->conn_part->pool, t->conn);
+        t->conn = NULL;
+    }
+    tk_record(t, !err ? NULL
+                 : err->cls == PX_XID_NOT_FOUND
+                     ? "not found: finished already, or still attached to a live session of "
+                       "the coordinator that prepared it"
+                     : err->message);
+    tk_step(t);
+}
+
+static bool tk_send(takeover *t)
+{
+    const px_driver *drv = px_pool_driver(t->conn_part->pool);
+    const px_xid *x = &t->items[t->next].xid;
+    return (t->commit ? drv->commit_prepared(t->conn, x, tk_on_done, t)
+                      : drv->rollback_prepared(t->conn, x, tk_on_done, t)) == 0;
+}
+
+static void tk_on_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    takeover *t = req->data;
+    t->conn = conn;
+    if (!conn)
+        tk_record(t, err ? err->message : "no connection");
+    else if (!tk_send(t))
+        tk_record(t, "the driver refused the request");
+    else
+        return;
+    tk_step(t);
+}
+
+/* Resolves the items one after another, on one connection per run of a participant. */
+static void tk_step(takeover *t)
+{
+    while (t->next < t->n) {
+        coord_part *p = t->items[t->next].part;
+        if (t->conn && t->conn_part != p) {
+            px_pool_release(t->conn_part->pool, t->conn);
+            t->conn = NULL;
+        }
+        if (t->conn) {
+            if (tk_send(t))
+                return;
+            tk_record(t, "the driver refused the request");
+            continue;
+        }
+        t->conn_part = p;
+        t->preq.data = t;
+        if (px_pool_acquire(p->pool, &t->preq, tk_on_conn) == 0)
+            return;
+        tk_record(t, "the participant's pool is closing");
+    }
+    tk_finish(t);
+}
+
+/* ?decision=commit|rollback, required: a takeover cannot be undone, so it has no default. */
+static int takeover_decision(const char *query)
+{
+    if (strcmp(query, "decision=rollback") == 0)
+        return 0;
+    if (strcmp(query, "decision=commit") == 0)
+        return 1;
+    return -1;
+}
+
+void indoubt_takeover(coord *c, http_request *req, const char *identity, const char *query)
+{
+    int commit = takeover_decision(query ? query : "");
+    takeover *t;
+    if (commit < 0) {
+        http_respond_error(req, 400, "say what to do: ?decision=rollback (presumed abort) or "
+                                     "?decision=commit; a takeover has no default");
+        return;
+    }
+    if (!identity_valid(identity, true)) {
+        http_respond_error(req, 400, "not an identity: 8 characters of [a-z2-7], or \"legacy\"");
+        return;
+    }
+    if (strcmp(identity, c->identity.id) == 0) {
+        http_respond_error(req, 409, "refused: that is this coordinator's own identity, whose "
+                                     "branches follow its journal");
+        return;
+    }
+    t = calloc(1, sizeof *t);
+    if (!t || !(t->resolved = json_array()) || !(t->failed = json_array()))
+        abort();
+    t->c = c;
+    t->req = req;
+    t->commit = commit == 1;
+    snprintf(t->identity, sizeof t->identity, "%s", identity);
+    recovery_each_foreign(c, collect, t);
+    if (t->n == 0) {
+        json_decref(t->resolved);
+        json_decref(t->failed);
+        free(t);
+        http_respond_error(req, 404, "no foreign branch of that identity is listed (GET "
+                                     "/v1/in-doubt shows what the last scans found)");
+        return;
+    }
+    log_warn("takeover", "TAKEOVER of identity %s by an operator: %s %zu prepared branches",
+             identity, t->commit ? "committing" : "rolling back", t->n);
+    tk_step(t);
 }

@@ -1,8 +1,11 @@
 /*
  * In-doubt branches for operators (docs/design.md section 4): the list of prepared branches this
- * coordinator owns and has not finished, and manual resolution of one transaction's branches -
- * refused when it contradicts the journal (a commit record allows only COMMIT; no commit record
- * means presumed abort and allows only ROLLBACK) or when the transaction is live in this process.
+ * coordinator owns and has not finished, plus the foreign ones of its node_id (another data
+ * directory's identity, identity.h); manual resolution of one transaction's branches - refused
+ * when it contradicts the journal (a commit record allows only COMMIT; no commit record means
+ * presumed abort and allows only ROLLBACK) or when the transaction is live in this process, and
+ * allowed either way on a foreign branch, which no journal here knows; and the takeover of every
+ * listed foreign branch of one identity.
  */
 #ifndef XA_INDOUBT_H
 #define XA_INDOUBT_H
@@ -15,5 +18,8 @@ void indoubt_list(coord *c, http_request *req);
 /* POST /v1/in-doubt/{gtrid}/commit|rollback; participant may be NULL (all of them). */
 void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char *action,
                      const char *participant);
+/* POST /v1/takeover/{identity}?decision=commit|rollback: resolves every foreign branch of that
+ * identity that the last scans listed, on every participant; refuses this coordinator's own. */
+void indoubt_takeover(coord *c, http_request *req, const char *identity, const char *query);
 
 #endif

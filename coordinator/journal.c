@@ -727,6 +727,7 @@ int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_
         j->opts.retention_s = DEFAULT_RETENTION_S;
     j->ops = j->opts.ops ? *j->opts.ops : real_ops;
     if (make_dir(dir, err, errlen) != 0 || lock_dir(j, err, errlen) != 0 ||
+        (j->opts.locked && j->opts.locked(dir, j->opts.arg, err, errlen) != 0) ||
         list_segments(j, err, errlen) != 0)
         goto fail;
     for (size_t i = 0; i < j->nsegs; i++)

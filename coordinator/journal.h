@@ -78,7 +78,11 @@ typedef struct journal_opts {
      * NULL: payloads are copied and the journal is self-contained. */
     int (*payload)(journal_type type, uint64_t boot, uint64_t seq, void **out, size_t *len,
                    void *arg);
-    void *arg;                  /* passed to on_fatal, on_sync and payload */
+    /* Called once the directory is locked, before the first record is replayed, so that the
+     * owner can read what else it keeps in the directory (coordinator/identity.h) safe from a
+     * second process. Returns 0, or -1 with a message in err: journal_open fails. NULL: none. */
+    int (*locked)(const char *dir, void *arg, char *err, size_t errlen);
+    void *arg;                  /* passed to on_fatal, on_sync, payload and locked */
 } journal_opts;
 
 typedef struct journal journal;

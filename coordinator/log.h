@@ -1,6 +1,6 @@
 /*
  * Logging to stderr: one line per event, with a UTC timestamp, a level and a prefix naming the
- * object the line is about ("txn xa1.c1.3.17", "participant payment"). Secrets never go through
+ * object the line is about ("txn xa2.c1.k3x7q2ma.3.h", "participant payment"). Secrets never go through
  * here: callers log names, never conninfo strings or passwords.
  */
 #ifndef XA_LOG_H

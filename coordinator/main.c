@@ -7,6 +7,7 @@
 #include "api.h"
 #include "config.h"
 #include "coord.h"
+#include "initparts.h"
 #include "log.h"
 #include "txn.h"
 
@@ -40,6 +41,9 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: xacoord --config FILE      run the coordinator in the foreground\n"
             "       xacoord --check-config FILE  validate FILE, print the effective settings\n"
+            "       xacoord --init-participants FILE\n"
+            "                                    create the xacoord schema in every participant\n"
+            "                                    database of FILE (sql/xacoord-*.sql)\n"
             "       xacoord --help | --version\n"
             "Logs go to stderr. SIGTERM or SIGINT drain the transactions in flight and stop.\n");
 }
@@ -173,11 +177,12 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check-config", required_argument, NULL, 'k'},
+                                         {"init-participants", required_argument, NULL, 'i'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'v'},
                                          {NULL, 0, NULL, 0}};
     const char *path = NULL;
-    bool check = false;
+    bool check = false, init = false;
     char err[512];
     daemon_state d = {0};
     int ch;
@@ -189,6 +194,10 @@ int main(int argc, char **argv)
         case 'k':
             path = optarg;
             check = true;
+            break;
+        case 'i':
+            path = optarg;
+            init = true;
             break;
         case 'h': usage(stdout); return 0;
         case 'v': printf("xacoord %s\n", XACOORD_VERSION); return 0;
@@ -212,7 +221,7 @@ int main(int argc, char **argv)
     if (log_parse_level(d.cfg.log_level, &level))
         log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
-    d.exit_code = run(&d);
+    d.exit_code = init ? initparts_run(&d.cfg) : run(&d);
     config_free(&d.cfg);
     return d.exit_code;
 }

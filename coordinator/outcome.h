@@ -41,7 +41,7 @@ struct outcome {
     uint8_t digest[REQUEST_DIGEST_LEN];
     int64_t time_ms;        /* when the outcome was reached (wall clock) */
     /* The reply body without its closing brace, so that "pending" and "replayed" can be appended
-     * cheaply: e.g. {"id":"a","xid":"xa1.c1.1.5","outcome":"committed","branches":[...] */
+     * cheaply: e.g. {"id":"a","xid":"xa2.c1.k3x7q2ma.1.5","outcome":"committed","branches":[...] */
     char *reply_head;
     int status;             /* HTTP status of the reply: 200 or 409 */
     uint32_t pending;       /* committed: bit i set = participant i not yet acknowledged */

@@ -1,6 +1,7 @@
 /*
  * Recovery scans (see recovery.h). One scan object per participant, driven by callbacks: acquire a
- * connection, list, then resolve the listed branches one after another on that connection.
+ * connection, list this node's branches (xa2 and xa1 names), then resolve those of this data
+ * directory over a few connections and remember the rest as foreign.
  */
 #include "recovery.h"
 
@@ -8,7 +9,6 @@
 #include "log.h"
 #include "txn.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,20 @@
 #define POOL_WARM 8
 
 struct scan;
+
+/* What a scan did with a listed branch. */
+typedef enum fate {
+    FATE_OK = 0,  /* resolved, live in this process, or no name of xacoord's */
+    FATE_LEFT,    /* this data directory's, but could not be resolved in this scan */
+    FATE_FOREIGN, /* another identity's: never touched */
+} fate;
+
+/* Branches kept from one complete scan to the next, each with the time it was first seen. */
+typedef struct branch_set {
+    px_xid *xids;
+    int64_t *since; /* wall clock, ms */
+    size_t n;
+} branch_set;
 
 typedef struct worker {
     struct scan *s;
@@ -34,22 +48,29 @@ typedef struct scan {
     px_pool_req preq;
     px_conn *conn;
     px_xid *xids;
-    bool *failed;        /* per listed xid: could not be resolved in this scan */
+    uint8_t *fate;       /* per listed xid (enum fate) */
     size_t n, next;
+    int listed;          /* prefixes listed so far in this scan */
     unsigned attempts;   /* consecutive failed scans, for the backoff */
-    px_xid *left;        /* branches the last complete scan could not resolve */
-    int64_t *left_since; /* when each was first left behind (wall clock, ms) */
-    size_t nleft;
+    branch_set left;     /* own branches the last complete scan could not resolve */
+    branch_set foreign;  /* other identities' branches the last complete scan listed */
     uv_timer_t timer;
     bool running;
     bool busy;           /* a driver call or pool request is in flight */
     worker workers[RECOVERY_WORKERS];
     int active;          /* workers still resolving */
     bool broken;         /* a worker lost its connection: the scan must run again */
+    /* Committed outcomes owing this participant a COMMIT whose branch the scan did not list:
+     * their markers are read before they count as done (verify_next). */
+    char (*verify)[PX_XID_PART_MAX + 1];
+    size_t nverify, verified;
+    void (*then)(struct scan *s); /* what the scan's connection is for, once it comes */
 } scan;
 
 struct recovery {
     coord *c;
+    /* Every gtrid of this node: "xa2.<node_id>." (every identity) and "xa1.<node_id>.". */
+    char prefixes[2][PX_XID_PART_MAX + 1];
     uv_timer_t periodic;
     int open_handles;
     void (*stop_cb)(void *arg);
@@ -62,11 +83,22 @@ static void scan_run(scan *s);
 
 static void scan_reset(scan *s)
 {
+    free(s->verify);
+    s->verify = NULL;
+    s->nverify = s->verified = 0;
     free(s->xids);
-    free(s->failed);
+    free(s->fate);
     s->xids = NULL;
-    s->failed = NULL;
+    s->fate = NULL;
     s->n = s->next = 0;
+    s->listed = 0;
+}
+
+static void set_free(branch_set *set)
+{
+    free(set->xids);
+    free(set->since);
+    *set = (branch_set){0};
 }
 
 static void on_backoff(uv_timer_t *t) { scan_run(t->data); }
@@ -95,7 +127,7 @@ static void scan_failed(scan *s, const char *what, const px_error *err)
 static bool was_left_behind(const scan *s, const char *gtrid)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (s->failed[i] && strcmp(s->xids[i].gtrid, gtrid) == 0)
+        if (s->fate[i] == FATE_LEFT && strcmp(s->xids[i].gtrid, gtrid) == 0)
             return true;
     return false;
 }
@@ -109,9 +141,9 @@ static void acknowledge(outcome *o, void *arg)
         return;
     o->pending &= ~bit;
     if (o->pending == 0) {
-        uint64_t boot, seq;
-        if (sscanf(o->gtrid + strlen(c->prefix), "%" SCNu64 ".%" SCNu64, &boot, &seq) == 2) {
-            journal_rec rec = {JOURNAL_DONE, boot, seq, coord_now_ms(), NULL, 0};
+        gtrid_parts g;
+        if (gtrid_parse(o->gtrid, &g)) {
+            journal_rec rec = {JOURNAL_DONE, g.boot, g.seq, coord_now_ms(), NULL, 0};
             if (journal_append(c->journal, &rec, NULL, NULL) != 0)
                 log_warn(s->ctx, "the done record of %s could not be journaled", o->gtrid);
         }
@@ -120,29 +152,42 @@ static void acknowledge(outcome *o, void *arg)
     }
 }
 
-/* Remembers what this scan left behind, keeping the first time each branch was seen stuck. */
-static void remember_left(scan *s, size_t left)
+/* A foreign branch is said once, when first seen: it stays until someone decides it. */
+static void foreign_seen(const scan *s, const px_xid *x)
 {
-    px_xid *xids = calloc(left ? left : 1, sizeof *xids);
-    int64_t *since = calloc(left ? left : 1, sizeof *since);
-    size_t k = 0;
-    if (!xids || !since)
+    gtrid_parts g;
+    if (gtrid_parse(x->gtrid, &g))
+        log_warn(s->ctx, "branch %s belongs to identity %s, another data directory of node %s: "
+                         "not touched (decide it with xactl resolve or xactl takeover; "
+                         "docs/operations.md)",
+                 x->gtrid, gtrid_identity(&g), g.node);
+}
+
+/* Keeps the branches of this scan that met fate f in set, each with the time it was first
+ * seen there. */
+static void remember(scan *s, branch_set *set, fate f)
+{
+    branch_set next = {0};
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += s->fate[i] == f;
+    next.xids = calloc(n ? n : 1, sizeof *next.xids);
+    next.since = calloc(n ? n : 1, sizeof *next.since);
+    if (!next.xids || !next.since)
         abort();
     for (size_t i = 0; i < s->n; i++) {
-        if (!s->failed[i])
+        size_t j = 0;
+        if (s->fate[i] != f)
             continue;
-        xids[k] = s->xids[i];
-        since[k] = coord_now_ms();
-        for (size_t j = 0; j < s->nleft; j++)
-            if (strcmp(s->left[j].gtrid, xids[k].gtrid) == 0)
-                since[k] = s->left_since[j];
-        k++;
+        while (j < set->n && strcmp(set->xids[j].gtrid, s->xids[i].gtrid) != 0)
+            j++;
+        if (j == set->n && f == FATE_FOREIGN)
+            foreign_seen(s, &s->xids[i]);
+        next.xids[next.n] = s->xids[i];
+        next.since[next.n++] = j < set->n ? set->since[j] : coord_now_ms();
     }
-    free(s->left);
-    free(s->left_since);
-    s->left = xids;
-    s->left_since = since;
-    s->nleft = left;
+    set_free(set);
+    *set = next;
 }
 
 void recovery_each_left(const coord *c, recovery_left_fn fn, void *arg)
@@ -151,27 +196,49 @@ void recovery_each_left(const coord *c, recovery_left_fn fn, void *arg)
         return;
     for (int i = 0; i < c->nparts; i++) {
         const scan *s = &c->recovery->scans[i];
-        for (size_t j = 0; j < s->nleft; j++)
-            fn(s->part, &s->left[j], s->left_since[j], arg);
+        for (size_t j = 0; j < s->left.n; j++)
+            fn(s->part, &s->left.xids[j], s->left.since[j], arg);
     }
+}
+
+void recovery_each_foreign(const coord *c, recovery_foreign_fn fn, void *arg)
+{
+    if (!c->recovery)
+        return;
+    for (int i = 0; i < c->nparts; i++) {
+        const scan *s = &c->recovery->scans[i];
+        for (size_t j = 0; j < s->foreign.n; j++) {
+            gtrid_parts g;
+            if (gtrid_parse(s->foreign.xids[j].gtrid, &g))
+                fn(s->part, &s->foreign.xids[j], s->foreign.since[j], gtrid_identity(&g), arg);
+        }
+    }
+}
+
+size_t recovery_foreign_count(const coord *c, int participant)
+{
+    return c->recovery ? c->recovery->scans[participant].foreign.n : 0;
 }
 
 static void scan_complete(scan *s)
 {
     coord *c = s->r->c;
-    size_t left = 0;
+    size_t left = 0, foreign;
     for (size_t i = 0; i < s->n; i++)
-        left += s->failed[i];
-    remember_left(s, left);
+        left += s->fate[i] == FATE_LEFT;
+    remember(s, &s->left, FATE_LEFT);
+    remember(s, &s->foreign, FATE_FOREIGN);
+    foreign = s->foreign.n;
     outcomes_each_unfinished(c->outcomes, acknowledge, s);
     if (!s->part->ready) {
-        log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left; "
-                         "taking new work",
-                 s->n, left);
+        log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left, %zu "
+                         "foreign; taking new work",
+                 s->n, left, foreign);
         px_pool_warm(s->part->pool, POOL_WARM);
     }
-    else if (s->n > 0)
-        log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left", s->n, left);
+    else if (s->n > foreign) /* foreign ones were said when first seen */
+        log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left, %zu foreign",
+                 s->n, left, foreign);
     s->part->ready = true;
     s->running = false;
     s->attempts = 0;
@@ -179,6 +246,108 @@ static void scan_complete(scan *s)
 }
 
 static void worker_next(worker *w);
+
+/* ---- markers of branches that are gone ---------------------------------------------------- */
+
+static bool was_listed(const scan *s, const char *gtrid)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->xids[i].gtrid, gtrid) == 0)
+            return true;
+    return false;
+}
+
+static void collect_unlisted(outcome *o, void *arg)
+{
+    scan *s = arg;
+    if (!(o->pending & (1u << s->part->index)) || was_listed(s, o->gtrid))
+        return;
+    if ((s->nverify & (s->nverify - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to twice the size */
+        void *more = realloc(s->verify, (s->nverify ? 2 * s->nverify : 1) * sizeof *s->verify);
+        if (!more)
+            abort();
+        s->verify = more;
+    }
+    snprintf(s->verify[s->nverify++], sizeof s->verify[0], "%s", o->gtrid);
+}
+
+static void verify_next(scan *s);
+
+static void on_scan_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    scan *s = req->data;
+    s->busy = false;
+    if (!conn) {
+        scan_failed(s, "connecting", err);
+        return;
+    }
+    s->conn = conn;
+    s->then(s);
+}
+
+/* Borrows the scan's connection, then runs then(s) with it. */
+static void scan_acquire(scan *s, void (*then)(scan *s))
+{
+    s->then = then;
+    s->preq.data = s;
+    s->busy = true;
+    if (px_pool_acquire(s->part->pool, &s->preq, on_scan_conn) != 0) {
+        s->busy = false;
+        scan_failed(s, "pool closing", NULL);
+    }
+}
+
+/* A committed branch that is no longer prepared either committed (a COMMIT whose answer was lost,
+ * before a crash) or was rolled back by someone else: its marker tells which. */
+static void on_marker(px_conn *conn, const px_error *err, bool found, void *arg)
+{
+    scan *s = arg;
+    outcome *o = outcome_find_commit(s->r->c->outcomes, s->verify[s->verified]);
+    s->busy = false;
+    if (err) {
+        scan_failed(s, "reading a marker", err);
+        return;
+    }
+    if (o && !found)
+        coord_heuristic(s->r->c, o, s->part, true,
+                        "the prepared branch was rolled back by someone else (its marker is gone)",
+                        s->ctx);
+    s->verified++;
+    verify_next(s);
+}
+
+static void verify_next(scan *s)
+{
+    px_xid x;
+    if (s->verified == s->nverify) {
+        px_pool_release(s->part->pool, s->conn);
+        s->conn = NULL;
+        scan_complete(s);
+        return;
+    }
+    if (!px_xid_set(&x, s->verify[s->verified], s->part->cfg->name)) {
+        s->verified++;
+        verify_next(s);
+        return;
+    }
+    s->busy = true;
+    if (px_pool_driver(s->part->pool)->marker_exists(s->conn, &x, on_marker, s) != 0) {
+        s->busy = false;
+        scan_failed(s, "reading a marker", NULL);
+    }
+}
+
+/* Before the scan counts unlisted branches of committed outcomes as done (acknowledge). */
+static void verify_unlisted(scan *s)
+{
+    s->nverify = s->verified = 0;
+    outcomes_each_unfinished(s->r->c->outcomes, collect_unlisted, s);
+    if (s->nverify == 0) {
+        scan_complete(s);
+        return;
+    }
+    scan_acquire(s, verify_next);
+}
 
 /* A worker whose list is exhausted gives its connection back; the last one ends the scan. */
 static void worker_done(worker *w)
@@ -193,7 +362,7 @@ static void worker_done(worker *w)
     if (s->broken)
         scan_failed(s, "connection lost while resolving", NULL);
     else
-        scan_complete(s);
+        verify_unlisted(s);
 }
 
 static void on_resolved(px_conn *conn, const px_error *err, void *arg)
@@ -204,7 +373,7 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
     w->busy = false;
     if (err && err->cls != PX_XID_NOT_FOUND && !(err->cls == PX_BUSINESS && err->code == 1402)) {
         log_warn(s->ctx, "could not resolve %s: %s", x->gtrid, err->message);
-        s->failed[w->idx] = true;
+        s->fate[w->idx] = FATE_LEFT;
         if (err->conn_broken) {
             px_pool_discard(s->part->pool, w->conn);
             w->conn = NULL;
@@ -220,14 +389,30 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
          * it - never acknowledged on the strength of "not found" alone. */
         log_info(s->ctx, "%s is not available to this session yet; the next scan retries",
                  x->gtrid);
-        s->failed[w->idx] = true;
+        s->fate[w->idx] = FATE_LEFT;
     } else {
         log_info(s->ctx, "%s was read-only and is already finished", x->gtrid);
     }
     worker_next(w);
 }
 
-/* Takes the next listed branch that is not live in this process and resolves it. */
+/* Whether listed branch i is this data directory's to resolve; another identity's is marked
+ * foreign. The listing holds every identity of this node, and only the branch's name decides,
+ * whether or not any other process holds a lock. */
+static bool ours(scan *s, size_t i)
+{
+    const coord *c = s->r->c;
+    gtrid_parts g;
+    if (!gtrid_parse(s->xids[i].gtrid, &g))
+        return false; /* not a name any xacoord writes: not ours to show or touch */
+    if (identity_owns(&c->identity, c->cfg->node_id, &g))
+        return true;
+    s->fate[i] = FATE_FOREIGN;
+    return false;
+}
+
+/* Takes the next listed branch of this data directory that is not live in this process and
+ * resolves it. */
 static void worker_next(worker *w)
 {
     scan *s = w->s;
@@ -238,6 +423,8 @@ static void worker_next(worker *w)
         bool commit;
         int rc;
         w->idx = s->next++;
+        if (!ours(s, w->idx))
+            continue;
         if (strmap_get(c->live, x->gtrid))
             continue; /* live in this process: its own engine finishes it */
         commit = outcome_find_commit(c->outcomes, x->gtrid) != NULL;
@@ -251,7 +438,7 @@ static void worker_next(worker *w)
         if (rc == 0)
             return;
         w->busy = false;
-        s->failed[w->idx] = true;
+        s->fate[w->idx] = FATE_LEFT;
     }
     worker_done(w);
 }
@@ -294,54 +481,55 @@ static void resolve_all(scan *s)
     worker_next(&s->workers[0]);
 }
 
+static void list_next(scan *s);
+
 static void on_listed(px_conn *conn, const px_error *err, const px_xid *xids, size_t n, void *arg)
 {
     scan *s = arg;
+    px_xid *all;
     s->busy = false;
     if (err) {
         scan_failed(s, "listing prepared branches", err);
         return;
     }
-    s->xids = malloc(sizeof *xids * (n ? n : 1));
-    s->failed = calloc(n ? n : 1, sizeof *s->failed);
-    if (!s->xids || !s->failed)
+    all = realloc(s->xids, sizeof *xids * (s->n + n > 0 ? s->n + n : 1));
+    if (!all)
         abort();
     if (n > 0)
-        memcpy(s->xids, xids, sizeof *xids * n);
-    s->n = n;
+        memcpy(all + s->n, xids, sizeof *xids * n);
+    s->xids = all;
+    s->n += n;
+    if (++s->listed < 2) {
+        list_next(s);
+        return;
+    }
+    s->fate = calloc(s->n ? s->n : 1, sizeof *s->fate);
+    if (!s->fate)
+        abort();
     s->next = 0;
     resolve_all(s);
 }
 
-static void on_scan_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+static void list_next(scan *s)
 {
-    scan *s = req->data;
     const px_driver *drv = px_pool_driver(s->part->pool);
-    s->busy = false;
-    if (!conn) {
-        scan_failed(s, "connecting", err);
-        return;
-    }
-    s->conn = conn;
     s->busy = true;
-    if (drv->recover(conn, s->r->c->prefix, s->part->cfg->name, on_listed, s) != 0) {
+    if (drv->recover(s->conn, s->r->prefixes[s->listed], s->part->cfg->name, on_listed, s) != 0) {
         s->busy = false;
         scan_failed(s, "listing prepared branches", NULL);
     }
 }
 
+
 static void scan_run(scan *s)
 {
-    /* Without the ownership lock, the branches we see may be another live process's. */
+    /* Without the ownership lock, another live process may share this node_id. Its branches are
+     * fenced by their identity anyway; the lock still stops a copy of this data directory (the
+     * same identity) from scanning beside it while both lock sessions live. */
     if (s->running || s->r->stopping || !s->part->lock_held)
         return;
     s->running = true;
-    s->preq.data = s;
-    s->busy = true;
-    if (px_pool_acquire(s->part->pool, &s->preq, on_scan_conn) != 0) {
-        s->busy = false;
-        scan_failed(s, "pool closing", NULL);
-    }
+    scan_acquire(s, list_next);
 }
 
 void recovery_kick(coord *c)
@@ -359,6 +547,8 @@ int recovery_start(coord *c)
         return -1;
     r->c = c;
     c->recovery = r;
+    gtrid_prefix(2, c->cfg->node_id, NULL, r->prefixes[0], sizeof r->prefixes[0]);
+    gtrid_prefix(1, c->cfg->node_id, NULL, r->prefixes[1], sizeof r->prefixes[1]);
     uv_timer_init(c->loop, &r->periodic);
     r->periodic.data = r;
     r->open_handles = 1;
@@ -414,8 +604,8 @@ void recovery_stop(coord *c, void (*cb)(void *arg), void *arg)
             w->busy = false;
         }
         scan_reset(s);
-        free(s->left);
-        free(s->left_since);
+        set_free(&s->left);
+        set_free(&s->foreign);
         s->timer.data = r;
         uv_close((uv_handle_t *)&s->timer, on_closed);
     }

@@ -128,7 +128,7 @@ static void set_state(struct txn *t, txn_state s)
 
 void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s%" PRIu64 ".%" PRIu64, c->prefix, boot, seq);
+    identity_gtrid(&c->identity, c->cfg->node_id, boot, seq, buf, len);
 }
 
 /* ---- replies ----------------------------------------------------------------------------- */
@@ -383,12 +383,37 @@ static void branch_done(branch *b)
 }
 
 /* The branch may have ended against the decision: counted, logged and named in the reply. */
-static void report_heuristic(branch *b, const char *what)
+static void report_heuristic(branch *b, const char *what, bool data_loss)
 {
-    metric_counter_add(b->part->heuristic, 1);
-    b->t->o->heuristic |= 1u << b->part->index;
-    log_error(b->t->ctx, "%s: HEURISTIC HAZARD: %s; the decision was %s", b->part->cfg->name,
-              what, b->t->committed ? "COMMIT" : "ROLLBACK");
+    coord_heuristic(b->t->c, b->t->o, b->part, data_loss, what, b->t->ctx);
+}
+
+/* The marker row commits with the branch's work: it tells what became of a branch that is no
+ * longer there. Agreeing with the decision, a lost reply or someone else's consistent action;
+ * against it, a heuristic outcome - lost work when the decision was commit. */
+static void on_marker(px_conn *conn, const px_error *err, bool found, void *arg)
+{
+    branch *b = arg;
+    b->busy = false;
+    if (err) {
+        if (err->conn_broken)
+            discard_conn(b);
+        schedule_retry(b);
+        return;
+    }
+    if (found == b->t->committed) {
+        metric_counter_add(b->part->xid_not_found, 1);
+        log_warn(b->t->ctx, "%s: branch not found and not listed; its marker shows it %s (%s)",
+                 b->part->cfg->name, found ? "committed" : "rolled back",
+                 b->uncertain ? "a lost reply" : "finished by someone else, as decided");
+    } else if (b->t->committed) {
+        report_heuristic(b, "the prepared branch was rolled back by someone else (its marker is "
+                            "gone)", true);
+    } else {
+        report_heuristic(b, "the prepared branch was committed by someone else (its marker "
+                            "exists)", false);
+    }
+    branch_done(b);
 }
 
 /* "XID not found" means finished only when the branch is no longer listed: on MariaDB a branch
@@ -411,17 +436,12 @@ static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, 
             return;
         }
     }
-    if (!b->uncertain) {
-        /* Nothing we sent can have finished it: someone else did (a DBA, another tool), and
-         * whether they agreed with the decision is unknowable from here. Never report success
-         * silently. */
-        report_heuristic(b, "the prepared branch was finished outside the coordinator");
-    } else {
-        metric_counter_add(b->part->xid_not_found, 1);
-        log_warn(b->t->ctx, "%s: branch not found and not listed: already %s (lost reply)",
-                 b->part->cfg->name, b->t->committed ? "committed" : "rolled back");
+    b->busy = true;
+    if (px_pool_driver(b->part->pool)->marker_exists(b->conn, &b->xid, on_marker, b) != 0) {
+        b->busy = false;
+        discard_conn(b);
+        schedule_retry(b);
     }
-    branch_done(b);
 }
 
 static void on_finished(px_conn *conn, const px_error *err, void *arg)
@@ -443,7 +463,7 @@ static void on_finished(px_conn *conn, const px_error *err, void *arg)
         /* MariaDB: a prepared branch that wrote nothing is rolled back by the server, which
          * agrees with any decision. One that wrote was rolled back against a commit. */
         if (b->t->committed && b->wrote)
-            report_heuristic(b, "the server rolled back (1402) a branch that wrote");
+            report_heuristic(b, "the server rolled back (1402) a branch that wrote", true);
         else
             log_warn(b->t->ctx, "%s: read-only branch finished by the server (1402)",
                      b->part->cfg->name);

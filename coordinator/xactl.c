@@ -38,6 +38,8 @@ static void usage(FILE *out)
             "  show ID                  the outcome of a transaction\n"
             "  in-doubt                 prepared branches this coordinator has not finished\n"
             "  resolve XID commit|rollback   finish an in-doubt branch by hand\n"
+            "  takeover IDENTITY --rollback|--commit   finish every foreign branch of a lost\n"
+            "                           data directory's identity (the decision is required)\n"
             "  health                   liveness and readiness, per participant\n"
             "  metrics                  a summary of /metrics\n"
             "The default URL is http://127.0.0.1:7070 (or $XACOORD_URL).\n"
@@ -218,10 +220,12 @@ static void print_in_doubt(json_t *j)
     }
     printf("%-40s %-16s %8s %s\n", "XID", "PARTICIPANT", "AGE_S", "DECISION");
     json_array_foreach(arr, i, b)
-        printf("%-40s %-16s %8.1f %s\n", jstr(b, "xid") ? jstr(b, "xid") : "?",
+        printf("%-40s %-16s %8.1f %s%s%s\n", jstr(b, "xid") ? jstr(b, "xid") : "?",
                jstr(b, "participant") ? jstr(b, "participant") : "?",
                json_number_value(json_object_get(b, "age_s")),
-               jstr(b, "decision") ? jstr(b, "decision") : "?");
+               jstr(b, "decision") ? jstr(b, "decision") : "?",
+               jstr(b, "identity") ? " of identity " : "",
+               jstr(b, "identity") ? jstr(b, "identity") : "");
 }
 
 static int cmd_health(const client *c)
@@ -297,6 +301,52 @@ static int cmd_resolve(const client *c, const char *xid, const char *action)
     return code;
 }
 
+static void print_branches(const char *label, json_t *arr)
+{
+    size_t i;
+    json_t *b;
+    json_array_foreach(arr, i, b) {
+        printf("%s %s %s", label, jstr(b, "xid") ? jstr(b, "xid") : "?",
+               jstr(b, "participant") ? jstr(b, "participant") : "?");
+        if (jstr(b, "error"))
+            printf(": %s", jstr(b, "error"));
+        printf("\n");
+    }
+}
+
+static void print_takeover(json_t *j)
+{
+    const char *done = json_is_string(json_object_get(j, "decision")) &&
+                               strcmp(jstr(j, "decision"), "commit") == 0
+                           ? "committed"
+                           : "rolled back";
+    print_branches(done, json_object_get(j, "resolved"));
+    print_branches("FAILED", json_object_get(j, "failed"));
+}
+
+/* The decision is an option, never a default: a takeover cannot be undone. */
+static int cmd_takeover(const client *c, const char *identity, const char *decision)
+{
+    char path[256];
+    reply r;
+    int code;
+    json_t *j;
+    if (!decision) {
+        fprintf(stderr, "xactl: takeover needs --rollback (presumed abort) or --commit\n");
+        return EXIT_USAGE;
+    }
+    snprintf(path, sizeof path, "/v1/takeover/%s?decision=%s", identity, decision);
+    if (!request(c, "POST", path, "", &r))
+        return unreachable(c);
+    code = finish(c, &r, print_takeover);
+    j = r.status == 200 && r.body ? json_loads(r.body, 0, NULL) : NULL;
+    if (j && json_array_size(json_object_get(j, "failed")) > 0)
+        code = EXIT_ABORTED; /* some branches are still prepared */
+    json_decref(j);
+    free(r.body);
+    return code;
+}
+
 static char *read_token(const char *path)
 {
     char *t = read_file(path);
@@ -310,11 +360,13 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
                                          {"token-file", required_argument, NULL, 't'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"commit", no_argument, NULL, 'C'},
+                                         {"rollback", no_argument, NULL, 'R'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     client c = {.json = false};
     const char *url = getenv("XACOORD_URL"), *token_file = getenv("XACOORD_TOKEN_FILE");
-    const char *cmd;
+    const char *cmd, *decision = NULL; /* takeover's --commit or --rollback */
     int ch;
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -322,6 +374,14 @@ int main(int argc, char **argv)
         case 'u': url = optarg; break;
         case 't': token_file = optarg; break;
         case 'j': c.json = true; break;
+        case 'C':
+        case 'R':
+            if (decision) {
+                fprintf(stderr, "xactl: give one of --commit and --rollback\n");
+                return EXIT_USAGE;
+            }
+            decision = ch == 'C' ? "commit" : "rollback";
+            break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -339,6 +399,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind++];
+    if (decision && strcmp(cmd, "takeover") != 0) {
+        fprintf(stderr, "xactl: --commit and --rollback belong to takeover\n");
+        return EXIT_USAGE;
+    }
     int left = argc - optind, code = EXIT_USAGE;
     char path[256];
     if (strcmp(cmd, "submit") == 0 && left == 1) {
@@ -350,6 +414,8 @@ int main(int argc, char **argv)
         code = cmd_get(&c, "/v1/in-doubt", print_in_doubt);
     } else if (strcmp(cmd, "resolve") == 0 && left == 2) {
         code = cmd_resolve(&c, argv[optind], argv[optind + 1]);
+    } else if (strcmp(cmd, "takeover") == 0 && left == 1) {
+        code = cmd_takeover(&c, argv[optind], decision);
     } else if (strcmp(cmd, "health") == 0 && left == 0) {
         code = cmd_health(&c);
     } else if (strcmp(cmd, "metrics") == 0 && left == 0) {

@@ -53,7 +53,7 @@ static mem_server *registry;
 
 static const char *const op_names[PX_MEM_NOPS] = {
     "connect",          "begin",    "exec",    "prepare", "commit_prepared", "rollback_prepared",
-    "commit_one_phase", "rollback", "recover", "reset",
+    "commit_one_phase", "rollback", "recover", "reset", "marker_exists", "markers_prune",
 };
 
 static size_t xid_hash(const px_xid *x)
@@ -359,6 +359,7 @@ struct px_conn {
         px_done_cb done;
         px_exec_cb exec;
         px_recover_cb recover;
+        px_marker_cb marker;
     } cb;
     void *arg;
     px_xid xid;
@@ -609,6 +610,22 @@ static void complete_recover(px_conn *c)
     free(xids);
 }
 
+/* A real server's marker row commits with the branch's work: visible once the branch committed,
+ * never after a rollback (nor, to other sessions, while it is prepared). */
+static void complete_marker(px_conn *c)
+{
+    px_marker_cb cb = c->cb.marker;
+    mem_branch *b = branch_find(c->srv, &c->xid);
+    px_error err;
+    err.cls = PX_OK;
+    op_refused(c, PX_MEM_MARKER, &err);
+    maybe_lose_reply(c, PX_MEM_MARKER, &err);
+    if (err.cls != PX_OK)
+        cb(c, &err, false, c->arg);
+    else
+        cb(c, NULL, b && b->state == PX_MEM_COMMITTED, c->arg);
+}
+
 static void complete_connect(px_conn *c)
 {
     px_connect_cb cb = c->cb.connect;
@@ -647,6 +664,9 @@ static void complete(px_conn *c)
         break;
     case PX_MEM_RECOVER:
         complete_recover(c);
+        break;
+    case PX_MEM_MARKER:
+        complete_marker(c);
         break;
     case PX_MEM_NOPS:
         break;
@@ -899,6 +919,33 @@ static int mem_reset(px_conn *c, px_done_cb cb, void *arg)
     return 0;
 }
 
+static int mem_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *arg)
+{
+    int rc = op_check(c);
+    if (rc)
+        return rc;
+    if (!x || !cb)
+        return PX_EINVAL;
+    c->xid = *x;
+    c->cb.marker = cb;
+    op_start(c, PX_MEM_MARKER, arg, 0);
+    return 0;
+}
+
+static int mem_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older_than_s,
+                             px_done_cb cb, void *arg)
+{
+    int rc = op_check(c);
+    if (rc)
+        return rc;
+    if (!gtrid_prefix || !cb)
+        return PX_EINVAL;
+    (void)older_than_s;
+    c->cb.done = cb;
+    op_start(c, PX_MEM_PRUNE, arg, 0);
+    return 0;
+}
+
 static int mem_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
                        void *arg)
 {
@@ -941,6 +988,8 @@ const px_driver px_memory_driver = {
     .commit_prepared = mem_commit_prepared,
     .rollback_prepared = mem_rollback_prepared,
     .recover = mem_recover,
+    .marker_exists = mem_marker_exists,
+    .markers_prune = mem_markers_prune,
     .reset = mem_reset,
     .close = mem_close,
 };

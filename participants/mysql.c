@@ -20,7 +20,7 @@
 
 #define STMT_CACHE_MAX 32
 #define CELL_SCRATCH 64  /* bytes per column fetched in place; longer values use fetch_column */
-#define XA_SQL_MAX 352   /* two XA statements with 64-byte gtrid and bqual fit */
+#define XA_SQL_MAX 640   /* the marker INSERT and two XA statements with 64-byte gtrid and bqual */
 #define ST_DONE (-1)     /* the state machine ended the operation: stop driving */
 
 enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_RESET, OP_CLOSE };
@@ -28,7 +28,8 @@ enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_RESET, OP_C
 /* What an XA operation does to the branch open on the connection. */
 enum xa_kind {
     XK_START,   /* begin: opens it */
-    XK_END,     /* prepare, commit_one_phase: XA END, which must find it still open */
+    XK_END,     /* commit_one_phase: XA END, which must find it still open */
+    XK_PREPARE, /* prepare: the marker INSERT, then XA END (as XK_END) and XA PREPARE */
     XK_ABANDON, /* rollback: XA END may find it idle or rollback-only */
     XK_FINISH,  /* commit or rollback of a prepared branch */
 };
@@ -125,7 +126,16 @@ struct px_conn {
     mx_exec ex;
     char xa_sql[2][XA_SQL_MAX];
     int xa_n, xa_i;
+    px_marker_cb marker_cb; /* marker_exists runs as an exec; its caller waits here */
+    px_done_cb prune_cb;
+    void *marker_arg;
+    px_param *prune_keys; /* the batch being deleted (texts point into the SELECT's cells) */
+    char prune_from[PX_XID_PART_MAX + 1], prune_to[PX_XID_PART_MAX + 1];
+    uint32_t prune_older;
+    int prune_batches;
+    bool prune_full;
     enum xa_kind xa_kind;
+    int xa_part; /* the statement of the multi-statement query whose result is being read */
     char rc_prefix[PX_XID_PART_MAX + 1], rc_bqual[PX_XID_PART_MAX + 1];
     bool rc_any_bqual;
     px_xid *xids;
@@ -220,6 +230,7 @@ static void stmt_error(px_error *err, MYSQL_STMT *st)
 static void free_conn(px_conn *c)
 {
     mx_exec *ex = &c->ex;
+    free(c->prune_keys);
     for (int i = 0; i < c->ncache; i++)
         free(c->cache[i].sql);
     free(ex->stmts);
@@ -1293,6 +1304,18 @@ static int xa_fail(px_conn *c)
         c->err.cls = PX_RETRYABLE;
         c->err.conn_broken = true;
     }
+    if (c->xa_kind == XK_PREPARE && c->xa_i == 0 && c->xa_part == 0 &&
+        (c->err.code == 1146 || c->err.code == 1142)) {
+        /* The marker table is missing or not granted: the participant's setup, not the
+         * request, is at fault. (Other errors of the INSERT - a rollback-only branch - keep
+         * their class.) */
+        char msg[sizeof c->err.message];
+        snprintf(msg, sizeof msg, "%s", c->err.message);
+        c->err.cls = PX_RETRYABLE;
+        snprintf(c->err.message, sizeof c->err.message,
+                 "cannot write the branch's marker (is the xacoord schema installed?): %.180s",
+                 msg);
+    }
     return finish(c, true);
 }
 
@@ -1307,11 +1330,12 @@ static int xa_step(px_conn *c)
         }
         /* Never XA END a branch a statement already ended: the server would answer for
          * whatever the session holds now (1397 for a committed XID, or a new branch). */
-        if (c->xa_i == 0 && c->xa_kind == XK_END && !in_trans(c)) {
+        if (c->xa_i == 0 && (c->xa_kind == XK_END || c->xa_kind == XK_PREPARE) && !in_trans(c)) {
             set_branch_ended(&c->err);
             return finish(c, true);
         }
         c->phase = XA_QUERY;
+        c->xa_part = 0;
         return query_start(c, c->xa_sql[c->xa_i]);
     case XA_QUERY:
     case XA_MORE:
@@ -1325,6 +1349,7 @@ static int xa_step(px_conn *c)
             return xa_fail(c);
         }
         if (mysql_more_results(c->m)) {
+            c->xa_part++;
             c->phase = XA_MORE;
             c->cont = cont_next;
             return mysql_next_result_start(&c->ret_int, c->m);
@@ -1352,19 +1377,20 @@ static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, enum xa
         return PX_EINVAL;
     if (busy(c))
         return PX_EBUSY;
-    snprintf(c->xa_sql[0], XA_SQL_MAX, fmt0, x->gtrid, x->bqual, x->gtrid, x->bqual);
+    snprintf(c->xa_sql[0], XA_SQL_MAX, fmt0, x->gtrid, x->bqual, x->gtrid, x->bqual, x->gtrid,
+             x->bqual);
     if (fmt1)
         snprintf(c->xa_sql[1], XA_SQL_MAX, fmt1, x->gtrid, x->bqual);
     c->xa_n = fmt1 ? 2 : 1;
     c->xa_i = 0;
     c->xa_kind = kind;
-    if (kind == XK_END || kind == XK_ABANDON)
+    if (kind == XK_END || kind == XK_PREPARE || kind == XK_ABANDON)
         c->branch_open = false; /* whatever the outcome, no statement runs in it any more */
     c->cb.done = cb;
     return op_begin(c, OP_XA, arg);
 }
 
-/* Formats take gtrid, bqual twice; snprintf ignores the unused arguments. */
+/* Formats take gtrid, bqual three times; snprintf ignores the unused arguments. */
 static int mx_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     return xa_run(c, x, cb, arg, XK_START, "XA START '%s','%s'", NULL);
@@ -1372,7 +1398,13 @@ static int mx_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 
 static int mx_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL);
+    /* The marker row goes in with the branch's work, in the same round trip (marker_exists). */
+    if (c && c->base.target->without_markers)
+        return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL);
+    return xa_run(c, x, cb, arg, XK_PREPARE,
+                  "INSERT INTO xacoord_marker (gtrid, bqual) VALUES ('%s','%s'); "
+                  "XA END '%s','%s'; XA PREPARE '%s','%s'",
+                  NULL);
 }
 
 static int mx_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
@@ -1480,6 +1512,134 @@ static int mx_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
     c->nxids = 0;
     c->cb.recover = cb;
     return op_begin(c, OP_RECOVER, arg);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Markers: internal statements through the exec machinery (prepared, cached like any other)
+ * ------------------------------------------------------------------------------------------- */
+
+static void on_marker_rows(px_conn *c, const px_error *err, int failed_index,
+                           const px_result *results, int nresults, void *arg)
+{
+    px_marker_cb cb = c->marker_cb;
+    c->marker_cb = NULL;
+    cb(c, err, !err && nresults == 1 && results[0].nrows > 0, c->marker_arg);
+}
+
+static int mx_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *arg)
+{
+    px_param p[2];
+    px_stmt st = {"SELECT 1 FROM xacoord_marker WHERE gtrid = ? AND bqual = ?", p, 2, -1, true};
+    int rc;
+    if (!c || !cb || !xid_ok(x))
+        return PX_EINVAL;
+    p[0] = (px_param){.type = PX_P_TEXT, .text = x->gtrid, .len = strlen(x->gtrid)};
+    p[1] = (px_param){.type = PX_P_TEXT, .text = x->bqual, .len = strlen(x->bqual)};
+    rc = mx_exec_stmts(c, &st, 1, on_marker_rows, NULL);
+    if (rc == 0) {
+        c->marker_cb = cb;
+        c->marker_arg = arg;
+    }
+    return rc;
+}
+
+/* Old markers go in batches of PRUNE_BATCH by primary key: a DELETE with a range condition would
+ * take next-key locks on every row it scans - also on those that prepared branches hold -, wait
+ * for them, and meanwhile block every branch's marker INSERT. The SELECT is a consistent read
+ * (no locks); the DELETE locks only the rows it names, which nobody else uses. */
+#define PRUNE_BATCH 100
+#define PRUNE_BATCHES_MAX 50
+
+static void prune_next(px_conn *c);
+
+static void prune_done(px_conn *c, const px_error *err)
+{
+    px_done_cb cb = c->prune_cb;
+    c->prune_cb = NULL;
+    free(c->prune_keys);
+    c->prune_keys = NULL;
+    cb(c, err, c->marker_arg);
+}
+
+static void on_pruned_batch(px_conn *c, const px_error *err, int failed_index,
+                            const px_result *results, int nresults, void *arg)
+{
+    if (err || !c->prune_full || ++c->prune_batches >= PRUNE_BATCHES_MAX)
+        prune_done(c, err);
+    else
+        prune_next(c);
+}
+
+/* DELETE ... WHERE (gtrid, bqual) IN ((?,?) x PRUNE_BATCH): one statement text, so it is
+ * prepared once per connection; a short batch repeats its first key. */
+static const char *prune_delete_sql(void)
+{
+    static char sql[64 + PRUNE_BATCH * 6];
+    if (!sql[0]) {
+        size_t n = (size_t)snprintf(sql, sizeof sql,
+                                    "DELETE FROM xacoord_marker WHERE (gtrid, bqual) IN (");
+        for (int i = 0; i < PRUNE_BATCH; i++)
+            n += (size_t)snprintf(sql + n, sizeof sql - n, "%s(?,?)", i ? "," : "");
+        snprintf(sql + n, sizeof sql - n, ")");
+    }
+    return sql;
+}
+
+static void on_prune_selected(px_conn *c, const px_error *err, int failed_index,
+                              const px_result *results, int nresults, void *arg)
+{
+    const px_result *r = nresults == 1 ? &results[0] : NULL;
+    px_stmt st = {prune_delete_sql(), NULL, 2 * PRUNE_BATCH, -1, true};
+    if (err || !r || r->nrows == 0) {
+        prune_done(c, err);
+        return;
+    }
+    c->prune_full = r->nrows == PRUNE_BATCH;
+    for (int i = 0; i < 2 * PRUNE_BATCH; i++) {
+        int row = i / 2 < r->nrows ? i / 2 : 0;
+        const char *v = r->cells[(size_t)row * 2 + (size_t)(i % 2)];
+        c->prune_keys[i] = (px_param){.type = PX_P_TEXT, .text = v, .len = v ? strlen(v) : 0};
+    }
+    st.params = c->prune_keys;
+    if (mx_exec_stmts(c, &st, 1, on_pruned_batch, NULL) != 0)
+        prune_done(c, NULL);
+}
+
+static void prune_next(px_conn *c)
+{
+    px_param *p = c->prune_keys;
+    px_stmt st = {"SELECT CAST(gtrid AS CHAR), CAST(bqual AS CHAR) FROM xacoord_marker "
+                  "WHERE gtrid >= ? AND gtrid < ? AND created_at < NOW(3) - INTERVAL ? SECOND "
+                  "LIMIT 100",
+                  p, 3, -1, true};
+    p[0] = (px_param){.type = PX_P_TEXT, .text = c->prune_from, .len = strlen(c->prune_from)};
+    p[1] = (px_param){.type = PX_P_TEXT, .text = c->prune_to, .len = strlen(c->prune_to)};
+    p[2] = (px_param){.type = PX_P_INT, .i = c->prune_older};
+    if (mx_exec_stmts(c, &st, 1, on_prune_selected, NULL) != 0)
+        prune_done(c, NULL);
+}
+
+static int mx_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older_than_s,
+                            px_done_cb cb, void *arg)
+{
+    size_t n;
+    if (!c || !cb || !gtrid_prefix || (n = strlen(gtrid_prefix)) == 0 ||
+        n >= sizeof c->prune_from)
+        return PX_EINVAL;
+    if (busy(c) || c->prune_cb)
+        return PX_EBUSY;
+    if (!(c->prune_keys = calloc(2 * PRUNE_BATCH, sizeof *c->prune_keys)))
+        return PX_ENOMEM;
+    /* Every gtrid with the prefix sorts in [prefix, prefix with its last byte + 1). */
+    memcpy(c->prune_from, gtrid_prefix, n + 1);
+    memcpy(c->prune_to, gtrid_prefix, n + 1);
+    c->prune_to[n - 1]++;
+    c->prune_older = older_than_s;
+    c->prune_batches = 0;
+    c->prune_cb = cb;
+    c->marker_arg = arg;
+    prune_next(c);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1646,6 +1806,8 @@ const px_driver px_mysql_driver = {
     .commit_prepared = mx_commit_prepared,
     .rollback_prepared = mx_rollback_prepared,
     .recover = mx_recover,
+    .marker_exists = mx_marker_exists,
+    .markers_prune = mx_markers_prune,
     .reset = mx_reset,
     .close = mx_close,
 };

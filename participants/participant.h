@@ -138,6 +138,8 @@ typedef struct px_target {
     uint32_t connect_timeout_ms;
     uint32_t lock_timeout_ms; /* per-session lock wait limit, applied at connect; 0: server default.
                                  MySQL's innodb_lock_wait_timeout has whole seconds (rounded up). */
+    bool without_markers; /* prepare writes no marker row: only for the benchmark's baseline of
+                             plain XA without a coordinator */
 } px_target;
 
 typedef struct px_conn px_conn;
@@ -149,6 +151,8 @@ typedef void (*px_done_cb)(px_conn *c, const px_error *err, void *arg);
  * On failure, failed_index is the 0-based index of the failing statement (nresults == it). */
 typedef void (*px_exec_cb)(px_conn *c, const px_error *err, int failed_index,
                            const px_result *results, int nresults, void *arg);
+/* found: the branch's marker row exists (it committed with the branch's work). */
+typedef void (*px_marker_cb)(px_conn *c, const px_error *err, bool found, void *arg);
 typedef void (*px_recover_cb)(px_conn *c, const px_error *err, const px_xid *xids, size_t n,
                               void *arg);
 
@@ -168,7 +172,8 @@ struct px_driver {
      * (error or expect_rows mismatch, which is PX_BUSINESS with message "expected N rows, got M"). */
     XA_MUST_CHECK int (*exec)(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg);
     XA_MUST_CHECK int (*begin)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
-    /* Ends the branch's work and prepares it. PostgreSQL: a PREPARE TRANSACTION answered with the
+    /* Writes the branch's marker row (xacoord.marker / xacoord_marker), ends the branch's work
+     * and prepares it, in one round trip. PostgreSQL: a PREPARE TRANSACTION answered with the
      * tag ROLLBACK (the transaction had failed) is reported as PX_BUSINESS. */
     XA_MUST_CHECK int (*prepare)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Abandons the unprepared branch open on this connection. */
@@ -180,6 +185,14 @@ struct px_driver {
      * bqual (PostgreSQL: only those of current_database()). */
     XA_MUST_CHECK int (*recover)(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
                    void *arg);
+    /* Whether the marker row of branch x exists. prepare writes it inside the branch (in the
+     * same round trip), so it commits or rolls back with the branch's work: after COMMIT/ROLLBACK
+     * PREPARED answered "not found" and the branch is no longer listed, it tells which one
+     * happened. No branch may be open on c. */
+    XA_MUST_CHECK int (*marker_exists)(px_conn *c, const px_xid *x, px_marker_cb cb, void *arg);
+    /* Deletes the markers of this coordinator (gtrid_prefix) older than older_than_s seconds. */
+    XA_MUST_CHECK int (*markers_prune)(px_conn *c, const char *gtrid_prefix, uint32_t older_than_s,
+                                       px_done_cb cb, void *arg);
     /* Returns the session, with no branch open on it, to the state it had right after connect:
      * whatever a branch's statements changed (settings, temporary objects, advisory/user locks,
      * variables, prepared statements, LISTEN) is undone and the lock wait limit applied again.

@@ -52,12 +52,14 @@ typedef enum pg_op {
     OP_ROLLBACK_PREPARED,
     OP_RECOVER,
     OP_RESET,
+    OP_MARKER,
+    OP_PRUNE,
 } pg_op;
 
 /* What one reply of the pipeline answers; values >= 0 are statement indexes of an exec.
  * ITEM_RESET: DISCARD ALL or the SET of the lock wait limit, sent in front of BEGIN, or DISCARD
  * ALL in front of COMMIT/ROLLBACK PREPARED or the recovery listing. */
-enum { ITEM_BEGIN = -1, ITEM_CMD = -2, ITEM_RECOVER = -3, ITEM_RESET = -4 };
+enum { ITEM_BEGIN = -1, ITEM_CMD = -2, ITEM_RECOVER = -3, ITEM_RESET = -4, ITEM_MARKER = -5 };
 
 /* Items that can precede an operation's own: DISCARD ALL, SET lock_timeout and BEGIN. */
 #define PRELUDE_ITEMS 3
@@ -100,6 +102,7 @@ struct px_conn {
         px_done_cb done;
         px_exec_cb exec;
         px_recover_cb recover;
+        px_marker_cb marker;
     } cb;
     void *arg;
     bool deferred; /* the outcome is known: `wake` reports it on the next loop turn */
@@ -117,6 +120,7 @@ struct px_conn {
     bool failed;
     int failed_index;
     px_error err;
+    bool marker_found; /* OP_MARKER: the marker row was returned */
 };
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -293,6 +297,18 @@ static void op_fail_reset(px_conn *c, const PGresult *r)
             *msg ? msg : "unknown error");
 }
 
+/* The branch's marker could not be written (the xacoord schema is missing, or not granted):
+ * nothing is prepared, and the participant's setup - not the request - is at fault. */
+static void op_fail_marker(px_conn *c, const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    char msg[200];
+    flatten(msg, sizeof msg, primary ? primary : PQresultErrorMessage(r));
+    op_fail(c, 0, PX_RETRYABLE, PQstatus(c->pg) == CONNECTION_BAD, st ? st : "",
+            "cannot write the branch's marker (is the xacoord schema installed?): %s", msg);
+}
+
 /* --------------------------------------------------------------- handles */
 
 static void on_closed(uv_handle_t *h)
@@ -394,7 +410,7 @@ static void op_reset(px_conn *c)
     c->xids = NULL;
     c->nitems = c->cur = c->nstmts = c->stmts_done = 0;
     c->nxids = c->capxids = 0;
-    c->cur_got = c->deferred = c->failed = c->want_write = false;
+    c->cur_got = c->deferred = c->failed = c->want_write = c->marker_found = false;
     c->failed_index = 0;
     memset(&c->err, 0, sizeof c->err);
     c->op = OP_NONE;
@@ -565,6 +581,17 @@ static bool branch_still_open(px_conn *c, int index, bool failed)
     return false;
 }
 
+/* The branch's marker row, inside the branch, right before PREPARE: it commits or rolls back
+ * with the branch's work (marker_exists). The gid holds only [a-z0-9._] (xid_ok): the literals
+ * are safe. */
+static bool send_marker(px_conn *c)
+{
+    char sql[2 * PX_XID_PART_MAX + 96];
+    snprintf(sql, sizeof sql, "INSERT INTO xacoord.marker (gtrid, bqual) VALUES ('%s', '%s')",
+             c->xid.gtrid, c->xid.bqual);
+    return send_query(c, ITEM_MARKER, sql, 0, NULL);
+}
+
 /* Starts a pipeline of BEGIN (when the branch has not sent it yet, and `with_begin`) or the
  * clean-session prelude (`clean`: phase 2) and one command, for the operations that take no
  * parameters. */
@@ -591,6 +618,11 @@ static void run_command(px_conn *c, bool with_begin, bool clean, const char *sql
      * reports.) */
     if (c->op == OP_PREPARE && c->dirty && PQtransactionStatus(c->pg) != PQTRANS_INERROR &&
         !send_query(c, ITEM_RESET, "SET LOCAL ROLE NONE", 0, NULL)) {
+        defer(c);
+        return;
+    }
+    if (c->op == OP_PREPARE && !c->base.target->without_markers &&
+        PQtransactionStatus(c->pg) != PQTRANS_INERROR && !send_marker(c)) {
         defer(c);
         return;
     }
@@ -752,6 +784,11 @@ static void take_result(px_conn *c, int item, const PGresult *r)
         op_fail_reset(c, r);
         return;
     }
+    if (item == ITEM_MARKER && c->op == OP_PREPARE && st != PGRES_COMMAND_OK &&
+        st != PGRES_PIPELINE_ABORTED) {
+        op_fail_marker(c, r);
+        return;
+    }
     if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
         op_fail_result(c, index, r);
         return;
@@ -768,6 +805,8 @@ static void take_result(px_conn *c, int item, const PGresult *r)
     }
     if (item >= 0) {
         take_stmt_result(c, item, r);
+    } else if (item == ITEM_MARKER && st == PGRES_TUPLES_OK) {
+        c->marker_found = PQntuples(r) > 0;
     } else if (item == ITEM_RECOVER && st == PGRES_TUPLES_OK) {
         take_recover_result(c, r);
     } else if (st != PGRES_COMMAND_OK) {
@@ -1111,6 +1150,13 @@ static void finish(px_conn *c)
         cb(c, e, failed ? NULL : xids, failed ? 0 : nxids, arg);
         break;
     }
+    case OP_MARKER: {
+        px_marker_cb cb = c->cb.marker;
+        bool found = c->marker_found;
+        op_reset(c);
+        cb(c, e, !failed && found, arg);
+        break;
+    }
     case OP_NONE:
         break;
     default: {
@@ -1288,7 +1334,7 @@ static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, 
         return PX_EINVAL;
     if (c->op != OP_NONE)
         return PX_EBUSY;
-    if ((rc = op_start(c, op, 2, arg)) < 0) /* SET LOCAL ROLE NONE, the command */
+    if ((rc = op_start(c, op, 3, arg)) < 0) /* SET LOCAL ROLE NONE, the marker, the command */
         return rc;
     c->cb.done = cb;
     px_xid_gid(&v, gid, sizeof gid);
@@ -1383,6 +1429,61 @@ static int pg_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
     return 0;
 }
 
+/* One query with parameters on a connection with no branch open, in a clean session. */
+static int query_op(px_conn *c, pg_op op, int item, const char *sql, int n,
+                    const char *const *values, void *arg)
+{
+    int rc;
+    if (c->op != OP_NONE)
+        return PX_EBUSY;
+    if (c->in_branch)
+        return PX_EINVAL;
+    if ((rc = op_start(c, op, 1, arg)) < 0)
+        return rc;
+    if (c->broken)
+        op_fail(c, 0, PX_RETRYABLE, true, "", "connection is broken");
+    else if (send_clean_session(c) && send_query(c, item, sql, n, values)) {
+        sync_and_flush(c);
+        return 0;
+    }
+    defer(c);
+    return 0;
+}
+
+static int pg_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *arg)
+{
+    const char *values[2];
+    px_xid v;
+    int rc;
+    if (!c || !cb || !xid_ok(x, &v))
+        return PX_EINVAL;
+    values[0] = v.gtrid;
+    values[1] = v.bqual;
+    rc = query_op(c, OP_MARKER, ITEM_MARKER,
+                  "SELECT 1 FROM xacoord.marker WHERE gtrid = $1 AND bqual = $2", 2, values, arg);
+    if (rc == 0)
+        c->cb.marker = cb;
+    return rc;
+}
+
+static int pg_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older_than_s,
+                            px_done_cb cb, void *arg)
+{
+    char secs[16];
+    const char *values[2] = {gtrid_prefix, secs};
+    int rc;
+    if (!c || !cb || !gtrid_prefix)
+        return PX_EINVAL;
+    snprintf(secs, sizeof secs, "%" PRIu32, older_than_s);
+    rc = query_op(c, OP_PRUNE, ITEM_CMD,
+                  "DELETE FROM xacoord.marker WHERE starts_with(gtrid, $1) "
+                  "AND created_at < now() - make_interval(secs => $2::int)",
+                  2, values, arg);
+    if (rc == 0)
+        c->cb.done = cb;
+    return rc;
+}
+
 /* Nothing is sent now: the reset travels in front of the next BEGIN (send_begin), in the same
  * round trip - or in front of a phase-2 command or the recovery listing, if one comes first
  * (send_clean_session). A connection that never had reset called - the owner's lock session -
@@ -1434,6 +1535,8 @@ const px_driver px_postgres_driver = {
     .commit_prepared = pg_commit_prepared,
     .rollback_prepared = pg_rollback_prepared,
     .recover = pg_recover,
+    .marker_exists = pg_marker_exists,
+    .markers_prune = pg_markers_prune,
     .reset = pg_reset,
     .close = pg_close,
 };

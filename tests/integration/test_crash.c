@@ -262,19 +262,19 @@ static void test_other_node_untouched(void **state)
     tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
     free(resp);
     tu_daemon_wait_exit(&a, 20000);
-    assert_int_equal(prepared_with_prefix("xa1.na."), 1);
+    assert_int_equal(prepared_with_prefix("xa2.na."), 1);
 
     /* node b runs its scans (every second) and work of its own; a's branches stay as they are */
     tu_daemon_init(&b, "nb", NULL);
     tu_daemon_start(&b, NULL);
     sleep(3);
-    assert_int_equal(prepared_with_prefix("xa1.na."), 1);
+    assert_int_equal(prepared_with_prefix("xa2.na."), 1);
     assert_int_equal(tu_daemon_stop(&b), 0);
     tu_daemon_cleanup(&b);
 
     tu_daemon_start(&a, NULL);
     wait_consistent(20000);
-    assert_int_equal(prepared_with_prefix("xa1.na."), 0);
+    assert_int_equal(prepared_with_prefix("xa2.na."), 0);
     assert_checkout_outcome(1);
     assert_int_equal(tu_daemon_stop(&a), 0);
     tu_daemon_cleanup(&a);
@@ -315,26 +315,32 @@ static void test_same_node_id_refused(void **state)
 static void test_in_doubt_listing_and_resolution(void **state)
 {
     tu_daemon d;
-    char *resp = NULL, *out;
+    char *resp = NULL, *out, id[16], gtrid[64], sql[200], path[128];
 
     tu_shop_reset();
-    out = tu_admin_sql("payment", "payment",
-                       "BEGIN; UPDATE account SET balance = balance WHERE user_id = 8; "
-                       "PREPARE TRANSACTION 'xa1.id.1.99.payment'");
-    free(out);
     tu_daemon_init(&d, "id", NULL);
+    tu_daemon_start(&d, NULL); /* boot 1 makes the data directory's identity */
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    tu_daemon_identity(&d, id);
+    snprintf(gtrid, sizeof gtrid, "xa2.id.%s.1.2r", id); /* boot 1 is over: a dead branch */
+    snprintf(sql, sizeof sql,
+             "BEGIN; UPDATE account SET balance = balance WHERE user_id = 8; "
+             "PREPARE TRANSACTION '%s.payment'",
+             gtrid);
+    out = tu_admin_sql("payment", "payment", sql);
+    free(out);
     tu_daemon_start(&d, NULL);
     assert_int_equal(tu_http(d.port, "GET", "/v1/in-doubt", NULL, NULL, &resp), 200);
-    if (!strstr(resp, "\"xid\":\"xa1.id.1.99\"") || !strstr(resp, "\"decision\":\"abort\""))
+    if (!strstr(resp, gtrid) || !strstr(resp, "\"decision\":\"abort\""))
         fail_msg("in-doubt list: %s", resp);
     free(resp);
     /* no commit record: commit contradicts the journal */
-    assert_int_equal(tu_http(d.port, "POST", "/v1/in-doubt/xa1.id.1.99/commit", "", NULL, &resp),
-                     409);
+    snprintf(path, sizeof path, "/v1/in-doubt/%s/commit", gtrid);
+    assert_int_equal(tu_http(d.port, "POST", path, "", NULL, &resp), 409);
     free(resp);
     /* rollback is allowed, and the answer says what each participant did */
-    assert_int_equal(
-        tu_http(d.port, "POST", "/v1/in-doubt/xa1.id.1.99/rollback", "", NULL, &resp), 200);
+    snprintf(path, sizeof path, "/v1/in-doubt/%s/rollback", gtrid);
+    assert_int_equal(tu_http(d.port, "POST", path, "", NULL, &resp), 200);
     assert_non_null(strstr(resp, "\"payment\":\"error"));
     free(resp);
     assert_int_equal(tu_http(d.port, "POST", "/v1/in-doubt/xa1.other.1.1/rollback", "", NULL,
@@ -342,7 +348,8 @@ static void test_in_doubt_listing_and_resolution(void **state)
                      404);
     free(resp);
     /* the owner finishes it; the next scan (every second here) forgets it */
-    out = tu_admin_sql("payment", "payment", "ROLLBACK PREPARED 'xa1.id.1.99.payment'");
+    snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s.payment'", gtrid);
+    out = tu_admin_sql("payment", "payment", sql);
     free(out);
     sleep(3);
     assert_int_equal(tu_http(d.port, "GET", "/v1/in-doubt", NULL, NULL, &resp), 200);

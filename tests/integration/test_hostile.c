@@ -22,6 +22,7 @@
  * can make cases here fail spuriously; run this one alone.
  */
 #include "daemon.h"
+#include "identity.h"
 #include "testutil.h"
 
 #include <ctype.h>
@@ -37,7 +38,7 @@
 #include <unistd.h>
 
 #define NODE "hostile"
-#define PREFIX "xa1." NODE "."
+#define PREFIX "xa2." NODE "." /* every identity of the node */
 /* The phase-1 bound is 5 s (tu_daemon_init) and commit_wait_ms 2 s: an answer later than this
  * means the daemon stopped serving. */
 #define POST_DEADLINE_MS 15000
@@ -673,7 +674,7 @@ static void test_guard_mysql(void **state)
 {
     char predicted[3][160];
     reply r;
-    long boot = 0, seq = 0;
+    gtrid_parts g = {0};
 
     expect_refused(json_pack("[o]", branch_sql("order", "XA END 'a','order'", NULL)), 0, 0, "order",
                    "XA", "XA END 'a','order'");
@@ -694,11 +695,12 @@ static void test_guard_mysql(void **state)
     r = post_req(NULL, json_pack("[o]", branch_sql("order", "SELECT 1 AS one", NULL)),
                  "a generated id to learn boot and seq");
     REQUIRE(r.status == 200, "SELECT 1 on order: %d %s", r.status, r.raw);
-    if (sscanf(str(r.j, "xid"), PREFIX "%ld.%ld", &boot, &seq) != 2)
-        sscanf(str(r.j, "id"), PREFIX "%ld.%ld", &boot, &seq);
+    REQUIRE(gtrid_parse(str(r.j, "xid"), &g), "a generated xid that does not parse: %s", r.raw);
     reply_free(&r);
-    for (int k = 0; k < 3; k++)
-        snprintf(predicted[k], sizeof predicted[k], PREFIX "%ld.%ld", boot, seq + 1 + k);
+    for (int k = 0; k < 3; k++) {
+        g.seq++;
+        REQUIRE(gtrid_format(&g, predicted[k], sizeof predicted[k]), "gtrid too long");
+    }
     for (int k = 0; k < 3; k++) {
         char end[200], commit[220];
         snprintf(end, sizeof end, "XA END '%s','order'", predicted[k]);
@@ -892,7 +894,8 @@ static void test_session_mysql_named_lock(void **state)
  * ("xa" and a digit, any case), so a replay or GET can never name another transaction. */
 static void test_id_namespace(void **state)
 {
-    static const char *const reserved[] = {"xa1.c1.1.1", "XA9", "xa9", "Xa1.x", "xA0"};
+    static const char *const reserved[] = {"xa1.c1.1.1", "xa2.c1.abcdefgh.1.1", "XA9", "xa9",
+                                           "Xa1.x", "xA0"};
     char gen[80];
     reply r =
         post_req(NULL, json_pack("[o]", branch_sql("payment", "SELECT 1 AS one", NULL)), "no id");
@@ -901,7 +904,8 @@ static void test_id_namespace(void **state)
     REQUIRE(r.status == 200, "POST without id: %d %s", r.status, r.raw);
     snprintf(gen, sizeof gen, "%s", str(r.j, "id"));
     reply_free(&r);
-    CHECK(strncmp(gen, "xa1.", 4) == 0, "generated id '%s' does not start with xa1.", gen);
+    CHECK(strncmp(gen, PREFIX, strlen(PREFIX)) == 0, "generated id '%s' does not start with %s",
+          gen, PREFIX);
 
     /* the generated id sent back as a client id: the same body, which would otherwise replay */
     r = post_req(gen, json_pack("[o]", branch_sql("payment", "SELECT 1 AS one", NULL)),

@@ -1066,6 +1066,61 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
+
+static void on_marker(px_conn *c, const px_error *err, bool found, void *arg)
+{
+    call *k = arg;
+    k->failed = err != NULL;
+    if (err)
+        k->err = *err;
+    k->rows[0] = found;
+    k->done = true;
+}
+
+static bool marker_found(uv_loop_t *loop, px_conn *c, const px_xid *x)
+{
+    call k = {0};
+    assert_int_equal(D->marker_exists(c, x, on_marker, &k), 0);
+    tu_run_until(loop, &k.done, 15000);
+    if (k.failed)
+        fail_msg("marker_exists failed: %d %s", k.err.code, k.err.message);
+    return k.rows[0] != 0;
+}
+
+/* prepare writes the branch's marker inside the branch: it exists once the branch committed and
+ * is gone once it rolled back; pruning deletes old markers of the prefix, nobody else's. */
+static void test_markers(void **state)
+{
+    uv_loop_t loop;
+    px_target t;
+    call k = {0};
+    px_xid a, b;
+    px_stmt upd = stmt("UPDATE mxt_acct SET balance = balance WHERE id = 2", NULL, 0, 1);
+    px_conn *c;
+    uv_loop_init(&loop);
+    t = g_target;
+    c = must_connect(&loop, &t);
+    new_xid(&a, "order");
+    new_xid(&b, "order");
+    must_xa(&loop, D->begin, c, &a);
+    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c, &a);
+    must_xa(&loop, D->commit_prepared, c, &a);
+    must_xa(&loop, D->begin, c, &b);
+    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
+    must_xa(&loop, D->prepare, c, &b);
+    must_xa(&loop, D->rollback_prepared, c, &b);
+    assert_true(marker_found(&loop, c, &a));
+    assert_false(marker_found(&loop, c, &b));
+    k.done = false;
+    assert_int_equal(D->markers_prune(c, g_prefix, 0, on_done, &k), 0);
+    tu_run_until(&loop, &k.done, 15000);
+    assert_false(k.failed);
+    assert_false(marker_found(&loop, c, &a));
+    call_reset(&k);
+    close_and_finish(&loop, &c, 1);
+}
+
 static void test_reset_drops_session_objects(void **state)
 {
     uv_loop_t loop;
@@ -1394,6 +1449,7 @@ static void test_server_crash_recovery(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_markers),
         cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_connect_exec_params),
         cmocka_unit_test(test_statement_cache_eviction),

@@ -1665,10 +1665,61 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     tu_loop_close(&loop);
 }
 
+
+static void w_marker(px_conn *c, const px_error *err, bool found, void *arg)
+{
+    int *out = arg;
+    *out = err ? -1 : found;
+}
+
+static int marker_state(uv_loop_t *loop, px_conn *c, const px_xid *x)
+{
+    int found = -2;
+    assert_int_equal(D->marker_exists(c, x, w_marker, &found), 0);
+    for (int i = 0; i < 1000 && found == -2; i++)
+        uv_run(loop, UV_RUN_ONCE);
+    return found;
+}
+
+/* prepare writes the branch's marker inside the branch: it exists once the branch committed and
+ * is gone once it rolled back; pruning deletes old markers of the prefix. */
+static void test_markers(void **state)
+{
+    fixture *f = *state;
+    uv_loop_t loop;
+    waiter w = {0};
+    px_conn *p, *q;
+    px_xid a, b;
+    char prefix[64];
+    uv_loop_init(&loop);
+    mkxid(&a, "mark", 1, "payment");
+    mkxid(&b, "mark", 2, "payment");
+    p = connect_ok(&loop, &f->t);
+    q = connect_ok(&loop, &f->t);
+    prepare_branch(&loop, p, &a, 740, NULL, 0);
+    prepare_branch(&loop, p, &b, 741, NULL, 0);
+    assert_int_equal(marker_state(&loop, q, &a), 0); /* prepared: not committed yet */
+    xid_ok(&loop, D->commit_prepared, q, &a);
+    xid_ok(&loop, D->rollback_prepared, q, &b);
+    assert_int_equal(marker_state(&loop, q, &a), 1);
+    assert_int_equal(marker_state(&loop, q, &b), 0);
+    snprintf(prefix, sizeof prefix, "xa1.pgt%d.mark.", (int)getpid());
+    assert_int_equal(D->markers_prune(q, prefix, 0, w_done, &w), 0);
+    tu_run_until(&loop, &w.done, 10000);
+    check_ok(&w);
+    assert_int_equal(marker_state(&loop, q, &a), 0);
+    w_reset(&w);
+    D->close(p);
+    D->close(q);
+    loop_wait(&loop, 50);
+    tu_loop_close(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_exec_params),
+        cmocka_unit_test(test_markers),
         cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_prepared_branch_keeps_the_session_owner),
         cmocka_unit_test(test_prepare_commit_elsewhere_and_not_found),

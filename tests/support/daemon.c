@@ -4,6 +4,7 @@
 #include "daemon.h"
 
 #include "httpc.h"
+#include "identity.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -204,6 +205,16 @@ void tu_daemon_cleanup(tu_daemon *d)
         tu_sh("rm -rf '%s'", d->dir);
 }
 
+void tu_daemon_identity(const tu_daemon *d, char *out)
+{
+    char dir[300], err[512];
+    dir_identity id;
+    snprintf(dir, sizeof dir, "%s/data", d->dir);
+    if (identity_load(dir, &id, err, sizeof err) != 1)
+        fail_msg("no identity in %s: %s", dir, err);
+    snprintf(out, IDENTITY_LEN + 1, "%s", id.id);
+}
+
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
 int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
@@ -304,6 +315,30 @@ long tu_shop_long(const char *which, const char *sql)
     v = strtol(out, NULL, 10);
     free(out);
     return v;
+}
+
+long tu_prepared(const char *which, const char *prefix)
+{
+    char sql[200], *out, *save = NULL;
+    long n = 0;
+    if (strcmp(which, "payment") == 0) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database() "
+                 "AND starts_with(gid, '%s')",
+                 prefix);
+        return tu_shop_long(which, sql);
+    }
+    /* XA RECOVER rows: formatID, gtrid_length, bqual_length, data (gtrid then bqual) */
+    out = tu_admin_sql(which, strcmp(which, "order") == 0 ? "shop_order" : "shop_warehouse",
+                       "XA RECOVER");
+    if (!out)
+        fail_msg("XA RECOVER failed on %s", which);
+    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *data = strrchr(line, '\t');
+        n += data && strncmp(data + 1, prefix, strlen(prefix)) == 0;
+    }
+    free(out);
+    return n;
 }
 
 long tu_balance(long user)

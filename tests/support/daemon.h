@@ -40,6 +40,9 @@ int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms);
 int tu_daemon_stop(tu_daemon *d);
 /* Removes the temporary directory. */
 void tu_daemon_cleanup(tu_daemon *d);
+/* The identity of d's data directory (coordinator/identity.h), made at its first start, into
+ * out (>= 9 bytes). */
+void tu_daemon_identity(const tu_daemon *d, char *out);
 
 /* One HTTP request (Connection: close). Returns the status, or -1 when the connection failed;
  * *body gets the malloc'ed response body (may be NULL). token may be NULL. */
@@ -64,6 +67,9 @@ void tu_shop_reset(void);
 int tu_invariants(void);
 /* One value from an admin query on a shop database ("payment", "order", "warehouse"). */
 long tu_shop_long(const char *which, const char *sql);
+/* Prepared branches whose gtrid starts with prefix on a shop database ("payment", "order",
+ * "warehouse"): pg_prepared_xacts of its database, or XA RECOVER of its server. */
+long tu_prepared(const char *which, const char *prefix);
 /* A user's balance, and an order's status letter (I, P or W). */
 long tu_balance(long user);
 char tu_order_status(long order);

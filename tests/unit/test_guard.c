@@ -380,9 +380,29 @@ static void test_session_neutral(void **state)
             fail_msg("may change the session on MySQL: %s", *p);
 }
 
+
+/* The coordinator's markers decide lost replies: no client statement may name them. */
+static void test_reserved_names(void **state)
+{
+    char kw[32];
+    assert_int_equal(guard_check("DELETE FROM xacoord.marker", GUARD_POSTGRES, kw, sizeof kw),
+                     GUARD_RESERVED);
+    assert_int_equal(guard_check("SELECT * FROM \"XaCoord\".marker", GUARD_POSTGRES, kw,
+                                 sizeof kw),
+                     GUARD_RESERVED);
+    assert_int_equal(guard_check("INSERT INTO xacoord_marker VALUES ('a','b')", GUARD_MYSQL, kw,
+                                 sizeof kw),
+                     GUARD_RESERVED);
+    assert_int_equal(guard_check("SELECT * FROM U&\"\\0078acoord\".marker", GUARD_POSTGRES, kw,
+                                 sizeof kw),
+                     GUARD_RESERVED);
+    assert_int_equal(guard_check("SELECT 1 FROM t", GUARD_POSTGRES, kw, sizeof kw), GUARD_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reserved_names),
         cmocka_unit_test(test_session_neutral),
         cmocka_unit_test(test_allowed_keywords), cmocka_unit_test(test_refused_keywords),
         cmocka_unit_test(test_keyword_boundary), cmocka_unit_test(test_empty),

@@ -1,14 +1,16 @@
 /*
- * The engine (txn.c, coord.c, recovery.c, outcome.c) above the driver layer, with in-memory
- * participants: commit and abort paths, phase-2 retries and lost replies, the phase-1 timeout,
- * idempotent replay after a restart, and recovery of planted in-doubt branches with and without a
- * commit record.
+ * The engine (txn.c, coord.c, recovery.c, outcome.c, identity.c) above the driver layer, with
+ * in-memory participants: commit and abort paths, phase-2 retries and lost replies, the phase-1
+ * timeout, idempotent replay after a restart, recovery of planted in-doubt branches with and
+ * without a commit record, gtrids, and the fencing of other data directories' branches.
  */
 #include "testutil.h"
 
 #include "config.h"
 #include "coord.h"
+#include "identity.h"
 #include "memory.h"
+#include "heuristics.h"
 #include "recovery.h"
 #include "request.h"
 #include "txn.h"
@@ -474,14 +476,25 @@ static void test_recovery_does_not_trust_not_found(void **state)
     assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
 }
 
+/* The identity of the fixture's data directory, made by a first start (boot 1). */
+static dir_identity first_start(fixture *f)
+{
+    dir_identity id;
+    open_coord(f);
+    id = f->c.identity;
+    close_coord(f);
+    return id;
+}
+
 /* Many in-doubt branches are resolved (over several connections) before new work is taken. */
 static void test_recovery_of_many(void **state)
 {
     fixture *f = *state;
     enum { N = 500 };
+    dir_identity id = first_start(f);
     for (int i = 0; i < N; i++) {
         char g[64];
-        snprintf(g, sizeof g, "xa1.t1.1.%d", i + 1);
+        identity_gtrid(&id, "t1", 1, (uint64_t)i + 1, g, sizeof g);
         px_xid a = xid_of(g, "alpha");
         assert_true(px_memory_add_prepared("alpha", &a));
     }
@@ -650,6 +663,223 @@ static void test_1402_after_writes_is_heuristic(void **state)
     assert_int_equal(metric_counter_value(f->c.parts[1].heuristic), 1);
 }
 
+/* ---- gtrids and identities --------------------------------------------------------------- */
+
+static void round_trip(const gtrid_parts *g, const char *want)
+{
+    char buf[PX_XID_PART_MAX + 1];
+    gtrid_parts back;
+    assert_true(gtrid_format(g, buf, sizeof buf));
+    assert_string_equal(buf, want);
+    assert_true(strlen(buf) <= PX_XID_PART_MAX);
+    assert_true(gtrid_parse(buf, &back));
+    assert_int_equal(back.version, g->version);
+    assert_string_equal(back.node, g->node);
+    assert_string_equal(back.identity, g->identity);
+    assert_true(back.boot == g->boot && back.seq == g->seq);
+}
+
+/* Every boot and seq fits MySQL's 64 bytes, and parse is the exact inverse of format. */
+static void test_gtrid_format_and_parse(void **state)
+{
+    static const char *const bad[] = {
+        "xa2.t1.abcdefgh.1",            /* a field missing */
+        "xa2.t1.abcdefgh.1.2.3",        /* one too many */
+        "xa2.t1.abcdefg1.1.2",          /* identity outside [a-z2-7] */
+        "xa2.t1.abcdefg.1.2",           /* identity too short */
+        "xa2.t1.abcdefgh.01.2",         /* leading zero */
+        "xa2.t1.abcdefgh.1.A",          /* upper case */
+        "xa2.t1.abcdefgh.3w5e11264sgsg.1", /* 2^64 */
+        "xa2.T1.abcdefgh.1.2",          /* node outside [a-z0-9] */
+        "xa2.aaaaaaaaaaaaaaaaa.abcdefgh.1.2", /* node of 17 */
+        "xa2..abcdefgh.1.2", "xa2.t1.abcdefgh..2", "xa2.t1.abcdefgh.1.",
+        "xa1.t1.1.z", "xa1.t1.1.-1", "xa1.t1.18446744073709551616.1", "xa3.t1.1.2", "xa1.t1.1",
+        "",
+    };
+    gtrid_parts max2 = {2, "abcdefghijklmnop", "zz7zz7zz", UINT64_MAX, UINT64_MAX};
+    gtrid_parts max1 = {1, "abcdefghijklmnop", "", UINT64_MAX, UINT64_MAX};
+    gtrid_parts small = {2, "c1", "abcdefgh", 3, 35};
+    gtrid_parts g;
+    char tiny[56];
+    round_trip(&max2, "xa2.abcdefghijklmnop.zz7zz7zz.3w5e11264sgsf.3w5e11264sgsf");
+    assert_int_equal(strlen("xa2.abcdefghijklmnop.zz7zz7zz.3w5e11264sgsf.3w5e11264sgsf"), 57);
+    round_trip(&max1, "xa1.abcdefghijklmnop.18446744073709551615.18446744073709551615");
+    round_trip(&small, "xa2.c1.abcdefgh.3.z");
+    assert_false(gtrid_format(&max2, tiny, sizeof tiny)); /* 57 bytes do not fit 55 + NUL */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (gtrid_parse(bad[i], &g))
+            fail_msg("'%s' parsed", bad[i]);
+    assert_true(gtrid_parse("xa1.t1.3.17", &g));
+    assert_string_equal(gtrid_identity(&g), IDENTITY_LEGACY);
+    assert_true(identity_valid("abcdefgh", false));
+    assert_false(identity_valid(IDENTITY_LEGACY, false));
+    assert_true(identity_valid(IDENTITY_LEGACY, true));
+    assert_false(identity_valid("abcdefg8", true));
+}
+
+typedef struct seen {
+    int n;
+    char identity[4][16];
+    char gtrid[4][PX_XID_PART_MAX + 1];
+} seen;
+
+static void on_foreign(const coord_part *p, const px_xid *x, int64_t since, const char *identity,
+                       void *arg)
+{
+    seen *s = arg;
+    assert_true(s->n < 4);
+    snprintf(s->identity[s->n], sizeof s->identity[0], "%s", identity);
+    snprintf(s->gtrid[s->n++], sizeof s->gtrid[0], "%s", x->gtrid);
+}
+
+static bool saw(const seen *s, const char *gtrid, const char *identity)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->gtrid[i], gtrid) == 0 && strcmp(s->identity[i], identity) == 0)
+            return true;
+    return false;
+}
+
+/* A new data directory with the same node_id (another identity) rolls back its own dead
+ * branches and never touches another identity's - nor an xa1 branch, which only a directory
+ * upgraded from before identities may own. Both are listed as foreign and counted. */
+static void test_recovery_fences_other_identities(void **state)
+{
+    fixture *f = *state;
+    dir_identity id = first_start(f);
+    char own[64];
+    seen s = {0};
+    identity_gtrid(&id, "t1", 1, 5, own, sizeof own);
+    px_xid mine = xid_of(own, "alpha"), theirs = xid_of("xa2.t1.zzzzzzzz.1.5", "alpha");
+    px_xid legacy = xid_of("xa1.t1.1.5", "beta"), other_node = xid_of("xa2.zz.zzzzzzzz.1.5", "alpha");
+    assert_true(id.legacy_boot == 0);
+    assert_true(px_memory_add_prepared("alpha", &mine));
+    assert_true(px_memory_add_prepared("alpha", &theirs));
+    assert_true(px_memory_add_prepared("beta", &legacy));
+    assert_true(px_memory_add_prepared("alpha", &other_node));
+    open_coord(f);
+    assert_string_equal(f->c.identity.id, id.id); /* read back, not made again */
+    assert_int_equal(px_memory_outcome("alpha", &mine), PX_MEM_ROLLED_BACK);
+    assert_true(px_memory_is_prepared("alpha", &theirs));
+    assert_true(px_memory_is_prepared("beta", &legacy));
+    assert_true(px_memory_is_prepared("alpha", &other_node));
+    recovery_each_foreign(&f->c, on_foreign, &s);
+    assert_int_equal(s.n, 2);
+    assert_true(saw(&s, "xa2.t1.zzzzzzzz.1.5", "zzzzzzzz"));
+    assert_true(saw(&s, "xa1.t1.1.5", IDENTITY_LEGACY));
+    assert_int_equal(recovery_foreign_count(&f->c, 0), 1);
+    assert_int_equal(recovery_foreign_count(&f->c, 1), 1);
+    /* the next scans keep them, untouched */
+    recovery_kick(&f->c);
+    for (int i = 0; i < 50; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_true(px_memory_is_prepared("alpha", &theirs));
+    assert_int_equal(recovery_foreign_count(&f->c, 0), 1);
+}
+
+/* A journal written before identities (plant_commit_record writes no identity file): its boots
+ * keep their xa1 gtrids - across later restarts too - and the directory still finishes its own
+ * xa1 branches; new transactions are xa2, and an xa1 branch of a later boot is foreign. */
+static void test_legacy_journal_keeps_xa1_names(void **state)
+{
+    fixture *f = *state;
+    px_xid a = xid_of("xa1.t1.1.7", "alpha"), stray = xid_of("xa1.t1.3.1", "beta");
+    char g[80], prefix[32];
+    result r;
+    seen s = {0};
+    plant_commit_record(f);
+    assert_true(px_memory_add_prepared("alpha", &a));
+    assert_true(px_memory_add_prepared("beta", &stray));
+    open_coord(f);
+    assert_true(f->c.identity.legacy_boot == 1);
+    assert_true(f->c.boot == 2);
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_true(px_memory_is_prepared("beta", &stray)); /* boot 3 > legacy_boot 1 */
+    recovery_each_foreign(&f->c, on_foreign, &s);
+    assert_true(s.n == 1 && saw(&s, "xa1.t1.3.1", IDENTITY_LEGACY));
+    run(f, "new", "rows 1", "rows 1", &r, g);
+    snprintf(prefix, sizeof prefix, "xa2.t1.%s.2.", f->c.identity.id);
+    assert_memory_equal(g, prefix, strlen(prefix));
+    finish_phase2(f);
+    close_coord(f);
+    open_coord(f);
+    assert_true(f->c.identity.legacy_boot == 1);
+    assert_string_equal(outcome_find(f->c.outcomes, "crash")->gtrid, "xa1.t1.1.7");
+    assert_string_equal(outcome_find(f->c.outcomes, "new")->gtrid, g);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* A damaged identity file is an error, never a guess: a new identity would rename every branch
+ * (the daemon then refuses to start: tests/integration/test_fencing.c). */
+static void test_corrupt_identity_is_refused(void **state)
+{
+    static const char *const corrupt[] = {"", "abcdefg\n", "ABCDEFGH\n", "abcdefgh",
+                                          "abcdefgh\nlegacy_boot x\n",
+                                          "abcdefgh\nlegacy_boot 0\n", "abcdefgh\n\n"};
+    fixture *f = *state;
+    char path[128], err[512];
+    dir_identity id;
+    assert_int_equal(identity_load(f->dir, &id, err, sizeof err), 0); /* none yet */
+    assert_int_equal(identity_create(f->dir, 0, &id, err, sizeof err), 0);
+    assert_int_equal(identity_load(f->dir, &id, err, sizeof err), 1);
+    snprintf(path, sizeof path, "%s/identity", f->dir);
+    write_file(path, "abcdefgh\nlegacy_boot 12\n");
+    assert_int_equal(identity_load(f->dir, &id, err, sizeof err), 1);
+    assert_string_equal(id.id, "abcdefgh");
+    assert_true(id.legacy_boot == 12);
+    for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++) {
+        write_file(path, corrupt[i]);
+        if (identity_load(f->dir, &id, err, sizeof err) != -1)
+            fail_msg("identity file '%s' accepted", corrupt[i]);
+        assert_non_null(strstr(err, "identity is corrupt"));
+    }
+}
+
+
+/* After a crash, a committed transaction's branch that is no longer prepared either committed
+ * before the crash (its marker is there) or was rolled back by someone else (no marker): the
+ * second is a data-loss alarm in the outcome, /metrics and GET /v1/heuristics. */
+static void test_recovery_reads_markers_of_vanished_branches(void **state)
+{
+    fixture *f = *state;
+    px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
+    outcome *o;
+    char *json;
+    plant_commit_record(f);
+    assert_true(px_memory_add_prepared("alpha", &a)); /* beta's branch: never seen again */
+    open_coord(f);
+    o = outcome_find(f->c.outcomes, "crash");
+    assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
+    assert_int_equal(o->pending, 0);
+    assert_int_equal(o->heuristic, 1u << 1);
+    assert_int_equal(metric_counter_value(f->c.parts[1].heuristic), 1);
+    json = heuristics_json(&f->c.heuristics);
+    assert_non_null(strstr(json, "\"participant\":\"beta\""));
+    assert_non_null(strstr(json, "\"data_loss\":true"));
+    free(json);
+    close_coord(f);
+
+    /* The same, but beta's branch committed before the crash: its marker says so. */
+    px_memory_reset();
+    tu_sh("rm -rf %s/data", f->dir);
+    plant_commit_record(f);
+    assert_true(px_memory_add_prepared("alpha", &a));
+    assert_true(px_memory_add_prepared("beta", &b));
+    assert_true(px_memory_finish_prepared("beta", &b, true));
+    open_coord(f);
+    o = outcome_find(f->c.outcomes, "crash");
+    assert_int_equal(o->pending, 0);
+    assert_int_equal(o->heuristic, 0);
+    assert_int_equal(f->c.heuristics.total, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +896,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_connection_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_follows_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_reads_markers_of_vanished_branches, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_compaction_asks_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_does_not_trust_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
@@ -675,6 +907,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abandon_while_deciding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_keeps_commit_of_repeated_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_1402_after_writes_is_heuristic, setup, teardown),
+        cmocka_unit_test(test_gtrid_format_and_parse),
+        cmocka_unit_test_setup_teardown(test_recovery_fences_other_identities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_journal_keeps_xa1_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_identity_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
