@@ -470,6 +470,45 @@ bool guard_session_neutral(const char *sql, guard_dialect dl)
     return true;
 }
 
+/* ---- read-only statements ----------------------------------------------------------------- */
+
+/* Whether one of words stands in the text as a word (not in a quote or comment), under q. */
+static bool has_word_under(const dialect *d, quoting q, const char *sql, const char *const *words)
+{
+    lexer l = {sql, d, q, GUARD_OK};
+    while (*l.p) {
+        const char *start = l.p;
+        if (ident_start(*l.p)) {
+            if (!skip_word(&l))
+                return true; /* unsure: as if it did */
+            if (word_in(words, start, (size_t)(l.p - start)))
+                return true;
+            continue;
+        }
+        if (!step(&l))
+            return true;
+    }
+    return false;
+}
+
+bool guard_read_only(const char *sql, guard_dialect dl)
+{
+    static const char *const reading[] = {"SELECT", "VALUES", "TABLE", NULL};
+    /* FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE take locks that must last until the
+     * decision; a read-only branch lets go of everything before it. */
+    static const char *const locking[] = {"FOR", "LOCK", NULL};
+    const dialect *d = &dialects[dl];
+    lexer l = {sql, d, d->quotings[0], GUARD_OK};
+    size_t len;
+    if (!find_keyword(&l, &len) || len == 0 || !word_in(reading, l.p, len) ||
+        !guard_session_neutral(sql, dl))
+        return false;
+    for (size_t i = 0; i < d->nquotings; i++)
+        if (has_word_under(d, d->quotings[i], sql, locking))
+            return false;
+    return true;
+}
+
 /* ---- interface --------------------------------------------------------------------------- */
 
 /* Case-insensitive search for needle (upper case) in hay. */

@@ -71,6 +71,12 @@ guard_verdict guard_check(const char *sql, guard_dialect d, char *keyword, size_
  * skips the session reset (docs/design.md). Call it on a statement guard_check accepted. */
 bool guard_session_neutral(const char *sql, guard_dialect d);
 
+/* Whether the statement only reads: it starts with SELECT, VALUES or TABLE, is session-neutral
+ * (so it calls no function that could write) and takes no lock that must last (no FOR UPDATE /
+ * FOR SHARE / LOCK IN SHARE MODE: no word FOR or LOCK at all). A branch of such statements is
+ * finished at prepare time and takes no part in phase 2 (docs/design.md). */
+bool guard_read_only(const char *sql, guard_dialect d);
+
 /* A verdict as a noun phrase ("more than one statement"), for error messages. */
 const char *guard_verdict_text(guard_verdict v);
 

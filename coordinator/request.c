@@ -423,9 +423,12 @@ static bool parse_branch(parse_ctx *c, json_t *b, req_branch *br, int idx)
     if (!br->stmts || !br->name)
         return fail(c, "out of memory");
     memset(br->stmts, 0, sizeof *br->stmts * (size_t)br->nstmts);
-    for (int i = 0; i < br->nstmts; i++)
+    br->read_only = true;
+    for (int i = 0; i < br->nstmts; i++) {
         if (!parse_statement(c, json_array_get(stmts, (size_t)i), br, i, where, part.dialect))
             return false;
+        br->read_only &= guard_read_only(br->stmts[i].sql, part.dialect);
+    }
     return true;
 }
 

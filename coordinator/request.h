@@ -32,6 +32,7 @@ typedef struct req_branch {
     int nstmts;
     px_stmt *stmts;
     const char **abort_reasons; /* per statement; NULL when the request gave none */
+    bool read_only;         /* every statement only reads (guard_read_only) */
 } req_branch;
 
 typedef struct txn_request {

@@ -51,6 +51,7 @@ typedef struct branch {
     bool reconnected;     /* already retried once on a fresh connection */
     bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
     bool wrote;           /* a statement changed rows (not a query): see 1402 in on_finished */
+    bool read_only;       /* only read: ended at prepare time, no part in phase 2 */
     char *results;        /* JSON text: [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
@@ -72,6 +73,7 @@ struct txn {
     int next_acquire;
     int nprepared;
     int ndone;
+    int acks; /* phase-2 acknowledgements (the crash point after the first) */
     bool committed;
     bool replied;
     bool freeing;
@@ -376,7 +378,7 @@ static void branch_done(branch *b)
     t->ndone++;
     if (t->committed) {
         t->o->pending &= ~(1u << b->part->index);
-        if (t->ndone == 1 && t->nbranches > 1)
+        if (t->o->pending != 0 && ++t->acks == 1)
             crash_point("after-first-commit-ack");
     }
     maybe_free(t);
@@ -603,11 +605,14 @@ static void on_commit_durable(void *arg)
     outcome_commit(t->c->outcomes, t->o, coord_now_ms());
     metric_counter_add(t->c->txn_committed, 1);
     uv_timer_start(&t->timer, on_commit_wait, t->c->cfg->commit_wait_ms, 0);
-    for (int i = 0; i < t->nbranches; i++) {
+    for (int i = 0, sent = 0; i < t->nbranches; i++) {
+        if (t->b[i].read_only)
+            continue; /* ended at prepare time */
         branch_finish(&t->b[i]);
-        if (i == 0 && t->nbranches > 1)
-            crash_point("after-first-commit-sent");
+        if (++sent == 1 && t->o->pending & ~(1u << t->b[i].part->index))
+            crash_point("after-first-commit-sent"); /* and another branch still to send */
     }
+    maybe_free(t); /* every branch only read: nothing to wait for */
 }
 
 static void decide_commit(struct txn *t)
@@ -620,7 +625,8 @@ static void decide_commit(struct txn *t)
     uv_timer_stop(&t->timer);
     t->o->pending = 0;
     for (int i = 0; i < t->nbranches; i++)
-        t->o->pending |= 1u << t->b[i].part->index;
+        if (!t->b[i].read_only)
+            t->o->pending |= 1u << t->b[i].part->index;
     /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
      * that a repeated id can be answered after a restart. */
     t->o->reply_head = commit_head(t);
@@ -677,6 +683,44 @@ static void on_prepared(px_conn *conn, const px_error *err, void *arg)
     decide_commit(t);
 }
 
+/* A branch whose statements only read (guard_read_only) has nothing to decide: it ends at once -
+ * a one-phase commit that commits nothing, the classic read-only vote - and takes no part in
+ * phase 2. Its locks are gone before the decision, which is why a statement with FOR UPDATE or
+ * FOR SHARE never makes a branch read-only. */
+static void on_read_only_ended(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    struct txn *t = b->t;
+    bool working = t->state == TXN_WORKING, all;
+    b->busy = false;
+    if (err) {
+        b->state = BR_WORKING;
+        if (err->conn_broken)
+            discard_conn(b);
+        if (working)
+            branch_failed(b, err, -1);
+        else
+            branch_abort(b, false);
+        return;
+    }
+    b->read_only = true;
+    all = ++t->nprepared == t->nbranches;
+    branch_done(b); /* may free t unless it is still working */
+    if (working && all)
+        decide_commit(t);
+}
+
+static void end_read_only(branch *b)
+{
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    if (drv->commit_one_phase(b->conn, &b->xid, on_read_only_ended, b) != 0) {
+        px_error e;
+        b->busy = false;
+        px_error_set(&e, PX_FATAL, false, 0, "", "driver refused to end a read-only branch");
+        branch_failed(b, &e, -1);
+    }
+}
+
 /* The reply must carry every value exactly; one that cannot travel fails the branch before
  * PREPARE, so the client hears why instead of getting a reply with a value missing. */
 static bool render_results(branch *b, const px_result *results, int nresults)
@@ -715,6 +759,10 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     crash_point("after-work");
     b->state = BR_PREPARING;
     b->busy = true;
+    if (b->req->read_only) {
+        end_read_only(b);
+        return;
+    }
     if (drv->prepare(b->conn, &b->xid, on_prepared, b) != 0) {
         px_error e;
         b->busy = false;

@@ -117,6 +117,83 @@ static void test_crash_matrix(void **state)
     }
 }
 
+
+/* Ships order 1001 with a read-only check of the customer's balance on payment: that branch ends
+ * at prepare time and takes no part in phase 2 (docs/design.md). */
+static char *ship_with_check_json(const char *id)
+{
+    char *s = NULL;
+    if (asprintf(&s,
+                 "{\"id\":\"%s\",\"branches\":["
+                 "{\"participant\":\"payment\",\"statements\":[{\"sql\":\"SELECT balance FROM "
+                 "account WHERE user_id = $1\",\"params\":[7],\"expect_rows\":1}]},"
+                 "{\"participant\":\"order\",\"statements\":[{\"sql\":\"UPDATE orders SET "
+                 "status = 'W' WHERE id = ? AND status = 'P'\",\"params\":[1001],"
+                 "\"expect_rows\":1}]},"
+                 "{\"participant\":\"warehouse\",\"statements\":[{\"sql\":\"UPDATE shipment SET "
+                 "status = 'S' WHERE order_id = ? AND status = 'R'\",\"params\":[1001],"
+                 "\"expect_rows\":1}]}]}",
+                 id) < 0)
+        fail_msg("out of memory");
+    return s;
+}
+
+/* The read-only path through every crash point: the restarted daemon, the data and a retry with
+ * the same id agree, and no branch of the read-only participant is ever left prepared. */
+static void run_read_only_crash(const crash_case *cc)
+{
+    tu_daemon d;
+    char env[96], *ship = ship_with_check_json("ro-ship"), *resp = NULL;
+    char *checkout = tu_checkout_json("ro-1001", 1001, 7, 100, "SKU-1", 1);
+    const char *envs[] = {env, NULL};
+    int ws, committed;
+
+    tu_shop_reset();
+    tu_daemon_init(&d, "ro", NULL);
+    tu_daemon_start(&d, NULL);
+    assert_int_equal(tu_http(d.port, "POST", "/v1/transactions", checkout, NULL, &resp), 200);
+    free(resp);
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    snprintf(env, sizeof env, "XACOORD_CRASH_AT=%s", cc->point);
+    tu_daemon_start(&d, envs);
+    resp = NULL;
+    (void)tu_http(d.port, "POST", "/v1/transactions", ship, NULL, &resp);
+    ws = tu_daemon_wait_exit(&d, 20000);
+    if (!WIFSIGNALED(ws) || WTERMSIG(ws) != SIGKILL)
+        fail_msg("read-only, %s: the daemon did not die at the crash point (status %d)",
+                 cc->point, ws);
+    tu_daemon_start(&d, NULL);
+    wait_consistent(20000);
+    committed = daemon_outcome(&d, "ro-ship");
+    if (cc->expect >= 0 && committed != cc->expect)
+        fail_msg("read-only, %s: outcome %d, expected %d", cc->point, committed, cc->expect);
+    assert_int_equal(tu_order_status(1001), committed ? 'W' : 'P');
+    if (resp && strstr(resp, "\"outcome\":\"committed\""))
+        assert_int_equal(committed, 1);
+    free(resp);
+    assert_int_equal(tu_http(d.port, "POST", "/v1/transactions", ship, NULL, &resp), 200);
+    free(resp);
+    assert_int_equal(tu_order_status(1001), 'W');
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    tu_daemon_cleanup(&d);
+    free(ship);
+    free(checkout);
+}
+
+static void test_read_only_crash_matrix(void **state)
+{
+    static const crash_case cases[] = {
+        {"after-work", 0},          {"after-some-prepares", 0},     {"before-commit-record", 0},
+        {"after-commit-record", 1}, {"after-first-commit-sent", 1}, {"after-first-commit-ack", 1},
+        {"before-done-record", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fprintf(stderr, "--- read-only, crash point %s\n", cases[i].point);
+        run_read_only_crash(&cases[i]);
+    }
+}
+
 /* Killed after the decision, then killed again while recovering: the second start finishes. */
 static void test_crash_during_recovery(void **state)
 {
@@ -363,6 +440,7 @@ static void test_in_doubt_listing_and_resolution(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_only_crash_matrix),
         cmocka_unit_test(test_crash_matrix),
         cmocka_unit_test(test_crash_during_recovery),
         cmocka_unit_test(test_connection_cut_after_prepare),

@@ -399,9 +399,29 @@ static void test_reserved_names(void **state)
     assert_int_equal(guard_check("SELECT 1 FROM t", GUARD_POSTGRES, kw, sizeof kw), GUARD_OK);
 }
 
+
+static void test_read_only(void **state)
+{
+    static const char *const ro[] = {"SELECT a FROM t WHERE id = $1", "VALUES (1, 2)", "TABLE t",
+                                     "(SELECT count(*) FROM t)", "SELECT 'for update' AS s",
+                                     NULL};
+    static const char *const rw[] = {"SELECT a FROM t FOR UPDATE", "SELECT a FROM t FOR SHARE",
+                                     "SELECT a FROM t LOCK IN SHARE MODE",
+                                     "SELECT nextval('s')", "SELECT * INTO t2 FROM t",
+                                     "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                                     "UPDATE t SET a = 1", "INSERT INTO t VALUES (1)", NULL};
+    for (const char *const *p = ro; *p; p++)
+        if (!guard_read_only(*p, GUARD_POSTGRES) || !guard_read_only(*p, GUARD_MYSQL))
+            fail_msg("should be read-only: %s", *p);
+    for (const char *const *p = rw; *p; p++)
+        if (guard_read_only(*p, GUARD_POSTGRES) || guard_read_only(*p, GUARD_MYSQL))
+            fail_msg("is not read-only: %s", *p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_reserved_names),
         cmocka_unit_test(test_session_neutral),
         cmocka_unit_test(test_allowed_keywords), cmocka_unit_test(test_refused_keywords),

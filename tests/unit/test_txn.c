@@ -880,10 +880,44 @@ static void test_recovery_reads_markers_of_vanished_branches(void **state)
     assert_int_equal(f->c.heuristics.total, 0);
 }
 
+
+/* A branch that only reads ends at prepare time (one phase) and takes no part in phase 2; one
+ * with FOR UPDATE keeps its locks until the decision like any writer. */
+static void test_read_only_branch_skips_phase_2(void **state)
+{
+    fixture *f = *state;
+    result r;
+    px_memory_stats a, b;
+    open_coord(f);
+    run(f, "ro1", "SELECT 1", "rows 1", &r, NULL);
+    assert_int_equal(r.status, 200);
+    finish_phase2(f);
+    px_memory_stats_get("alpha", &a);
+    px_memory_stats_get("beta", &b);
+    assert_int_equal(a.prepared, 0);
+    assert_int_equal(a.committed_one_phase, 1);
+    assert_int_equal(b.prepared, 1);
+    assert_int_equal(b.committed, 1);
+    assert_int_equal(outcome_find(f->c.outcomes, "ro1")->pending, 0);
+
+    run(f, "ro2", "SELECT 1", "VALUES (1)", &r, NULL); /* nothing to commit anywhere */
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.head, "\"outcome\":\"committed\""));
+    finish_phase2(f);
+    run(f, "ro3", "SELECT 1 FOR UPDATE", "rows 1", &r, NULL);
+    assert_int_equal(r.status, 200);
+    finish_phase2(f);
+    px_memory_stats_get("alpha", &a);
+    assert_int_equal(a.prepared, 1);
+    assert_int_equal(a.committed_one_phase, 2);
+    assert_int_equal(px_memory_prepared_count("alpha") + px_memory_prepared_count("beta"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_branch_skips_phase_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_business_error_aborts_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_prepare_rolls_back_prepared_branch, setup,
                                         teardown),
