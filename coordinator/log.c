@@ -15,9 +15,15 @@ static log_level min_level = LOG_LVL_INFO;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
-void log_set_level(log_level level) { min_level = level; }
+void log_set_level(log_level level)
+{
+    min_level = level;
+}
 
-bool log_enabled(log_level level) { return level >= min_level; }
+bool log_enabled(log_level level)
+{
+    return level >= min_level;
+}
 
 bool log_parse_level(const char *s, log_level *out)
 {

@@ -27,8 +27,9 @@ static void on_conn(px_pool_req *req, px_conn *conn, const px_error *err)
 {
     coord_part *p = req->data;
     const coord *c = p->owner;
-    uint32_t older = c->cfg->outcome_retention_s > UINT32_MAX ? UINT32_MAX
-                                                              : (uint32_t)c->cfg->outcome_retention_s;
+    uint32_t older = c->cfg->outcome_retention_s > UINT32_MAX
+                         ? UINT32_MAX
+                         : (uint32_t)c->cfg->outcome_retention_s;
     if (!conn) {
         p->marker_pruning = false;
         return;

@@ -40,7 +40,10 @@ static void put(out_buf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void puts_(out_buf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(out_buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
 
 /* A JSON string; the caller checked that s is valid UTF-8. */
 static void put_string(out_buf *b, const char *s)
@@ -152,8 +155,9 @@ static bool put_cell(out_buf *b, const char *cell, px_coltype type, char *err, s
         break;
     }
     if (!utf8_valid(cell, strlen(cell))) {
-        snprintf(err, errlen, "the value is not valid UTF-8 text (cast it to a binary type to "
-                              "receive it as base64)");
+        snprintf(err, errlen,
+                 "the value is not valid UTF-8 text (cast it to a binary type to "
+                 "receive it as base64)");
         return false;
     }
     put_string(b, cell);
@@ -214,8 +218,7 @@ static bool put_rows(out_buf *b, const px_result *r, char *err, size_t errlen)
     return true;
 }
 
-char *results_render(const px_result *results, int n, int *failed_stmt, char *err,
-                     size_t errlen)
+char *results_render(const px_result *results, int n, int *failed_stmt, char *err, size_t errlen)
 {
     out_buf b = {0};
     char num[32];

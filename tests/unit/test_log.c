@@ -25,7 +25,8 @@ static void test_escape(void **state)
     expect_escape("a\nb\rc\td", "a\\x0ab\\x0dc\\x09d");
     expect_escape("back\\slash", "back\\\\slash");
     expect_escape("\x1b[31mred\x7f", "\\x1b[31mred\\x7f");
-    expect_escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    expect_escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                  "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     /* Invalid UTF-8: a stray continuation byte, an overlong '/', a surrogate, a cut sequence. */
     expect_escape("\x80", "\\x80");
     expect_escape("\xc0\xaf", "\\xc0\\xaf");
@@ -48,7 +49,7 @@ static void test_utf8_valid(void **state)
     assert_true(utf8_valid("\xf4\x8f\xbf\xbf", 4));  /* U+10FFFF */
     assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
     assert_false(utf8_valid("\xe0\x80\x80", 3));     /* overlong */
-    assert_false(utf8_valid("\xed\xbf\xbf", 3));   /* surrogate */
+    assert_false(utf8_valid("\xed\xbf\xbf", 3));     /* surrogate */
 }
 
 /* A whole line written through log_write, read back from stderr. */

@@ -36,11 +36,20 @@ static void expect(px_result *r, const char *want)
 static void test_scalars_exact(void **state)
 {
     char *names[] = {"i", "big", "neg", "f", "nan", "inf", "minf", "d", "b", "t", "n"};
-    px_coltype types[] = {PX_COL_INT,  PX_COL_INT,     PX_COL_INT,    PX_COL_REAL,
-                          PX_COL_REAL, PX_COL_REAL,    PX_COL_REAL,   PX_COL_DECIMAL,
-                          PX_COL_BOOL, PX_COL_BINARY,  PX_COL_TEXT};
-    char *cells[] = {"42", "18446744073709551615", "-9223372036854775808", "1.5e+300", "NaN",
-                     "Infinity", "-Infinity", "12345678901234567.89", "t", "/w==", NULL};
+    px_coltype types[] = {PX_COL_INT,  PX_COL_INT,    PX_COL_INT,  PX_COL_REAL,
+                          PX_COL_REAL, PX_COL_REAL,   PX_COL_REAL, PX_COL_DECIMAL,
+                          PX_COL_BOOL, PX_COL_BINARY, PX_COL_TEXT};
+    char *cells[] = {"42",
+                     "18446744073709551615",
+                     "-9223372036854775808",
+                     "1.5e+300",
+                     "NaN",
+                     "Infinity",
+                     "-Infinity",
+                     "12345678901234567.89",
+                     "t",
+                     "/w==",
+                     NULL};
     px_result r = one(11, 1, names, types, cells);
     expect(&r, "[{\"rows_affected\":1,\"columns\":[\"i\",\"big\",\"neg\",\"f\",\"nan\",\"inf\","
                "\"minf\",\"d\",\"b\",\"t\",\"n\"],\"rows\":[{\"i\":42,\"big\":"
