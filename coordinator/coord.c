@@ -252,6 +252,8 @@ static double in_doubt_stat(coord_part *p, bool age)
     return age ? oldest[p->index] : counts[p->index];
 }
 
+static double g_part_safe(void *arg) { return ((coord_part *)arg)->safe; }
+
 static double g_in_doubt(void *arg) { return in_doubt_stat(arg, false); }
 
 static double pool_stat(coord_part *p, int which)
@@ -294,6 +296,9 @@ static void register_part_metrics(coord *c, coord_part *p)
                                             "In-doubt branches rolled back by recovery");
     metrics_gauge_fn(m, "xacoord_participant_up", labels,
                      "1 when the participant is reachable and recovered", g_part_up, p);
+    metrics_gauge_fn(m, "xacoord_participant_safe", labels,
+                     "1 when preflight found the server's settings safe (or allow_unsafe)",
+                     g_part_safe, p);
     metrics_gauge_fn(m, "xacoord_in_doubt_branches", labels,
                      "Prepared branches of live transactions not yet finished", g_in_doubt, p);
     metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
