@@ -613,6 +613,24 @@ static void test_timeouts(void **state)
     config_free(&cfg);
 }
 
+
+/* allow_unsafe: off unless set, a boolean, and only for database drivers (preflight.h). */
+static void test_allow_unsafe(void **state)
+{
+    fixture *fx = *state;
+    config cfg;
+    char err[512];
+    assert_int_equal(load_text(fx, COORD PG, &cfg, err, sizeof err), 0);
+    assert_false(cfg.participants[0].allow_unsafe);
+    config_free(&cfg);
+    assert_int_equal(load_text(fx, COORD PG "allow_unsafe = true\n", &cfg, err, sizeof err), 0);
+    assert_true(cfg.participants[0].allow_unsafe);
+    config_free(&cfg);
+    expect_error(fx, COORD PG "allow_unsafe = maybe\n", 8, "allow_unsafe", "");
+    expect_error(fx, COORD "[participant.m]\ndriver = memory\nallow_unsafe = true\n", 6,
+                 "allow_unsafe", "not a memory key");
+}
+
 static void test_tls_keys(void **state)
 {
     fixture *fx = *state;
@@ -667,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_conninfo),
         cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_allow_unsafe),
         cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_syntax),
     };
