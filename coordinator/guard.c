@@ -491,7 +491,8 @@ static bool has_word_under(const dialect *d, quoting q, const char *sql, const c
     return false;
 }
 
-bool guard_read_only(const char *sql, guard_dialect dl)
+/* A reading keyword first and no lasting lock; session neutrality is the caller's part. */
+static bool reads_without_locks(const char *sql, guard_dialect dl)
 {
     static const char *const reading[] = {"SELECT", "VALUES", "TABLE", NULL};
     /* FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE take locks that must last until the
@@ -500,13 +501,23 @@ bool guard_read_only(const char *sql, guard_dialect dl)
     const dialect *d = &dialects[dl];
     lexer l = {sql, d, d->quotings[0], GUARD_OK};
     size_t len;
-    if (!find_keyword(&l, &len) || len == 0 || !word_in(reading, l.p, len) ||
-        !guard_session_neutral(sql, dl))
+    if (!find_keyword(&l, &len) || len == 0 || !word_in(reading, l.p, len))
         return false;
     for (size_t i = 0; i < d->nquotings; i++)
         if (has_word_under(d, d->quotings[i], sql, locking))
             return false;
     return true;
+}
+
+bool guard_read_only(const char *sql, guard_dialect dl)
+{
+    return guard_session_neutral(sql, dl) && reads_without_locks(sql, dl);
+}
+
+void guard_classify(const char *sql, guard_dialect dl, bool *session_neutral, bool *read_only)
+{
+    *session_neutral = guard_session_neutral(sql, dl);
+    *read_only = *session_neutral && reads_without_locks(sql, dl);
 }
 
 /* ---- interface --------------------------------------------------------------------------- */

@@ -77,6 +77,9 @@ bool guard_session_neutral(const char *sql, guard_dialect d);
  * finished at prepare time and takes no part in phase 2 (docs/design.md). */
 bool guard_read_only(const char *sql, guard_dialect d);
 
+/* Both of the above, lexing for session effects once (request parsing). */
+void guard_classify(const char *sql, guard_dialect d, bool *session_neutral, bool *read_only);
+
 /* A verdict as a noun phrase ("more than one statement"), for error messages. */
 const char *guard_verdict_text(guard_verdict v);
 

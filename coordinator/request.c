@@ -347,8 +347,6 @@ static bool parse_statement(parse_ctx *c, json_t *s, req_branch *br, int idx, co
     if (!guard_statement(c, json_string_value(sql), dialect, where, br->name))
         return false;
     st->sql = arena_strndup(c->r, json_string_value(sql), json_string_length(sql));
-    st->session_neutral = guard_session_neutral(st->sql, dialect);
-
     st->expect_rows = -1;
     expect = json_object_get(s, "expect_rows");
     if (expect) {
@@ -425,9 +423,11 @@ static bool parse_branch(parse_ctx *c, json_t *b, req_branch *br, int idx)
     memset(br->stmts, 0, sizeof *br->stmts * (size_t)br->nstmts);
     br->read_only = true;
     for (int i = 0; i < br->nstmts; i++) {
+        bool ro;
         if (!parse_statement(c, json_array_get(stmts, (size_t)i), br, i, where, part.dialect))
             return false;
-        br->read_only &= guard_read_only(br->stmts[i].sql, part.dialect);
+        guard_classify(br->stmts[i].sql, part.dialect, &br->stmts[i].session_neutral, &ro);
+        br->read_only &= ro;
     }
     return true;
 }

@@ -390,6 +390,17 @@ static void report_heuristic(branch *b, const char *what, bool data_loss)
     coord_heuristic(b->t->c, b->t->o, b->part, data_loss, what, b->t->ctx);
 }
 
+/* A lookup of phase 2 failed: try again later, on another connection if this one broke. */
+static bool retry_on_error(branch *b, const px_error *err)
+{
+    if (!err)
+        return false;
+    if (err->conn_broken)
+        discard_conn(b);
+    schedule_retry(b);
+    return true;
+}
+
 /* The marker row commits with the branch's work: it tells what became of a branch that is no
  * longer there. Agreeing with the decision, a lost reply or someone else's consistent action;
  * against it, a heuristic outcome - lost work when the decision was commit. */
@@ -397,12 +408,8 @@ static void on_marker(px_conn *conn, const px_error *err, bool found, void *arg)
 {
     branch *b = arg;
     b->busy = false;
-    if (err) {
-        if (err->conn_broken)
-            discard_conn(b);
-        schedule_retry(b);
+    if (retry_on_error(b, err))
         return;
-    }
     if (found == b->t->committed) {
         metric_counter_add(b->part->xid_not_found, 1);
         log_warn(b->t->ctx, "%s: branch not found and not listed; its marker shows it %s (%s)",
@@ -424,12 +431,8 @@ static void on_verified(px_conn *conn, const px_error *err, const px_xid *xids, 
 {
     branch *b = arg;
     b->busy = false;
-    if (err) {
-        if (err->conn_broken)
-            discard_conn(b);
-        schedule_retry(b);
+    if (retry_on_error(b, err))
         return;
-    }
     for (size_t i = 0; i < n; i++) {
         if (strcmp(xids[i].gtrid, b->xid.gtrid) == 0) {
             log_warn(b->t->ctx, "%s: branch still listed although not found: retrying later",

@@ -907,7 +907,8 @@ static int mem_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, voi
     return done_op(c, PX_MEM_ROLLBACK_PREPARED, x, cb, arg);
 }
 
-static int mem_reset(px_conn *c, px_done_cb cb, void *arg)
+/* An operation about no branch: it only completes (and counts, and can be made to fail). */
+static int plain_op(px_conn *c, px_memory_op op, px_done_cb cb, void *arg)
 {
     int rc = op_check(c);
     if (rc)
@@ -915,8 +916,13 @@ static int mem_reset(px_conn *c, px_done_cb cb, void *arg)
     if (!cb)
         return PX_EINVAL;
     c->cb.done = cb;
-    op_start(c, PX_MEM_RESET, arg, 0);
+    op_start(c, op, arg, 0);
     return 0;
+}
+
+static int mem_reset(px_conn *c, px_done_cb cb, void *arg)
+{
+    return plain_op(c, PX_MEM_RESET, cb, arg);
 }
 
 static int mem_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *arg)
@@ -935,15 +941,8 @@ static int mem_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void 
 static int mem_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older_than_s,
                              px_done_cb cb, void *arg)
 {
-    int rc = op_check(c);
-    if (rc)
-        return rc;
-    if (!gtrid_prefix || !cb)
-        return PX_EINVAL;
     (void)older_than_s;
-    c->cb.done = cb;
-    op_start(c, PX_MEM_PRUNE, arg, 0);
-    return 0;
+    return gtrid_prefix ? plain_op(c, PX_MEM_PRUNE, cb, arg) : PX_EINVAL;
 }
 
 static int mem_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,

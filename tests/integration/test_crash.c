@@ -252,36 +252,12 @@ static void test_connection_cut_after_prepare(void **state)
 
 /* ---- database servers killed mid-transaction ------------------------------------------- */
 
-typedef struct poster {
-    tu_daemon *d;
-    const char *body;
-    int status;
-    char *resp;
-} poster;
-
-static void *post_thread(void *arg)
-{
-    poster *p = arg;
-    p->status = tu_http(p->d->port, "POST", "/v1/transactions", p->body, NULL, &p->resp);
-    return NULL;
-}
-
-/* Holds the warehouse's SKU-1 row for hold_s seconds from another session, in the background. */
-static void hold_stock_row(double hold_s)
-{
-    assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot "
-                           "shop_warehouse -e \"BEGIN; SELECT * FROM stock WHERE sku = 'SKU-1' "
-                           "FOR UPDATE; SELECT SLEEP(%.1f); COMMIT;\" >/dev/null 2>&1 &",
-                           tu_env("XA_WAREHOUSE_PORT"), hold_s),
-                     0);
-    usleep(300000);
-}
 
 /* payment prepares at once; warehouse waits for the row lock; meanwhile `victim` dies. */
 static void run_server_kill(const char *victim, int expect_committed)
 {
     tu_daemon d;
-    poster p = {&d, NULL, 0, NULL};
+    tu_poster p = {&d, NULL, 0, NULL};
     pthread_t th;
     char *body = tu_checkout_json(NULL, 1001, 7, 100, "SKU-1", 1);
 
@@ -289,8 +265,8 @@ static void run_server_kill(const char *victim, int expect_committed)
     tu_daemon_init(&d, "dk", NULL);
     tu_daemon_start(&d, NULL);
     p.body = body;
-    hold_stock_row(1.5);
-    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    tu_hold_stock_row(1.5);
+    assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
     usleep(400000);
     assert_int_equal(tu_sh("%s/scripts/db kill %s >/dev/null", tu_source_dir(), victim), 0);
     pthread_join(th, NULL);

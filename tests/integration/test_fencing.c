@@ -160,41 +160,17 @@ static void test_second_directory_never_resolves_the_first(void **state)
 
 /* ---- a live first daemon that owes a commit, its lock sessions killed ---------------------- */
 
-typedef struct poster {
-    tu_daemon *d;
-    const char *body;
-    int status;
-    char *resp;
-} poster;
-
-static void *post_thread(void *arg)
-{
-    poster *p = arg;
-    p->status = tu_http(p->d->port, "POST", "/v1/transactions", p->body, NULL, &p->resp);
-    return NULL;
-}
-
-/* Holds the warehouse's SKU-1 row for hold_s seconds from another session, in the background. */
-static void hold_stock_row(double hold_s)
-{
-    assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot "
-                           "shop_warehouse -e \"BEGIN; SELECT * FROM stock WHERE sku = 'SKU-1' "
-                           "FOR UPDATE; SELECT SLEEP(%.1f); COMMIT;\" >/dev/null 2>&1 &",
-                           tu_env("XA_WAREHOUSE_PORT"), hold_s),
-                     0);
-    usleep(300000);
-}
 
 /* A commits a checkout whose order branch is prepared when the order server dies: the reply is
  * "committed", order pending, and A's lock session on order is gone with the server. */
 static void commit_with_order_pending(tu_daemon *a)
 {
-    poster p = {a, NULL, 0, NULL};
+    tu_poster p = {a, NULL, 0, NULL};
     pthread_t th;
     char *body = tu_checkout_json("owed-1001", 1001, 7, 100, "SKU-1", 1);
     p.body = body;
-    hold_stock_row(1.5); /* the warehouse branch waits; payment and order prepare at once */
-    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    tu_hold_stock_row(1.5); /* the warehouse branch waits; payment and order prepare at once */
+    assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
     usleep(500000);
     assert_int_equal(tu_sh("%s/scripts/db kill order >/dev/null", tu_source_dir()), 0);
     pthread_join(th, NULL);

@@ -359,3 +359,20 @@ char tu_order_status(long order)
     free(out);
     return st;
 }
+
+void *tu_post_thread(void *arg)
+{
+    tu_poster *p = arg;
+    p->status = tu_http(p->d->port, "POST", "/v1/transactions", p->body, NULL, &p->resp);
+    return NULL;
+}
+
+void tu_hold_stock_row(double hold_s)
+{
+    assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot "
+                           "shop_warehouse -e \"BEGIN; SELECT * FROM stock WHERE sku = 'SKU-1' "
+                           "FOR UPDATE; SELECT SLEEP(%.1f); COMMIT;\" >/dev/null 2>&1 &",
+                           tu_env("XA_WAREHOUSE_PORT"), hold_s),
+                     0);
+    usleep(300000);
+}

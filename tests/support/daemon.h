@@ -49,6 +49,19 @@ void tu_daemon_identity(const tu_daemon *d, char *out);
 int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
             char **resp);
 
+/* A POST of body to d's /v1/transactions from another thread (pthread_create(..., tu_post_thread,
+ * &poster)), for a test that acts while the request is in flight; status and resp as tu_http. */
+typedef struct tu_poster {
+    tu_daemon *d;
+    const char *body;
+    int status;
+    char *resp;
+} tu_poster;
+void *tu_post_thread(void *arg);
+
+/* Holds the warehouse's SKU-1 row for hold_s seconds from another session, in the background. */
+void tu_hold_stock_row(double hold_s);
+
 /* The JSON of a checkout of order `order` (user, amount, sku, qty) with client id `id` (NULL: none). */
 char *tu_checkout_json(const char *id, long order, long user, long amount, const char *sku,
                        long qty);
