@@ -73,6 +73,7 @@ struct bench_run {
     /* settings the kinds read */
     int http_port;
     bench_body body;
+    bool single;                 /* only the checkout's payment branch (one-phase commit) */
     const char *mem_stmt;        /* the statement of every memory branch */
     const bench_targets *targets;
     uint64_t gtrid_seq;          /* B1: the next branch id */

@@ -6,6 +6,8 @@
  *       No atomicity: the naive approach the coordinator replaces.
  *   B1: the same branches as XA: begin, work, prepare on all three, then commit each prepared
  *       branch (on its preparing connection), exactly the statements the daemon sends.
+ * With run->single, only the payment branch runs (the single-branch workload): B0 is then one
+ * local transaction, the direct commit a one-phase commit through the daemon is measured against.
  */
 #include "bench.h"
 
@@ -20,6 +22,7 @@ typedef enum stage { ST_IDLE, ST_BEGUN, ST_PREPARED, ST_DONE } stage;
 typedef struct dclient {
     bench_client *cl;
     bool xa;
+    int nbr; /* branches used: NBR, or 1 (payment) for the single-branch workload */
     px_conn *conn[NBR];
     int nconnected;
     /* the transaction in flight */
@@ -101,7 +104,7 @@ static void build(dclient *d)
 static dclient *owner(px_conn *c, int *b)
 {
     dclient *d = px_conn_base(c)->user;
-    for (*b = 0; *b < NBR; (*b)++)
+    for (*b = 0; *b < d->nbr; (*b)++)
         if (d->conn[*b] == c)
             break;
     return d;
@@ -202,7 +205,7 @@ static void clean_up(dclient *d)
 {
     static const px_stmt rb = {"ROLLBACK", NULL, 0, -1, true};
     d->pending = 1;
-    for (int b = 0; b < NBR; b++) {
+    for (int b = 0; b < d->nbr; b++) {
         px_conn *c = d->conn[b];
         const px_driver *drv = px_conn_base(c)->driver;
         int rc = 0;
@@ -228,8 +231,8 @@ static void clean_up(dclient *d)
 static void commit_all(dclient *d)
 {
     d->committing = true;
-    d->pending = NBR;
-    for (int b = 0; b < NBR; b++) {
+    d->pending = d->nbr;
+    for (int b = 0; b < d->nbr; b++) {
         px_conn *c = d->conn[b];
         d->st[b] = ST_BEGUN; /* on_step moves it to ST_DONE */
         if (px_conn_base(c)->driver->commit_prepared(c, &d->xid[b], on_step, NULL) != 0) {
@@ -260,7 +263,7 @@ static void direct_start(bench_client *cl)
 {
     dclient *d = cl->impl;
     bench_run *run = cl->run;
-    d->pending = NBR;
+    d->pending = d->nbr;
     d->failed = d->broken = d->committing = false;
     d->why[0] = '\0';
     build(d);
@@ -268,11 +271,11 @@ static void direct_start(bench_client *cl)
         char gtrid[PX_XID_PART_MAX + 1];
         snprintf(gtrid, sizeof gtrid, "bb.%d.%llu", cl->index,
                  (unsigned long long)++run->gtrid_seq);
-        for (int b = 0; b < NBR; b++)
+        for (int b = 0; b < d->nbr; b++)
             if (!px_xid_set(&d->xid[b], gtrid, target_of(run, b)->name))
                 abort(); /* participant names are checked at start */
     }
-    for (int b = 0; b < NBR; b++) {
+    for (int b = 0; b < d->nbr; b++) {
         px_conn *c = d->conn[b];
         const px_driver *drv = px_conn_base(c)->driver;
         int rc;
@@ -302,7 +305,7 @@ static void on_connected(px_conn *c, const px_error *err, void *arg)
     }
     px_conn_base(c)->user = d;
     d->conn[b] = c;
-    if (++d->nconnected == NBR)
+    if (++d->nconnected == d->nbr)
         bench_client_ready(d->cl);
 }
 
@@ -315,8 +318,9 @@ static void direct_open(bench_client *cl, bool xa)
     }
     d->cl = cl;
     d->xa = xa;
+    d->nbr = cl->run->single ? 1 : NBR;
     cl->impl = d;
-    for (int b = 0; b < NBR; b++) {
+    for (int b = 0; b < d->nbr; b++) {
         const px_target *t = target_of(cl->run, b);
         void **arg = malloc(2 * sizeof *arg);
         if (arg) {
@@ -339,7 +343,7 @@ static void direct_close(bench_client *cl)
     dclient *d = cl->impl;
     if (!d)
         return;
-    for (int b = 0; b < NBR; b++)
+    for (int b = 0; b < d->nbr; b++)
         if (d->conn[b])
             px_conn_base(d->conn[b])->driver->close(d->conn[b]);
     free(d);

@@ -32,18 +32,21 @@ typedef struct hclient {
 
 /* ---- request bodies ---------------------------------------------------------------------- */
 
+/* The checkout's payment branch; parameters: user, order, user. */
+#define PAYMENT_BRANCH                                                                             \
+    "{\"participant\":\"payment\",\"statements\":["                                                \
+    "{\"sql\":\"UPDATE account SET balance = balance - $1 WHERE user_id = $2 AND "                 \
+    "balance >= $1\",\"params\":[1,%lld],\"expect_rows\":1,"                                       \
+    "\"abort_reason\":\"insufficient balance\"},"                                                  \
+    "{\"sql\":\"INSERT INTO payment(order_id, user_id, amount) VALUES ($1, $2, $3)\","             \
+    "\"params\":[%lld,%lld,1]}]}"
+
 static char *shop_body(const bench_client *cl)
 {
     char *s = NULL;
     long long o = (long long)cl->order, u = (long long)cl->user;
     if (asprintf(&s,
-                 "{\"branches\":["
-                 "{\"participant\":\"payment\",\"statements\":["
-                 "{\"sql\":\"UPDATE account SET balance = balance - $1 WHERE user_id = $2 AND "
-                 "balance >= $1\",\"params\":[1,%lld],\"expect_rows\":1,"
-                 "\"abort_reason\":\"insufficient balance\"},"
-                 "{\"sql\":\"INSERT INTO payment(order_id, user_id, amount) VALUES ($1, $2, $3)\","
-                 "\"params\":[%lld,%lld,1]}]},"
+                 "{\"branches\":[" PAYMENT_BRANCH ","
                  "{\"participant\":\"order\",\"statements\":["
                  "{\"sql\":\"UPDATE orders SET status = 'P' WHERE id = ? AND status = 'I'\","
                  "\"params\":[%lld],\"expect_rows\":1,"
@@ -56,6 +59,14 @@ static char *shop_body(const bench_client *cl)
                  u, o, u, o, u, o, u) < 0)
         return NULL;
     return s;
+}
+
+/* The payment branch alone: a single-branch transaction, committed in one phase. */
+static char *payment_body(const bench_client *cl)
+{
+    char *s = NULL;
+    long long o = (long long)cl->order, u = (long long)cl->user;
+    return asprintf(&s, "{\"branches\":[" PAYMENT_BRANCH "]}", u, o, u) < 0 ? NULL : s;
 }
 
 static char *memory_body(const char *stmt)
@@ -74,7 +85,9 @@ static char *memory_body(const char *stmt)
 
 char *bench_http_request(const bench_run *run, const bench_client *cl, size_t *len)
 {
-    char *body = run->body == BENCH_BODY_SHOP ? shop_body(cl) : memory_body(run->mem_stmt);
+    char *body = run->body == BENCH_BODY_MEMORY ? memory_body(run->mem_stmt)
+                 : run->single                  ? payment_body(cl)
+                                                : shop_body(cl);
     char *req = NULL;
     int n;
     if (!body)

@@ -2,6 +2,7 @@
  * xabench: the benchmark's command line. scripts/bench starts the servers and the daemon and
  * calls one subcommand per measurement:
  *   shop       checkout throughput and latency of xacoord, B0 and B1 at each concurrency
+ *   single     the checkout's payment branch alone: xacoord (one-phase commit) against B0
  *   coordonly  decisions per second, daemon CPU per transaction and group-commit size, on
  *              memory participants
  *   memory     the daemon's resident memory with N transactions in flight
@@ -196,9 +197,12 @@ static int measure(const opts *o, bench_run *run, const bench_kind *kind, int co
  * throughput of each mode is reported. */
 #define SHOP_ROUNDS 3
 
-static int cmd_shop(const opts *o)
+/* single: the checkout's payment branch alone, through the daemon (one-phase commit) and as one
+ * local transaction (B0); B1 does not apply. */
+static int cmd_shop(const opts *o, bool single)
 {
     const bench_kind *kinds[3] = {&bench_http_kind, &bench_b0_kind, &bench_b1_kind};
+    const int nkinds = single ? 2 : 3;
     bench_targets t;
     uv_loop_t loop;
     bench_run run = {0};
@@ -211,6 +215,7 @@ static int cmd_shop(const opts *o)
     run.loop = &loop;
     run.http_port = o->port;
     run.body = BENCH_BODY_SHOP;
+    run.single = single;
     run.targets = &t;
     printf("mode,conc,seconds,committed,aborted,errors,tps,p50_ms,p99_ms,p999_ms,group\n");
     snprintf(conc_list, sizeof conc_list, "%s", o->conc);
@@ -222,12 +227,12 @@ static int cmd_shop(const opts *o)
         if (conc <= 0 || per <= 0)
             return fail("bad --conc");
         for (int round = 0; round < SHOP_ROUNDS; round++)
-            for (int k = 0; k < 3; k++)
+            for (int k = 0; k < nkinds; k++)
                 if ((rc = measure(o, &run, kinds[k], conc, per,
                                   round == 0 && kinds[k] == &bench_http_kind, &res[k][round],
                                   &group[k][round])) != 0)
                     goto out;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < nkinds; k++) {
             int order[SHOP_ROUNDS];
             for (int i = 0; i < SHOP_ROUNDS; i++)
                 order[i] = i;
@@ -362,7 +367,7 @@ static int cmd_recovery(const opts *o)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: xabench shop|coordonly|memory|recovery [options]\n"
+            "usage: xabench shop|single|coordonly|memory|recovery [options]\n"
             "  --port N            the daemon's HTTP port\n"
             "  --pg-port N --order-port N --warehouse-port N --secrets DIR\n"
             "                      the shop databases (passwords in DIR/<name>.pw)\n"
@@ -427,7 +432,12 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "shop") == 0) {
         if (!o.conc)
             o.conc = "1,8,32,128";
-        return cmd_shop(&o);
+        return cmd_shop(&o, false);
+    }
+    if (strcmp(cmd, "single") == 0) {
+        if (!o.conc)
+            o.conc = "8";
+        return cmd_shop(&o, true);
     }
     if (strcmp(cmd, "coordonly") == 0)
         return cmd_coordonly(&o);

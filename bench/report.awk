@@ -1,6 +1,7 @@
 # Turns the CSV files of one scripts/bench run into the Markdown report (stdout) and an SVG plot
 # of throughput and p99 latency against concurrency for xacoord, B0 and B1 (out/bench.svg).
-# Input: out/shop.csv as the main file; out/coordonly.csv, memory.csv and recovery.csv are read
+# Input: out/shop.csv as the main file; out/single.csv, coordonly.csv, memory.csv and
+# recovery.csv are read
 # by name. Plain awk so that the report needs nothing beyond what the build needs.
 BEGIN { FS = ","; nconc = 0 }
 
@@ -75,6 +76,18 @@ END {
     for (i = 1; i <= nconc; i++) printf " %s (c=%d)", group[conc[i]], conc[i]
     print "."
 
+    if ((k = read_csv(out "/single.csv", si)) > 2) {
+        split(si[1], x, ","); split(si[2], b, ",")
+        print ""
+        print "## Single-branch transaction (the checkout's payment branch alone)"
+        print ""
+        print "xacoord commits it in one phase (its claim marker first, no PREPARE, no journal fsync);"
+        print "B0 is the same statements as one local transaction on the same connection type."
+        print ""
+        print "| concurrency | xacoord tps | B0 tps | xacoord / B0 | xacoord p50 ms | B0 p50 ms | xacoord p99 ms | B0 p99 ms |"
+        print "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", x[2], x[7], b[7], ratio(x[7], b[7]), x[8], b[8], x[9], b[9]
+    }
     if ((k = read_csv(out "/coordonly.csv", co)) > 1) {
         split(co[1], v, ",")
         print ""

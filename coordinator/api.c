@@ -7,6 +7,7 @@
 
 #include "indoubt.h"
 #include "log.h"
+#include "markers.h"
 #include "owner.h"
 #include "preflight.h"
 #include "txn.h"
@@ -59,7 +60,7 @@ static void respond_outcome(coord *c, http_request *req, const outcome *o, int s
      * not guaranteed to match, and the client must hear it. */
     n = asprintf(&body, "%s,\"pending\":%s,%s%s%s\"replayed\":%s}", o->reply_head, list,
                  o->heuristic ? "\"heuristic\":" : "", o->heuristic ? hlist : "",
-                 o->heuristic ? "," : "", replayed ? "true" : "false");
+                 o->heuristic ? "," : "", replayed || o->replayed ? "true" : "false");
     if (n < 0) {
         http_respond_error(req, 500, "out of memory");
         return;
@@ -197,12 +198,56 @@ static void submit(coord *c, http_request *req)
 
 /* ---- GET endpoints ----------------------------------------------------------------------- */
 
+typedef struct asked {
+    http_request *req;
+    char id[REQUEST_ID_MAX + 1];
+} asked;
+
+/* The journal does not know the id; the markers did answer (markers_find). */
+static void on_markers(void *arg, int status, const char *participant, const char *gtrid,
+                       const char *why)
+{
+    asked *a = arg;
+    char msg[480], *body = NULL;
+    int n;
+    if (status == 200) {
+        /* A one-phase commit whose record the journal lost in a crash: the marker is its proof;
+         * the results went only to the original reply. */
+        n = asprintf(&body,
+                     "{\"id\":\"%s\",\"xid\":\"%s\",\"outcome\":\"committed\",\"branches\":"
+                     "[{\"participant\":\"%s\",\"results\":null}],\"pending\":[],"
+                     "\"replayed\":false}",
+                     a->id, gtrid, participant);
+        if (n < 0)
+            http_respond_error(a->req, 500, "out of memory");
+        else
+            http_respond(a->req, 200, NULL, body, (size_t)n);
+        free(body);
+    } else if (status == 503) {
+        snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: %s", a->id, why);
+        http_respond_error(a->req, 503, msg);
+    } else {
+        http_respond_error(a->req, 404,
+                           "unknown transaction id: not committed, or older than "
+                           "the retention");
+    }
+    free(a);
+}
+
 static void show_transaction(coord *c, http_request *req, const char *id)
 {
     outcome *o = request_id_valid(id) ? outcome_find(c->outcomes, id) : NULL;
+    asked *a;
     if (!o) {
-        http_respond_error(req, 404, "unknown transaction id: not committed, or older than the "
-                                     "retention");
+        if (!request_id_valid(id) || !(a = malloc(sizeof *a))) {
+            http_respond_error(req, 404,
+                               "unknown transaction id: not committed, or older than "
+                               "the retention");
+            return;
+        }
+        a->req = req;
+        snprintf(a->id, sizeof a->id, "%s", id);
+        markers_find(c, id, on_markers, a);
         return;
     }
     if (o->state == OUTCOME_IN_PROGRESS) {

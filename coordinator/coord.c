@@ -136,6 +136,12 @@ static bool decode_outcome(coord *c, const journal_rec *rec, const char *gtrid, 
     if (ok) {
         snprintf(d->id, sizeof d->id, "%s", id);
         d->status = atoi(status);
+        if (d->status < 200 || d->status > 599) {
+            /* The decision stands whatever the stored reply says; the reply gets a real status. */
+            log_warn("journal", "outcome of %s has HTTP status '%s': answering with %d", gtrid,
+                     status, rec->type == JOURNAL_COMMIT ? 200 : 409);
+            d->status = rec->type == JOURNAL_COMMIT ? 200 : 409;
+        }
         decode_participants(c, parts, &d->participants, gtrid);
         d->head = strdup(p ? p : "");
     }

@@ -6,6 +6,11 @@
 #include "markers.h"
 
 #include "log.h"
+#include "schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <inttypes.h>
 
@@ -56,4 +61,126 @@ void markers_tick(coord *c)
         if (px_pool_acquire(p->pool, &p->marker_req, on_conn) != 0)
             p->marker_pruning = false;
     }
+}
+
+/* ---- finding a client id ----------------------------------------------------------------- */
+
+typedef struct lookup lookup;
+
+typedef struct asking {
+    lookup *l;
+    coord_part *part;
+    px_pool_req req;
+    px_conn *conn;
+    px_param params[3]; /* client id, bqual, the coordinator's gtrid prefix */
+    px_stmt stmt;
+} asking;
+
+struct lookup {
+    const coord *c;
+    char id[REQUEST_ID_MAX + 1];
+    markers_found_cb cb;
+    void *arg;
+    int pending;
+    int status; /* 404 until a marker or a failure is seen */
+    char participant[33];
+    char gtrid[PX_XID_PART_MAX + 1];
+    char why[320];
+    int nasking;
+    asking asking[];
+};
+
+static void lookup_done(lookup *l)
+{
+    if (--l->pending > 0)
+        return;
+    l->cb(l->arg, l->status, l->participant, l->gtrid, l->why);
+    free(l);
+}
+
+static void ask_failed(asking *a, const char *why)
+{
+    lookup *l = a->l;
+    if (l->status != 200) {
+        l->status = 503;
+        snprintf(l->why, sizeof l->why, "participant %s: %s", a->part->cfg->name, why);
+    }
+    lookup_done(l);
+}
+
+static void on_found(px_conn *conn, const px_error *err, int failed_index, const px_result *results,
+                     int nresults, void *arg)
+{
+    asking *a = arg;
+    lookup *l = a->l;
+    if (err && err->conn_broken)
+        px_pool_discard(a->part->pool, conn);
+    else
+        px_pool_release(a->part->pool, conn);
+    if (err) {
+        ask_failed(a, err->message);
+        return;
+    }
+    if (nresults == 1 && results[0].nrows >= 1 && results[0].ncols >= 1 && results[0].cells[0]) {
+        l->status = 200;
+        snprintf(l->participant, sizeof l->participant, "%s", a->part->cfg->name);
+        snprintf(l->gtrid, sizeof l->gtrid, "%s", results[0].cells[0]);
+    }
+    lookup_done(l);
+}
+
+static void on_ask_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    asking *a = req->data;
+    if (!conn) {
+        ask_failed(a, err ? err->message : "no connection");
+        return;
+    }
+    if (px_pool_driver(a->part->pool)->exec(conn, &a->stmt, 1, on_found, a) != 0) {
+        px_pool_release(a->part->pool, conn);
+        ask_failed(a, "the driver refused the query");
+    }
+}
+
+static void ask(asking *a)
+{
+    const schema_dialect *d = schema_for(a->part->cfg->driver);
+    a->params[0] = (px_param){.type = PX_P_TEXT, .text = a->l->id, .len = strlen(a->l->id)};
+    a->params[1] = (px_param){
+        .type = PX_P_TEXT, .text = a->part->cfg->name, .len = strlen(a->part->cfg->name)};
+    a->params[2] =
+        (px_param){.type = PX_P_TEXT, .text = a->l->c->prefix, .len = strlen(a->l->c->prefix)};
+    a->stmt = (px_stmt){d->find_sql, a->params, 3, -1, true};
+    a->req.data = a;
+    if (!coord_part_usable(a->part)) {
+        ask_failed(a, "not available");
+        return;
+    }
+    if (px_pool_acquire(a->part->pool, &a->req, on_ask_conn) != 0)
+        ask_failed(a, "its pool is closing");
+}
+
+void markers_find(coord *c, const char *id, markers_found_cb cb, void *arg)
+{
+    lookup *l = calloc(1, sizeof *l + (size_t)c->nparts * sizeof(asking));
+    if (!l) {
+        cb(arg, 503, "", "", "out of memory");
+        return;
+    }
+    snprintf(l->id, sizeof l->id, "%s", id);
+    l->c = c;
+    l->cb = cb;
+    l->arg = arg;
+    l->status = 404;
+    l->pending = 1; /* held until every question is out */
+    for (int i = 0; i < c->nparts; i++) {
+        if (!schema_for(c->parts[i].cfg->driver))
+            continue;
+        asking *a = &l->asking[l->nasking++];
+        a->l = l;
+        a->part = &c->parts[i];
+        l->pending++;
+        ask(a);
+    }
+    lookup_done(l);
 }

@@ -47,6 +47,7 @@ struct outcome {
     uint32_t pending;       /* committed: bit i set = participant i not yet acknowledged */
     uint32_t heuristic;     /* bit i set = participant i finished against the decision */
     bool indexed;           /* reachable through outcome_find (by id) */
+    bool replayed;          /* the reply is an earlier transaction's, found by its marker */
     void *live;             /* the in-flight transaction, or NULL */
     outcome_waiter *waiters;
     struct outcome *prev, *next; /* retention order */

@@ -14,10 +14,21 @@ extern const char schema_ddl_mysql[];
 static const schema_dialect dialects[] = {
     {"postgres", schema_ddl_postgres, "sql/xacoord-postgres.sql", "xacoord.marker",
      "xacoord.schema_version", "SELECT coalesce(max(version), 0) FROM xacoord.schema_version",
-     "SELECT 1 FROM xacoord.marker LIMIT 0"},
+     "SELECT 1 FROM xacoord.marker LIMIT 0",
+     "INSERT INTO xacoord.marker (gtrid, bqual, client_id, digest, coordinator) "
+     "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+     "SELECT gtrid, digest FROM xacoord.marker "
+     "WHERE client_id = $1 AND bqual = $2 AND coordinator = $3"},
     {"mysql", schema_ddl_mysql, "sql/xacoord-mysql.sql", "xacoord_marker", "xacoord_schema_version",
      "SELECT COALESCE(MAX(version), 0) FROM xacoord_schema_version",
-     "SELECT 1 FROM xacoord_marker LIMIT 0"},
+     "SELECT 1 FROM xacoord_marker LIMIT 0",
+     /* IGNORE turns only the duplicate key into "no row": the values are the coordinator's
+      * own and fit the columns. */
+     "INSERT IGNORE INTO xacoord_marker (gtrid, bqual, client_id, digest, coordinator) "
+     "VALUES (?, ?, ?, ?, ?)",
+     /* as text: binary columns would come back base64-encoded (participant.h) */
+     "SELECT CAST(gtrid AS CHAR), CAST(digest AS CHAR) FROM xacoord_marker "
+     "WHERE client_id = ? AND bqual = ? AND coordinator = ?"},
 };
 
 const schema_dialect *schema_for(const char *driver)

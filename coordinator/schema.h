@@ -17,7 +17,7 @@
 
 /* The version this build writes and expects; the version table holds one row per version
  * applied, and the schema's version is the largest. */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 typedef struct schema_dialect {
     const char *driver; /* "postgres" | "mysql" */
@@ -27,6 +27,14 @@ typedef struct schema_dialect {
     const char *version_table;
     const char *version_sql; /* reads the schema's version (0 when the table is empty) */
     const char *marker_sql;  /* reads nothing from the marker table, but needs it and SELECT */
+    /* One-phase commit (docs/design.md): claims the client id inside the branch, before the
+     * client's statements - parameters gtrid, bqual, client id, digest (hex), the coordinator's
+     * gtrid prefix. It affects one row, or none when a marker of this coordinator already holds
+     * that client id (after waiting for the transaction that wrote it, if that one still runs). */
+    const char *claim_sql;
+    /* The marker holding a client id - parameters client id, bqual, the coordinator's gtrid
+     * prefix; returns gtrid, digest. */
+    const char *find_sql;
 } schema_dialect;
 
 /* The dialect of a driver; NULL for one that keeps no schema (memory). */

@@ -19,6 +19,7 @@
 #include "crash.h"
 #include "log.h"
 #include "results.h"
+#include "schema.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -52,6 +53,13 @@ typedef struct branch {
     bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
     bool wrote;           /* a statement changed rows (not a query): see 1402 in on_finished */
     bool read_only;       /* only read: ended at prepare time, no part in phase 2 */
+    bool probing;         /* one-phase COMMIT's answer was lost: the marker settles it */
+    bool probe_found;     /* ... and the probe found the marker: it committed */
+    px_stmt *claimed;     /* one-phase: the claim of the client id, then the request's statements */
+    px_param claim[5];    /* gtrid, bqual, client id, digest, coordinator */
+    px_param find[3];     /* client id, bqual, coordinator */
+    px_stmt find_stmt;    /* the marker holding the client id, when the claim found one */
+    char digest_hex[2 * REQUEST_DIGEST_LEN + 1];
     char *results;        /* JSON text: [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
@@ -78,6 +86,7 @@ struct txn {
     bool replied;
     bool freeing;
     bool abandoned; /* dropped by shutdown while its commit record was being written */
+    bool one_phase; /* one branch that writes: its COMMIT is the decision (no PREPARE) */
     char ctx[PX_XID_PART_MAX + 8]; /* log prefix */
     int nbranches;
     branch b[];
@@ -341,7 +350,16 @@ static unsigned backoff_ms(unsigned attempts)
     return ms > 5000 ? 5000 : ms;
 }
 
-static void on_retry_timer(uv_timer_t *timer) { branch_finish(timer->data); }
+static void probe_one_phase(branch *b);
+
+static void on_retry_timer(uv_timer_t *timer)
+{
+    branch *b = timer->data;
+    if (b->probing)
+        probe_one_phase(b);
+    else
+        branch_finish(b);
+}
 
 static void schedule_retry(branch *b)
 {
@@ -724,6 +742,304 @@ static void end_read_only(branch *b)
     }
 }
 
+/* ---- one-phase commit -------------------------------------------------------------------- */
+
+/* A transaction with a single branch that writes needs no vote: that branch's COMMIT is the
+ * decision, with no PREPARE and no commit record (docs/design.md, "One-phase commit"). What the
+ * journal would have remembered lives in the branch's marker instead, written first in the branch
+ * and committed with its work: it claims the client id (unique per participant), so that a retry
+ * of the id after a crash finds it instead of running twice, and GET finds the outcome there. */
+static bool one_phase_eligible(const struct txn *t)
+{
+    return t->nbranches == 1 && !t->b[0].req->read_only &&
+           schema_for(t->b[0].part->cfg->driver) != NULL;
+}
+
+static void text_param(px_param *p, const char *s)
+{
+    *p = (px_param){.type = PX_P_TEXT, .text = s, .len = strlen(s)};
+}
+
+/* The claim (statement 0), then the request's statements; built once, also for a retry on a
+ * fresh connection. */
+static const px_stmt *claimed_stmts(branch *b)
+{
+    const schema_dialect *d = schema_for(b->part->cfg->driver);
+    if (!b->claimed) {
+        b->claimed = calloc((size_t)b->req->nstmts + 1, sizeof *b->claimed);
+        if (!b->claimed)
+            abort(); /* before any work: nothing is lost by dying */
+        request_digest_hex(b->t->o->digest, b->digest_hex);
+        text_param(&b->claim[0], b->xid.gtrid);
+        text_param(&b->claim[1], b->xid.bqual);
+        text_param(&b->claim[2], b->t->o->id);
+        text_param(&b->claim[3], b->digest_hex);
+        text_param(&b->claim[4], b->t->c->prefix);
+        b->claimed[0] = (px_stmt){d->claim_sql, b->claim, 5, -1, true};
+        memcpy(b->claimed + 1, b->req->stmts, (size_t)b->req->nstmts * sizeof *b->claimed);
+    }
+    return b->claimed;
+}
+
+/* The COMMIT is acknowledged: the outcome is final. It is journaled lazily, with nothing pending,
+ * so that a restart answers the id from the journal; without the record, the marker answers. */
+static void one_phase_committed(branch *b)
+{
+    struct txn *t = b->t;
+    journal_rec rec = {JOURNAL_COMMIT, t->c->boot, t->seq, coord_now_ms(), NULL, 0};
+    char *payload = NULL;
+    size_t len = 0;
+    crash_point("after-one-phase-commit");
+    t->committed = true;
+    set_state(t, TXN_COMMITTING);
+    t->o->pending = 0;
+    t->o->status = 200;
+    outcome_commit(t->c->outcomes, t->o, coord_now_ms());
+    metric_counter_add(t->c->txn_committed, 1);
+    if (coord_encode_outcome(t->c, t->o, &payload, &len) == 0) {
+        rec.payload = payload;
+        rec.payload_len = len;
+        if (journal_append(t->c->journal, &rec, NULL, NULL) != 0)
+            log_warn(t->ctx, "the one-phase commit could not be journaled: its marker answers "
+                             "for it");
+    }
+    free(payload);
+    settle(t, OUTCOME_COMMITTED, 200, NULL);
+    branch_done(b); /* no done record: nothing is pending */
+}
+
+static void one_phase_failed(branch *b)
+{
+    px_error e;
+    px_error_set(&e, PX_RETRYABLE, false, 0, "",
+                 "the connection was lost during COMMIT, and the transaction did not commit");
+    b->state = BR_WORKING;
+    b->begun = false;
+    branch_failed(b, &e, -1);
+}
+
+/* The probe's connection failed or the marker could not be read yet: again later. */
+static void probe_retry(branch *b, bool broken)
+{
+    b->busy = false;
+    if (broken)
+        discard_conn(b);
+    else
+        release_conn(b);
+    schedule_retry(b);
+}
+
+static void on_probe_rolled_back(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    b->busy = false;
+    if (err)
+        discard_conn(b); /* ending the session rolls the probe back */
+    else
+        release_conn(b);
+    b->probing = false;
+    if (b->probe_found)
+        one_phase_committed(b);
+    else
+        one_phase_failed(b);
+}
+
+/* The probe inserts the same marker again in a transaction of its own. The unique keys make it
+ * wait for the lost COMMIT's transaction if that one still runs, and then find its row exactly
+ * when it committed. The probe itself is always rolled back. */
+static void on_probe_claimed(px_conn *conn, const px_error *err, int failed_index,
+                             const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    if (err || nresults != 1) {
+        log_warn(b->t->ctx, "%s: cannot read the marker yet (%s); retrying", b->part->cfg->name,
+                 err ? err->message : "no result");
+        probe_retry(b, !err || err->conn_broken);
+        return;
+    }
+    b->probe_found = results[0].rows_affected == 0; /* the row was there: committed */
+    if (drv->rollback(b->conn, &b->xid, on_probe_rolled_back, b) != 0)
+        probe_retry(b, true);
+}
+
+static void on_probe_begun(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    if (err) {
+        probe_retry(b, err->conn_broken);
+        return;
+    }
+    if (drv->exec(b->conn, b->claimed, 1, on_probe_claimed, b) != 0)
+        probe_retry(b, true);
+}
+
+static void on_probe_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    branch *b = req->data;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    if (!conn) {
+        schedule_retry(b);
+        return;
+    }
+    b->conn = conn;
+    b->busy = true;
+    if (drv->begin(conn, &b->xid, on_probe_begun, b) != 0)
+        probe_retry(b, true);
+}
+
+/* Never gives up: the client waits (GET says in progress) until the database answers. */
+static void probe_one_phase(branch *b)
+{
+    b->preq.data = b;
+    if (px_pool_acquire(b->part->pool, &b->preq, on_probe_conn) != 0)
+        schedule_retry(b);
+}
+
+static void on_one_phase_done(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    b->busy = false;
+    if (!err) {
+        one_phase_committed(b);
+        return;
+    }
+    if (!err->conn_broken) {
+        /* The server answered: the transaction did not commit. */
+        b->state = BR_WORKING;
+        b->begun = false;
+        branch_failed(b, err, -1);
+        return;
+    }
+    log_warn(b->t->ctx, "%s: the answer to COMMIT was lost (%s); its marker will tell",
+             b->part->cfg->name, err->message);
+    discard_conn(b);
+    b->probing = true;
+    probe_one_phase(b);
+}
+
+static void commit_one_phase(branch *b)
+{
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    /* From here on only the database decides: no timeout may abandon the COMMIT in flight. */
+    uv_timer_stop(&t->timer);
+    t->o->reply_head = commit_head(t);
+    b->state = BR_FINISHING;
+    if (drv->commit_one_phase(b->conn, &b->xid, on_one_phase_done, b) != 0) {
+        px_error e;
+        b->busy = false;
+        b->state = BR_WORKING;
+        px_error_set(&e, PX_FATAL, false, 0, "", "driver refused COMMIT");
+        branch_failed(b, &e, -1);
+        return;
+    }
+    if (fault_point("cut-after-one-phase-commit")) {
+        /* Test only: the connection dies after COMMIT went out, before its answer came. */
+        px_error e;
+        px_error_set(&e, PX_RETRYABLE, true, 0, "08006", "connection cut after COMMIT was sent");
+        discard_conn(b);
+        on_one_phase_done(NULL, &e, b);
+    }
+}
+
+/* The id is held by an earlier transaction's marker: that one committed (the claim waited for
+ * it if it was still running). This one has done nothing and rolls back; the client hears the
+ * earlier outcome - without its results, which only its own reply carried. */
+static void answer_from_marker(branch *b, const char *gtrid, const char *digest)
+{
+    struct txn *t = b->t;
+    char *head = NULL;
+    int status = 200;
+    if (!digest || strcmp(digest, b->digest_hex) != 0) {
+        status = 422;
+        if (asprintf(&head, "{\"error\":\"id '%s' was already used with a different request\"",
+                     t->o->id) < 0)
+            abort();
+    } else if (asprintf(&head,
+                        "{\"id\":\"%s\",\"xid\":\"%s\",\"outcome\":\"committed\",\"branches\":"
+                        "[{\"participant\":\"%s\",\"results\":null}]",
+                        t->o->id, gtrid, b->part->cfg->name) < 0) {
+        abort();
+    }
+    log_info(t->ctx, "id %s was committed earlier as %s (its marker on %s)%s", t->o->id, gtrid,
+             b->part->cfg->name, status == 200 ? "" : ", with another request");
+    set_state(t, TXN_ABORTING);
+    uv_timer_stop(&t->timer);
+    t->o->replayed = status == 200;
+    settle(t, status == 200 ? OUTCOME_COMMITTED : OUTCOME_ABORTED, status, head);
+    outcome_unindex(t->c->outcomes, t->o); /* the marker keeps answering for the id */
+    branch_abort(b, false);
+    maybe_free(t);
+}
+
+static void on_marker_found(px_conn *conn, const px_error *err, int failed_index,
+                            const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    const px_result *r = nresults == 1 ? &results[0] : NULL;
+    b->busy = false;
+    if (b->t->state != TXN_WORKING) {
+        branch_abort(b, false);
+        return;
+    }
+    if (err) {
+        branch_failed(b, err, -1);
+        return;
+    }
+    if (!r || r->nrows != 1 || r->ncols != 2 || !r->cells[0]) {
+        px_error e;
+        px_error_set(&e, PX_RETRYABLE, false, 0, "",
+                     "the id is held by another transaction's marker, which could not be read");
+        branch_failed(b, &e, -1);
+        return;
+    }
+    answer_from_marker(b, r->cells[0], r->cells[1]);
+}
+
+static void on_claim_rolled_back(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    const schema_dialect *d = schema_for(b->part->cfg->driver);
+    px_error e;
+    b->busy = false;
+    b->begun = false;
+    if (b->t->state != TXN_WORKING) {
+        branch_abort(b, false);
+        return;
+    }
+    if (!err) {
+        b->find[0] = b->claim[2];
+        b->find[1] = b->claim[1];
+        b->find[2] = b->claim[4];
+        b->find_stmt = (px_stmt){d->find_sql, b->find, 3, -1, true};
+        b->busy = true;
+        if (drv->exec(b->conn, &b->find_stmt, 1, on_marker_found, b) == 0)
+            return;
+        b->busy = false;
+    }
+    px_error_set(&e, PX_RETRYABLE, true, 0, "",
+                 "the id is held by another transaction's marker, "
+                 "which could not be read");
+    branch_failed(b, &e, -1);
+}
+
+/* The branch is rolled back first: its statements may have failed (PostgreSQL then refuses any
+ * further statement in it), and the marker is read outside any branch. */
+static void find_marker(branch *b)
+{
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    b->busy = true;
+    if (drv->rollback(b->conn, &b->xid, on_claim_rolled_back, b) != 0) {
+        px_error e;
+        b->busy = false;
+        px_error_set(&e, PX_FATAL, true, 0, "", "driver refused ROLLBACK");
+        branch_failed(b, &e, -1);
+    }
+}
+
 /* The reply must carry every value exactly; one that cannot travel fails the branch before
  * PREPARE, so the client hears why instead of getting a reply with a value missing. */
 static bool render_results(branch *b, const px_result *results, int nresults)
@@ -745,21 +1061,35 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     branch *b = arg;
     struct txn *t = b->t;
     const px_driver *drv = px_pool_driver(b->part->pool);
+    int first = t->one_phase ? 1 : 0;
     b->busy = false;
     if (t->state != TXN_WORKING) {
         branch_abort(b, false);
         return;
     }
-    if (err) {
-        if (!retry_on_fresh_conn(b, err))
-            branch_failed(b, err, failed_index);
+    /* One-phase: statement 0 is the claim. When the id was taken, the statements after it ran
+     * against the earlier transaction's work, and whatever they did is rolled back unseen. */
+    if (t->one_phase && nresults >= 1 && results[0].rows_affected == 0 &&
+        !(err && err->conn_broken)) {
+        find_marker(b);
         return;
     }
-    if (!render_results(b, results, nresults))
+    if (err) {
+        /* a failed claim is the participant's failure, not a statement's */
+        if (!retry_on_fresh_conn(b, err))
+            branch_failed(b, err, failed_index >= first ? failed_index - first : -1);
         return;
-    for (int i = 0; i < nresults; i++)
+    }
+    if (!render_results(b, results + first, nresults - first))
+        return;
+    for (int i = first; i < nresults; i++)
         b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
     crash_point("after-work");
+    if (t->one_phase) {
+        b->busy = true;
+        commit_one_phase(b);
+        return;
+    }
     b->state = BR_PREPARING;
     b->busy = true;
     if (b->req->read_only) {
@@ -801,7 +1131,8 @@ static void on_begun(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     b->busy = true;
-    if (drv->exec(b->conn, b->req->stmts, b->req->nstmts, on_executed, b) != 0) {
+    if (t->one_phase ? drv->exec(b->conn, claimed_stmts(b), b->req->nstmts + 1, on_executed, b)
+                     : drv->exec(b->conn, b->req->stmts, b->req->nstmts, on_executed, b)) {
         px_error e;
         b->busy = false;
         px_error_set(&e, PX_FATAL, false, 0, "", "driver refused the statements");
@@ -909,6 +1240,7 @@ static void txn_release(struct txn *t)
     outcome_release(c->outcomes, t->o);
     for (int i = 0; i < t->nbranches; i++) {
         free(t->b[i].results);
+        free(t->b[i].claimed);
         if (t->b[i].retry_open)
             close_handle(t, (uv_handle_t *)&t->b[i].retry);
     }
@@ -954,6 +1286,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
         return -1;
     }
     o->live = t;
+    t->one_phase = one_phase_eligible(t);
     t->state = TXN_WORKING;
     list_insert(c, t);
     uv_timer_init(c->loop, &t->timer);

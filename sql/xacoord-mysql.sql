@@ -22,16 +22,29 @@
 -- xacoord --init-participants runs the statements below (one per `;` at the end of a line);
 -- this file is compiled into the binary, so the two cannot differ.
 
--- One row per branch that xacoord prepared and has not yet cleaned up. gtrid and bqual are the
--- branch's XID (gtrid "xa1.<node_id>.<boot>.<seq>", bqual the participant's name, both at most
--- 64 bytes - the XA limits); client_id is the client's transaction id, when it named one.
+-- One row per branch that xacoord prepared or committed in one phase and has not yet cleaned up.
+-- gtrid and bqual are the branch's XID (gtrid "xa2.<node_id>.<identity>.<boot>.<seq>", bqual the
+-- participant's name, both at most 64 bytes - the XA limits). A transaction with a single branch
+-- commits in one phase, and its marker also holds the client's transaction id, the request's
+-- digest and the coordinator's gtrid prefix ("xa2.<node_id>.<identity>.", the data directory whose
+-- journal would otherwise remember the id): the unique key on (coordinator, client_id, bqual) makes
+-- a retry of that id find the first one instead of running again (docs/design.md, "One-phase
+-- commit").
 -- Binary columns: XIDs compare byte for byte, as XA RECOVER reports them.
+-- A version 1 table (no digest, no unique key) is brought to version 2 with
+--     ALTER TABLE xacoord_marker ADD COLUMN digest VARBINARY(32) NULL,
+--         ADD COLUMN coordinator VARBINARY(32) NULL,
+--         ADD UNIQUE KEY marker_client_id (coordinator, client_id, bqual);
+--     INSERT INTO xacoord_schema_version (version) VALUES (2);
 CREATE TABLE IF NOT EXISTS xacoord_marker (
     gtrid      VARBINARY(64) NOT NULL,
     bqual      VARBINARY(64) NOT NULL,
     client_id  VARBINARY(64) NULL,
     created_at TIMESTAMP(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-    PRIMARY KEY (gtrid, bqual)
+    digest     VARBINARY(32) NULL,
+    coordinator VARBINARY(32) NULL,
+    PRIMARY KEY (gtrid, bqual),
+    UNIQUE KEY marker_client_id (coordinator, client_id, bqual)
 ) ENGINE = InnoDB;
 
 -- The versions of this schema applied here, one row each; the schema's version is the largest.
@@ -40,4 +53,4 @@ CREATE TABLE IF NOT EXISTS xacoord_schema_version (
     version INT NOT NULL PRIMARY KEY
 ) ENGINE = InnoDB;
 
-INSERT INTO xacoord_schema_version (version) VALUES (1) ON DUPLICATE KEY UPDATE version = version;
+INSERT INTO xacoord_schema_version (version) VALUES (1), (2) ON DUPLICATE KEY UPDATE version = version;

@@ -25,20 +25,32 @@
 
 CREATE SCHEMA IF NOT EXISTS xacoord;
 
--- One row per branch that xacoord prepared and has not yet cleaned up. gtrid and bqual are the
--- branch's XID (gtrid "xa1.<node_id>.<boot>.<seq>", bqual the participant's name, both at most
--- 64 bytes of [a-z0-9._]); client_id is the client's transaction id, when it named one.
+-- One row per branch that xacoord prepared or committed in one phase and has not yet cleaned up.
+-- gtrid and bqual are the branch's XID (gtrid "xa2.<node_id>.<identity>.<boot>.<seq>", bqual the
+-- participant's name, both at most 64 bytes of [a-z0-9._]). A transaction with a single branch
+-- commits in one phase, and its marker also holds the client's transaction id, the request's
+-- digest and the coordinator's gtrid prefix ("xa2.<node_id>.<identity>.", the data directory whose
+-- journal would otherwise remember the id): the unique key on (coordinator, client_id, bqual) makes
+-- a retry of that id find the first one instead of running again (docs/design.md, "One-phase
+-- commit").
 CREATE TABLE IF NOT EXISTS xacoord.marker (
     gtrid      varchar(64) NOT NULL,
     bqual      varchar(64) NOT NULL,
     client_id  varchar(64),
     created_at timestamptz NOT NULL DEFAULT now(),
+    digest     varchar(32),
+    coordinator varchar(32),
     PRIMARY KEY (gtrid, bqual)
 );
+
+-- Version 2 (one-phase commit) on a version 1 schema.
+ALTER TABLE xacoord.marker ADD COLUMN IF NOT EXISTS digest varchar(32);
+ALTER TABLE xacoord.marker ADD COLUMN IF NOT EXISTS coordinator varchar(32);
+CREATE UNIQUE INDEX IF NOT EXISTS marker_client_id ON xacoord.marker (coordinator, client_id, bqual);
 
 -- The versions of this schema applied here, one row each; the schema's version is the largest.
 CREATE TABLE IF NOT EXISTS xacoord.schema_version (
     version int NOT NULL PRIMARY KEY
 );
 
-INSERT INTO xacoord.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO xacoord.schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;

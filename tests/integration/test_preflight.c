@@ -304,7 +304,7 @@ static void test_init_creates_schema(void **state)
 
     assert_int_equal(init_participants(d.config, &out), 0);
     assert_non_null(strstr(out, "participant payment (postgres): created the xacoord schema, "
-                                "version 1"));
+                                "version 2"));
     assert_non_null(strstr(out, "participant order (mysql): created the xacoord schema"));
     assert_non_null(strstr(out, "participant warehouse (mysql): already has the xacoord schema"));
     free(out);
@@ -312,7 +312,7 @@ static void test_init_creates_schema(void **state)
     assert_string_equal(n, "0");
     free(n);
     n = tu_admin_sql("order", "xatest", "SELECT MAX(version) FROM xacoord_schema_version");
-    assert_string_equal(n, "1");
+    assert_string_equal(n, "2");
     free(n);
 
     assert_int_equal(init_participants(d.config, &out), 0);

@@ -16,7 +16,8 @@ static const preflight_need need = {8, 256};
 
 static preflight_facts sound_postgres(void)
 {
-    preflight_facts f = {.postgres = true, .schema_version = 1, .max_prepared_transactions = 1100};
+    preflight_facts f = {
+        .postgres = true, .schema_version = SCHEMA_VERSION, .max_prepared_transactions = 1100};
     strcpy(f.fsync, "on");
     strcpy(f.synchronous_commit, "on");
     strcpy(f.full_page_writes, "on");
@@ -27,7 +28,7 @@ static preflight_facts sound_postgres(void)
  * xa_detach_on_prepare. */
 static preflight_facts sound_mysql(void)
 {
-    preflight_facts f = {.postgres = false, .schema_version = 1};
+    preflight_facts f = {.postgres = false, .schema_version = SCHEMA_VERSION};
     strcpy(f.flush_log_at_trx_commit, "1");
     strcpy(f.sync_binlog, "0");
     strcpy(f.log_bin, "0");
@@ -187,7 +188,7 @@ static void test_schema(void **state)
     f = sound_mysql();
     f.schema_version = 0;
     expect_one(&f, true,
-               "the xacoord schema has version 0, this coordinator needs 1: run `xacoord "
+               "the xacoord schema has version 0, this coordinator needs 2: run `xacoord "
                "--init-participants CONFIG` or sql/xacoord-mysql.sql");
 }
 
@@ -216,12 +217,12 @@ static void test_describe_and_on(void **state)
     preflight_facts f = sound_postgres();
     preflight_describe(&f, buf, sizeof buf);
     assert_string_equal(buf, "fsync=on synchronous_commit=on full_page_writes=on "
-                             "max_prepared_transactions=1100 primary; xacoord schema version 1");
+                             "max_prepared_transactions=1100 primary; xacoord schema version 2");
     f = sound_mysql();
     strcpy(f.xa_detach_on_prepare, "1");
     preflight_describe(&f, buf, sizeof buf);
     assert_string_equal(buf, "innodb_flush_log_at_trx_commit=1 sync_binlog=0 log_bin=OFF "
-                             "read_only=OFF xa_detach_on_prepare=ON; xacoord schema version 1");
+                             "read_only=OFF xa_detach_on_prepare=ON; xacoord schema version 2");
     assert_true(preflight_on("1") && preflight_on("ON") && preflight_on("on") &&
                 preflight_on("true") && preflight_on("yes"));
     assert_false(preflight_on("0") || preflight_on("OFF") || preflight_on("") || preflight_on("2"));
@@ -277,14 +278,18 @@ static void expect_statements(const char *driver, int want, const char *const *s
 
 static void test_ddl_statements(void **state)
 {
-    static const char *const pg[] = {"CREATE SCHEMA IF NOT EXISTS xacoord",
-                                     "CREATE TABLE IF NOT EXISTS xacoord.marker (",
-                                     "CREATE TABLE IF NOT EXISTS xacoord.schema_version (",
-                                     "INSERT INTO xacoord.schema_version"};
+    static const char *const pg[] = {
+        "CREATE SCHEMA IF NOT EXISTS xacoord",
+        "CREATE TABLE IF NOT EXISTS xacoord.marker (",
+        "ALTER TABLE xacoord.marker ADD COLUMN IF NOT EXISTS digest",
+        "ALTER TABLE xacoord.marker ADD COLUMN IF NOT EXISTS coordinator",
+        "CREATE UNIQUE INDEX IF NOT EXISTS marker_client_id",
+        "CREATE TABLE IF NOT EXISTS xacoord.schema_version (",
+        "INSERT INTO xacoord.schema_version"};
     static const char *const my[] = {"CREATE TABLE IF NOT EXISTS xacoord_marker (",
                                      "CREATE TABLE IF NOT EXISTS xacoord_schema_version (",
                                      "INSERT INTO xacoord_schema_version"};
-    expect_statements("postgres", 4, pg);
+    expect_statements("postgres", 7, pg);
     expect_statements("mysql", 3, my);
 }
 
