@@ -742,7 +742,8 @@ static void test_dump_reloads_what_loaded(void **state)
     fixture *fx = *state;
     expect_error(fx, "[coordinator]\nnode_id = c1\ndata_dir =;\n[participant.m]\ndriver = memory\n",
                  3, "[coordinator] data_dir", "must not start with ';'");
-    expect_error(fx, COORD "api_token_file=;x\n" PG, 4, "api_token_file", "must not start with ';'");
+    expect_error(fx, COORD "api_token_file=;x\n" PG, 4, "api_token_file",
+                 "must not start with ';'");
 }
 
 int main(void)

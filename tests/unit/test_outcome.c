@@ -95,7 +95,8 @@ static void test_prune_extreme_times(void **state)
     outcomes_prune(os, INT64_MIN, 1000);      /* a clock before everything prunes nothing */
     assert_int_equal(outcomes_count(os), 1);
     add(os, 4, OUTCOME_ABORTED, INT64_MIN);
-    outcomes_prune(os, 0, 1000); /* id3 is in the future: the walk stops there, as for a young one */
+    /* id3 is in the future: the walk stops there, as for a young outcome. */
+    outcomes_prune(os, 0, 1000);
     assert_non_null(outcome_find(os, "id3"));
     outcomes_free(os);
 }
