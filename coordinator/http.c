@@ -32,6 +32,9 @@
 #define HTTP_IN_CAP 16384
 /* How long a closing connection drains the peer so that it can read our last response. */
 #define HTTP_LINGER_MS 2000
+/* ... and at most this many bytes: a client still sending past it gets a reset. */
+#define HTTP_LINGER_MAX_BYTES (1u << 20)
+#define HTTP_DISCARD_CAP 65536
 #define HTTP_BACKLOG 511
 /* http_parser_url stores offsets in 16 bits. */
 #define HTTP_MAX_URL 65535
@@ -64,6 +67,7 @@ struct http_server {
     int nlive;  /* not closing: what the connection limit counts */
     int pending;
     size_t buffered, buffered_peak; /* bytes of body buffers, all connections */
+    char discard[HTTP_DISCARD_CAP]; /* where lingering connections read: no buffer of their own */
     bool stopping;
     bool listener_closed;
     http_conn *conns;
@@ -99,6 +103,7 @@ struct http_conn {
     http_conn *prev, *next;
     int handles_open;
     bool reading, closing, lingering, close_after_write, resp_writing;
+    size_t discarded; /* bytes drained while lingering */
     enum conn_phase phase;
     uint64_t phase_since; /* uv_now() when the phase began: the oldest idle one goes first */
 
@@ -228,6 +233,10 @@ static bool conn_busy(const http_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     http_conn *c = h->data;
+    if (c->lingering) {
+        *buf = uv_buf_init(c->srv->discard, sizeof c->srv->discard);
+        return;
+    }
     if (!c->in && !(c->in = malloc(HTTP_IN_CAP))) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: the connection closes */
         return;
@@ -749,6 +758,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->lingering) {
         c->in_len = c->lingering ? 0 : c->in_len; /* lingering input is discarded */
         conn_trim_input(c);
+        c->discarded += (size_t)nread;
+        if (c->discarded > HTTP_LINGER_MAX_BYTES)
+            conn_close(c);
         return;
     }
     c->in_len += (size_t)nread;
