@@ -609,6 +609,15 @@ static http_req_priv *request_head(http_conn *c, const http_parser *p)
     return r;
 }
 
+/* The path is "/..." (origin or absolute form) or "*" (asterisk form): http_parser also takes
+ * "*1.1" or "x/y" as a path, which no handler should have to expect (found by fuzz/fuzz_http). */
+static bool target_form_ok(const http_conn *c)
+{
+    const char *path;
+    size_t plen = url_part(c, UF_PATH, &path);
+    return plen == 0 || path[0] == '/' || (plen == 1 && path[0] == '*');
+}
+
 /* Everything about the body is decided here, before a byte of it is read. */
 static int on_headers_complete(http_parser *p)
 {
@@ -619,7 +628,8 @@ static int on_headers_complete(http_parser *p)
     if (p->method == HTTP_CONNECT)
         return fail_cb(c, 405, "CONNECT is not supported");
     http_parser_url_init(&c->url_parts);
-    if (!c->url.p || http_parser_parse_url(c->url.p, c->url.len, 0, &c->url_parts) != 0)
+    if (!c->url.p || http_parser_parse_url(c->url.p, c->url.len, 0, &c->url_parts) != 0 ||
+        !target_form_ok(c))
         return fail_cb(c, 400, "invalid request target");
     if (has_length && p->content_length > lim->max_body_bytes)
         return fail_cb(c, 413, "request body too large");

@@ -716,6 +716,22 @@ static void test_token_checked_before_body(void **state)
     stop_server(&c);
 }
 
+/* A target that is neither "/..." nor "*" is refused (found by fuzz/fuzz_http). */
+static void test_odd_request_target(void **state)
+{
+    ctx c;
+    client cl;
+    response r;
+    const step steps[] = {SEND("POST *1.1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), READ(1), END};
+    start_server(&c, NULL);
+    client_start(&cl, &c, steps);
+    client_wait(&cl, &c);
+    assert_int_equal(client_responses(&cl, &r, 1), 1);
+    assert_int_equal(r.status, 400);
+    assert_int_equal(c.calls, 0);
+    stop_server(&c);
+}
+
 /* Bodies are buffered within max_buffered_bytes (503 past it), except small ones. */
 static void test_buffered_bytes_budget(void **state)
 {
@@ -833,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_trickle_cannot_extend_deadline),
         cmocka_unit_test(test_token_checked_before_body),
         cmocka_unit_test(test_buffered_bytes_budget),
+        cmocka_unit_test(test_odd_request_target),
         cmocka_unit_test(test_respond_error_escapes),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_bad_address),
