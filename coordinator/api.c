@@ -377,9 +377,27 @@ static void handle(http_request *req, void *arg)
         http_respond_error(req, 404, "no such endpoint");
 }
 
+/* Before a body is read: the endpoints that need the token refuse a request without it. */
+static bool authorize_head(const http_request *head, void *arg)
+{
+    bool public_path = strcmp(head->method, "GET") == 0 &&
+                (strcmp(head->path, "/healthz") == 0 || strcmp(head->path, "/readyz") == 0);
+    return public_path || token_ok(arg, head);
+}
+
 int api_start(coord *c, http_server **out, char *err, size_t errlen)
 {
-    http_limits lim = {16384, c->cfg->max_body_bytes, 1024, 60000};
+    const config *cfg = c->cfg;
+    http_limits lim = {
+        .max_header_bytes = 16384,
+        .max_body_bytes = cfg->max_body_bytes,
+        .max_connections = cfg->http_max_connections,
+        .idle_timeout_ms = cfg->http_idle_timeout_ms,
+        .header_timeout_ms = cfg->http_header_timeout_ms,
+        .body_timeout_ms = cfg->http_body_timeout_ms,
+        .max_buffered_bytes = cfg->http_max_buffered_bytes,
+        .authorize = authorize_head,
+    };
     int rc = http_server_start(out, c->loop, c->cfg->listen_host, c->cfg->listen_port, &lim,
                                handle, c);
     if (rc != 0)

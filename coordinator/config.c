@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,15 @@ static const key_desc coord_keys[] = {
     {"recovery_interval_ms", K_U32, CO(recovery_interval_ms), 0, 100, MS_DAY, "10000", false, 0},
     {"outcome_retention_s", K_I64, CO(outcome_retention_s), 0, 1, 315360000, "86400", false, 0},
     {"max_body_bytes", K_SIZE, CO(max_body_bytes), 0, 1024, 64 << 20, "1048576", false, 0},
-    {"journal_segment_bytes", K_SIZE, CO(journal_segment_bytes), 0, 64 << 10, 1 << 30,
+    {"http_max_connections", K_INT, CO(http_max_connections), 0, 16, 1000000, "1024", false, 0},
+    {"http_max_buffered_bytes", K_SIZE, CO(http_max_buffered_bytes), 0, 1 << 20, INT64_C(1) << 40,
      "67108864", false, 0},
+    {"http_header_timeout_ms", K_U32, CO(http_header_timeout_ms), 0, 100, MS_HOUR, "10000", false,
+     0},
+    {"http_body_timeout_ms", K_U32, CO(http_body_timeout_ms), 0, 100, MS_HOUR, "30000", false, 0},
+    {"http_idle_timeout_ms", K_U32, CO(http_idle_timeout_ms), 0, 100, MS_DAY, "60000", false, 0},
+    {"journal_segment_bytes", K_SIZE, CO(journal_segment_bytes), 0, 64 << 10, 1 << 30, "67108864",
+     false, 0},
     {"max_branches", K_INT, CO(max_branches), 0, 1, 64, "16", false, 0},
     {"max_statements", K_INT, CO(max_statements), 0, 1, 1024, "64", false, 0},
     {"log_level", K_LOG_LEVEL, CO(log_level), 0, 0, 0, "info", false, 0},
@@ -265,50 +273,11 @@ static int parse_node_id(const char *v, char *out, char *prob)
     return 0;
 }
 
-/* A conninfo is key=value pairs (values optionally single-quoted with backslash escapes) or a
- * postgres:// URI. A password in it would end up in logs and ps-like tools: refuse it. A host
- * name would be resolved by a blocking call inside the asynchronous connect: refuse that too. */
-static int next_conninfo_pair(const char **pp, char *key, size_t klen, char *val, size_t vlen)
-{
-    const char *p = *pp;
-    size_t k = 0, n = 0;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (*p == '\0')
-        return 0;
-    while (*p && *p != '=' && *p != ' ' && *p != '\t') {
-        if (k + 1 < klen)
-            key[k++] = *p;
-        p++;
-    }
-    key[k] = '\0';
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (*p != '=')
-        return -1;
-    p++;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    bool quoted = *p == '\'';
-    if (quoted)
-        p++;
-    while (*p && (quoted ? *p != '\'' : (*p != ' ' && *p != '\t'))) {
-        if (*p == '\\' && p[1])
-            p++;
-        if (n + 1 < vlen)
-            val[n++] = *p;
-        p++;
-    }
-    val[n] = '\0';
-    if (quoted) {
-        if (*p != '\'')
-            return -1;
-        p++;
-    }
-    *pp = p;
-    return 1;
-}
-
+/* A conninfo is read by libpq's own parser, so that the rules below see what libpq will use:
+ * keys and values after unquoting, and after percent-decoding in a postgres:// URI (where
+ * "?pass%77ord=x" is a password and the authority is a host list). A password in it would end up
+ * in logs and ps-like tools: refuse it. A host name would be resolved by a blocking call inside
+ * the asynchronous connect: refuse that too, unless hostaddr gives the address. */
 static int check_conninfo_hosts(const char *hosts, char *prob)
 {
     char buf[256];
@@ -326,40 +295,45 @@ static int check_conninfo_hosts(const char *hosts, char *prob)
     return 0;
 }
 
+static int check_conninfo_options(const PQconninfoOption *opts, char *prob)
+{
+    const char *hosts = NULL;
+    bool hostaddr = false;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "password") == 0) {
+            snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
+            return -1;
+        }
+        if (strcmp(o->keyword, "hostaddr") == 0 && o->val[0])
+            hostaddr = true;
+        if (strcmp(o->keyword, "host") == 0)
+            hosts = o->val;
+    }
+    if (!hostaddr && hosts && strlen(hosts) >= 256) {
+        snprintf(prob, PROBLEM_MAX, "host list longer than 255 characters");
+        return -1;
+    }
+    return !hostaddr && hosts && hosts[0] ? check_conninfo_hosts(hosts, prob) : 0;
+}
+
 static int parse_conninfo(const char *v, char *prob)
 {
-    if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0) {
-        const char *auth = strstr(v, "://") + 3;
-        size_t authlen = strcspn(auth, "/?");
-        const char *at = memchr(auth, '@', authlen);
-        if ((at && memchr(auth, ':', (size_t)(at - auth))) || strstr(v, "password=")) {
-            snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
-            return -1;
-        }
-        return 0;
-    }
-    char key[64], val[256], hosts[256] = "";
-    bool hostaddr = false;
-    const char *p = v;
-    int r;
-    while ((r = next_conninfo_pair(&p, key, sizeof key, val, sizeof val)) > 0) {
-        if (strcmp(key, "password") == 0) {
-            snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
-            return -1;
-        }
-        if (strcmp(key, "hostaddr") == 0)
-            hostaddr = true;
-        if (strcmp(key, "host") == 0)
-            snprintf(hosts, sizeof hosts, "%s", val);
-    }
-    if (r < 0) {
-        /* Do not quote it: a malformed string may hide a password. */
-        snprintf(prob, PROBLEM_MAX, "malformed: expected key=value pairs separated by spaces");
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(v, &perr);
+    int rc;
+    if (!opts) {
+        /* Not libpq's message: it quotes the text, which may hold a password. */
+        PQfreemem(perr);
+        snprintf(prob, PROBLEM_MAX,
+                 "malformed: expected key=value pairs separated by spaces or a postgresql:// URI "
+                 "with known keys");
         return -1;
     }
-    if (!hostaddr && hosts[0] && check_conninfo_hosts(hosts, prob) < 0)
-        return -1;
-    return 0;
+    rc = check_conninfo_options(opts, prob);
+    PQconninfoFree(opts);
+    return rc;
 }
 
 /* Reads a secret file: opened first and then checked through the descriptor, so the checks
@@ -487,6 +461,11 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
     void *field = (char *)obj + k->off;
     if (*v == '\0') {
         snprintf(prob, PROBLEM_MAX, "is empty");
+        return -1;
+    }
+    /* "key =;x" reads as ";x", but "key = ;x" (how config_dump writes it) as a comment. */
+    if (*v == ';') {
+        snprintf(prob, PROBLEM_MAX, "must not start with ';' (it reads as a comment)");
         return -1;
     }
     switch (k->kind) {
@@ -686,21 +665,39 @@ static void scan_section_header(parse_ctx *ctx, const char *line)
     begin_section(ctx, name);
 }
 
-/* fgets for inih that counts lines, drops leading blanks (inih would take an indented line as
- * the continuation of the previous value), sees section headers, and refuses lines longer than
- * inih's buffer instead of letting it split them. Returning NULL ends the parse at the first
- * error. */
+/* Reads one line (with its newline) into str; 1 read, 0 at the end of the file, -1 with the
+ * error set (a NUL byte, which would end the string early and turn the rest of the line into a
+ * line of its own - a comment could then set a key - or a line longer than inih's buffer). */
+static int read_line(parse_ctx *ctx, char *str, int num)
+{
+    int ch, n = 0;
+    while ((ch = getc(ctx->fp)) != EOF) {
+        if (ch == '\0') {
+            fail(ctx, ctx->lineno + 1, "NUL byte in the line");
+            return -1;
+        }
+        if (n == num - 2 && ch != '\n') {
+            fail(ctx, ctx->lineno + 1, "line longer than %d characters", num - 2);
+            return -1;
+        }
+        str[n++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    str[n] = '\0';
+    return n > 0;
+}
+
+/* The line reader for inih: counts lines, drops leading blanks (inih would take an indented line
+ * as the continuation of the previous value), sees section headers, and refuses lines inih would
+ * split or misread. Returning NULL ends the parse at the first error. */
 static char *reader(char *str, int num, void *stream)
 {
     parse_ctx *ctx = stream;
-    if (ctx->failed || !fgets(str, num, ctx->fp))
+    if (ctx->failed || read_line(ctx, str, num) <= 0)
         return NULL;
     ctx->lineno++;
     size_t len = strlen(str);
-    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ctx->fp)) {
-        fail(ctx, ctx->lineno, "line longer than %d characters", num - 2);
-        return NULL;
-    }
     size_t skip = strspn(str, " \t");
     memmove(str, str + skip, len - skip + 1);
     if (str[0] == '[')

@@ -56,6 +56,11 @@ typedef struct config {
     uint32_t recovery_interval_ms;  /* default 10000 */
     int64_t outcome_retention_s;    /* default 86400 */
     size_t max_body_bytes;          /* default 1 MiB */
+    int http_max_connections;       /* default 1024 (http.h: the oldest idle one makes room) */
+    size_t http_max_buffered_bytes; /* request bodies of all connections; default 64 MiB */
+    uint32_t http_header_timeout_ms; /* first byte to last header of a request; default 10000 */
+    uint32_t http_body_timeout_ms;  /* last header to last body byte; default 30000 */
+    uint32_t http_idle_timeout_ms;  /* keep-alive connection without a request; default 60000 */
     size_t journal_segment_bytes;   /* rotate and compact the journal past this; default 64 MiB */
     int max_branches;               /* default 16 */
     int max_statements;             /* per branch; default 64 */

@@ -6,16 +6,25 @@
  * works. Limits are checked in the parser callbacks, before anything is handed out. Responses that
  * end a connection are followed by a lingering close (shutdown, then drain the peer for a moment),
  * so that a client still sending an oversized body reads the 413 instead of a reset.
+ *
+ * Against hostile clients: one timer per connection runs the phase deadline - idle between
+ * requests, then the header deadline from a request's first byte, then the body deadline from its
+ * last header - armed at the start of the phase and never on a read, so a trickle of bytes cannot
+ * keep a connection. Body buffers grow as bytes arrive (never from Content-Length) and are counted
+ * server-wide; the credentials are checked before the body is read. When the connection limit is
+ * reached, the connection that serves nobody the longest makes room for the new one.
  */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 #include "log.h"
 
@@ -23,9 +32,17 @@
 #define HTTP_IN_CAP 16384
 /* How long a closing connection drains the peer so that it can read our last response. */
 #define HTTP_LINGER_MS 2000
+/* ... and at most this many bytes: a client still sending past it gets a reset. */
+#define HTTP_LINGER_MAX_BYTES (1u << 20)
+#define HTTP_DISCARD_CAP 65536
 #define HTTP_BACKLOG 511
 /* http_parser_url stores offsets in 16 bits. */
 #define HTTP_MAX_URL 65535
+/* Descriptors kept for everything but client connections (journal, databases, listener). */
+#define HTTP_FD_RESERVE 256
+/* After the bodies buffered reached this much, memory is handed back to the system once they are
+ * all gone (glibc keeps freed heap otherwise, and raises its mmap threshold after big frees). */
+#define HTTP_TRIM_MARK (8u << 20)
 
 typedef struct http_conn http_conn;
 
@@ -36,6 +53,9 @@ typedef struct sbuf {
 
 enum hdr_target { HDR_NONE, HDR_AUTH, HDR_CTYPE, HDR_EXPECT };
 
+/* What the connection's timer is the deadline of. */
+enum conn_phase { PH_IDLE, PH_HEADERS, PH_BODY, PH_SERVED };
+
 struct http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
@@ -43,8 +63,11 @@ struct http_server {
     http_handler handler;
     void *arg;
     int port;
-    int nconns;
+    int nconns; /* allocated, also those closing */
+    int nlive;  /* not closing: what the connection limit counts */
     int pending;
+    size_t buffered, buffered_peak; /* bytes of body buffers, all connections */
+    char discard[HTTP_DISCARD_CAP]; /* where lingering connections read: no buffer of their own */
     bool stopping;
     bool listener_closed;
     http_conn *conns;
@@ -61,6 +84,7 @@ typedef struct http_req_priv {
     bool http10;
     bool head;
     char *body;
+    size_t body_cap; /* counted in srv->buffered until freed */
     char strings[];
 } http_req_priv;
 
@@ -79,6 +103,9 @@ struct http_conn {
     http_conn *prev, *next;
     int handles_open;
     bool reading, closing, lingering, close_after_write, resp_writing;
+    size_t discarded; /* bytes drained while lingering */
+    enum conn_phase phase;
+    uint64_t phase_since; /* uv_now() when the phase began: the oldest idle one goes first */
 
     /* The request being received. */
     sbuf url, auth, ctype, expect;
@@ -93,8 +120,9 @@ struct http_conn {
     int fail_status;
     const char *fail_msg;
 
-    http_req_priv *ready;   /* complete, not yet handed to the handler */
-    http_req_priv *current; /* handed to the handler, not yet answered */
+    http_req_priv *building; /* headers complete, body still arriving */
+    http_req_priv *ready;    /* complete, not yet handed to the handler */
+    http_req_priv *current;  /* handed to the handler, not yet answered */
 
     size_t in_len;
     char *in; /* HTTP_IN_CAP bytes while unparsed input is held, else NULL: an idle or waiting
@@ -119,9 +147,20 @@ static int sbuf_add(sbuf *b, const char *p, size_t n)
     return 0;
 }
 
+/* Gives back a body buffer and its share of the server-wide count. */
+static void body_free(http_server *srv, char *body, size_t cap)
+{
+    free(body);
+    srv->buffered -= cap;
+    if (srv->buffered == 0 && srv->buffered_peak >= HTTP_TRIM_MARK) {
+        srv->buffered_peak = 0;
+        malloc_trim(0);
+    }
+}
+
 static void req_free(http_req_priv *r)
 {
-    free(r->body);
+    body_free(r->srv, r->body, r->body_cap);
     free(r);
 }
 
@@ -157,7 +196,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     free(c->auth.p);
     free(c->ctype.p);
     free(c->expect.p);
-    free(c->body);
+    body_free(srv, c->body, c->body_cap);
     free(c->in);
     free(c);
     srv_maybe_done(srv);
@@ -169,6 +208,11 @@ static void conn_close(http_conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    c->srv->nlive--;
+    if (c->building) {
+        req_free(c->building);
+        c->building = NULL;
+    }
     if (c->current) {
         c->current->conn = NULL;
         c->current = NULL;
@@ -189,6 +233,10 @@ static bool conn_busy(const http_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     http_conn *c = h->data;
+    if (c->lingering) {
+        *buf = uv_buf_init(c->srv->discard, sizeof c->srv->discard);
+        return;
+    }
     if (!c->in && !(c->in = malloc(HTTP_IN_CAP))) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS: the connection closes */
         return;
@@ -226,16 +274,39 @@ static void conn_update_reading(http_conn *c)
     c->reading = want;
 }
 
+static void conn_fail(http_conn *c, int status, const char *message);
+
+/* A request that missed its deadline is told so; an idle or lingering connection just ends. */
 static void on_timer(uv_timer_t *t)
 {
     http_conn *c = t->data;
-    if (c->lingering || !conn_busy(c))
+    if (c->lingering || c->phase == PH_IDLE)
         conn_close(c);
+    else if ((c->phase == PH_HEADERS || c->phase == PH_BODY) && !conn_busy(c))
+        conn_fail(c, 408,
+                  c->phase == PH_HEADERS ? "request headers not received in time"
+                                         : "request body not received in time");
+}
+
+/* Starts a phase and its deadline; reads never re-arm it. */
+static void conn_enter(http_conn *c, enum conn_phase phase)
+{
+    const http_limits *lim = &c->srv->lim;
+    c->phase = phase;
+    c->phase_since = uv_now(c->srv->loop);
+    if (phase == PH_SERVED)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer,
+                       phase == PH_IDLE      ? lim->idle_timeout_ms
+                       : phase == PH_HEADERS ? lim->header_timeout_ms
+                                             : lim->body_timeout_ms,
+                       0);
 }
 
 static void conn_arm_idle(http_conn *c)
 {
-    uv_timer_start(&c->timer, on_timer, c->srv->lim.idle_timeout_ms, 0);
+    conn_enter(c, PH_IDLE);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -250,6 +321,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void conn_linger(http_conn *c)
 {
     c->lingering = true;
+    c->phase = PH_IDLE;
+    c->phase_since = uv_now(c->srv->loop);
     c->in_len = 0;
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -394,8 +467,10 @@ static int on_message_begin(http_parser *p)
     c->field_long = c->in_value = c->has_auth = c->has_ctype = false;
     c->target = HDR_NONE;
     c->header_bytes = 0;
+    body_free(c->srv, c->body, c->body_cap);
     c->body = NULL;
     c->body_len = c->body_cap = 0;
+    conn_enter(c, PH_HEADERS);
     return 0;
 }
 
@@ -481,57 +556,6 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-/* Everything about the body is decided here, before a byte of it is read. */
-static int on_headers_complete(http_parser *p)
-{
-    http_conn *c = p->data;
-    const http_limits *lim = &c->srv->lim;
-    bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
-
-    if (p->method == HTTP_CONNECT)
-        return fail_cb(c, 405, "CONNECT is not supported");
-    http_parser_url_init(&c->url_parts);
-    if (!c->url.p || http_parser_parse_url(c->url.p, c->url.len, 0, &c->url_parts) != 0)
-        return fail_cb(c, 400, "invalid request target");
-    if (has_length && p->content_length > lim->max_body_bytes)
-        return fail_cb(c, 413, "request body too large");
-    if (has_length && p->content_length > 0) {
-        c->body = malloc(p->content_length + 1);
-        if (!c->body)
-            return fail_cb(c, 503, "out of memory");
-        c->body_cap = p->content_length + 1;
-    }
-    if (c->expect.len > 0 && strcasecmp(c->expect.p, "100-continue") == 0 && p->http_minor >= 1 &&
-        ((has_length && p->content_length > 0) || (p->flags & F_CHUNKED))) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (conn_write(c, cont, sizeof cont - 1, NULL, 0, on_interim_written) != 0)
-            return fail_cb(c, 503, "cannot write");
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    http_conn *c = p->data;
-    size_t max = c->srv->lim.max_body_bytes;
-    if (c->body_len + n > max)
-        return fail_cb(c, 413, "request body too large");
-    if (c->body_len + n + 1 > c->body_cap) {
-        size_t cap = (c->body_len + n + 1) * 2;
-        char *nb;
-        if (cap > max + 1)
-            cap = max + 1;
-        nb = realloc(c->body, cap);
-        if (!nb)
-            return fail_cb(c, 503, "out of memory");
-        c->body = nb;
-        c->body_cap = cap;
-    }
-    memcpy(c->body + c->body_len, at, n);
-    c->body_len += n;
-    return 0;
-}
-
 static size_t url_part(const http_conn *c, int field, const char **at)
 {
     if (!(c->url_parts.field_set & (1u << field))) {
@@ -551,11 +575,10 @@ static char *put_string(char **cursor, const char *s, size_t n)
     return start;
 }
 
-/* The request is complete: copy it out of the connection's buffers and pause the parser, so that
- * pipelined bytes wait until this one is answered. */
-static int on_message_complete(http_parser *p)
+/* The request as the handler will see it, minus the body: made once the headers are complete,
+ * so that the credentials can be checked before a body byte is read. */
+static http_req_priv *request_head(http_conn *c, const http_parser *p)
 {
-    http_conn *c = p->data;
     const char *path, *query;
     size_t plen = url_part(c, UF_PATH, &path), qlen = url_part(c, UF_QUERY, &query);
     size_t alen = c->has_auth ? c->auth.len : 0, clen = c->has_ctype ? c->ctype.len : 0;
@@ -568,15 +591,13 @@ static int on_message_complete(http_parser *p)
     }
     r = calloc(1, sizeof *r + plen + qlen + alen + clen + 4);
     if (!r)
-        return fail_cb(c, 503, "out of memory");
+        return NULL;
     cursor = r->strings;
     r->srv = c->srv;
     r->conn = c;
     r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
     r->http10 = p->http_major == 1 && p->http_minor == 0;
     r->head = p->method == HTTP_HEAD;
-    r->body = c->body;
-    c->body = NULL;
     r->pub.method = http_method_str((enum http_method)p->method);
     r->pub.path = put_string(&cursor, path, plen);
     r->pub.query = put_string(&cursor, query, qlen);
@@ -584,6 +605,100 @@ static int on_message_complete(http_parser *p)
         c->has_auth ? put_string(&cursor, c->auth.p ? c->auth.p : "", alen) : NULL;
     r->pub.content_type =
         c->has_ctype ? put_string(&cursor, c->ctype.p ? c->ctype.p : "", clen) : NULL;
+    r->pub.body = "";
+    return r;
+}
+
+/* The path is "/..." (origin or absolute form) or "*" (asterisk form): http_parser also takes
+ * "*1.1" or "x/y" as a path, which no handler should have to expect (found by fuzz/fuzz_http). */
+static bool target_form_ok(const http_conn *c)
+{
+    const char *path;
+    size_t plen = url_part(c, UF_PATH, &path);
+    return plen == 0 || path[0] == '/' || (plen == 1 && path[0] == '*');
+}
+
+/* Everything about the body is decided here, before a byte of it is read. */
+static int on_headers_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    const http_limits *lim = &c->srv->lim;
+    bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+
+    if (p->method == HTTP_CONNECT)
+        return fail_cb(c, 405, "CONNECT is not supported");
+    http_parser_url_init(&c->url_parts);
+    if (!c->url.p || http_parser_parse_url(c->url.p, c->url.len, 0, &c->url_parts) != 0 ||
+        !target_form_ok(c))
+        return fail_cb(c, 400, "invalid request target");
+    if (has_length && p->content_length > lim->max_body_bytes)
+        return fail_cb(c, 413, "request body too large");
+    if (!(c->building = request_head(c, p)))
+        return fail_cb(c, 503, "out of memory");
+    if (lim->authorize && !lim->authorize(&c->building->pub, c->srv->arg))
+        return fail_cb(c, 401, "missing or invalid bearer token");
+    conn_enter(c, PH_BODY);
+    if (c->expect.len > 0 && strcasecmp(c->expect.p, "100-continue") == 0 && p->http_minor >= 1 &&
+        ((has_length && p->content_length > 0) || (p->flags & F_CHUNKED))) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (conn_write(c, cont, sizeof cont - 1, NULL, 0, on_interim_written) != 0)
+            return fail_cb(c, 503, "cannot write");
+    }
+    return 0;
+}
+
+/* Grows the body buffer to hold `need` bytes (and a NUL), doubling up to the body limit, within
+ * the server-wide budget unless the body stays small. */
+static int body_reserve(http_conn *c, size_t need)
+{
+    http_server *srv = c->srv;
+    size_t max = srv->lim.max_body_bytes, cap = need * 2;
+    char *nb;
+    if (need + 1 <= c->body_cap)
+        return 0;
+    if (cap > max + 1)
+        cap = max + 1;
+    if (need <= HTTP_SMALL_BODY && cap > HTTP_SMALL_BODY + 1)
+        cap = HTTP_SMALL_BODY + 1; /* a small body stays exempt from the budget */
+    if (cap > HTTP_SMALL_BODY + 1 &&
+        srv->buffered + (cap - c->body_cap) > srv->lim.max_buffered_bytes)
+        return fail_cb(c, 503, "server busy: too many request bytes buffered, retry later");
+    if (!(nb = realloc(c->body, cap)))
+        return fail_cb(c, 503, "out of memory");
+    srv->buffered += cap - c->body_cap;
+    if (srv->buffered > srv->buffered_peak)
+        srv->buffered_peak = srv->buffered;
+    c->body = nb;
+    c->body_cap = cap;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    http_conn *c = p->data;
+    if (c->body_len + n > c->srv->lim.max_body_bytes)
+        return fail_cb(c, 413, "request body too large");
+    if (body_reserve(c, c->body_len + n) != 0)
+        return -1;
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    return 0;
+}
+
+/* The request is complete: move the body into it and pause the parser, so that pipelined bytes
+ * wait until this one is answered. */
+static int on_message_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+    http_req_priv *r = c->building;
+
+    if (!r)
+        return fail_cb(c, 503, "out of memory");
+    c->building = NULL;
+    r->body = c->body;
+    r->body_cap = c->body_cap;
+    c->body = NULL;
+    c->body_cap = 0;
     if (r->body)
         r->body[c->body_len] = '\0';
     r->pub.body = r->body ? r->body : "";
@@ -613,7 +728,7 @@ static void conn_dispatch(http_conn *c)
     c->ready = NULL;
     c->current = r;
     srv->pending++;
-    uv_timer_stop(&c->timer);
+    conn_enter(c, PH_SERVED);
     srv->handler(&r->pub, srv->arg);
 }
 
@@ -653,13 +768,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->lingering) {
         c->in_len = c->lingering ? 0 : c->in_len; /* lingering input is discarded */
         conn_trim_input(c);
+        c->discarded += (size_t)nread;
+        if (c->discarded > HTTP_LINGER_MAX_BYTES)
+            conn_close(c);
         return;
     }
     c->in_len += (size_t)nread;
-    if (!conn_busy(c)) {
-        conn_arm_idle(c);
-        conn_process(c);
-    }
+    if (!conn_busy(c))
+        conn_process(c); /* no deadline is re-armed here: a trickle cannot extend one */
     if (!c->closing)
         conn_trim_input(c);
     conn_update_reading(c);
@@ -672,8 +788,8 @@ static void on_rejected_closed(uv_handle_t *h)
     free(h);
 }
 
-/* Over the limit (or out of memory): accept and close at once, so that the client learns it
- * immediately and the listen queue does not fill with connections nobody serves. */
+/* Out of room (or memory): accept and close at once, so that the client learns it immediately
+ * and the listen queue does not fill with connections nobody serves. */
 static void reject_connection(uv_stream_t *server)
 {
     uv_tcp_t *t = malloc(sizeof *t);
@@ -682,6 +798,44 @@ static void reject_connection(uv_stream_t *server)
     uv_tcp_init(server->loop, t);
     uv_accept(server, (uv_stream_t *)t);
     uv_close((uv_handle_t *)t, on_rejected_closed);
+}
+
+/* Rank of a connection as the one to close for a newcomer: lingering first, then idle, then
+ * still sending its request; -1 for one the handler is working for. */
+static int evict_rank(const http_conn *c)
+{
+    if (c->closing)
+        return -1;
+    if (c->lingering)
+        return 0;
+    if (conn_busy(c) || c->ready)
+        return -1;
+    return c->phase == PH_IDLE ? 1 : 2;
+}
+
+/* At the connection limit: closes the connection that serves nobody the longest (a slow or idle
+ * client loses its place before a new one is turned away). False when every one is busy. */
+static bool make_room(http_server *srv)
+{
+    http_conn *victim = NULL;
+    int best = 3;
+    for (http_conn *c = srv->conns; c; c = c->next) {
+        int rank = evict_rank(c);
+        if (rank < 0)
+            continue;
+        if (rank < best || (rank == best && c->phase_since < victim->phase_since)) {
+            victim = c;
+            best = rank;
+        }
+    }
+    if (!victim)
+        return false;
+    log_debug("http", "connection limit (%d) reached: closing the %s connection", srv->nlive,
+              best == 0   ? "lingering"
+              : best == 1 ? "longest idle"
+                          : "slowest");
+    conn_close(victim);
+    return true;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -695,7 +849,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (srv->stopping)
         return;
-    if (srv->nconns >= srv->lim.max_connections || !(c = calloc(1, sizeof *c))) {
+    if ((srv->nlive >= srv->lim.max_connections && !make_room(srv)) ||
+        !(c = calloc(1, sizeof *c))) {
         reject_connection(server);
         return;
     }
@@ -709,6 +864,7 @@ static void on_connection(uv_stream_t *server, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    srv->nlive++;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -729,10 +885,25 @@ static void on_failed_listener_closed(uv_handle_t *h)
 
 static void apply_limits(http_limits *dst, const http_limits *src)
 {
-    static const http_limits defaults = {16 * 1024, 1024 * 1024, 1024, 60000};
+    static const http_limits defaults = {
+        .max_header_bytes = 16 * 1024,
+        .max_body_bytes = 1024 * 1024,
+        .max_connections = 1024,
+        .idle_timeout_ms = 60000,
+        .header_timeout_ms = 10000,
+        .body_timeout_ms = 30000,
+        .max_buffered_bytes = 64u << 20,
+    };
     *dst = defaults;
     if (!src)
         return;
+    dst->authorize = src->authorize;
+    if (src->header_timeout_ms)
+        dst->header_timeout_ms = src->header_timeout_ms;
+    if (src->body_timeout_ms)
+        dst->body_timeout_ms = src->body_timeout_ms;
+    if (src->max_buffered_bytes)
+        dst->max_buffered_bytes = src->max_buffered_bytes;
     if (src->max_header_bytes)
         dst->max_header_bytes = src->max_header_bytes;
     if (src->max_body_bytes)
@@ -741,6 +912,26 @@ static void apply_limits(http_limits *dst, const http_limits *src)
         dst->max_connections = src->max_connections;
     if (src->idle_timeout_ms)
         dst->idle_timeout_ms = src->idle_timeout_ms;
+}
+
+/* Every connection holds a descriptor: raise the soft limit as far as needed and allowed, and
+ * lower the connection limit to what remains, so that accept never fails with EMFILE (which
+ * would reset new clients instead of making room for them). */
+static void fit_descriptor_limit(http_limits *lim)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)lim->max_connections + HTTP_FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur >= want)
+        return;
+    lim->max_connections =
+        rl.rlim_cur > 2 * HTTP_FD_RESERVE ? (int)(rl.rlim_cur - HTTP_FD_RESERVE) : HTTP_FD_RESERVE;
+    log_warn("http", "open file limit %llu: at most %d connections (raise LimitNOFILE)",
+             (unsigned long long)rl.rlim_cur, lim->max_connections);
 }
 
 static int bind_and_listen(http_server *srv, const char *host, int port)
@@ -782,6 +973,7 @@ int http_server_start(http_server **out, uv_loop_t *loop, const char *host, int 
     srv->handler = handler;
     srv->arg = arg;
     apply_limits(&srv->lim, limits);
+    fit_descriptor_limit(&srv->lim);
     rc = uv_tcp_init(loop, &srv->listener);
     if (rc != 0) {
         free(srv);

@@ -1130,6 +1130,15 @@ uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
         snprintf(err, errlen, "journal: not idle, cannot start a boot");
         return 0;
     }
+    /* Refused before anything is written: a wrapped counter would reuse the names of old
+     * branches, and a record per attempt would grow the journal on every retry. */
+    if (j->last_boot == UINT64_MAX) {
+        snprintf(err, errlen,
+                 "journal: the boot counter of %s is at its maximum (%" PRIu64
+                 "); the journal is damaged or forged - restore it from a backup",
+                 j->dir, j->last_boot);
+        return 0;
+    }
     if (rec_append(&b, &r) != 0) {
         snprintf(err, errlen, "journal: out of memory");
         return 0;

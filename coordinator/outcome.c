@@ -203,6 +203,15 @@ void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), v
     }
 }
 
+/* Whether an outcome reached at time_ms is older than the retention at now_ms. time_ms comes
+ * from the journal, so any int64 is possible: compared without an overflowing subtraction. */
+static bool past_retention(int64_t now_ms, int64_t time_ms, int64_t retention_ms)
+{
+    if (time_ms >= now_ms)
+        return false;
+    return (uint64_t)now_ms - (uint64_t)time_ms > (uint64_t)retention_ms;
+}
+
 /* The list is in creation order, close to outcome order: the walk stops at the first settled
  * outcome still within the retention (what follows is younger). Outcomes that cannot go yet - in
  * flight, or committed with a participant still owed its COMMIT - are stepped over. */
@@ -213,7 +222,7 @@ void outcomes_prune(outcomes *os, int64_t now_ms, int budget)
         outcome *next = o->next;
         bool settled = o->state != OUTCOME_IN_PROGRESS && !o->live && !o->waiters;
         if (settled && o->pending == 0) {
-            if (now_ms - o->time_ms <= os->retention_ms)
+            if (!past_retention(now_ms, o->time_ms, os->retention_ms))
                 break;
             outcome_unindex(os, o);
             free_outcome(o);

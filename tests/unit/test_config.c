@@ -535,6 +535,43 @@ static void test_conninfo(void **state)
                  6, "conninfo", "numeric");
     expect_error(fx, COORD "[participant.p]\ndriver = postgres\nconninfo = dbname='hunter2\n", 6,
                  "conninfo", "malformed");
+    /* What libpq reads, not what the text looks like: a URI's host list, percent-encoded keys. */
+    expect_error(fx,
+                 COORD "[participant.p]\ndriver = postgres\n"
+                       "conninfo = postgresql://db.example.com/payment\n",
+                 6, "conninfo", "db.example.com is not a numeric address");
+    expect_error(fx,
+                 COORD "[participant.p]\ndriver = postgres\n"
+                       "conninfo = postgresql://127.0.0.1,db.example.com:5433/payment\n",
+                 6, "conninfo", "db.example.com is not a numeric address");
+    expect_error(fx,
+                 COORD "[participant.p]\ndriver = postgres\n"
+                       "conninfo = postgresql://127.0.0.1/payment?pass%77ord=hunter2\n",
+                 6, "conninfo", "use password_file");
+    expect_error(fx,
+                 COORD "[participant.p]\ndriver = postgres\n"
+                       "conninfo = postgres://127.0.0.1/payment?host=db.example.com\n",
+                 6, "conninfo", "not a numeric address");
+    expect_error(fx,
+                 COORD "[participant.p]\ndriver = postgres\n"
+                       "conninfo = postgresql://127.0.0.1/payment?colour=red\n",
+                 6, "conninfo", "malformed");
+    static const char *const fine[] = {
+        "postgresql://127.0.0.1:5432/payment?sslmode=disable",
+        "postgresql://xacoord@[::1]/payment",
+        "postgresql:///payment?host=/run/postgresql",
+        "postgresql://db.example.com/payment?hostaddr=10.0.0.1",
+        "host=/run/postgresql dbname=payment",
+    };
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        char text[512], err[512];
+        config cfg;
+        snprintf(text, sizeof text, COORD "[participant.p]\ndriver = postgres\nconninfo = %s\n",
+                 fine[i]);
+        if (load_text(fx, text, &cfg, err, sizeof err) != 0)
+            fail_msg("refused %s: %s", fine[i], err);
+        config_free(&cfg);
+    }
 }
 
 static void test_secret_files(void **state)
@@ -667,6 +704,48 @@ static void test_syntax(void **state)
     expect_error(fx, text, 4, "line longer than", NULL);
 }
 
+/* A NUL byte must not split a line: inih reads lines in chunks of 199 bytes, and with a NUL in
+ * the first chunk the rest of the line used to be read as a line of its own - so a comment could
+ * set any key (here data_dir). */
+static void test_nul_byte(void **state)
+{
+    fixture *fx = *state;
+    static const char head[] = "[coordinator]\nnode_id = c1\n; c";
+    static const char tail[] = "data_dir = /tmp/elsewhere\n[participant.m]\ndriver = memory\n";
+    char text[1024], err[512], prefix[200];
+    size_t n = 0;
+    config cfg;
+    FILE *f;
+    memcpy(text + n, head, sizeof head - 1);
+    n += sizeof head - 1;
+    text[n++] = '\0';
+    memset(text + n, ' ', 195); /* "data_dir" starts a new 199-byte chunk */
+    n += 195;
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s", tail);
+    f = fopen(fx->cfg_path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+    if (config_load(fx->cfg_path, &cfg, err, sizeof err) == 0) {
+        config_free(&cfg);
+        fail_msg("a NUL byte was accepted");
+    }
+    snprintf(prefix, sizeof prefix, "%s:3: NUL byte", fx->cfg_path);
+    if (strncmp(err, prefix, strlen(prefix)) != 0)
+        fail_msg("want \"%s\", got \"%s\"", prefix, err);
+}
+
+/* Every value that loads is written back by config_dump in a form that loads to the same value:
+ * "key =;x" is the value ";x", but "key = ;x" a comment. */
+static void test_dump_reloads_what_loaded(void **state)
+{
+    fixture *fx = *state;
+    expect_error(fx, "[coordinator]\nnode_id = c1\ndata_dir =;\n[participant.m]\ndriver = memory\n",
+                 3, "[coordinator] data_dir", "must not start with ';'");
+    expect_error(fx, COORD "api_token_file=;x\n" PG, 4, "api_token_file",
+                 "must not start with ';'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +767,8 @@ int main(void)
         cmocka_unit_test(test_allow_unsafe),
         cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_dump_reloads_what_loaded),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

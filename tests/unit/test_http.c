@@ -60,7 +60,7 @@ static void answer_with_path(http_request *req)
 {
     char body[8192];
     int n = snprintf(body, sizeof body, "%s|%.*s", req->path, (int)req->body_len, req->body);
-    http_respond(req, 200, "text/plain", body, (size_t)n);
+    http_respond(req, 200, "text/plain", body, n < (int)sizeof body ? (size_t)n : sizeof body - 1);
 }
 
 static void on_defer_timer(uv_timer_t *t)
@@ -625,28 +625,142 @@ static void test_http10(void **state)
     stop_server(&c);
 }
 
+/* At the limit a connection the handler works for is never closed for a newcomer (the newcomer
+ * is turned away), but an idle one is: it makes room. */
 static void test_max_connections(void **state)
 {
     http_limits lim = {.max_connections = 1};
     ctx c;
-    client first, second;
+    client first, second, third;
     response rs[2];
-    const step first_steps[] = {SEND("GET /a HTTP/1.1\r\n\r\n"), READ(1), SIGNAL, SLEEP(300),
-                                SEND("GET /b HTTP/1.1\r\n\r\n"), READ(2), END};
+    const step first_steps[] = {SEND("GET /hold HTTP/1.1\r\n\r\n"), READ(1), SIGNAL, WAIT_EOF, END};
     const step second_steps[] = {WAIT_EOF, END};
+    const step third_steps[] = {SEND("GET /c HTTP/1.1\r\n\r\n"), READ(1), END};
 
     start_server(&c, &lim);
     client_start(&first, &c, first_steps);
-    tu_run_until(&c.loop, &first.signaled, 5000);
+    tu_run_until_count(&c.loop, &c.calls, 1, 5000);
     client_start(&second, &c, second_steps);
     client_wait(&second, &c);
     assert_false(second.connect_failed);
     assert_true(second.eof || second.reset);
     assert_int_equal(second.len, 0);
+
+    http_respond(c.held[0], 200, NULL, "{}", 2);
+    tu_run_until(&c.loop, &first.signaled, 5000);
+    client_start(&third, &c, third_steps);
+    client_wait(&third, &c);
     client_wait(&first, &c);
-    assert_int_equal(client_responses(&first, rs, 2), 2);
-    assert_string_equal(rs[1].body, "/b|");
+    assert_true(first.eof); /* idle: closed to make room */
+    assert_int_equal(client_responses(&third, rs, 2), 1);
+    assert_string_equal(rs[0].body, "/c|");
     assert_int_equal(c.calls, 2);
+    stop_server(&c);
+}
+
+/* The header deadline runs from the request's first byte: bytes trickling in do not extend it. */
+static void test_trickle_cannot_extend_deadline(void **state)
+{
+    http_limits lim = {.header_timeout_ms = 300, .idle_timeout_ms = 60000};
+    ctx c;
+    client cl;
+    response r;
+    /* 700 ms of trickle, then the rest at once: a deadline re-armed by reads would let it in. */
+    const step steps[] = {SEND("G"),  SLEEP(100), SEND("E"),  SLEEP(100), SEND("T"),
+                          SLEEP(100), SEND(" "),  SLEEP(100), SEND("/"),  SLEEP(100),
+                          SEND("x"),  SLEEP(100), SEND(" "),  SLEEP(100), SEND("HTTP/1.1\r\n\r\n"),
+                          WAIT_EOF,   END};
+
+    start_server(&c, &lim);
+    client_start(&cl, &c, steps);
+    client_wait(&cl, &c);
+    assert_int_equal(client_responses(&cl, &r, 1), 1);
+    assert_int_equal(r.status, 408);
+    assert_true(cl.eof || cl.reset);
+    assert_int_equal(c.calls, 0);
+    stop_server(&c);
+}
+
+static bool authorize_good(const http_request *head, void *arg)
+{
+    return head->authorization && strcmp(head->authorization, "Bearer good") == 0;
+}
+
+/* A request without the token is answered 401 from its headers: its body is never read (here it
+ * is never even sent) nor buffered. */
+static void test_token_checked_before_body(void **state)
+{
+    http_limits lim = {.authorize = authorize_good};
+    ctx c;
+    client bad, good;
+    response r;
+    const step bad_steps[] = {
+        SEND("POST /x HTTP/1.1\r\nAuthorization: Bearer bad\r\nContent-Length: 900000\r\n\r\n"),
+        READ(1), WAIT_EOF, END};
+    const step good_steps[] = {
+        SEND("POST /y HTTP/1.1\r\nAuthorization: Bearer good\r\nContent-Length: 2\r\n\r\nok"),
+        READ(1), END};
+
+    start_server(&c, &lim);
+    client_start(&bad, &c, bad_steps);
+    client_wait(&bad, &c);
+    assert_int_equal(client_responses(&bad, &r, 1), 1);
+    assert_int_equal(r.status, 401);
+    assert_true(has_header(&r, "Connection: close"));
+    assert_true(bad.eof || bad.reset);
+    assert_int_equal(c.calls, 0);
+    client_start(&good, &c, good_steps);
+    client_wait(&good, &c);
+    assert_int_equal(client_responses(&good, &r, 1), 1);
+    assert_string_equal(r.body, "/y|ok");
+    stop_server(&c);
+}
+
+/* A target that is neither "/..." nor "*" is refused (found by fuzz/fuzz_http). */
+static void test_odd_request_target(void **state)
+{
+    ctx c;
+    client cl;
+    response r;
+    const step steps[] = {SEND("POST *1.1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), READ(1), END};
+    start_server(&c, NULL);
+    client_start(&cl, &c, steps);
+    client_wait(&cl, &c);
+    assert_int_equal(client_responses(&cl, &r, 1), 1);
+    assert_int_equal(r.status, 400);
+    assert_int_equal(c.calls, 0);
+    stop_server(&c);
+}
+
+/* Bodies are buffered within max_buffered_bytes (503 past it), except small ones. */
+static void test_buffered_bytes_budget(void **state)
+{
+    http_limits lim = {.max_buffered_bytes = 100000};
+    ctx c;
+    client big, small;
+    response r;
+    static char big_req[128 + 80000], small_req[128 + 60000];
+    const step big_steps[] = {SEND(big_req), READ(1), END};
+    const step small_steps[] = {SEND(small_req), READ(1), END};
+    int n =
+        snprintf(big_req, sizeof big_req, "POST /big HTTP/1.1\r\nContent-Length: 80000\r\n\r\n");
+    memset(big_req + n, 'b', 80000);
+    big_req[n + 80000] = '\0';
+    n = snprintf(small_req, sizeof small_req, "POST /s HTTP/1.1\r\nContent-Length: 60000\r\n\r\n");
+    memset(small_req + n, 's', 60000);
+    small_req[n + 60000] = '\0';
+
+    start_server(&c, &lim);
+    client_start(&big, &c, big_steps);
+    client_wait(&big, &c);
+    assert_int_equal(client_responses(&big, &r, 1), 1);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "too many request bytes buffered"));
+    client_start(&small, &c, small_steps);
+    client_wait(&small, &c);
+    assert_int_equal(client_responses(&small, &r, 1), 1);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(c.calls, 1);
     stop_server(&c);
 }
 
@@ -732,6 +846,10 @@ int main(void)
         cmocka_unit_test(test_idle_keep_alive_closes),
         cmocka_unit_test(test_http10),
         cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_trickle_cannot_extend_deadline),
+        cmocka_unit_test(test_token_checked_before_body),
+        cmocka_unit_test(test_buffered_bytes_budget),
+        cmocka_unit_test(test_odd_request_target),
         cmocka_unit_test(test_respond_error_escapes),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_bad_address),

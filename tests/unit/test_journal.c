@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define SEG1 "journal-0000000000000001.log"
 #define HDR 36
@@ -575,6 +576,46 @@ static void test_creates_dir_and_counts_boots(void **state)
     free(c);
 }
 
+/* Rewrites the boot field of the record at off and its CRC (journal.c's record format). */
+static void patch_boot(const char *seg, size_t off, uint64_t boot)
+{
+    size_t n;
+    unsigned char *p = slurp(seg, &n);
+    uint32_t len = p[off + 4] | (uint32_t)p[off + 5] << 8, crc;
+    for (int i = 0; i < 8; i++)
+        p[off + 12 + i] = (unsigned char)(boot >> (8 * i));
+    memset(p + off + 8, 0, 4);
+    crc = (uint32_t)crc32(0L, p + off, (uInt)(HDR + len));
+    for (int i = 0; i < 4; i++)
+        p[off + 8 + i] = (unsigned char)(crc >> (8 * i));
+    spit(seg, p, n);
+    free(p);
+}
+
+/* A boot counter at its maximum cannot be bumped: refused with a message, and nothing is
+ * written, however often start-up is retried. */
+static void test_boot_counter_exhausted(void **state)
+{
+    fx *f = *state;
+    char err[512];
+    journal *j = open_ok(f, NULL, NULL);
+    off_t size;
+    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    close_ok(f, j);
+    patch_boot(f->seg, 0, UINT64_MAX);
+    size = file_size(f->seg);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        j = open_ok(f, NULL, NULL);
+        assert_true(journal_last_boot(j) == UINT64_MAX);
+        err[0] = '\0';
+        assert_int_equal(journal_start_boot(j, err, sizeof err), 0);
+        assert_non_null(strstr(err, "boot counter"));
+        assert_non_null(strstr(err, f->dir));
+        close_ok(f, j);
+        assert_int_equal(file_size(f->seg), size);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* I/O errors and short writes                                                                */
 /* ------------------------------------------------------------------------------------------ */
@@ -867,6 +908,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_after_interrupted_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_creates_dir_and_counts_boots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_boot_counter_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fdatasync_error_is_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),

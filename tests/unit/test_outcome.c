@@ -80,12 +80,34 @@ static void test_prune(void **state)
     outcomes_free(os);
 }
 
+/* Times come from the journal and may be anything: the extremes neither overflow (UBSan) nor
+ * stop the walk for good. */
+static void test_prune_extreme_times(void **state)
+{
+    outcomes *os = outcomes_new(10);
+    add(os, 1, OUTCOME_ABORTED, INT64_MIN);
+    add(os, 2, OUTCOME_COMMITTED, INT64_MIN + 1);
+    add(os, 3, OUTCOME_ABORTED, INT64_MAX);
+    outcomes_prune(os, INT64_MAX, 1000);
+    assert_null(outcome_find(os, "id1"));
+    assert_null(outcome_find(os, "id2"));
+    assert_non_null(outcome_find(os, "id3")); /* reached "now": within the retention */
+    outcomes_prune(os, INT64_MIN, 1000);      /* a clock before everything prunes nothing */
+    assert_int_equal(outcomes_count(os), 1);
+    add(os, 4, OUTCOME_ABORTED, INT64_MIN);
+    /* id3 is in the future: the walk stops there, as for a young outcome. */
+    outcomes_prune(os, 0, 1000);
+    assert_non_null(outcome_find(os, "id3"));
+    outcomes_free(os);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookups),
         cmocka_unit_test(test_waiters),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_prune_extreme_times),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
