@@ -43,6 +43,9 @@ typedef struct config_participant {
 
 typedef struct config {
     char *path;
+    /* Not a key: set from the command line (--accept-damaged-tail) for one start after an
+     * operator resolved a damaged journal's last decision by hand (journal.h). */
+    bool accept_damaged_tail;
     char node_id[17];               /* [a-z0-9]{1,16} */
     char listen_host[64];           /* numeric address; default 127.0.0.1 */
     int listen_port;                /* default 7070 */

@@ -439,6 +439,7 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     jopts.payload = journal_payload;
     jopts.locked = load_identity;
     jopts.arg = c;
+    jopts.accept_damaged_tail = cfg->accept_damaged_tail;
     if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, on_replay, c, err, errlen) != 0 ||
         settle_identity(c, err, errlen) != 0)
         return -1;

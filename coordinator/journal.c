@@ -25,7 +25,9 @@
  * record anywhere else, or with a valid record after it, is corruption and journal_open fails.
  * One crash the rule cannot tell from corruption: a filesystem that persists a later page of an
  * unsynced write but not an earlier one; that stops start-up for an operator to look at, which is
- * the safe side.
+ * the safe side. And one damage the rule must not take for a torn write: a COMMIT record whose
+ * frame is complete but whose CRC fails may be a synced decision damaged later, so start-up stops
+ * there too unless the operator accepts the cut (journal_opts.accept_damaged_tail).
  *
  * Compaction copies live records into the new segment, so after a crash between writing it and
  * deleting the old ones the same record is replayed twice; replay therefore passes each outcome,
@@ -612,6 +614,66 @@ static int cut_tail(journal *j, int fd, const char *name, size_t off, size_t n, 
     return 0;
 }
 
+/* v in base 36, as gtrids spell boot and seq (coordinator/identity.h); out >= 14 bytes. */
+static void b36(uint64_t v, char *out)
+{
+    char tmp[14];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+        v /= 36;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
+/* A COMMIT record whose frame is whole - header plausible and every payload byte there - but
+ * whose CRC fails. A write cut short leaves a short frame; this may instead be a decision that was
+ * synced, acted on and damaged afterwards, and cutting it would presume abort against it. Returns
+ * the offset of the first one in p[off, n), or n. */
+static size_t whole_commit_frame(const unsigned char *p, size_t n, size_t off)
+{
+    while (n - off >= REC_HDR && p[off] == REC_MAGIC && p[off + 1] == REC_VERSION &&
+           p[off + 3] == 0 && p[off + 2] >= JOURNAL_BOOT && p[off + 2] <= JOURNAL_DONE) {
+        uint32_t len = get_u32(p + off + 4);
+        if (len > JOURNAL_MAX_PAYLOAD || n - off - REC_HDR < len)
+            break;
+        if (p[off + 2] == JOURNAL_COMMIT && get_u32(p + off + 8) != rec_crc(p + off, len))
+            return off;
+        off += REC_HDR + len;
+    }
+    return n;
+}
+
+/* The tail from off is damaged: a torn write is cut; a whole COMMIT frame stops start-up unless
+ * the operator said it was dealt with (docs/operations.md, "A damaged journal"). */
+static int damaged_tail(journal *j, int fd, const char *name, const unsigned char *p, size_t n,
+                        size_t off, const char *why, char *err, size_t errlen)
+{
+    size_t at = whole_commit_frame(p, n, off);
+    char boot[16], seq[16];
+    if (at == n)
+        return cut_tail(j, fd, name, off, n, why, err, errlen);
+    b36(get_u64(p + at + 12), boot);
+    b36(get_u64(p + at + 20), seq);
+    if (!j->opts.accept_damaged_tail) {
+        snprintf(err, errlen,
+                 "journal damaged, not torn: %s/%s at offset %zu holds a complete COMMIT record "
+                 "(boot %s, seq %s: gtrid xa2.<node_id>.<identity>.%s.%s) whose checksum fails; "
+                 "it may be a commit decision that was acted on. Resolve that transaction's "
+                 "branches by hand (docs/operations.md, \"A damaged journal\"), then start once "
+                 "with --accept-damaged-tail",
+                 j->dir, name, at, boot, seq, boot, seq);
+        return -1;
+    }
+    log_error(LOG_CTX,
+              "%s/%s: a complete COMMIT record (boot %s, seq %s) at offset %zu fails its "
+              "checksum; cut as the operator accepted (--accept-damaged-tail)",
+              j->dir, name, boot, seq, at);
+    return cut_tail(j, fd, name, off, n, why, err, errlen);
+}
+
 static int replay_buf(journal *j, int fd, const char *name, bool last, const unsigned char *p,
                       size_t n, const replay_ctx *rc, char *err, size_t errlen)
 {
@@ -622,7 +684,7 @@ static int replay_buf(journal *j, int fd, const char *name, bool last, const uns
         size_t len = rec_decode(p + off, n - off, &r, &why);
         if (len == 0) {
             if (last && !valid_record_after(p, n, off + 1))
-                return cut_tail(j, fd, name, off, n, why, err, errlen);
+                return damaged_tail(j, fd, name, p, n, off, why, err, errlen);
             snprintf(err, errlen, "journal corrupt: %s/%s at offset %zu: %s", j->dir, name, off,
                      why);
             return -1;

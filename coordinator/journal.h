@@ -83,6 +83,9 @@ typedef struct journal_opts {
      * second process. Returns 0, or -1 with a message in err: journal_open fails. NULL: none. */
     int (*locked)(const char *dir, void *arg, char *err, size_t errlen);
     void *arg;                  /* passed to on_fatal, on_sync, payload and locked */
+    /* A complete COMMIT record whose checksum fails at the tail may be a decision that was acted
+     * on: journal_open refuses it unless the operator resolved its transaction and said so. */
+    bool accept_damaged_tail;
 } journal_opts;
 
 typedef struct journal journal;

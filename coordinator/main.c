@@ -38,14 +38,18 @@ typedef struct daemon_state {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: xacoord --config FILE      run the coordinator in the foreground\n"
-            "       xacoord --check-config FILE  validate FILE, print the effective settings\n"
-            "       xacoord --init-participants FILE\n"
-            "                                    create the xacoord schema in every participant\n"
-            "                                    database of FILE (sql/xacoord-*.sql)\n"
-            "       xacoord --help | --version\n"
-            "Logs go to stderr. SIGTERM or SIGINT drain the transactions in flight and stop.\n");
+    fprintf(
+        out,
+        "usage: xacoord --config FILE [--accept-damaged-tail]\n"
+        "                                    run the coordinator in the foreground; the flag\n"
+        "                                    cuts a damaged COMMIT record at the journal's end\n"
+        "                                    once its transaction was resolved by hand\n"
+        "       xacoord --check-config FILE  validate FILE, print the effective settings\n"
+        "       xacoord --init-participants FILE\n"
+        "                                    create the xacoord schema in every participant\n"
+        "                                    database of FILE (sql/xacoord-*.sql)\n"
+        "       xacoord --help | --version\n"
+        "Logs go to stderr. SIGTERM or SIGINT drain the transactions in flight and stop.\n");
 }
 
 /* systemd's notify protocol (Type=notify), without linking libsystemd. */
@@ -178,11 +182,12 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check-config", required_argument, NULL, 'k'},
                                          {"init-participants", required_argument, NULL, 'i'},
+                                         {"accept-damaged-tail", no_argument, NULL, 'a'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'v'},
                                          {NULL, 0, NULL, 0}};
     const char *path = NULL;
-    bool check = false, init = false;
+    bool check = false, init = false, accept_damaged_tail = false;
     char err[512];
     daemon_state d = {0};
     int ch;
@@ -199,6 +204,9 @@ int main(int argc, char **argv)
             path = optarg;
             init = true;
             break;
+        case 'a':
+            accept_damaged_tail = true;
+            break;
         case 'h': usage(stdout); return 0;
         case 'v': printf("xacoord %s\n", XACOORD_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -212,6 +220,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "xacoord: %s\n", err);
         return 2;
     }
+    d.cfg.accept_damaged_tail = accept_damaged_tail;
     if (check) {
         config_dump(&d.cfg, stdout);
         printf("# %s: configuration is valid\n", path);

@@ -437,10 +437,6 @@ static void test_torn_tail(void **state)
         spit(f->seg, orig, cut);
         expect_two_then_append(f, c, last);
     }
-    /* The last record complete but with a flipped byte: nothing valid follows, so torn. */
-    orig[n - 1] ^= 0x40;
-    spit(f->seg, orig, n);
-    expect_two_then_append(f, c, last);
     /* A zero-filled tail after the last good record. */
     memcpy(zeros, orig, last);
     spit(f->seg, zeros, last + 4096);
@@ -449,6 +445,39 @@ static void test_torn_tail(void **state)
     free(c);
     free(orig);
     free(zeros);
+}
+
+/* A complete COMMIT record with a flipped byte is not a torn write: it may be a decision that was
+ * acted on, so start-up stops and names it, until the operator accepts the cut. */
+static void test_damaged_commit_at_the_tail(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    size_t n = write_three(f), last = n - (HDR + 100);
+    unsigned char *orig = slurp(f->seg, &n);
+    journal_opts accept = {.accept_damaged_tail = true};
+    journal *j = NULL;
+    char err[512] = "";
+
+    orig[n - 1] ^= 0x40;
+    spit(f->seg, orig, n);
+    assert_int_equal(journal_open(&j, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err), -1);
+    assert_null(j);
+    assert_non_null(strstr(err, "journal damaged, not torn"));
+    assert_non_null(strstr(err, "boot 1, seq 2"));
+    assert_int_equal(file_size(f->seg), n); /* nothing was cut */
+    j = open_ok(f, &accept, c);
+    assert_int_equal(c->n, 2);
+    assert_null(find_rec(c, JOURNAL_COMMIT, 1, 2));
+    assert_int_equal(file_size(f->seg), last);
+    close_ok(f, j);
+    /* an ABORT record so damaged is cut as before: presumed abort agrees with it */
+    orig[last + 2] = JOURNAL_ABORT;
+    spit(f->seg, orig, n);
+    expect_two_then_append(f, c, last);
+    collect_reset(c);
+    free(c);
+    free(orig);
 }
 
 static void expect_corrupt(fx *f, const char *at)
@@ -903,6 +932,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lazy_batch_no_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_commit_at_the_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_in_the_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_non_last_segment_is_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_after_interrupted_compaction, setup, teardown),
