@@ -173,14 +173,18 @@ static void run_crash(const scenario *s, const char *point, int expect)
     if (!WIFSIGNALED(ws) || WTERMSIG(ws) != SIGKILL)
         fail_msg("%s, %s: the daemon did not die at the crash point (status %d)", s->name, point,
                  ws);
-    assert_null(resp); /* it died before answering */
+    /* it died before answering, or after answering the truth */
+    if (resp && (expect != 1 || !strstr(resp, "\"outcome\":\"committed\"")))
+        fail_msg("%s, %s: answered %s", s->name, point, resp);
+    free(resp);
+    resp = NULL;
     tu_daemon_start(&d, NULL);
     committed = get_outcome(&d, id, &got);
     if (committed != expect)
         fail_msg("%s, %s: GET says %d, expected %d: %s", s->name, point, committed, expect,
                  got ? got : "");
     assert_int_equal(s->applied(), committed);
-    if (committed) /* the marker answered: the results went only to the lost reply */
+    if (committed && !strcmp(point, "after-one-phase-commit")) /* only the marker knows it */
         assert_non_null(strstr(got, "\"results\":null"));
     free(got);
     /* the retry with the same id runs the work only if it never landed */
@@ -204,7 +208,13 @@ static void test_crash_points(void **state)
     static const struct {
         const char *point;
         int expect;
-    } cases[] = {{"after-work", 0}, {"after-one-phase-commit", 1}};
+    } cases[] = {
+        {"after-work", 0},
+        {"after-one-phase-commit", 1},
+        /* the lazily written record of the commit (never synced on its own, so there is no
+         * journal-after-sync on this path): the marker answers if the record did not land */
+        {"journal-after-write", 1},
+    };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fprintf(stderr, "--- one-phase, crash point %s\n", cases[i].point);
         run_crash(&payment, cases[i].point, cases[i].expect);
