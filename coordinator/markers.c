@@ -71,7 +71,6 @@ typedef struct asking {
     lookup *l;
     coord_part *part;
     px_pool_req req;
-    px_conn *conn;
     px_param params[3]; /* client id, bqual, the coordinator's gtrid prefix */
     px_stmt stmt;
 } asking;
