@@ -97,6 +97,20 @@ END {
         print "|---:|---:|---:|---:|---:|---:|---:|---:|"
         printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", v[1], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
     }
+    if ((k = read_csv(out "/syscalls.csv", sc)) > 1) {
+        split(sc[1], v, ",")
+        print ""
+        printf "System calls per committed transaction (strace -c over %s transactions): %s. ", v[1], v[3]
+        printf "Share of the daemon's CPU samples in the kernel (perf): %s%%; the rest is user space.\n", v[4]
+    }
+    if ((k = read_csv(out "/profile.txt", pr)) > 0) {
+        print ""
+        print "Where the daemon's CPU goes (perf, self time, top functions):"
+        print ""
+        print "```"
+        for (j = 0; j < k; j++) print pr[j]
+        print "```"
+    }
     if ((k = read_csv(out "/wrk.csv", wk)) > 1) {
         print ""
         print "## Second load generator: wrk against xabench"
