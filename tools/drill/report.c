@@ -41,8 +41,8 @@ static int failures(const drill_result *r)
 
 static void tally_row(FILE *out, const drill_tally *t)
 {
-    fprintf(out, "  %-20s %9d %9d %9d %10d %9d\n", t->name, t->attempted, t->committed,
-            t->aborted, t->unanswered, t->unanswered_committed);
+    fprintf(out, "  %-20s %9d %9d %9d %9d %10d %9d\n", t->name, t->attempted, t->committed,
+            t->aborted, t->retryable, t->unanswered, t->unanswered_committed);
 }
 
 void drill_report_table(const drill_result *r, FILE *out)
@@ -51,20 +51,22 @@ void drill_report_table(const drill_result *r, FILE *out)
     spread rec = spread_of(r->recovery_s, r->nrecoveries);
     fprintf(out, "xacoord-drill: %.0f s, %d clients, seed %u\n\n", r->duration_s, r->clients,
             r->seed);
-    fprintf(out, "  %-20s %9s %9s %9s %10s %9s\n", "transactions", "attempted", "committed",
-            "aborted", "unanswered", "(then ok)");
+    fprintf(out, "  %-20s %9s %9s %9s %9s %10s %9s\n", "transactions", "attempted", "committed",
+            "aborted", "(transnt)", "unanswered", "(then ok)");
     for (int i = 0; i < r->ntallies; i++) {
         const drill_tally *t = &r->tallies[i];
         tally_row(out, t);
         all.attempted += t->attempted;
         all.committed += t->committed;
         all.aborted += t->aborted;
+        all.retryable += t->retryable;
         all.unanswered += t->unanswered;
         all.unanswered_committed += t->unanswered_committed;
     }
     if (r->ntallies > 1)
         tally_row(out, &all);
-    fprintf(out, "  (then ok: unanswered, and committed by GET afterwards)\n\n");
+    fprintf(out, "  (transnt: aborts the coordinator called retryable; then ok: unanswered, and\n"
+                 "  committed by GET afterwards)\n\n");
     fprintf(out, "  faults: %d kill -9 of the coordinator, %d crash-point deaths, %d database "
                  "restart(s)\n",
             r->kills, r->crash_deaths, r->db_faults);
@@ -94,8 +96,9 @@ void drill_report_json(const drill_result *r, FILE *out)
     for (int i = 0; i < r->ntallies; i++) {
         const drill_tally *t = &r->tallies[i];
         json_array_append_new(
-            tx, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "template", t->name, "attempted",
+            tx, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "template", t->name, "attempted",
                           t->attempted, "committed", t->committed, "aborted", t->aborted,
+                          "aborted_retryable", t->retryable,
                           "unanswered", t->unanswered, "unanswered_committed",
                           t->unanswered_committed));
     }

@@ -28,6 +28,7 @@ typedef struct attempt {
     int tmpl;
     drill_values v;
     answer ans;
+    bool retryable; /* an abort the coordinator called transient */
     char reject[160]; /* what a rejected request was told */
 } attempt;
 
@@ -71,13 +72,15 @@ static void add_check(drill_result *r, bool ok, const char *name, const char *fm
     r->failed |= !ok;
 }
 
-/* The "outcome" of a reply body, "" when there is none. */
-static void outcome_of(const char *body, char *out, size_t outlen)
+/* The "outcome" of a reply body ("" when there is none), and whether it says "retryable". */
+static bool outcome_of(const char *body, char *out, size_t outlen)
 {
     json_t *root = body ? json_loads(body, 0, NULL) : NULL;
     const char *s = json_string_value(json_object_get(root, "outcome"));
+    bool retryable = json_is_true(json_object_get(root, "retryable"));
     snprintf(out, outlen, "%s", s ? s : "");
     json_decref(root);
+    return retryable;
 }
 
 static int http(run *u, const char *method, const char *path, const char *body, char **resp)
@@ -87,8 +90,8 @@ static int http(run *u, const char *method, const char *path, const char *body, 
 
 /* --- Clients ----------------------------------------------------------------------------- */
 
-/* Sends one transaction; an unanswered request (the coordinator down, or overloaded) is sent
- * again with the same id, as a careful client does. */
+/* Sends one transaction; an unanswered request (the coordinator down, or overloaded) and a
+ * transient abort are sent again with the same id, as a careful client does. */
 static void post(run *u, attempt *a, unsigned *seed)
 {
     char msg[256], *body = drill_body(&u->c->templates[a->tmpl], &a->v, msg, sizeof msg);
@@ -100,11 +103,12 @@ static void post(run *u, attempt *a, unsigned *seed)
     for (int tries = 0; tries <= u->c->retries && a->ans == ANS_NONE; tries++) {
         char *resp = NULL, outcome[32];
         int status = http(u, "POST", "/v1/transactions", body, &resp);
-        outcome_of(resp, outcome, sizeof outcome);
+        a->retryable = outcome_of(resp, outcome, sizeof outcome);
         if (status == 200 && strcmp(outcome, "committed") == 0)
             a->ans = ANS_COMMITTED;
         else if ((status == 409 || status == 503) && strcmp(outcome, "aborted") == 0)
-            a->ans = ANS_ABORTED;
+            /* a transient abort leaves the id free: a careful client sends it again */
+            a->ans = a->retryable && tries < u->c->retries ? ANS_NONE : ANS_ABORTED;
         else if (status >= 400 && status < 500) {
             a->ans = ANS_REJECTED;
             snprintf(a->reject, sizeof a->reject, "%d %.150s", status, resp ? resp : "");
@@ -320,6 +324,7 @@ static void check_answers(run *u, int n)
         ty->attempted++;
         ty->committed += a->ans == ANS_COMMITTED;
         ty->aborted += a->ans == ANS_ABORTED;
+        ty->retryable += a->ans == ANS_ABORTED && a->retryable;
         ty->unanswered += a->ans == ANS_NONE;
         ty->unanswered_committed += a->ans == ANS_NONE && now == 1;
         answered += a->ans == ANS_COMMITTED || a->ans == ANS_ABORTED;

@@ -22,6 +22,7 @@ typedef struct drill_check {
 typedef struct drill_tally {
     char name[33];
     int attempted, committed, aborted, unanswered;
+    int retryable;            /* of the aborted: transient (lock wait, database down, ...) */
     int unanswered_committed; /* of the unanswered: what GET said afterwards */
 } drill_tally;
 
