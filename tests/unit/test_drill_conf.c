@@ -103,8 +103,7 @@ static void expect_error(const char *from, const char *to, const char *want)
     if (from)
         assert_non_null(at);
     if (at)
-        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - base), base, to,
-                 at + strlen(from));
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
     else
         snprintf(text, sizeof text, "%s%s", base, to);
     err[0] = '\0';
@@ -124,7 +123,8 @@ static void test_conf_errors(void **state)
     expect_error("param.n = range 1 9", "param.n = between 1 9", "expected \"range LO HI\"");
     expect_error("param.sku = choice A-1 B_2", "param.sku = choice A'1", "must be 1-64 chars");
     expect_error("verify = payment:", "verify = payment", "expected \"participant: SQL\"");
-    expect_error("config = xacoord.ini", "config = ${DRILL_TEST_UNSET}", "DRILL_TEST_UNSET is not set");
+    expect_error("config = xacoord.ini", "config = ${DRILL_TEST_UNSET}",
+                 "DRILL_TEST_UNSET is not set");
     expect_error("config = xacoord.ini\n", "", "[drill] config: required");
     expect_error("check = constant", "check = sometimes", "expected \"equal\" or \"constant\"");
     expect_error("check = constant", "check = equal", "equal needs two terms");
@@ -268,9 +268,12 @@ static void test_report_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conf_whole),    cmocka_unit_test(test_conf_errors),
-        cmocka_unit_test(test_expand),        cmocka_unit_test(test_query_and_params),
-        cmocka_unit_test(test_substitute_and_body), cmocka_unit_test(test_workload),
+        cmocka_unit_test(test_conf_whole),
+        cmocka_unit_test(test_conf_errors),
+        cmocka_unit_test(test_expand),
+        cmocka_unit_test(test_query_and_params),
+        cmocka_unit_test(test_substitute_and_body),
+        cmocka_unit_test(test_workload),
         cmocka_unit_test(test_report_json),
     };
     return cmocka_run_group_tests(tests, make_template, remove_template);

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <libgen.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,10 +262,29 @@ static int set_int(parser *p, const char *key, const char *v, int lo, int hi, in
     return 0;
 }
 
+/* The numeric keys of [drill]: name, range, and where the value goes. */
+typedef enum { NUM_REAL, NUM_INT, NUM_UNSIGNED } number_type;
+
+typedef struct number_key {
+    const char *name;
+    double lo, hi;
+    number_type type;
+    size_t offset;
+} number_key;
+
+static const number_key drill_numbers[] = {
+    {"duration_s", 1, 86400, NUM_REAL, offsetof(drill_conf, duration_s)},
+    {"ready_timeout_s", 1, 3600, NUM_REAL, offsetof(drill_conf, ready_timeout_s)},
+    {"settle_timeout_s", 1, 3600, NUM_REAL, offsetof(drill_conf, settle_timeout_s)},
+    {"clients", 1, 256, NUM_INT, offsetof(drill_conf, clients)},
+    {"max_attempts", 1, 1000000, NUM_INT, offsetof(drill_conf, max_attempts)},
+    {"retries", 0, 1000, NUM_INT, offsetof(drill_conf, retries)},
+    {"seed", 0, 4294967295.0, NUM_UNSIGNED, offsetof(drill_conf, seed)},
+};
+
 static int drill_key(parser *p, const char *k, const char *v)
 {
     drill_conf *c = p->c;
-    double d;
     if (strcmp(k, "config") == 0) {
         free(c->config);
         c->config = resolve_path(p, v);
@@ -275,22 +295,22 @@ static int drill_key(parser *p, const char *k, const char *v)
         c->xacoord = strchr(v, '/') ? resolve_path(p, v) : strdup(v);
         return 0;
     }
-    if (strcmp(k, "duration_s") == 0)
-        return set_num(p, k, v, 1, 86400, &c->duration_s);
-    if (strcmp(k, "ready_timeout_s") == 0)
-        return set_num(p, k, v, 1, 3600, &c->ready_timeout_s);
-    if (strcmp(k, "settle_timeout_s") == 0)
-        return set_num(p, k, v, 1, 3600, &c->settle_timeout_s);
-    if (strcmp(k, "clients") == 0)
-        return set_int(p, k, v, 1, 256, &c->clients);
-    if (strcmp(k, "max_attempts") == 0)
-        return set_int(p, k, v, 1, 1000000, &c->max_attempts);
-    if (strcmp(k, "retries") == 0)
-        return set_int(p, k, v, 0, 1000, &c->retries);
-    if (strcmp(k, "seed") == 0) {
-        if (set_num(p, k, v, 0, 4294967295.0, &d) != 0)
+    for (size_t i = 0; i < sizeof drill_numbers / sizeof drill_numbers[0]; i++) {
+        const number_key *n = &drill_numbers[i];
+        void *field = (char *)c + n->offset;
+        double d;
+        if (strcmp(k, n->name) != 0)
+            continue;
+        if (set_num(p, k, v, n->lo, n->hi, &d) != 0)
             return -1;
-        c->seed = (unsigned)d;
+        if (n->type != NUM_REAL && d != (double)(long long)d)
+            return fail(p, "%s: expected a whole number, got \"%.40s\"", k, v);
+        if (n->type == NUM_REAL)
+            *(double *)field = d;
+        else if (n->type == NUM_INT)
+            *(int *)field = (int)d;
+        else
+            *(unsigned *)field = (unsigned)d;
         return 0;
     }
     return fail(p, "%s: unknown key", k);
@@ -304,8 +324,8 @@ static int faults_key(parser *p, const char *k, const char *v)
         int n = words(v, buf, sizeof buf, w, 2);
         if (n < 1 || !parse_num(w[0], 0.1, 86400, &c->kill_min_s) ||
             !parse_num(n == 2 ? w[1] : w[0], c->kill_min_s, 86400, &c->kill_max_s))
-            return fail(p, "%s: expected \"MIN MAX\" seconds (0.1 <= MIN <= MAX), got \"%.40s\"",
-                        k, v);
+            return fail(p, "%s: expected \"MIN MAX\" seconds (0.1 <= MIN <= MAX), got \"%.40s\"", k,
+                        v);
         return 0;
     }
     if (strcmp(k, "crash_points") == 0) {
@@ -423,24 +443,35 @@ static int on_key(parser *p, const char *k, const char *raw)
     if (!v)
         return fail(p, "%s: %s", k, msg);
     switch (p->section) {
-    case SEC_DRILL: rc = drill_key(p, k, v); break;
-    case SEC_FAULTS: rc = faults_key(p, k, v); break;
+    case SEC_DRILL:
+        rc = drill_key(p, k, v);
+        break;
+    case SEC_FAULTS:
+        rc = faults_key(p, k, v);
+        break;
     case SEC_SETUP:
         if (p->c->nsetup == DRILL_MAX_ITEMS)
             rc = fail(p, "more than %d statements", DRILL_MAX_ITEMS);
         else
             rc = setup_key(p, k, v, &p->c->setup[p->c->nsetup++]);
         break;
-    case SEC_TEMPLATE: rc = template_key(p, k, v); break;
+    case SEC_TEMPLATE:
+        rc = template_key(p, k, v);
+        break;
     case SEC_INVARIANT:
         if (strcmp(k, "check") != 0)
             rc = fail(p, "%s: unknown key (an invariant has \"check = participant: SQL\")", k);
         else
             rc = query_key(p, k, v, &p->c->invariants[p->c->ninvariants - 1].q);
         break;
-    case SEC_SUM: rc = sum_key(p, k, v); break;
-    case SEC_DB: rc = db_key(p, k, v); break;
-    default: rc = fail(p, "%s: key outside any section", k);
+    case SEC_SUM:
+        rc = sum_key(p, k, v);
+        break;
+    case SEC_DB:
+        rc = db_key(p, k, v);
+        break;
+    default:
+        rc = fail(p, "%s: key outside any section", k);
     }
     free(v);
     return rc;
@@ -455,54 +486,74 @@ typedef struct section_kind {
 } section_kind;
 
 static const section_kind sections[] = {
-    {"drill", SEC_DRILL, false},          {"faults", SEC_FAULTS, false},
-    {"setup", SEC_SETUP, false},          {"template.", SEC_TEMPLATE, true},
-    {"invariant.", SEC_INVARIANT, true},  {"sum.", SEC_SUM, true},
+    {"drill", SEC_DRILL, false},         {"faults", SEC_FAULTS, false},
+    {"setup", SEC_SETUP, false},         {"template.", SEC_TEMPLATE, true},
+    {"invariant.", SEC_INVARIANT, true}, {"sum.", SEC_SUM, true},
     {"database.", SEC_DB, true},
 };
 
-static int on_section(parser *p, const char *name)
+/* The name of the i-th named section of a kind, and the count of that kind. */
+static char *item_name(drill_conf *c, int kind, int i)
+{
+    switch (kind) {
+    case SEC_TEMPLATE:
+        return c->templates[i].name;
+    case SEC_INVARIANT:
+        return c->invariants[i].name;
+    case SEC_SUM:
+        return c->sums[i].name;
+    default:
+        return c->dbfaults[i].name;
+    }
+}
+
+static int *item_count(drill_conf *c, int kind)
+{
+    switch (kind) {
+    case SEC_TEMPLATE:
+        return &c->ntemplates;
+    case SEC_INVARIANT:
+        return &c->ninvariants;
+    case SEC_SUM:
+        return &c->nsums;
+    default:
+        return &c->ndbfaults;
+    }
+}
+
+static int new_item(parser *p, int kind, const char *prefix, const char *sub)
 {
     drill_conf *c = p->c;
+    int *count = item_count(c, kind);
+    if (!valid_name(sub))
+        return fail(p, "the name after \"%s\" must be 1-32 chars of [a-z0-9_]", prefix);
+    for (int j = 0; j < *count; j++)
+        if (strcmp(item_name(c, kind, j), sub) == 0)
+            return fail(p, "given twice");
+    if (*count == DRILL_MAX_ITEMS)
+        return fail(p, "more than %d sections of this kind", DRILL_MAX_ITEMS);
+    strcpy(item_name(c, kind, *count), sub);
+    if (kind == SEC_TEMPLATE)
+        c->templates[*count].weight = 1;
+    (*count)++;
+    return 0;
+}
+
+static int on_section(parser *p, const char *name)
+{
     snprintf(p->section_name, sizeof p->section_name, "%s", name);
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
         const section_kind *s = &sections[i];
         size_t n = strlen(s->prefix);
-        const char *sub = name + n;
         if (s->named ? strncmp(name, s->prefix, n) != 0 : strcmp(name, s->prefix) != 0)
             continue;
         p->section = s->kind;
-        if (!s->named)
-            return 0;
-        if (!valid_name(sub))
-            return fail(p, "the name after \"%s\" must be 1-32 chars of [a-z0-9_]", s->prefix);
-        int *count = s->kind == SEC_TEMPLATE    ? &c->ntemplates
-                     : s->kind == SEC_INVARIANT ? &c->ninvariants
-                     : s->kind == SEC_SUM       ? &c->nsums
-                                                : &c->ndbfaults;
-        if (*count == DRILL_MAX_ITEMS)
-            return fail(p, "more than %d sections of this kind", DRILL_MAX_ITEMS);
-        char *dst = s->kind == SEC_TEMPLATE    ? c->templates[*count].name
-                    : s->kind == SEC_INVARIANT ? c->invariants[*count].name
-                    : s->kind == SEC_SUM       ? c->sums[*count].name
-                                               : c->dbfaults[*count].name;
-        for (int j = 0; j < *count; j++) {
-            const char *other = s->kind == SEC_TEMPLATE    ? c->templates[j].name
-                                : s->kind == SEC_INVARIANT ? c->invariants[j].name
-                                : s->kind == SEC_SUM       ? c->sums[j].name
-                                                           : c->dbfaults[j].name;
-            if (strcmp(other, sub) == 0)
-                return fail(p, "given twice");
-        }
-        strcpy(dst, sub);
-        if (s->kind == SEC_TEMPLATE)
-            c->templates[*count].weight = 1;
-        (*count)++;
-        return 0;
+        return s->named ? new_item(p, s->kind, s->prefix, name + n) : 0;
     }
     p->section = SEC_NONE;
-    return fail(p, "unknown section [%.40s] (drill, faults, setup, template.NAME, "
-                   "invariant.NAME, sum.NAME, database.NAME)",
+    return fail(p,
+                "unknown section [%.40s] (drill, faults, setup, template.NAME, "
+                "invariant.NAME, sum.NAME, database.NAME)",
                 name);
 }
 

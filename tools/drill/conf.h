@@ -35,9 +35,9 @@ typedef struct drill_query {
 
 typedef struct drill_template {
     char name[33];
-    char *file;  /* JSON body as POST /v1/transactions takes it, with ${param} placeholders */
-    char *body;  /* the file's text */
-    int weight;  /* default 1 */
+    char *file; /* JSON body as POST /v1/transactions takes it, with ${param} placeholders */
+    char *body; /* the file's text */
+    int weight; /* default 1 */
     int nparams;
     drill_param params[DRILL_MAX_PARAMS];
     /* Counts the rows this transaction leaves; verify_exact: > 0 exactly when it committed,
@@ -68,13 +68,13 @@ typedef struct drill_dbfault {
 
 typedef struct drill_conf {
     char *path, *dir;
-    char *config;   /* the coordinator's configuration (${...} expanded into the work dir) */
-    char *xacoord;  /* the daemon's binary; default "xacoord" on PATH */
+    char *config;  /* the coordinator's configuration (${...} expanded into the work dir) */
+    char *xacoord; /* the daemon's binary; default "xacoord" on PATH */
     double duration_s;
     int clients;
     unsigned seed;
     int max_attempts;
-    int retries;         /* same-id retries of an unanswered request */
+    int retries; /* same-id retries of an unanswered request */
     double ready_timeout_s, settle_timeout_s;
     /* faults: kill -9 of the coordinator every kill_min_s..kill_max_s (0: never), and crash
      * points armed one after another at each start (a build with XACOORD_CRASH_POINTS) */

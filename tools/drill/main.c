@@ -144,8 +144,7 @@ int main(int argc, char **argv)
     }
     if (write_config(c.config, cfg_path, err, sizeof err) != 0 ||
         config_load(cfg_path, &cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "xacoord-drill: the coordinator's configuration (%s): %s\n", c.config,
-                err);
+        fprintf(stderr, "xacoord-drill: the coordinator's configuration (%s): %s\n", c.config, err);
         drill_conf_free(&c);
         goto out;
     }

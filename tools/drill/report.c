@@ -67,8 +67,9 @@ void drill_report_table(const drill_result *r, FILE *out)
         tally_row(out, &all);
     fprintf(out, "  (transnt: aborts the coordinator called retryable; then ok: unanswered, and\n"
                  "  committed by GET afterwards)\n\n");
-    fprintf(out, "  faults: %d kill -9 of the coordinator, %d crash-point deaths, %d database "
-                 "restart(s)\n",
+    fprintf(out,
+            "  faults: %d kill -9 of the coordinator, %d crash-point deaths, %d database "
+            "restart(s)\n",
             r->kills, r->crash_deaths, r->db_faults);
     fprintf(out, "  recovery: %d start(s), ready after %.2f s min / %.2f s median / %.2f s max",
             r->starts, rec.min, rec.median, rec.max);
@@ -98,14 +99,12 @@ void drill_report_json(const drill_result *r, FILE *out)
         json_array_append_new(
             tx, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "template", t->name, "attempted",
                           t->attempted, "committed", t->committed, "aborted", t->aborted,
-                          "aborted_retryable", t->retryable,
-                          "unanswered", t->unanswered, "unanswered_committed",
-                          t->unanswered_committed));
+                          "aborted_retryable", t->retryable, "unanswered", t->unanswered,
+                          "unanswered_committed", t->unanswered_committed));
     }
     for (int i = 0; i < r->nchecks; i++)
-        json_array_append_new(checks, json_pack("{s:s, s:b, s:s}", "check", r->checks[i].name,
-                                                "ok", r->checks[i].ok, "detail",
-                                                r->checks[i].detail));
+        json_array_append_new(checks, json_pack("{s:s, s:b, s:s}", "check", r->checks[i].name, "ok",
+                                                r->checks[i].ok, "detail", r->checks[i].detail));
     for (int i = 0; i < r->nrecoveries; i++)
         json_array_append_new(rec, json_real(r->recovery_s[i]));
     json_object_set_new(root, "duration_s", json_real(r->duration_s));

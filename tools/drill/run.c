@@ -28,7 +28,7 @@ typedef struct attempt {
     int tmpl;
     drill_values v;
     answer ans;
-    bool retryable; /* an abort the coordinator called transient */
+    bool retryable;   /* an abort the coordinator called transient */
     char reject[160]; /* what a rejected request was told */
 } attempt;
 
@@ -242,7 +242,8 @@ static double settle(run *u, char *left, size_t leftlen)
                      (root = json_loads(resp, 0, NULL)) &&
                      (n = json_array_size(json_object_get(root, "branches"))) == 0;
         if (!clear)
-            pos += (size_t)snprintf(left, leftlen, "GET /v1/in-doubt: %.200s; ", resp ? resp : "no answer");
+            pos += (size_t)snprintf(left, leftlen, "GET /v1/in-doubt: %.200s; ",
+                                    resp ? resp : "no answer");
         json_decref(root);
         free(resp);
         for (int i = 0; i < u->cfg->nparticipants && pos < leftlen; i++) {
@@ -345,8 +346,7 @@ static void check_answers(run *u, int n)
         else if (now == 1 && strtod(rows.first, NULL) <= 0)
             miss(&data, "%s (%s) committed, but verify finds %s", a->id, t->name, rows.first);
         else if (now == 0 && t->verify_exact && strtod(rows.first, NULL) > 0)
-            miss(&data, "%s (%s) did not commit, but verify finds %s", a->id, t->name,
-                 rows.first);
+            miss(&data, "%s (%s) did not commit, but verify finds %s", a->id, t->name, rows.first);
         free(sql);
     }
     if (rejected.n)
@@ -354,8 +354,7 @@ static void check_answers(run *u, int n)
     else
         add_check(r, true, "requests accepted", "%d sent", n);
     if (get.n)
-        add_check(r, false, "replies agree with GET", "%d of %d disagree: %s", get.n, n,
-                  get.text);
+        add_check(r, false, "replies agree with GET", "%d of %d disagree: %s", get.n, n, get.text);
     else
         add_check(r, true, "replies agree with GET", "%d answers, %d ids asked", answered, n);
     if (data.n)
@@ -399,8 +398,7 @@ static void check_invariants(run *u)
 }
 
 /* The terms of a sum, each into v; the total into *total. */
-static int sum_terms(run *u, const drill_sum *s, double *v, double *total, char *err,
-                     size_t errlen)
+static int sum_terms(run *u, const drill_sum *s, double *v, double *total, char *err, size_t errlen)
 {
     *total = 0;
     for (int j = 0; j < s->nterms; j++) {
@@ -528,8 +526,11 @@ int drill_run(const drill_conf *c, const config *cfg, const char *config_path, c
     srandom(c->seed);
     /* ids unique across drills on one data directory, and readable */
     snprintf(u.tag, sizeof u.tag, "%lx", (unsigned long)time(NULL) % 0xfffffff);
-    u.proc = (drill_proc){.bin = c->xacoord, .config = config_path, .log = log,
-                          .host = cfg->listen_host, .port = cfg->listen_port,
+    u.proc = (drill_proc){.bin = c->xacoord,
+                          .config = config_path,
+                          .log = log,
+                          .host = cfg->listen_host,
+                          .port = cfg->listen_port,
                           .token = cfg->api_token};
     u.attempts = calloc((size_t)c->max_attempts, sizeof *u.attempts);
     u.db = drill_db_new(cfg);

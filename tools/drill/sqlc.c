@@ -121,8 +121,8 @@ static MYSQL *my_open(const config_participant *p, char *err, size_t errlen)
             mysql_options(m, MYSQL_OPT_SSL_KEY, p->ssl_key);
         mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
     }
-    if (!mysql_real_connect(m, p->host, p->user, p->password, p->database, (unsigned)p->port,
-                            NULL, 0)) {
+    if (!mysql_real_connect(m, p->host, p->user, p->password, p->database, (unsigned)p->port, NULL,
+                            0)) {
         set_err(err, errlen, "%s: %s", p->name, mysql_error(m));
         mysql_close(m);
         return NULL;
@@ -175,8 +175,7 @@ static int find(drill_db *db, const char *participant, char *err, size_t errlen)
 }
 
 /* One try on the open (or a new) connection. */
-static int attempt(drill_db *db, int i, const char *sql, drill_rows *out, char *err,
-                   size_t errlen)
+static int attempt(drill_db *db, int i, const char *sql, drill_rows *out, char *err, size_t errlen)
 {
     const config_participant *p = &db->cfg->participants[i];
     bool pg = strcmp(p->driver, "postgres") == 0;
@@ -206,8 +205,8 @@ int drill_db_query(drill_db *db, const char *participant, const char *sql, drill
     return attempt(db, i, sql, out, err, errlen);
 }
 
-int drill_db_number(drill_db *db, const char *participant, const char *sql, double *out,
-                    char *err, size_t errlen)
+int drill_db_number(drill_db *db, const char *participant, const char *sql, double *out, char *err,
+                    size_t errlen)
 {
     drill_rows r;
     char *end;
@@ -222,8 +221,8 @@ int drill_db_number(drill_db *db, const char *participant, const char *sql, doub
     return 0;
 }
 
-int drill_db_prepared(drill_db *db, const char *participant, const char *prefix,
-                      drill_rows *out, char *err, size_t errlen)
+int drill_db_prepared(drill_db *db, const char *participant, const char *prefix, drill_rows *out,
+                      char *err, size_t errlen)
 {
     char sql[512];
     drill_rows all;

@@ -29,11 +29,11 @@ void drill_db_free(drill_db *db);
 int drill_db_query(drill_db *db, const char *participant, const char *sql, drill_rows *out,
                    char *err, size_t errlen);
 /* A query that must return one number (one row, one column, an integer or decimal). */
-int drill_db_number(drill_db *db, const char *participant, const char *sql, double *out,
-                    char *err, size_t errlen);
+int drill_db_number(drill_db *db, const char *participant, const char *sql, double *out, char *err,
+                    size_t errlen);
 /* Prepared branches on the participant whose gtrid starts with prefix (and, on MySQL, whose
  * bqual is the participant's name); their names go into sample. */
-int drill_db_prepared(drill_db *db, const char *participant, const char *prefix,
-                      drill_rows *out, char *err, size_t errlen);
+int drill_db_prepared(drill_db *db, const char *participant, const char *prefix, drill_rows *out,
+                      char *err, size_t errlen);
 
 #endif

@@ -112,8 +112,7 @@ static int find(const drill_values *v, const char *name, size_t len)
     return -1;
 }
 
-char *drill_substitute(const char *text, const drill_values *v, bool json, char *err,
-                       size_t errlen)
+char *drill_substitute(const char *text, const drill_values *v, bool json, char *err, size_t errlen)
 {
     char *out = NULL;
     size_t len = 0;
