@@ -61,10 +61,15 @@ bool drill_proc_exited(drill_proc *p)
 {
     if (p->pid <= 0)
         return true;
-    if (waitpid(p->pid, NULL, WNOHANG) != p->pid)
+    if (waitpid(p->pid, &p->status, WNOHANG) != p->pid)
         return false;
     p->pid = 0;
     return true;
+}
+
+bool drill_proc_crash_point(const drill_proc *p)
+{
+    return WIFSIGNALED(p->status) && WTERMSIG(p->status) == SIGKILL;
 }
 
 void drill_proc_kill(drill_proc *p)

@@ -14,12 +14,16 @@ typedef struct drill_proc {
     const char *host, *token;
     int port;
     pid_t pid;
+    int status; /* the wait status of the last exit */
 } drill_proc;
 
 /* Starts the daemon; crash_at (NULL: none) and skip arm a crash point. 0 or -1 (fork failed). */
 int drill_proc_start(drill_proc *p, const char *crash_at, int skip);
-/* True when the daemon has exited on its own (reaped; pid is 0 then). */
+/* True when the daemon has exited on its own (reaped; pid is 0 then, status set). */
 bool drill_proc_exited(drill_proc *p);
+/* Whether the last exit was a crash point's: the process killed itself with SIGKILL. Anything
+ * else (an abort, a sanitizer's report, an exit code) is a failure of the coordinator. */
+bool drill_proc_crash_point(const drill_proc *p);
 /* SIGKILL and reap. */
 void drill_proc_kill(drill_proc *p);
 /* Waits until /readyz answers 200. Returns the seconds it took, -1 when the process exited

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef enum { ANS_NONE, ANS_COMMITTED, ANS_ABORTED, ANS_REJECTED } answer;
@@ -142,34 +143,59 @@ static void *client(void *arg)
 
 /* Starts the coordinator (with the next crash point armed while the run lasts) and waits for
  * it. Returns 0, or -1 when it cannot become ready. */
+static int start(run *u, bool arm);
+
+/* The coordinator died without being killed by the drill: at a crash point, or by a failure of
+ * its own that the report must show. */
+static void count_exit(run *u)
+{
+    drill_result *r = u->r;
+    int st = u->proc.status;
+    if (drill_proc_crash_point(&u->proc)) {
+        r->crash_deaths++;
+        return;
+    }
+    if (r->bad_exits++ == 0)
+        snprintf(r->bad_exit, sizeof r->bad_exit, "%s %d (its log: %s)",
+                 WIFSIGNALED(st) ? "killed by signal" : "exit code",
+                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), u->proc.log);
+}
+
+/* Starts the coordinator (with the next crash point armed while the run lasts) and waits for
+ * it; a crash point on the way up (recovery-after-resolve) means one more start. Returns 0, or
+ * -1 when it cannot become ready. */
 static int start(run *u, bool arm)
 {
     const drill_conf *c = u->c;
-    const char *point = NULL;
-    int skip = 0;
-    if (arm && c->ncrash_points > 0) {
-        point = c->crash_points[u->crash_next++ % c->ncrash_points];
-        skip = c->crash_skip_max ? (int)(random() % (c->crash_skip_max + 1)) : 0;
-    }
-    if (drill_proc_start(&u->proc, point, skip) != 0) {
-        set_err(u->err, u->errlen, "cannot start %s", c->xacoord);
-        return -1;
-    }
-    u->r->starts++;
-    double took = drill_proc_wait_ready(&u->proc, c->ready_timeout_s);
-    if (took == -1 && point) {
-        u->r->crash_deaths++; /* a crash point on the way up (recovery-after-resolve) */
-        return start(u, arm);
-    }
-    if (took < 0) {
+    for (int tries = 0; tries < 100; tries++) {
+        const char *point = NULL;
+        int skip = 0;
+        if (arm && c->ncrash_points > 0) {
+            point = c->crash_points[u->crash_next++ % c->ncrash_points];
+            skip = c->crash_skip_max ? (int)(random() % (c->crash_skip_max + 1)) : 0;
+        }
+        if (drill_proc_start(&u->proc, point, skip) != 0) {
+            set_err(u->err, u->errlen, "cannot start %s", c->xacoord);
+            return -1;
+        }
+        u->r->starts++;
+        double took = drill_proc_wait_ready(&u->proc, c->ready_timeout_s);
+        if (took >= 0) {
+            if (u->r->nrecoveries < DRILL_MAX_RECOVERIES)
+                u->r->recovery_s[u->r->nrecoveries++] = took;
+            return 0;
+        }
+        if (took == -1 && point && drill_proc_crash_point(&u->proc)) {
+            u->r->crash_deaths++;
+            continue;
+        }
         set_err(u->err, u->errlen, "the coordinator %s (its log: %s)",
                 took == -1 ? "exited during start-up" : "was not ready in time", u->proc.log);
         drill_proc_kill(&u->proc);
         return -1;
     }
-    if (u->r->nrecoveries < DRILL_MAX_RECOVERIES)
-        u->r->recovery_s[u->r->nrecoveries++] = took;
-    return 0;
+    set_err(u->err, u->errlen, "the coordinator died at a crash point in 100 starts in a row");
+    return -1;
 }
 
 static void db_fault(run *u, const drill_dbfault *f)
@@ -204,7 +230,7 @@ static int faults(run *u)
         if (!running)
             atomic_store(&u->stop, true);
         if (drill_proc_exited(&u->proc)) {
-            u->r->crash_deaths++;
+            count_exit(u);
             if (start(u, running) != 0)
                 return -1;
             continue;
@@ -499,6 +525,10 @@ static void checks(run *u)
     int n = atomic_load(&u->nattempts);
     if (n > u->c->max_attempts)
         n = u->c->max_attempts;
+    add_check(u->r, u->r->bad_exits == 0, "coordinator never failed",
+              u->r->bad_exits ? "%d exit(s) not at a crash point; the first: %s"
+                              : "every exit was a kill or a crash point",
+              u->r->bad_exits, u->r->bad_exit);
     u->r->settle_s = settle(u, left, sizeof left);
     add_check(u->r, u->r->settle_s >= 0, "no prepared branch left",
               u->r->settle_s >= 0 ? "in-doubt list and participants clear after %.2f s"
