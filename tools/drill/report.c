@@ -52,7 +52,7 @@ void drill_report_table(const drill_result *r, FILE *out)
     fprintf(out, "xacoord-drill: %.0f s, %d clients, seed %u\n\n", r->duration_s, r->clients,
             r->seed);
     fprintf(out, "  %-20s %9s %9s %9s %9s %10s %9s\n", "transactions", "attempted", "committed",
-            "aborted", "(transnt)", "unanswered", "(then ok)");
+            "aborted", "transient", "unanswered", "then ok");
     for (int i = 0; i < r->ntallies; i++) {
         const drill_tally *t = &r->tallies[i];
         tally_row(out, t);
@@ -65,8 +65,8 @@ void drill_report_table(const drill_result *r, FILE *out)
     }
     if (r->ntallies > 1)
         tally_row(out, &all);
-    fprintf(out, "  (transnt: aborts the coordinator called retryable; then ok: unanswered, and\n"
-                 "  committed by GET afterwards)\n\n");
+    fprintf(out, "  (transient: aborted, still retryable after the last try; then ok: unanswered,\n"
+                 "  and committed by GET afterwards)\n\n");
     fprintf(out,
             "  faults: %d kill -9 of the coordinator, %d crash-point deaths, %d database "
             "restart(s)\n",
