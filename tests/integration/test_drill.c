@@ -1,8 +1,9 @@
 /*
  * xacoord-drill on the example shop (demo/drill.ini, 15 s of load a run, about 35 s in all): the
  * real build passes it, and a build with XACOORD_PLANTED_BUG - recovery rolls back every in-doubt
- * branch, whatever the journal says - fails it on the checks that compare outcomes with the data. scripts/test builds
- * the planted daemon alone and names it in XACOORD_PLANTED_BIN; without it that case is skipped.
+ * branch, whatever the journal says - fails it on the checks that compare outcomes with the data.
+ * scripts/test builds the planted daemon alone and names it in XACOORD_PLANTED_BIN; without it that
+ * case is skipped.
  */
 #include "daemon.h"
 #include "testutil.h"
@@ -21,16 +22,20 @@ static int drill(const char *bin, char **report)
     FILE *p, *mem = open_memstream(report, &len);
     int status;
     assert_non_null(mem);
+    char tmp[] = "/tmp/test-drill-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    /* the drill's work directory (kept when it fails) goes into tmp, removed below */
     snprintf(cmd, sizeof cmd,
-             "cd %s && XACOORD_BIN=%s XA_DRILL_API_PORT=%d DRILL_DURATION_S=15 DRILL_CRASH_SKIP_MAX=8 "
-             "%s demo/drill.ini",
-             tu_source_dir(), bin, tu_free_port(), XACOORD_DRILL_BIN);
+             "cd %s && TMPDIR=%s XACOORD_BIN=%s XA_DRILL_API_PORT=%d DRILL_DURATION_S=15 "
+             "DRILL_CRASH_SKIP_MAX=8 %s demo/drill.ini",
+             tu_source_dir(), tmp, bin, tu_free_port(), XACOORD_DRILL_BIN);
     p = popen(cmd, "r");
     assert_non_null(p);
     while ((n = fread(buf, 1, sizeof buf, p)) > 0)
         fwrite(buf, 1, n, mem);
     status = pclose(p);
     fclose(mem);
+    tu_sh("rm -rf %s", tmp);
     fprintf(stderr, "%s", *report);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);

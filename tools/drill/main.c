@@ -119,7 +119,8 @@ static int parse_args(int argc, char **argv, options *o)
 int main(int argc, char **argv)
 {
     options o = {0};
-    char work[] = "/tmp/xacoord-drill-XXXXXX", cfg_path[64], log_path[64], err[1024];
+    char work[256], cfg_path[300], log_path[300], err[1024];
+    const char *tmp = getenv("TMPDIR");
     drill_conf c;
     config cfg;
     static drill_result r;
@@ -128,6 +129,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    snprintf(work, sizeof work, "%.200s/xacoord-drill-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(work)) {
         fprintf(stderr, "xacoord-drill: cannot make a work directory: %s\n", strerror(errno));
         return 2;

@@ -33,8 +33,8 @@ typedef struct drill_result {
     int ntallies;
     drill_tally tallies[DRILL_MAX_ITEMS];
     int kills, crash_deaths, db_faults, starts;
-    int bad_exits;       /* exits that were no crash point's: a failure */
-    char bad_exit[160];  /* the first of them */
+    int bad_exits;      /* exits that were no crash point's: a failure */
+    char bad_exit[160]; /* the first of them */
     int nrecoveries;
     double recovery_s[DRILL_MAX_RECOVERIES]; /* start to /readyz 200, every start */
     double settle_s;                         /* last start to nothing in doubt */
