@@ -473,6 +473,42 @@ static void check_sums(run *u)
 
 /* --- Before the run ---------------------------------------------------------------------- */
 
+/* Every query names a participant of the coordinator's configuration. */
+static int known(run *u, const char *what, const drill_query *q)
+{
+    if (config_find_participant(u->cfg, q->participant))
+        return 0;
+    set_err(u->err, u->errlen, "%s: participant %s is not in %s", what, q->participant,
+            u->c->config);
+    return -1;
+}
+
+static int check_participants(run *u)
+{
+    const drill_conf *c = u->c;
+    char what[96];
+    for (int i = 0; i < c->nsetup; i++)
+        if (known(u, "[setup]", &c->setup[i]) != 0)
+            return -1;
+    for (int i = 0; i < c->ntemplates; i++) {
+        snprintf(what, sizeof what, "[template.%s] verify", c->templates[i].name);
+        if (c->templates[i].has_verify && known(u, what, &c->templates[i].verify) != 0)
+            return -1;
+    }
+    for (int i = 0; i < c->ninvariants; i++) {
+        snprintf(what, sizeof what, "[invariant.%s] check", c->invariants[i].name);
+        if (known(u, what, &c->invariants[i].q) != 0)
+            return -1;
+    }
+    for (int i = 0; i < c->nsums; i++)
+        for (int j = 0; j < c->sums[i].nterms; j++) {
+            snprintf(what, sizeof what, "[sum.%s] term %d", c->sums[i].name, j + 1);
+            if (known(u, what, &c->sums[i].terms[j]) != 0)
+                return -1;
+        }
+    return 0;
+}
+
 static int setup(run *u)
 {
     char msg[256];
@@ -568,7 +604,7 @@ int drill_run(const drill_conf *c, const config *cfg, const char *config_path, c
         set_err(err, errlen, "out of memory");
         goto out;
     }
-    if (drill_workload_init(&u.w, c, err, errlen) != 0)
+    if (check_participants(&u) != 0 || drill_workload_init(&u.w, c, err, errlen) != 0)
         goto out;
     if (setup(&u) == 0 && drive(&u, th) == 0) {
         /* a last kill, then recovery from a clean start must leave everything consistent */
