@@ -125,6 +125,7 @@ int main(int argc, char **argv)
     config cfg;
     static drill_result r;
     int rc = 2;
+    bool ran = false;
     if (parse_args(argc, argv, &o) != 0) {
         usage(stderr);
         return 2;
@@ -136,10 +137,10 @@ int main(int argc, char **argv)
     }
     /* the drill file and the configuration may name the work directory (a fresh data_dir) */
     setenv("DRILL_WORK_DIR", work, 1);
-    if (set_drill_dir(o.file) != 0)
-        goto out;
     snprintf(cfg_path, sizeof cfg_path, "%s/xacoord.ini", work);
     snprintf(log_path, sizeof log_path, "%s/xacoord.log", work);
+    if (set_drill_dir(o.file) != 0)
+        goto out;
     if (drill_conf_load(o.file, &c, err, sizeof err) != 0) {
         fprintf(stderr, "xacoord-drill: %s\n", err);
         goto out;
@@ -150,6 +151,7 @@ int main(int argc, char **argv)
         drill_conf_free(&c);
         goto out;
     }
+    ran = true;
     if (drill_run(&c, &cfg, cfg_path, log_path, &r, err, sizeof err) != 0)
         fprintf(stderr, "xacoord-drill: %s\n", err);
     else {
@@ -162,7 +164,8 @@ int main(int argc, char **argv)
     config_free(&cfg);
     drill_conf_free(&c);
 out:
-    if (o.keep || rc != 0)
+    /* the coordinator's log explains a failed drill; a file that did not load has none */
+    if (o.keep || (ran && rc != 0))
         fprintf(stderr, "xacoord-drill: work directory kept: %s (coordinator log: %s)\n", work,
                 log_path);
     else if (nftw(work, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
