@@ -114,6 +114,7 @@ static void expect_error(const char *from, const char *to, const char *want)
 
 static void test_conf_errors(void **state)
 {
+    setenv("DRILL_TEST_EMPTY", "", 1);
     expect_error("clients = 3", "clients = many", "/tmp/drill.ini:5: [drill] clients: expected");
     expect_error("clients = 3", "colour = red", "[drill] colour: unknown key");
     expect_error(NULL, "[nonsense]\n", "unknown section [nonsense]");
@@ -134,6 +135,8 @@ static void test_conf_errors(void **state)
     expect_error(NULL, "[template.two]\nweight = 1\n", "[template.two] file: required");
     expect_error(NULL, "[template.two]\nfile = /nonexistent/t.json\n", "/nonexistent/t.json");
     expect_error(NULL, "nokey\n", "expected \"key = value\"");
+    expect_error("config = xacoord.ini", "config =", "[drill] config: empty value");
+    expect_error("config = xacoord.ini", "config = ${DRILL_TEST_EMPTY}", "config: empty value");
 }
 
 static void test_expand(void **state)

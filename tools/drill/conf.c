@@ -442,6 +442,10 @@ static int on_key(parser *p, const char *k, const char *raw)
     int rc;
     if (!v)
         return fail(p, "%s: %s", k, msg);
+    if (!*v) {
+        free(v);
+        return fail(p, "%s: empty value", k);
+    }
     switch (p->section) {
     case SEC_DRILL:
         rc = drill_key(p, k, v);
