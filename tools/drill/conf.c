@@ -574,7 +574,7 @@ static char *trim(char *s)
 
 /* --- Whole file ------------------------------------------------------------------------- */
 
-static int read_file(const char *path, char **out, char *err, size_t errlen)
+int drill_read_file(const char *path, char **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     size_t len = 0;
@@ -680,7 +680,7 @@ static int check_whole(parser *p)
         drill_template *t = &c->templates[i];
         if (!t->file)
             return fail(p, "[template.%s] file: required", t->name);
-        if (read_file(t->file, &t->body, msg, sizeof msg) != 0)
+        if (drill_read_file(t->file, &t->body, msg, sizeof msg) != 0)
             return fail(p, "[template.%s] file: %s", t->name, msg);
     }
     for (int i = 0; i < c->ninvariants; i++)
@@ -727,7 +727,7 @@ int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen)
     char *text = NULL;
     int rc;
     memset(c, 0, sizeof *c);
-    if (read_file(path, &text, err, errlen) != 0)
+    if (drill_read_file(path, &text, err, errlen) != 0)
         return -1;
     rc = drill_conf_parse(path, text, c, err, errlen);
     free(text);

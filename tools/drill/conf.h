@@ -101,6 +101,9 @@ void drill_conf_free(drill_conf *c);
  * letter or '_'; other ${...} stay as they are). Returns a malloc'ed string, or
  * NULL with a message in err (an unset variable without a default, an unterminated ${). */
 char *drill_expand(const char *s, char *err, size_t errlen);
+/* Reads a whole text file (a NUL byte is an error) into *out (malloc'ed). 0, or -1 with a
+ * message naming the file. */
+int drill_read_file(const char *path, char **out, char *err, size_t errlen);
 /* Parses "participant: SQL". Returns 0 or -1 with a message. */
 int drill_query_parse(const char *s, drill_query *q, char *err, size_t errlen);
 /* Parses a parameter's value ("range 1 9", "seq 100", "choice a b"). */

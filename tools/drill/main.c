@@ -29,30 +29,15 @@ static void usage(FILE *out)
 /* The coordinator's configuration with ${...} expanded, written into the work directory. */
 static int write_config(const char *src, const char *dst, char *err, size_t errlen)
 {
-    FILE *in = fopen(src, "r"), *out;
-    char *text = NULL, *expanded;
-    size_t len = 0;
-    char buf[4096];
-    size_t n;
-    FILE *mem = open_memstream(&text, &len);
+    char *text = NULL, *expanded, msg[256];
+    FILE *out;
     int fd;
-    if (!in || !mem) {
-        snprintf(err, errlen, "%s: %s", src, strerror(errno));
-        if (in)
-            fclose(in);
-        if (mem)
-            fclose(mem);
-        free(text);
+    if (drill_read_file(src, &text, err, errlen) != 0)
         return -1;
-    }
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        fwrite(buf, 1, n, mem);
-    fclose(in);
-    fclose(mem);
-    expanded = drill_expand(text, buf, sizeof buf);
+    expanded = drill_expand(text, msg, sizeof msg);
     free(text);
     if (!expanded) {
-        snprintf(err, errlen, "%s: %s", src, buf);
+        snprintf(err, errlen, "%s: %s", src, msg);
         return -1;
     }
     fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -56,7 +56,7 @@ static void add_row(drill_rows *out, const char *const *cells, int ncells)
 {
     size_t len = strlen(out->sample);
     if (out->nrows == 0)
-        snprintf(out->first, sizeof out->first, "%s", ncells > 0 && cells[0] ? cells[0] : "");
+        snprintf(out->first, sizeof out->first, "%.63s", ncells > 0 && cells[0] ? cells[0] : "");
     out->nrows++;
     for (int i = 0; i < ncells && len + 8 < sizeof out->sample; i++) {
         len += (size_t)snprintf(out->sample + len, sizeof out->sample - len, "%s%s",
