@@ -112,31 +112,39 @@ static void expect_error(const char *from, const char *to, const char *want)
         fail_msg("error \"%s\" does not say \"%s\"", err, want);
 }
 
+/* A line of base_text() replaced (or, from NULL, one added at the end) and what the error must
+ * say. */
+static const struct {
+    const char *from, *to, *want;
+} bad_files[] = {
+    {"clients = 3", "clients = many", "/tmp/drill.ini:5: [drill] clients: expected"},
+    {"clients = 3", "colour = red", "[drill] colour: unknown key"},
+    {NULL, "[nonsense]\n", "unknown section [nonsense]"},
+    {NULL, "[template.pay]\n", "[template.pay] given twice"},
+    {NULL, "[template.Bad]\n", "must be 1-32 chars"},
+    {"param.n = range 1 9", "param.n = range 9 1", "LO <= HI"},
+    {"param.n = range 1 9", "param.n = between 1 9", "expected \"range LO HI\""},
+    {"param.sku = choice A-1 B_2", "param.sku = choice A'1", "must be 1-64 chars"},
+    {"verify = payment:", "verify = payment", "expected \"participant: SQL\""},
+    {"config = xacoord.ini", "config = ${DRILL_TEST_UNSET}", "DRILL_TEST_UNSET is not set"},
+    {"config = xacoord.ini\n", "", "[drill] config: required"},
+    {"check = constant", "check = sometimes", "expected \"equal\" or \"constant\""},
+    {"check = constant", "check = equal", "equal needs two terms"},
+    {"restart = echo r\n", "", "[database.order]: kill and restart are required"},
+    {"kill_interval_s = 2 4", "kill_interval_s = 4 2", "MIN MAX"},
+    {"[invariant.pos]\ncheck", "[invariant.pos]\nsql", "[invariant.pos] sql: unknown"},
+    {NULL, "[template.two]\nweight = 1\n", "[template.two] file: required"},
+    {NULL, "[template.two]\nfile = /nonexistent/t.json\n", "/nonexistent/t.json"},
+    {NULL, "nokey\n", "expected \"key = value\""},
+    {"config = xacoord.ini", "config =", "[drill] config: empty value"},
+    {"config = xacoord.ini", "config = ${DRILL_TEST_EMPTY}", "config: empty value"},
+};
+
 static void test_conf_errors(void **state)
 {
     setenv("DRILL_TEST_EMPTY", "", 1);
-    expect_error("clients = 3", "clients = many", "/tmp/drill.ini:5: [drill] clients: expected");
-    expect_error("clients = 3", "colour = red", "[drill] colour: unknown key");
-    expect_error(NULL, "[nonsense]\n", "unknown section [nonsense]");
-    expect_error(NULL, "[template.pay]\n", "[template.pay] given twice");
-    expect_error(NULL, "[template.Bad]\n", "must be 1-32 chars");
-    expect_error("param.n = range 1 9", "param.n = range 9 1", "LO <= HI");
-    expect_error("param.n = range 1 9", "param.n = between 1 9", "expected \"range LO HI\"");
-    expect_error("param.sku = choice A-1 B_2", "param.sku = choice A'1", "must be 1-64 chars");
-    expect_error("verify = payment:", "verify = payment", "expected \"participant: SQL\"");
-    expect_error("config = xacoord.ini", "config = ${DRILL_TEST_UNSET}",
-                 "DRILL_TEST_UNSET is not set");
-    expect_error("config = xacoord.ini\n", "", "[drill] config: required");
-    expect_error("check = constant", "check = sometimes", "expected \"equal\" or \"constant\"");
-    expect_error("check = constant", "check = equal", "equal needs two terms");
-    expect_error("restart = echo r\n", "", "[database.order]: kill and restart are required");
-    expect_error("kill_interval_s = 2 4", "kill_interval_s = 4 2", "MIN MAX");
-    expect_error("[invariant.pos]\ncheck", "[invariant.pos]\nsql", "[invariant.pos] sql: unknown");
-    expect_error(NULL, "[template.two]\nweight = 1\n", "[template.two] file: required");
-    expect_error(NULL, "[template.two]\nfile = /nonexistent/t.json\n", "/nonexistent/t.json");
-    expect_error(NULL, "nokey\n", "expected \"key = value\"");
-    expect_error("config = xacoord.ini", "config =", "[drill] config: empty value");
-    expect_error("config = xacoord.ini", "config = ${DRILL_TEST_EMPTY}", "config: empty value");
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++)
+        expect_error(bad_files[i].from, bad_files[i].to, bad_files[i].want);
 }
 
 static void test_expand(void **state)
