@@ -292,6 +292,9 @@ static void test_takeover_of_a_lost_directory(void **state)
         assert_int_equal(foreign_listed(&d, idc, shop[i]), 1);
     assert_int_equal(foreign_listed(&d, "zzzzzzzz", "payment"), 1);
     assert_true(metrics_have(&d, "xacoord_foreign_branches{participant=\"payment\"} 2"));
+    /* what the in-doubt list shows, the unresolved gauge counts */
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"payment\"} 2"));
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"order\"} 1"));
 
     /* one foreign branch by hand: no journal here contradicts either decision */
     assert_int_equal(post_status(&d, "/v1/in-doubt/xa2.tk.zzzzzzzz.1.1/commit", &resp), 200);
@@ -327,6 +330,7 @@ static void test_takeover_of_a_lost_directory(void **state)
         usleep(250000);
     }
     assert_prepared("xa2.tk.", 0);
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"payment\"} 0"));
     assert_int_equal(tu_order_status(1001), 'I');
     assert_int_equal(tu_balance(7), 200);
     assert_int_equal(tu_invariants(), 0);
