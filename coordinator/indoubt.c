@@ -169,24 +169,32 @@ struct resolution {
     res_branch b[CONFIG_MAX_PARTICIPANTS];
 };
 
+/* 200 when every branch was finished (or was not there); 502 when a participant refused or failed
+ * one, e.g. a branch prepared by another database role: the operator must not read "done". */
 static void finish(resolution *r)
 {
     json_t *parts = json_object();
     char *s;
+    int status = 200;
     /* The next recovery scan confirms what is gone and writes the DONE record. */
     for (int i = 0; i < r->n; i++) {
         res_branch *b = &r->b[i];
         json_object_set_new(parts, b->part->cfg->name,
                             b->message[0] ? json_string(b->message) : json_string(b->result));
+        if (b->message[0])
+            status = 502;
     }
     recovery_kick(r->c);
     json_t *obj = json_pack("{s:s, s:s, s:o}", "xid", r->b[0].xid.gtrid, "action",
                             r->commit ? "commit" : "rollback", "participants", parts);
     if (r->foreign)
         json_object_set_new(obj, "identity", json_string(r->foreign));
+    if (status != 200)
+        json_object_set_new(
+            obj, "error", json_string("a participant did not finish its branch: see participants"));
     s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
-    http_respond(r->req, 200, NULL, s, strlen(s));
+    http_respond(r->req, status, NULL, s, strlen(s));
     free(s);
     free(r);
 }

@@ -341,6 +341,36 @@ static void test_takeover_of_a_lost_directory(void **state)
     free(body);
 }
 
+/* A branch the coordinator's database role may not finish (prepared by a superuser): the manual
+ * resolution answers 502 with the participant's refusal, never a 200 that reads "done". */
+static void test_refused_resolution_is_not_success(void **state)
+{
+    tu_daemon d;
+    const char *gtrid = "xa2.rf.yyyyyyyy.1.1";
+    char *out, *resp = NULL, path[96];
+
+    tu_shop_reset();
+    out = tu_admin_sql("payment", "payment",
+                       "BEGIN; UPDATE account SET balance = balance WHERE user_id = 9; "
+                       "PREPARE TRANSACTION 'xa2.rf.yyyyyyyy.1.1.payment'");
+    assert_non_null(out);
+    free(out);
+    tu_daemon_init(&d, "rf", NULL);
+    tu_daemon_start(&d, NULL);
+    wait_foreign_listed(&d, "yyyyyyyy", "payment");
+    snprintf(path, sizeof path, "/v1/in-doubt/%s/rollback?participant=payment", gtrid);
+    assert_int_equal(post_status(&d, path, &resp), 502);
+    if (!strstr(resp, "\"payment\":\"error: ") || !strstr(resp, "\"error\":"))
+        fail_msg("refused resolution answered: %s", resp);
+    free(resp);
+    assert_int_equal(tu_prepared("payment", gtrid), 1);
+    out = tu_admin_sql("payment", "payment", "ROLLBACK PREPARED 'xa2.rf.yyyyyyyy.1.1.payment'");
+    assert_non_null(out);
+    free(out);
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    tu_daemon_cleanup(&d);
+}
+
 /* Guessing an identity would rename every branch of the directory: start-up stops instead. */
 static void test_damaged_identity_stops_start(void **state)
 {
@@ -370,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_lost_lock_sessions_never_unfence),
         cmocka_unit_test(test_takeover_of_a_lost_directory),
         cmocka_unit_test(test_damaged_identity_stops_start),
+        cmocka_unit_test(test_refused_resolution_is_not_success),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
