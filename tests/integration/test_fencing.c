@@ -82,6 +82,15 @@ static void wait_foreign_listed(const tu_daemon *d, const char *identity, const 
     fail_msg("no foreign branch of %s on %s in the in-doubt list", identity, participant);
 }
 
+/* Runs sql on the payment database as its superuser. */
+static void payment_admin(const char *sql)
+{
+    char *out = tu_admin_sql("payment", "payment", sql);
+    if (!out)
+        fail_msg("payment: %s failed", sql);
+    free(out);
+}
+
 static bool metrics_have(const tu_daemon *d, const char *line)
 {
     char *resp = NULL;
@@ -279,11 +288,8 @@ static void test_takeover_of_a_lost_directory(void **state)
     tu_daemon_identity(&c, idc);
     assert_prepared(pc, 1);
     assert_int_equal(tu_sh("rm -rf '%s/data'", c.dir), 0); /* the disk is gone */
-    out = tu_admin_sql("payment", "payment",
-                       "SET ROLE xacoord; BEGIN; UPDATE account SET balance = balance "
-                       "WHERE user_id = 9; PREPARE TRANSACTION 'xa2.tk.zzzzzzzz.1.1.payment'");
-    assert_non_null(out);
-    free(out);
+    payment_admin("SET ROLE xacoord; BEGIN; UPDATE account SET balance = balance "
+                  "WHERE user_id = 9; PREPARE TRANSACTION 'xa2.tk.zzzzzzzz.1.1.payment'");
 
     tu_daemon_init(&d, "tk", NULL);
     tu_daemon_start(&d, NULL);
@@ -347,14 +353,11 @@ static void test_refused_resolution_is_not_success(void **state)
 {
     tu_daemon d;
     const char *gtrid = "xa2.rf.yyyyyyyy.1.1";
-    char *out, *resp = NULL, path[96];
+    char *resp = NULL, path[96];
 
     tu_shop_reset();
-    out = tu_admin_sql("payment", "payment",
-                       "BEGIN; UPDATE account SET balance = balance WHERE user_id = 9; "
-                       "PREPARE TRANSACTION 'xa2.rf.yyyyyyyy.1.1.payment'");
-    assert_non_null(out);
-    free(out);
+    payment_admin("BEGIN; UPDATE account SET balance = balance WHERE user_id = 9; "
+                  "PREPARE TRANSACTION 'xa2.rf.yyyyyyyy.1.1.payment'");
     tu_daemon_init(&d, "rf", NULL);
     tu_daemon_start(&d, NULL);
     wait_foreign_listed(&d, "yyyyyyyy", "payment");
@@ -364,9 +367,7 @@ static void test_refused_resolution_is_not_success(void **state)
         fail_msg("refused resolution answered: %s", resp);
     free(resp);
     assert_int_equal(tu_prepared("payment", gtrid), 1);
-    out = tu_admin_sql("payment", "payment", "ROLLBACK PREPARED 'xa2.rf.yyyyyyyy.1.1.payment'");
-    assert_non_null(out);
-    free(out);
+    payment_admin("ROLLBACK PREPARED 'xa2.rf.yyyyyyyy.1.1.payment'");
     assert_int_equal(tu_daemon_stop(&d), 0);
     tu_daemon_cleanup(&d);
 }
