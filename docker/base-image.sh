@@ -55,5 +55,10 @@ if timeout "$PULL_TIMEOUT_S" "$ENGINE" pull -q "$NAME" >/dev/null 2>&1; then
     exit 0
 fi
 [ -s "$TARBALL" ] || make_tarball
-"$ENGINE" import --change 'CMD ["/bin/bash"]' "$TARBALL" "$NAME" >/dev/null
+# Quiet unless it fails (docker import has no --quiet).
+out=$("$ENGINE" import --change 'CMD ["/bin/bash"]' "$TARBALL" "$NAME" 2>&1) || {
+    printf '%s\n' "$out" >&2
+    say "importing $TARBALL failed"
+    exit 1
+}
 say "imported $NAME from $TARBALL"
