@@ -31,7 +31,8 @@ die() { say "$*"; exit 1; }
 case $ROLE in
 payment) KIND=postgres DB=payment PORT=${XACOORD_DB_PORT:-5432} ADMIN_SECRET=pg_admin_pw ;;
 order) KIND=mariadb DB=shop_order PORT=${XACOORD_DB_PORT:-3306} ADMIN_SECRET=mysql_root_pw ;;
-warehouse) KIND=mariadb DB=shop_warehouse PORT=${XACOORD_DB_PORT:-3306} ADMIN_SECRET=mysql_root_pw ;;
+warehouse)
+    KIND=mariadb DB=shop_warehouse PORT=${XACOORD_DB_PORT:-3306} ADMIN_SECRET=mysql_root_pw ;;
 *) die "XACOORD_DB_ROLE must be payment, order or warehouse, not '$ROLE'" ;;
 esac
 [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT < 65536)) || die "XACOORD_DB_PORT '$PORT' is not a port"

@@ -93,7 +93,9 @@ coordinator_exit() { # the exit status of the coordinator container once it stop
     echo "still $state"
 }
 podman_or_docker() { CONTAINERS_CONF=$ROOT/docker/podman/containers.conf "$ENGINE" "$@"; }
-ct_name() { if [ "$ENGINE" = docker ]; then echo "$XACOORD_PROJECT-$1-1"; else echo "$XACOORD_PROJECT-$1"; fi; }
+ct_name() { # Docker Compose numbers its containers
+    if [ "$ENGINE" = docker ]; then echo "$XACOORD_PROJECT-$1-1"; else echo "$XACOORD_PROJECT-$1"; fi
+}
 
 # Until I1-I5 hold (phase 2 and recovery finish after the answer), then no branch is prepared.
 settled() {
@@ -134,7 +136,9 @@ rows_say() { # ID
     local n=${1##*-}
     case $1 in
     checkout-*) [ "$(payments "$n")" = 1 ] && echo committed || echo "not committed" ;;
-    ship-*) [ "$(order_status "$n")$(shipment "$n")" = WS ] && echo committed || echo "not committed" ;;
+    ship-*)
+        [ "$(order_status "$n")$(shipment "$n")" = WS ] && echo committed || echo "not committed"
+        ;;
     esac
 }
 
@@ -153,7 +157,8 @@ check_truth() {
         committed | aborted)
             check_eq "$id: reply ${REPLY[$id]}, GET" "$got" \
                 "$([ "${REPLY[$id]}" = committed ] && echo committed || echo "$got")"
-            [ "${REPLY[$id]}" != aborted ] || check_eq "$id: reply aborted, rows" "$rows" "not committed"
+            [ "${REPLY[$id]}" != aborted ] ||
+                check_eq "$id: reply aborted, rows" "$rows" "not committed"
             ;;
         esac
     done
@@ -284,6 +289,7 @@ main() {
             exit 1
         fi
     done
+    "$ROOT/scripts/deps" # the database clients on the host
     trap cleanup EXIT
     ct down --volumes >/dev/null 2>&1 || true
     ct up
