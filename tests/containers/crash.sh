@@ -11,7 +11,7 @@
 #    still waits for a row lock: the decision is commit, phase 2 waits for payment to return.
 # After each: I1-I5 (tests/invariants) within a bounded wait, nothing left prepared, and at the
 # end every reply and every GET agree with each other and with the shop's rows.
-# Usage: tests/containers/crash.sh          (root; about two minutes with the images built)
+# Usage: tests/containers/crash.sh   (root; 25-50 s with the images built, 3-5 min from nothing)
 # Environment: XACOORD_CONTAINERS_DIR (default: a new directory in /tmp, removed at the end),
 # XA_KEEP_CONTAINERS=1 leaves the containers running.
 set -euo pipefail
