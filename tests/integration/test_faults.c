@@ -153,8 +153,9 @@ static long prepared_anywhere(void)
     return n;
 }
 
-/* GET's outcome of id: "committed", "aborted", "in_progress", "unknown" (404); pending: the
- * answer names a pending participant. */
+/* GET's outcome of id: "committed", "aborted", "in_progress", "unknown" (404), "unavailable"
+ * (503: a participant whose markers would tell cannot be asked yet); pending: the answer names
+ * a pending participant. */
 static const char *get_outcome(tu_daemon *d, const char *id, bool *pending)
 {
     char path[160], *resp = NULL;
@@ -164,6 +165,8 @@ static const char *get_outcome(tu_daemon *d, const char *id, bool *pending)
     status = tu_http(d->port, "GET", path, NULL, NULL, &resp);
     if (status == 404)
         o = "unknown";
+    else if (status == 503 && resp && strstr(resp, "cannot tell"))
+        o = "unavailable";
     else if (status != 200 || !resp)
         fail_msg("GET %s: %d %s", path, status, resp ? resp : "");
     else if (strstr(resp, "\"outcome\":\"committed\""))
@@ -184,7 +187,7 @@ static bool settle(tu_daemon *d, const char *id, const char *what)
     for (unsigned waited = 0;; waited += 100) {
         bool pending;
         const char *o = get_outcome(d, id, &pending);
-        bool final = strcmp(o, "in_progress") != 0 && !pending;
+        bool final = strcmp(o, "in_progress") != 0 && strcmp(o, "unavailable") != 0 && !pending;
         if (final && prepared_anywhere() == 0)
             return strcmp(o, "committed") == 0;
         if (waited >= SETTLE_WAIT_MS)

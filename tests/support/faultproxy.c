@@ -7,6 +7,7 @@
  */
 #include "faultproxy.h"
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -274,9 +275,15 @@ static bool mysql_reply_packet(fp_conn *c, const unsigned char *s, size_t n)
         }
         if (s[0] == 0x00 || s[0] == 0xfe)
             return !mysql_more_results(s, n);
-        c->skip = (long)lenenc(s, n, &pos) + (c->deprecate_eof ? 0 : 1); /* column definitions */
+        /* A result set: its column count, then the column definitions - unless the count
+         * packet carries MariaDB's "metadata follows" byte as 0 (the client caches them) -
+         * and an EOF. */
+        c->skip = (long)lenenc(s, n, &pos);
+        if (pos < n && s[pos] == 0)
+            c->skip = 0;
+        c->skip += c->deprecate_eof ? 0 : 1;
         c->after_skip_rows = true;
-        c->rstate = R_SKIP;
+        c->rstate = c->skip > 0 ? R_SKIP : R_ROWS;
         return false;
     case R_SKIP:
         if (--c->skip <= 0)
@@ -622,6 +629,8 @@ fp_proxy *fp_start(fp_protocol proto, int listen_port, int upstream_port)
     p->proto = proto;
     p->listen_port = listen_port;
     p->upstream_port = upstream_port;
+    /* A write to a connection the other side reset must not kill the test process. */
+    signal(SIGPIPE, SIG_IGN);
     uv_mutex_init(&p->lock);
     uv_sem_init(&p->ready, 0);
     uv_sem_init(&p->reset_done, 0);
