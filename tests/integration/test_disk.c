@@ -77,7 +77,7 @@ static void assert_exit_status_1(tu_daemon *d, const char *what)
         tu_sh("tail -n 20 %s >&2", d->log);
         fail_msg("%s: expected exit status 1, got wait status %d", what, status);
     }
-    if (!log_has(d, "journal: "))
+    if (!log_has(d, "journal: ") || !log_has(d, "exiting: no decision is taken"))
         fail_msg("%s: the log does not name the journal failure", what);
 }
 
