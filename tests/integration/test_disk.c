@@ -126,6 +126,13 @@ static void test_fdatasync_error(void **state)
     assert_int_equal(tu_order_status(1002), 'I');
     assert_int_equal(tu_balance(7), 100);
 
+    /* While the disk still fails, start-up fails at the boot record, saying so. */
+    tu_daemon_spawn(&d, env);
+    assert_exit_status_1(&d, "restart on a failing disk");
+    if (!log_has(&d, "writing the boot record"))
+        fail_msg("a start on a failing disk does not name the boot record");
+    assert_int_equal(tu_order_status(1002), 'I');
+
     /* The disk works again: the restart resolves every branch, the reply before the fault still
      * holds, and the failed one is one thing everywhere. */
     unlink(trigger);
