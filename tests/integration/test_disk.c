@@ -199,8 +199,7 @@ static void test_disk_full(void **state)
         free(body);
         if (status != 200) {
             if (status != -1 && status != 503)
-                fail_msg("%s: expected no reply or 503, got %d %s", id, status,
-                         resp ? resp : "");
+                fail_msg("%s: expected no reply or 503, got %d %s", id, status, resp ? resp : "");
             free(resp);
             last = i;
             break;

@@ -21,6 +21,7 @@
 /* Phase-1 timeout of the checkouts; "slow" is twice it (section 8). */
 #define TIMEOUT_MS 1000
 #define SLOW_MS (2 * TIMEOUT_MS)
+#define COMMIT_WAIT_MS "500"
 /* Bounds of the waits: a fault must act, a reply come and a healed fault settle within these. */
 #define HIT_WAIT_MS 15000
 #define REPLY_WAIT_MS 20000
@@ -45,8 +46,8 @@ static const char *step_sql(int db, step s)
                                           "COMMIT PREPARED",
                                           "ROLLBACK PREPARED",
                                           "pg_prepared_xacts"};
-    static const char *const my[NSTEP] = {NULL, "UPDATE ", "XA PREPARE", "XA COMMIT",
-                                          "XA ROLLBACK", "XA RECOVER"};
+    static const char *const my[NSTEP] = {NULL,        "UPDATE ",     "XA PREPARE",
+                                          "XA COMMIT", "XA ROLLBACK", "XA RECOVER"};
     if (s == STATEMENT && db != PAYMENT)
         return db == ORDER ? "UPDATE orders" : "UPDATE stock";
     return db == PAYMENT ? pg[s] : my[s];
@@ -138,8 +139,7 @@ static void healthy_commit(tu_daemon *d, int faulted, const char *what)
     snprintf(body + len, sizeof body - len, "]}");
     status = tu_http(d->port, "POST", "/v1/transactions", body, NULL, &resp);
     if (status != 200 || !strstr(resp, "\"outcome\":\"committed\""))
-        fail_msg("%s: the healthy databases did not commit: %d %s", what, status,
-                 resp ? resp : "");
+        fail_msg("%s: the healthy databases did not commit: %d %s", what, status, resp ? resp : "");
     free(resp);
 }
 
@@ -230,8 +230,8 @@ static void check_reply(const cell *c, const char *what, const post *p, bool lan
         fail_msg("%s: the reply says %s, the data says %s: %s", what,
                  committed ? "committed" : "aborted", landed ? "committed" : "not", resp);
     if (committed != expect_commit(c))
-        fail_msg("%s: expected %s, got %d %s", what,
-                 expect_commit(c) ? "committed" : "aborted", p->status, resp);
+        fail_msg("%s: expected %s, got %d %s", what, expect_commit(c) ? "committed" : "aborted",
+                 p->status, resp);
     if (committed || c->s == ROLLBACK)
         return;
     /* A phase-1 fault is transient: the client may retry. A connection that is gone is 503. */
@@ -241,16 +241,35 @@ static void check_reply(const cell *c, const char *what, const post *p, bool lan
         fail_msg("%s: a lost connection must answer 503: %d %s", what, p->status, resp);
 }
 
+/* The daemon of the cell running now: a failed cell leaves it running, and with it the
+ * ownership locks of node "fx" that the next cell's daemon needs. */
+static tu_daemon *running;
+
 static void start_daemon(tu_daemon *d)
 {
-    char port[16];
+    char port[16], section[64];
     tu_daemon_init(d, "fx", NULL);
+    /* Short waits keep the matrix short: the reply leaves after COMMIT_WAIT_MS with what is
+     * still pending, and scans come often enough to finish a healed fault within a second. */
+    tu_daemon_set_key(d, "coordinator", "commit_wait_ms", COMMIT_WAIT_MS);
+    tu_daemon_set_key(d, "coordinator", "recovery_interval_ms", "300");
     for (int db = 0; db < NDB; db++) {
         snprintf(port, sizeof port, "%d", proxy_port[db]);
-        tu_daemon_set_key(d, db_name[db], "port", port);
-        tu_daemon_set_key(d, db_name[db], "connect_timeout_ms", "800");
+        snprintf(section, sizeof section, "participant.%s", db_name[db]);
+        tu_daemon_set_key(d, section, "port", port);
     }
     tu_daemon_start(d, NULL);
+    running = d;
+}
+
+/* Whatever a failed cell left behind: its daemon, its rules. */
+static void clean_up_failed_cell(void)
+{
+    if (running && running->pid > 0)
+        tu_daemon_kill(running);
+    running = NULL;
+    for (int db = 0; db < NDB; db++)
+        fp_heal(proxy[db]);
 }
 
 /* The failing branch of a rollback cell: another database, whose check is delayed so that the
@@ -263,24 +282,25 @@ static int rollback_culprit(int db)
 static void run_cell(const cell *c)
 {
     char what[96], id[96];
-    tu_daemon d;
+    static tu_daemon d; /* outlives a failed cell: see clean_up_failed_cell */
     post p = {0};
     pthread_t th;
-    fp_rule rule = {.action = c->f->action, .match = step_sql(c->db, c->s),
-                    .delay_ms = c->f->delay_ms};
+    fp_rule rule = {
+        .action = c->f->action, .match = step_sql(c->db, c->s), .delay_ms = c->f->delay_ms};
     int culprit = c->s == ROLLBACK ? rollback_culprit(c->db) : -1;
     bool landed;
     snprintf(what, sizeof what, "%s %s %s", db_name[c->db], step_name[c->s], c->f->name);
     snprintf(id, sizeof id, "f-%s-%s-%s", db_name[c->db], step_name[c->s], c->f->name);
     print_message("[ cell     ] %s\n", what);
 
+    clean_up_failed_cell();
     tu_shop_reset();
     start_daemon(&d);
     if (c->s == CONNECT) /* every pooled connection dies: the checkout must connect anew */
         fp_reset_all(proxy[c->db]);
     if (culprit >= 0) {
-        fp_rule late = {.action = FP_DELAY, .match = step_sql(culprit, STATEMENT),
-                        .delay_ms = 300, .times = 1};
+        fp_rule late = {
+            .action = FP_DELAY, .match = step_sql(culprit, STATEMENT), .delay_ms = 300, .times = 1};
         fp_set(proxy[culprit], &late);
     }
     fp_set(proxy[c->db], &rule);
@@ -305,6 +325,7 @@ static void run_cell(const cell *c)
         check_reply(c, what, &p, landed);
     assert_int_equal(tu_invariants(), 0);
     assert_int_equal(tu_daemon_stop(&d), 0);
+    running = NULL;
     tu_daemon_cleanup(&d);
     free(p.body);
     free(p.resp);
@@ -343,13 +364,14 @@ static void test_warehouse(void **state)
 static void test_partition_in_phase2(void **state)
 {
     const int db = ORDER;
-    tu_daemon d;
+    static tu_daemon d; /* outlives a failed cell: see clean_up_failed_cell */
     post p = {0};
     pthread_t th;
     fp_rule rule = {.action = FP_HANG, .match = step_sql(db, COMMIT)};
     time_t start;
     bool pending;
     (void)state;
+    clean_up_failed_cell();
     tu_shop_reset();
     start_daemon(&d);
     fp_set(proxy[db], &rule);
@@ -376,6 +398,7 @@ static void test_partition_in_phase2(void **state)
     assert_true(checkout_landed());
     assert_int_equal(tu_invariants(), 0);
     assert_int_equal(tu_daemon_stop(&d), 0);
+    running = NULL;
     tu_daemon_cleanup(&d);
     free(p.body);
     free(p.resp);

@@ -153,10 +153,10 @@ static void edit_key(const char *line, const char *section, FILE *out, const voi
     }
 }
 
-void tu_daemon_set_key(tu_daemon *d, const char *participant, const char *key, const char *value)
+void tu_daemon_set_key(tu_daemon *d, const char *section, const char *key, const char *value)
 {
     key_edit e = {.key = key, .value = value};
-    snprintf(e.section, sizeof e.section, "[participant.%s]", participant);
+    snprintf(e.section, sizeof e.section, "[%s]", section);
     rewrite_config(d, edit_key, &e);
 }
 

@@ -36,9 +36,9 @@ typedef struct fp_conn {
     int open_handles;
     conn_state state;
     bool server_up;
-    bytes cin, sout;  /* client bytes for the server, server bytes for the client */
-    bool greeted;     /* the client's connect message went through the rule */
-    size_t pass_len;  /* a held message that already went through the rule */
+    bytes cin, sout; /* client bytes for the server, server bytes for the client */
+    bool greeted;    /* the client's connect message went through the rule */
+    size_t pass_len; /* a held message that already went through the rule */
     /* Replies: the sync points sent (messages that end with a reply) and the replies seen. */
     unsigned syncs_sent, replies_seen;
     bool losing, lose_any; /* FP_LOSE_REPLY: drop server bytes, close at reply lose_at */
