@@ -208,6 +208,21 @@ static void assert_no_heuristics(tu_daemon *d, const char *what)
     free(resp);
 }
 
+/* A lost COMMIT reply must really have been lost after the COMMIT ran: the retry found the branch
+ * already finished (section 3: "not found", not listed, marker present). */
+static void assert_found_finished(tu_daemon *d, int db, const char *what)
+{
+    char *resp = NULL, want[96];
+    const char *at;
+    int status = tu_http(d->port, "GET", "/metrics", NULL, NULL, &resp);
+    snprintf(want, sizeof want, "xacoord_xid_not_found_total{participant=\"%s\"} ", db_name[db]);
+    at = resp ? strstr(resp, want) : NULL;
+    if (status != 200 || !at || atol(at + strlen(want)) < 1)
+        fail_msg("%s: no branch was found already committed (%.*s)", what,
+                 at ? (int)strcspn(at, "\n") : 14, at ? at : "metric missing");
+    free(resp);
+}
+
 /* The checkout's work in the data: 1 all of it, 0 none of it (anything else breaks I2). */
 static bool checkout_landed(void)
 {
@@ -335,6 +350,8 @@ static void run_cell(const cell *c)
     else
         check_reply(c, what, &p, landed);
     assert_no_heuristics(&d, what);
+    if (c->s == COMMIT && c->f->action == FP_LOSE_REPLY)
+        assert_found_finished(&d, c->db, what);
     assert_int_equal(tu_invariants(), 0);
     assert_int_equal(tu_daemon_stop(&d), 0);
     running = NULL;
