@@ -435,6 +435,63 @@ static void test_partition_in_phase2(void **state)
     free(p.resp);
 }
 
+/* Section 8, "Half-open connection": the daemon's connection is reset while the database's
+ * session lives on, unaware, still holding the branch (on MariaDB its XID, which a fresh
+ * connection's XA START then finds taken). The branch starts over once on a fresh connection;
+ * whether that succeeds or not, a lost connection is never a 409: committed, or 503 and
+ * retryable. */
+static void half_open(int db)
+{
+    static tu_daemon d; /* outlives a failed cell: see clean_up_failed_cell */
+    char what[64], id[64];
+    post p = {0};
+    pthread_t th;
+    fp_rule rule = {.action = FP_RESET_HALF, .match = step_sql(db, STATEMENT), .times = 1};
+    const char *resp;
+    bool landed, committed;
+    snprintf(what, sizeof what, "%s half-open reset", db_name[db]);
+    snprintf(id, sizeof id, "f-%s-half-open", db_name[db]);
+    clean_up_failed_cell();
+    tu_shop_reset();
+    start_daemon(&d);
+    fp_set(proxy[db], &rule);
+    p.d = &d;
+    p.body = checkout(id, -1);
+    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    if (!fp_wait_hits(proxy[db], 1, HIT_WAIT_MS))
+        fail_msg("%s: the fault never acted", what);
+    healthy_commit(&d, db, what);
+    post_join(th, &p, what);
+    resp = p.resp ? p.resp : "";
+    committed = p.status == 200 && strstr(resp, "\"outcome\":\"committed\"");
+    if (!committed && (p.status != 503 || !strstr(resp, "\"retryable\":true")))
+        fail_msg("%s: a lost connection must answer committed or 503: %d %s", what, p.status, resp);
+    print_message("[ reply    ] %s: %d %.160s\n", what, p.status, resp);
+    fp_heal(proxy[db]);
+    landed = settle(&d, id, what);
+    assert_int_equal(landed, committed);
+    assert_int_equal(checkout_landed(), landed);
+    assert_no_heuristics(&d, what);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    running = NULL;
+    tu_daemon_cleanup(&d);
+    free(p.body);
+    free(p.resp);
+}
+
+static void test_half_open_order(void **state)
+{
+    (void)state;
+    half_open(ORDER);
+}
+
+static void test_half_open_payment(void **state)
+{
+    (void)state;
+    half_open(PAYMENT);
+}
+
 static int start_proxies(void **state)
 {
     const char *up[NDB] = {tu_env("XA_PG_PORT"), tu_env("XA_ORDER_PORT"),
@@ -484,12 +541,19 @@ static bool pick_cell(const char *db, const char *s, const char *f)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_payment),
-        cmocka_unit_test(test_order),
-        cmocka_unit_test(test_warehouse),
-        cmocka_unit_test(test_partition_in_phase2),
+        cmocka_unit_test(test_payment),         cmocka_unit_test(test_order),
+        cmocka_unit_test(test_warehouse),       cmocka_unit_test(test_partition_in_phase2),
+        cmocka_unit_test(test_half_open_order), cmocka_unit_test(test_half_open_payment),
     };
     const struct CMUnitTest one[] = {cmocka_unit_test(test_one)};
+    if (argc == 2) { /* one of the tests above by name */
+        for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+            if (!strcmp(argv[1], tests[i].name))
+                return _cmocka_run_group_tests("test_faults", &tests[i], 1, start_proxies,
+                                               stop_proxies);
+        fprintf(stderr, "no test %s\n", argv[1]);
+        return 2;
+    }
     if (argc == 4) {
         if (!pick_cell(argv[1], argv[2], argv[3])) {
             fprintf(stderr, "no cell %s %s %s\n", argv[1], argv[2], argv[3]);

@@ -20,7 +20,8 @@ typedef struct bytes {
     size_t len, cap;
 } bytes;
 
-typedef enum conn_state { C_FLOWING, C_HELD, C_CLOSED } conn_state;
+/* C_ORPHAN: the client is gone, the server's session is kept open until the fault heals. */
+typedef enum conn_state { C_FLOWING, C_HELD, C_ORPHAN, C_CLOSED } conn_state;
 
 /* Where the MySQL reply parser is within one reply. */
 typedef enum reply_state { R_START, R_SKIP, R_ROWS } reply_state;
@@ -435,6 +436,10 @@ static void pump_client(fp_conn *c)
         case FP_RESET:
             conn_close(c, true);
             return;
+        case FP_RESET_HALF:
+            c->state = C_ORPHAN;
+            uv_tcp_close_reset(&c->client, on_handle_closed);
+            return;
         case FP_LOSE_REPLY:
             c->losing = true;
             c->lose_any = !c->greeted; /* the connect message: whatever the server says first */
@@ -463,6 +468,10 @@ static void pump_server(fp_conn *c)
         ends = ends_reply(c, c->sout.data, n);
         if (ends)
             c->replies_seen++;
+        if (c->state == C_ORPHAN) {
+            bytes_consume(&c->sout, n);
+            continue;
+        }
         if (c->losing) {
             bytes_consume(&c->sout, n);
             if (c->lose_any || c->replies_seen >= c->lose_at)
@@ -583,6 +592,10 @@ static void on_wake(uv_async_t *a)
     }
     for (fp_conn *c = p->conns, *next; c; c = next) {
         next = c->next; /* pumping may close c */
+        if (heal && c->state == C_ORPHAN) {
+            conn_close(c, false);
+            continue;
+        }
         if (heal && c->state == C_HELD) {
             uv_timer_stop(&c->timer);
             c->state = C_FLOWING;

@@ -31,6 +31,8 @@ typedef enum fp_action {
     FP_DELAY,      /* hold the message for delay_ms, then forward it and all after it */
     FP_HANG,       /* hold the message and everything after it, socket open, until fp_heal */
     FP_RESET,      /* reset the client's connection (and close the server's) instead */
+    FP_RESET_HALF, /* reset the client's connection only: the server's session lives on, unaware,
+                      until fp_heal (as behind a middlebox that reset one side) */
     FP_LOSE_REPLY, /* forward it; once the server's reply is complete, drop the reply and
                       reset the client's connection (and close the server's) */
 } fp_action;
