@@ -21,8 +21,7 @@ static bool listed(json_t *arr, const char *gtrid, const char *participant)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v)
-    {
+    json_array_foreach(arr, i, v) {
         if (strcmp(json_string_value(json_object_get(v, "xid")), gtrid) == 0 &&
             strcmp(json_string_value(json_object_get(v, "participant")), participant) == 0)
             return true;
@@ -52,8 +51,8 @@ static void add_live(const coord_part *p, const char *gtrid, double age, const c
 static void add_foreign(const coord_part *p, const px_xid *x, int64_t since, const char *identity,
                         void *arg)
 {
-    json_t *b =
-        add(arg, x->gtrid, p->cfg->name, (double)(coord_now_ms() - since) / 1000.0, "foreign");
+    json_t *b = add(arg, x->gtrid, p->cfg->name, (double)(coord_now_ms() - since) / 1000.0,
+                    "foreign");
     if (b)
         json_object_set_new(b, "identity", json_string(identity));
 }
