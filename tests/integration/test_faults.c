@@ -298,6 +298,34 @@ static void clean_up_failed_cell(void)
         fp_heal(proxy[db]);
 }
 
+/* A cell's start: what a failed one left behind gone, the shop's data fresh, a daemon ready. */
+static void begin_cell(tu_daemon *d)
+{
+    clean_up_failed_cell();
+    tu_shop_reset();
+    start_daemon(d);
+}
+
+/* The checkout under test, from another thread (see post_join). */
+static void post_checkout(tu_daemon *d, post *p, pthread_t *th, const char *id, int fail_db)
+{
+    p->d = d;
+    p->body = checkout(id, fail_db);
+    assert_int_equal(pthread_create(th, NULL, post_thread, p), 0);
+}
+
+/* A cell's end, once healed and settled: no heuristics, I1-I5, a clean stop. */
+static void end_cell(tu_daemon *d, post *p, const char *what)
+{
+    assert_no_heuristics(d, what);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(d), 0);
+    running = NULL;
+    tu_daemon_cleanup(d);
+    free(p->body);
+    free(p->resp);
+}
+
 /* The failing branch of a rollback cell: another database, whose check is delayed so that the
  * faulted database has prepared by then and gets a ROLLBACK of a prepared branch. */
 static int rollback_culprit(int db)
@@ -319,9 +347,7 @@ static void run_cell(const cell *c)
     snprintf(id, sizeof id, "f-%s-%s-%s", db_name[c->db], step_name[c->s], c->f->name);
     print_message("[ cell     ] %s\n", what);
 
-    clean_up_failed_cell();
-    tu_shop_reset();
-    start_daemon(&d);
+    begin_cell(&d);
     if (c->s == CONNECT) /* every pooled connection dies: the checkout must connect anew */
         fp_reset_all(proxy[c->db]);
     if (culprit >= 0) {
@@ -333,9 +359,7 @@ static void run_cell(const cell *c)
     if (c->s == RECOVERY && !fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS))
         fail_msg("%s: no recovery scan within %u ms", what, HIT_WAIT_MS);
 
-    p.d = &d;
-    p.body = checkout(id, culprit);
-    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    post_checkout(&d, &p, &th, id, culprit);
     if (!fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS))
         fail_msg("%s: the fault never acted", what);
     healthy_commit(&d, c->db, what); /* the daemon keeps serving meanwhile */
@@ -349,15 +373,9 @@ static void run_cell(const cell *c)
         print_message("[ no reply ] %s: GET says %s\n", what, landed ? "committed" : "not");
     else
         check_reply(c, what, &p, landed);
-    assert_no_heuristics(&d, what);
     if (c->s == COMMIT && c->f->action == FP_LOSE_REPLY)
         assert_found_finished(&d, c->db, what);
-    assert_int_equal(tu_invariants(), 0);
-    assert_int_equal(tu_daemon_stop(&d), 0);
-    running = NULL;
-    tu_daemon_cleanup(&d);
-    free(p.body);
-    free(p.resp);
+    end_cell(&d, &p, what);
 }
 
 static void run_matrix(int db)
@@ -401,13 +419,9 @@ static void test_partition_in_phase2(void **state)
     time_t start;
     bool pending;
     (void)state;
-    clean_up_failed_cell();
-    tu_shop_reset();
-    start_daemon(&d);
+    begin_cell(&d);
     fp_set(proxy[db], &rule);
-    p.d = &d;
-    p.body = checkout("f-partition", -1);
-    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    post_checkout(&d, &p, &th, "f-partition", -1);
     if (!fp_wait_hits(proxy[db], 1, HIT_WAIT_MS))
         fail_msg("partition: phase 2 never reached %s", db_name[db]);
     fp_partition(proxy[db]);
@@ -426,13 +440,7 @@ static void test_partition_in_phase2(void **state)
     fp_heal(proxy[db]);
     assert_true(settle(&d, "f-partition", "partition"));
     assert_true(checkout_landed());
-    assert_no_heuristics(&d, what);
-    assert_int_equal(tu_invariants(), 0);
-    assert_int_equal(tu_daemon_stop(&d), 0);
-    running = NULL;
-    tu_daemon_cleanup(&d);
-    free(p.body);
-    free(p.resp);
+    end_cell(&d, &p, what);
 }
 
 /* Section 8, "Half-open connection": the daemon's connection is reset while the database's
@@ -451,13 +459,9 @@ static void half_open(int db)
     bool landed, committed;
     snprintf(what, sizeof what, "%s half-open reset", db_name[db]);
     snprintf(id, sizeof id, "f-%s-half-open", db_name[db]);
-    clean_up_failed_cell();
-    tu_shop_reset();
-    start_daemon(&d);
+    begin_cell(&d);
     fp_set(proxy[db], &rule);
-    p.d = &d;
-    p.body = checkout(id, -1);
-    assert_int_equal(pthread_create(&th, NULL, post_thread, &p), 0);
+    post_checkout(&d, &p, &th, id, -1);
     if (!fp_wait_hits(proxy[db], 1, HIT_WAIT_MS))
         fail_msg("%s: the fault never acted", what);
     healthy_commit(&d, db, what);
@@ -471,13 +475,7 @@ static void half_open(int db)
     landed = settle(&d, id, what);
     assert_int_equal(landed, committed);
     assert_int_equal(checkout_landed(), landed);
-    assert_no_heuristics(&d, what);
-    assert_int_equal(tu_invariants(), 0);
-    assert_int_equal(tu_daemon_stop(&d), 0);
-    running = NULL;
-    tu_daemon_cleanup(&d);
-    free(p.body);
-    free(p.resp);
+    end_cell(&d, &p, what);
 }
 
 static void test_half_open_order(void **state)
