@@ -266,9 +266,10 @@ static void readyz(coord *c, http_request *req)
 {
     json_t *parts = json_object();
     bool ready = coord_ready(c) && !c->draining;
+    char state[STATUS_STATE_MAX];
     for (int i = 0; i < c->nparts; i++)
         json_object_set_new(parts, c->parts[i].cfg->name,
-                            json_string(status_part_state(c, &c->parts[i])));
+                            json_string(status_part_state(c, &c->parts[i], state, sizeof state)));
     respond_json(req, ready ? 200 : 503,
                  json_pack("{s:b, s:o}", "ready", ready, "participants", parts));
 }

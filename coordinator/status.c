@@ -7,32 +7,39 @@
 #include "owner.h"
 #include "preflight.h"
 
+#include <stdio.h>
+
 static const char *const state_names[TXN_NSTATES] = {"working", "deciding", "committing",
                                                      "aborting"};
 
-const char *status_part_state(const coord *c, const coord_part *p)
+const char *status_part_state(const coord *c, const coord_part *p, char *buf, size_t len)
 {
     px_pool_stats st;
+    const char *failure = owner_failure(c, p->index);
     px_pool_get_stats(p->pool, &st);
+    if (p->owned && p->ready && p->safe && !st.up) {
+        snprintf(buf, len, "down%s%s", failure[0] ? ": " : "", failure);
+        return buf;
+    }
     /* preflight_state: why an unsafe participant takes no work, or "ready" (with the findings
      * when allow_unsafe lets an unsafe one work). */
-    return !p->owned           ? owner_state(c, p->index)
-           : !p->ready         ? "recovering"
-           : p->safe && !st.up ? "down"
-                               : preflight_state(c, p->index);
+    return !p->owned   ? owner_state(c, p->index)
+           : !p->ready ? "recovering"
+                       : preflight_state(c, p->index);
 }
 
 static json_t *part_json(const coord *c, const coord_part *p)
 {
     px_pool_stats st;
+    char state[STATUS_STATE_MAX];
     px_pool_get_stats(p->pool, &st);
     return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:{s:i, s:i, s:i, s:i, s:i, "
                      "s:I, s:I}}",
                      "name", p->cfg->name, "driver", p->cfg->driver, "state",
-                     status_part_state(c, p), "usable", coord_part_usable(p), "owned", p->owned,
-                     "recovered", p->ready, "safe", p->safe, "up", st.up, "pool", "size", st.size,
-                     "open", st.open, "idle", st.idle, "busy", st.busy, "waiting", st.waiting,
-                     "connects", (json_int_t)st.connects, "connect_failures",
+                     status_part_state(c, p, state, sizeof state), "usable", coord_part_usable(p),
+                     "owned", p->owned, "recovered", p->ready, "safe", p->safe, "up", st.up, "pool",
+                     "size", st.size, "open", st.open, "idle", st.idle, "busy", st.busy, "waiting",
+                     st.waiting, "connects", (json_int_t)st.connects, "connect_failures",
                      (json_int_t)st.connect_failures);
 }
 

@@ -10,8 +10,10 @@
 
 #include <jansson.h>
 
-/* What /readyz says of a participant: its ownership, recovery or preflight state, or "ready". */
-const char *status_part_state(const coord *c, const coord_part *p);
+/* What /readyz says of a participant: its ownership, recovery or preflight state, "down" with
+ * the last connection error, or "ready". The result may be buf (STATUS_STATE_MAX bytes). */
+#define STATUS_STATE_MAX 400
+const char *status_part_state(const coord *c, const coord_part *p, char *buf, size_t len);
 /* The body of GET /v1/status (a new reference), or NULL when out of memory. */
 json_t *status_json(const coord *c);
 
