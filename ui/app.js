@@ -165,9 +165,15 @@ function series() {
   return out;
 }
 
+// The x axis spans what the page has seen, at least a minute and at most HISTORY_MS.
+function span() {
+  const seen = samples.length ? Date.now() - samples[0].t : 0;
+  return Math.min(HISTORY_MS, Math.max(60 * 1000, seen));
+}
+
 function draw(canvas, lines) {
   const ctx = canvas.getContext('2d'), w = canvas.width, h = canvas.height, pad = 30;
-  const now = Date.now();
+  const now = Date.now(), width = span();
   let max = 1;
   for (const l of lines) for (const [, v] of l.points) if (v !== null && v > max) max = v;
   ctx.clearRect(0, 0, w, h);
@@ -177,7 +183,7 @@ function draw(canvas, lines) {
   ctx.strokeRect(pad, 4, w - pad - 4, h - 20);
   ctx.fillText(max.toPrecision(3), 2, 14);
   ctx.fillText('0', 2, h - 16);
-  ctx.fillText('-10 min', pad, h - 3);
+  ctx.fillText(width < 120000 ? `-${Math.round(width / 1000)} s` : `-${Math.round(width / 60000)} min`, pad, h - 3);
   ctx.fillText('now', w - 26, h - 3);
   for (const l of lines) {
     ctx.strokeStyle = l.color;
@@ -185,7 +191,7 @@ function draw(canvas, lines) {
     let started = false;
     for (const [t, v] of l.points) {
       if (v === null) { started = false; continue; }
-      const x = pad + (w - pad - 4) * (1 - (now - t) / HISTORY_MS);
+      const x = pad + (w - pad - 4) * (1 - (now - t) / width);
       const y = 4 + (h - 20) * (1 - v / max);
       if (started) ctx.lineTo(x, y); else ctx.moveTo(x, y);
       started = true;

@@ -1,6 +1,7 @@
 // Drives Debian's chromium against the operator page (called by test_ui.c, which planted the
 // in-doubt branch XA_UI_XID with the journal's decision "abort"). Exits non-zero, naming the step,
 // when the page does not show or do what it must. Screenshots: XA_UI_SHOTS-*.png.
+import { appendFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const url = process.env.XA_UI_URL, token = process.env.XA_UI_TOKEN, xid = process.env.XA_UI_XID;
@@ -27,6 +28,39 @@ page.on('console', (m) => {
     problems.push(`console: ${m.text()}`);
 });
 page.on('dialog', (d) => d.accept());
+// The API replies the page receives are validated against docs/openapi.yaml like the integration
+// tests' (XA_API_REPLIES, tests/openapi/check.mjs); the page's own files are not API replies.
+const recorded = [];
+page.on('response', (r) => {
+  const u = new URL(r.url());
+  if (process.env.XA_API_REPLIES && !u.pathname.startsWith('/ui'))
+    recorded.push(Promise.race([
+      r.text().then((body) => record(r.request().method(), u.pathname + u.search, r.status(), body)),
+      new Promise((done) => setTimeout(done, 3000)), // a body the page no longer holds
+    ]).catch(() => {}));
+});
+function record(method, path, status, body) {
+  if (process.env.XA_API_REPLIES)
+    appendFileSync(process.env.XA_API_REPLIES, JSON.stringify({ test: 'ui.mjs', method, path, status, body }) + '\n');
+}
+
+// Read-only transactions, some aborted by their expect_rows, so that the charts have something
+// to show: spread over 6 s, three of the page's samples.
+async function traffic() {
+  const base = new URL(url).origin;
+  for (let i = 0; i < 24; i++) {
+    const rows = i % 4 === 3 ? 2 : 1; // every fourth one expects a row too many: aborted
+    const body = JSON.stringify({ branches: [
+      { participant: 'payment', statements: [{ sql: 'SELECT balance FROM account WHERE user_id = $1', params: [7], expect_rows: rows }] },
+      { participant: 'order', statements: [{ sql: 'SELECT status FROM orders WHERE id = ?', params: [1001], expect_rows: 1 }] }] });
+    const r = await fetch(`${base}/v1/transactions`, { method: 'POST', body,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' } });
+    const text = await r.text();
+    record('POST', '/v1/transactions', r.status, text);
+    if (r.status !== (rows === 1 ? 200 : 409)) throw new Error(`transaction ${i}: HTTP ${r.status}: ${text}`);
+    await new Promise((done) => setTimeout(done, 250));
+  }
+}
 page.setDefaultTimeout(STEP_MS);
 
 async function check(name, fn) {
@@ -60,6 +94,12 @@ try {
     await page.locator('#participants tr[data-name="payment"]').waitFor();
     if (await page.locator('#login').isVisible()) throw new Error('the login form came back');
   });
+  await check('transactions show in the counters and the charts', async () => {
+    await traffic();
+    await page.locator('#inflight td:nth-child(6)', { hasText: /^18$/ }).waitFor();
+    await page.locator('#inflight td:nth-child(7)', { hasText: /^6$/ }).waitFor();
+    await page.locator('#rate-now', { hasText: /now \d/ }).waitFor();
+  });
   await check('the planted branch is listed with its age and the journal\'s decision', async () => {
     await row().locator('td.decision', { hasText: /^abort$/ }).waitFor();
     const cells = await row().locator('td').allTextContents();
@@ -90,6 +130,7 @@ try {
   console.error(`screenshot: ${shots}-failed.png; result text: ${await result.textContent().catch(() => '?')}`);
   process.exitCode = 1;
 } finally {
+  await Promise.all(recorded);
   clearTimeout(deadline);
   await browser.close();
 }
