@@ -67,17 +67,13 @@ static void test_operator_page(void **state)
     tu_daemon d;
     char tokdir[] = "/tmp/xacoord-ui-XXXXXX", tokfile[64], extra[128], id[16], gtrid[64];
     char cmd[1024];
-    FILE *f, *session;
+    FILE *session;
     int waited;
 
     tu_shop_reset();
     assert_non_null(mkdtemp(tokdir));
     snprintf(tokfile, sizeof tokfile, "%s/token", tokdir);
-    f = fopen(tokfile, "w");
-    assert_non_null(f);
-    fprintf(f, "%s\n", token);
-    fclose(f);
-    chmod(tokfile, 0600);
+    tu_write_secret(tokfile, token);
     snprintf(extra, sizeof extra, "api_token_file = %s", tokfile);
     tu_daemon_init(&d, "ui", extra);
     set_recovery_interval(&d, 3600000);

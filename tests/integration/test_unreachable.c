@@ -58,7 +58,6 @@ static void test_causes_in_readyz_health_and_log(void **state)
 {
     tu_daemon d;
     char line[512], pwfile[300], *resp, *out = NULL;
-    FILE *f;
 
     tu_daemon_init(&d, "unreach", NULL);
     /* payment: a database that does not exist; order: a wrong password; warehouse: no server */
@@ -68,11 +67,7 @@ static void test_causes_in_readyz_health_and_log(void **state)
              tu_env("XA_PG_PORT"));
     config_replace(&d, "dbname=payment", line);
     snprintf(pwfile, sizeof pwfile, "%s/wrong.pw", d.dir);
-    f = fopen(pwfile, "w");
-    assert_non_null(f);
-    fputs("not-the-password\n", f);
-    fclose(f);
-    chmod(pwfile, 0600);
+    tu_write_secret(pwfile, "not-the-password");
     snprintf(line, sizeof line, "password_file = %s", pwfile);
     config_replace(&d, "secrets/order.pw", line);
     snprintf(line, sizeof line, "port = 1");

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -214,6 +215,15 @@ void tu_daemon_identity(const tu_daemon *d, char *out)
     if (identity_load(dir, &id, err, sizeof err) != 1)
         fail_msg("no identity in %s: %s", dir, err);
     snprintf(out, IDENTITY_LEN + 1, "%s", id.id);
+}
+
+void tu_write_secret(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fprintf(f, "%s\n", text) > 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0600), 0);
 }
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
