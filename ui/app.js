@@ -59,6 +59,8 @@ function renderStatus(st) {
     tr.dataset.name = p.name;
     tr.append(el('td', p.name), el('td', p.driver),
       el('td', p.state, 'state ' + (p.usable && p.state === 'ready' ? 'ok' : p.usable ? 'warn' : 'bad')),
+      el('td', p.up ? 'up' : 'down', p.up ? 'ok' : 'bad'),
+      el('td', p.safe ? 'safe' : 'UNSAFE', p.safe ? 'ok' : 'bad'),
       el('td', `${p.pool.busy} / ${p.pool.open} / ${p.pool.size}`, 'num'),
       el('td', p.pool.waiting, 'num'), el('td', p.pool.connect_failures, 'num'));
     return tr;

@@ -78,11 +78,14 @@ static void test_causes_in_readyz_health_and_log(void **state)
     free(wait_state(&d, "order", "unreachable: authentication failed: "));
     resp = wait_state(&d, "warehouse", "unreachable: connection refused: ");
     free(resp);
-    /* the same causes in xactl health and in the page's status */
+    /* the same causes in xactl health and in the page's /v1/status */
     assert_int_not_equal(tu_xactl(&d, "health", &out), 0);
     assert_non_null(strstr(out, "unknown database"));
     assert_non_null(strstr(out, "authentication failed"));
     assert_non_null(strstr(out, "connection refused"));
+    free(out);
+    assert_int_equal(tu_http(d.port, "GET", "/v1/status", NULL, NULL, &out), 200);
+    assert_non_null(strstr(out, "\"state\":\"unreachable: authentication failed: "));
     free(out);
     /* The lock connection retries every 2 s: 5 s more are two retries or more, each failing the
      * same way, and still each cause is logged once. */
