@@ -117,13 +117,15 @@ async function resolve(branch, action) {
   let body = {};
   try { body = JSON.parse(r.text); } catch (e) { body = { error: r.text }; }
   out.hidden = false;
+  const parts = Object.entries(body.participants || {}).map(([p, what]) => `${p}: ${what}`);
   if (r.status === 200) {
-    const parts = Object.entries(body.participants || {}).map(([p, what]) => `${p}: ${what}`);
     out.className = 'done';
     out.textContent = `${verb} of ${branch.xid}: ${parts.join('; ')}`;
   } else {
+    // 409: the journal forbids it; 502: a participant refused or failed its branch.
     out.className = 'refused';
-    out.textContent = `${verb} of ${branch.xid} refused (HTTP ${r.status}): ${body.error || r.text}`;
+    out.textContent = `${verb} of ${branch.xid} refused (HTTP ${r.status}): ${body.error || r.text}` +
+      (parts.length ? ` (${parts.join('; ')})` : '');
   }
   poll();
 }
