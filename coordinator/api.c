@@ -10,7 +10,9 @@
 #include "markers.h"
 #include "owner.h"
 #include "preflight.h"
+#include "status.h"
 #include "txn.h"
+#include "ui.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -264,21 +266,22 @@ static void readyz(coord *c, http_request *req)
 {
     json_t *parts = json_object();
     bool ready = coord_ready(c) && !c->draining;
-    for (int i = 0; i < c->nparts; i++) {
-        const coord_part *p = &c->parts[i];
-        px_pool_stats st;
-        const char *state;
-        px_pool_get_stats(p->pool, &st);
-        /* preflight_state: why an unsafe participant takes no work, or "ready" (with the
-         * findings when allow_unsafe lets an unsafe one work). */
-        state = !p->owned           ? owner_state(c, p->index)
-                : !p->ready         ? "recovering"
-                : p->safe && !st.up ? "down"
-                                    : preflight_state(c, p->index);
-        json_object_set_new(parts, p->cfg->name, json_string(state));
-    }
+    char state[STATUS_STATE_MAX];
+    for (int i = 0; i < c->nparts; i++)
+        json_object_set_new(parts, c->parts[i].cfg->name,
+                            json_string(status_part_state(c, &c->parts[i], state, sizeof state)));
     respond_json(req, ready ? 200 : 503,
                  json_pack("{s:b, s:o}", "ready", ready, "participants", parts));
+}
+
+static void status_page(coord *c, http_request *req)
+{
+    json_t *obj = status_json(c);
+    if (!obj) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    respond_json(req, 200, obj);
 }
 
 static void heuristics_page(coord *c, http_request *req)
@@ -353,6 +356,10 @@ static void handle(http_request *req, void *arg)
         readyz(c, req);
         return;
     }
+    if (get && ui_is_asset(path)) {
+        ui_serve(req, path);
+        return;
+    }
     if (!token_ok(c, req)) {
         http_respond_error(req, 401, "missing or invalid bearer token");
         return;
@@ -363,6 +370,8 @@ static void handle(http_request *req, void *arg)
         indoubt_list(c, req);
     else if (get && strcmp(path, "/v1/heuristics") == 0)
         heuristics_page(c, req);
+    else if (get && strcmp(path, "/v1/status") == 0)
+        status_page(c, req);
     else if (post && strncmp(path, INDOUBT_PATH "/", sizeof INDOUBT_PATH) == 0)
         resolve(c, req, path + sizeof INDOUBT_PATH);
     else if (post && strncmp(path, TAKEOVER_PATH "/", sizeof TAKEOVER_PATH) == 0)
@@ -381,7 +390,8 @@ static void handle(http_request *req, void *arg)
 static bool authorize_head(const http_request *head, void *arg)
 {
     bool public_path = strcmp(head->method, "GET") == 0 &&
-                (strcmp(head->path, "/healthz") == 0 || strcmp(head->path, "/readyz") == 0);
+                       (strcmp(head->path, "/healthz") == 0 || strcmp(head->path, "/readyz") == 0 ||
+                        ui_is_asset(head->path));
     return public_path || token_ok(arg, head);
 }
 

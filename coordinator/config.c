@@ -57,6 +57,7 @@ typedef enum key_kind {
     K_NODE_ID,   /* char[NODE_ID_MAX + 1] */
     K_LISTEN,    /* listen_host + listen_port */
     K_LOG_LEVEL, /* char[8] */
+    K_LOG_FORMAT, /* char[8] */
     K_DRIVER,    /* char * */
     K_CONNINFO,  /* char * */
     K_HOST,      /* char *: numeric address */
@@ -100,6 +101,7 @@ static const key_desc coord_keys[] = {
     {"max_branches", K_INT, CO(max_branches), 0, 1, 64, "16", false, 0},
     {"max_statements", K_INT, CO(max_statements), 0, 1, 1024, "64", false, 0},
     {"log_level", K_LOG_LEVEL, CO(log_level), 0, 0, 0, "info", false, 0},
+    {"log_format", K_LOG_FORMAT, CO(log_format), 0, 0, 0, "text", false, 0},
 };
 
 /* Which participant keys are required depends on the driver: see check_driver_keys. */
@@ -500,6 +502,15 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
             return -1;
         }
         snprintf(field, sizeof cfg->log_level, "%s", v);
+        return 0;
+    }
+    case K_LOG_FORMAT: {
+        log_format fmt;
+        if (!log_parse_format(v, &fmt)) {
+            snprintf(prob, PROBLEM_MAX, "must be text or json");
+            return -1;
+        }
+        snprintf(field, sizeof cfg->log_format, "%s", v);
         return 0;
     }
     case K_DRIVER:
@@ -972,6 +983,7 @@ static void dump_key(FILE *out, const key_desc *k, const void *obj, const config
         break;
     case K_NODE_ID:
     case K_LOG_LEVEL:
+    case K_LOG_FORMAT:
         fprintf(out, "%s = %s\n", k->name, (const char *)field);
         break;
     case K_LISTEN:

@@ -68,6 +68,7 @@ typedef struct config {
     int max_branches;               /* default 16 */
     int max_statements;             /* per branch; default 64 */
     char log_level[8];              /* debug | info | warn | error; default info */
+    char log_format[8];             /* text | json; default text */
     int nparticipants;
     config_participant participants[CONFIG_MAX_PARTICIPANTS];
 } config;

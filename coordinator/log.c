@@ -12,6 +12,7 @@
 #include <time.h>
 
 static log_level min_level = LOG_LVL_INFO;
+static log_format format = LOG_FMT_TEXT;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -23,6 +24,20 @@ void log_set_level(log_level level)
 bool log_enabled(log_level level)
 {
     return level >= min_level;
+}
+
+void log_set_format(log_format f)
+{
+    format = f;
+}
+
+bool log_parse_format(const char *s, log_format *out)
+{
+    if (strcmp(s, "text") == 0 || strcmp(s, "json") == 0) {
+        *out = strcmp(s, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT;
+        return true;
+    }
+    return false;
 }
 
 bool log_parse_level(const char *s, log_level *out)
@@ -79,6 +94,33 @@ size_t log_escape(char *out, size_t outlen, const char *in)
     return o;
 }
 
+/* Text that log_escape produced is printable and valid UTF-8: as a JSON string it needs only '"'
+ * and '\\' escaped. */
+static void json_quote(char *out, size_t outlen, const char *in)
+{
+    size_t o = 0;
+    for (; *in && o + 3 < outlen; in++) {
+        if (*in == '"' || *in == '\\')
+            out[o++] = '\\';
+        out[o++] = *in;
+    }
+    out[o] = '\0';
+}
+
+static void write_json(const char *stamp, long ms, log_level level, const char *ctx,
+                       const char *msg)
+{
+    char qmsg[2 * 4 * 1024 + 1], qctx[2 * 256 + 1] = "";
+    if (ctx) {
+        char ectx[256];
+        log_escape(ectx, sizeof ectx, ctx);
+        json_quote(qctx, sizeof qctx, ectx);
+    }
+    json_quote(qmsg, sizeof qmsg, msg);
+    fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",%s%s%s\"msg\":\"%s\"}\n", stamp, ms,
+            level_names[level], ctx ? "\"ctx\":\"" : "", qctx, ctx ? "\"," : "", qmsg);
+}
+
 void log_write(log_level level, const char *ctx, const char *fmt, ...)
 {
     char raw[1024], msg[4 * sizeof raw], stamp[32];
@@ -97,7 +139,9 @@ void log_write(log_level level, const char *ctx, const char *fmt, ...)
     /* Messages carry text from clients and databases (SQL errors echo identifiers and values):
      * escaped, no byte of it can end the line or pose as another entry. */
     log_escape(msg, sizeof msg, raw);
-    if (ctx)
+    if (format == LOG_FMT_JSON)
+        write_json(stamp, ts.tv_nsec / 1000000L, level, ctx, msg);
+    else if (ctx)
         fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", stamp, ts.tv_nsec / 1000000L,
                 level_names[level], ctx, msg);
     else

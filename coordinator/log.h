@@ -11,6 +11,14 @@
 
 typedef enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR } log_level;
 
+/* text: "<time> <LEVEL> [<ctx>] <message>"; json: one object per line,
+ * {"time", "level", "ctx"?, "msg"}, whose msg decodes to exactly the text format's message. */
+typedef enum log_format { LOG_FMT_TEXT = 0, LOG_FMT_JSON } log_format;
+
+void log_set_format(log_format format);
+/* Accepts text, json. */
+bool log_parse_format(const char *s, log_format *out);
+
 void log_set_level(log_level level);
 bool log_enabled(log_level level);
 /* Accepts debug, info, warn, error. */

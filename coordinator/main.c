@@ -9,6 +9,7 @@
 #include "coord.h"
 #include "initparts.h"
 #include "log.h"
+#include "reload.h"
 #include "txn.h"
 
 #include <getopt.h>
@@ -125,11 +126,11 @@ static void on_tick(uv_timer_t *t)
         drain_step(d);
 }
 
-/* A terminal hang-up or a habit of "reload" must not end the process without a drain. */
+/* Reload what can change safely (reload.h); a hang-up never ends the process. */
 static void on_sighup(uv_signal_t *s, int signum)
 {
-    log_warn(NULL, "SIGHUP: the configuration is not reloaded; restart the daemon to apply "
-                   "changes");
+    daemon_state *d = s->data;
+    reload_config(&d->coord, &d->cfg);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -166,6 +167,7 @@ static int run(daemon_state *d)
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_init(d->loop, &d->sighup);
+    d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     uv_timer_init(d->loop, &d->tick);
     d->tick.data = d;
@@ -192,6 +194,7 @@ int main(int argc, char **argv)
     daemon_state d = {0};
     int ch;
     log_level level;
+    log_format format;
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
@@ -229,6 +232,8 @@ int main(int argc, char **argv)
     }
     if (log_parse_level(d.cfg.log_level, &level))
         log_set_level(level);
+    if (log_parse_format(d.cfg.log_format, &format))
+        log_set_format(format);
     signal(SIGPIPE, SIG_IGN);
     d.exit_code = init ? initparts_run(&d.cfg) : run(&d);
     config_free(&d.cfg);

@@ -32,6 +32,8 @@ typedef struct lock_slot {
     bool connecting;      /* a connect is in flight: it cannot be cancelled */
     bool ever_owned;
     const char *state;    /* "" when owned */
+    char failure[300]; /* why the last connect failed ("<cause>: <message>"); "" once connected */
+    char unreachable[320]; /* the state while never owned and failing: "unreachable: <failure>" */
 } lock_slot;
 
 struct owner {
@@ -152,6 +154,28 @@ static void on_locked(px_conn *conn, const px_error *err, int idx, const px_resu
 
 static void release_handle(owner *o);
 
+/* Why the participant cannot be reached - TLS, authentication, database, refused - goes to
+ * /readyz (and so to xactl health and the page) and to the log once per change, not per retry. */
+static void connect_failed(lock_slot *s, const px_error *err)
+{
+    char failure[sizeof s->failure];
+    snprintf(failure, sizeof failure, "%s: %s", px_connect_cause(err), err->message);
+    if (strcmp(failure, s->failure) != 0) {
+        log_warn(s->ctx, "cannot connect: %s", failure);
+        snprintf(s->failure, sizeof s->failure, "%s", failure);
+        snprintf(s->unreachable, sizeof s->unreachable, "unreachable: %s", failure);
+    }
+    if (!s->ever_owned)
+        set_owned(s, false, s->unreachable);
+}
+
+static void connected(lock_slot *s)
+{
+    if (s->failure[0])
+        log_info(s->ctx, "connected again");
+    s->failure[0] = '\0';
+}
+
 static void on_connected(px_conn *conn, const px_error *err, void *arg)
 {
     lock_slot *s = arg;
@@ -165,11 +189,11 @@ static void on_connected(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     if (!conn) {
-        if (!s->ever_owned)
-            set_owned(s, false, "ownership lock not held (participant unreachable)");
+        connect_failed(s, err);
         later(s, on_retry, RETRY_MS);
         return;
     }
+    connected(s);
     s->conn = conn;
     s->busy = true;
     if (px_conn_base(conn)->driver->exec(conn, &s->lock_stmt, 1, on_locked, s) != 0) {
@@ -231,6 +255,11 @@ int owner_start(coord *c)
 const char *owner_state(const coord *c, int participant)
 {
     return c->owner ? c->owner->slots[participant].state : "";
+}
+
+const char *owner_failure(const coord *c, int participant)
+{
+    return c->owner ? c->owner->slots[participant].failure : "";
 }
 
 static void release_handle(owner *o)

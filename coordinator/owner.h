@@ -22,6 +22,9 @@
 XA_MUST_CHECK int owner_start(coord *c);
 /* Why a participant is not owned ("" when it is). */
 const char *owner_state(const coord *c, int participant);
+/* Why the last connect to a participant failed ("<cause>: <message>", px_connect_cause), or "" once
+ * a connect succeeded again. */
+const char *owner_failure(const coord *c, int participant);
 void owner_stop(coord *c, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -44,6 +44,29 @@ const char *px_errclass_name(px_errclass cls)
     return "unknown";
 }
 
+const char *px_connect_cause(const px_error *err)
+{
+    const char *m = err->message, *st = err->sqlstate;
+    int code = err->code;
+    /* MySQL: 1045 access denied, 1044 no access to the database, 1698 plugin refused the user,
+     * 1049 unknown database, 2026 TLS/SSL error, 2002/2003 no server, 2005 unknown host. */
+    if (code == 2026 || strstr(m, "certificate") || strstr(m, "SSL") || strstr(m, "TLS"))
+        return "TLS verification failed";
+    if (!strcmp(st, "28P01") || !strcmp(st, "28000") || code == 1045 || code == 1044 ||
+        code == 1698 || strstr(m, "password authentication failed"))
+        return "authentication failed";
+    if (!strcmp(st, "3D000") || code == 1049)
+        return "unknown database";
+    if (strstr(m, "refused") || ((code == 2002 || code == 2003) && strstr(m, "(111)")))
+        return "connection refused"; /* 111: ECONNREFUSED, which MySQL names only by number */
+    if (code == 2005 || strstr(m, "could not translate host name") ||
+        strstr(m, "Unknown server host"))
+        return "unknown host";
+    if (strstr(m, "timeout") || strstr(m, "timed out"))
+        return "timed out";
+    return "cannot connect";
+}
+
 void px_result_free(px_result *r)
 {
     if (!r)

@@ -226,6 +226,10 @@ XA_MUST_CHECK char *px_base64(const void *data, size_t len);
 void px_error_set(px_error *err, px_errclass cls, bool conn_broken, int code, const char *sqlstate,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 const char *px_errclass_name(px_errclass cls);
+/* Why a connect failed, in the words an operator looks for: "TLS verification failed",
+ * "authentication failed", "unknown database", "connection refused", "unknown host", "timed out",
+ * or "cannot connect". From the SQLSTATE (PostgreSQL), the error number (MySQL) or the text. */
+const char *px_connect_cause(const px_error *err);
 
 /* The base header of any connection. */
 static inline struct px_conn_base *px_conn_base(px_conn *c) { return (struct px_conn_base *)c; }

@@ -4,7 +4,8 @@
  * that queued the request) or from a connect callback; release, discard and close only change
  * counts and wake the dispatcher, so no callback ever runs inside a call of the pool's API.
  * Invariant: open == idle + busy + connecting <= size, where busy counts lent connections and
- * returned ones whose session is being reset.
+ * returned ones whose session is being reset - except after px_pool_resize shrank the pool: then
+ * open may exceed size until enough lent connections came back and were closed.
  */
 #include "pool.h"
 
@@ -19,6 +20,7 @@ struct px_pool {
     const px_target *target;
     const px_driver *drv;
     int size;
+    int cap; /* of idle[] */
     int open, nidle, busy, connecting, waiting;
     px_conn **idle;           /* a stack: the most recently used connection is lent first */
     px_pool_req *head, *tail; /* waiters, FIFO */
@@ -230,6 +232,7 @@ px_pool *px_pool_new(uv_loop_t *loop, const px_target *target, int size)
     p->target = target;
     p->drv = drv;
     p->size = size;
+    p->cap = size;
     p->up = true;
     p->backoff_ms = POOL_BACKOFF_MIN_MS;
     p->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)p) | 1;
@@ -276,6 +279,11 @@ static void on_reset(px_conn *conn, const px_error *err, void *arg)
         maybe_finish(pool);
         return;
     }
+    if (pool->open > pool->size) { /* the pool shrank meanwhile */
+        pool->open--;
+        pool->drv->close(conn);
+        return;
+    }
     pool->idle[pool->nidle++] = conn;
     if (pool->head)
         kick(pool);
@@ -303,6 +311,27 @@ void px_pool_discard(px_pool *pool, px_conn *conn)
     if (pool->head)
         kick(pool);
     maybe_finish(pool);
+}
+
+int px_pool_resize(px_pool *pool, int size)
+{
+    if (size < 1)
+        return -1;
+    if (size > pool->cap) {
+        px_conn **grown = realloc(pool->idle, (size_t)size * sizeof *grown);
+        if (!grown)
+            return -1;
+        pool->idle = grown;
+        pool->cap = size;
+    }
+    pool->size = size;
+    while (pool->open > size && pool->nidle > 0) {
+        pool->open--;
+        pool->drv->close(pool->idle[--pool->nidle]);
+    }
+    if (pool->head)
+        kick(pool); /* more room: waiters may connect now */
+    return 0;
 }
 
 void px_pool_warm(px_pool *pool, int n)

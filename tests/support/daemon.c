@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -268,12 +270,52 @@ void tu_daemon_identity(const tu_daemon *d, char *out)
     snprintf(out, IDENTITY_LEN + 1, "%s", id.id);
 }
 
+void tu_write_secret(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fprintf(f, "%s\n", text) > 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0600), 0);
+}
+
 /* ---- HTTP -------------------------------------------------------------------------------- */
+
+/* With XA_API_REPLIES set, every reply is appended to that file as one JSON line (the test, method,
+ * path, status and body), for tests/openapi/check.mjs to validate against docs/openapi.yaml. One
+ * write per line with O_APPEND, so the threads of a test and parallel tests do not interleave. */
+static void record_reply(const char *method, const char *path, int status, const char *body)
+{
+    const char *file = getenv("XA_API_REPLIES");
+    json_t *rec, *text;
+    char *line, *out = NULL;
+    int fd, n;
+    if (!file || !*file || status < 0)
+        return;
+    text = body ? json_string(body) : json_null();
+    if (!text)
+        fail_msg("%s %s: the reply body is not UTF-8", method, path);
+    rec = json_pack("{s:s, s:s, s:s, s:i, s:o}", "test", program_invocation_short_name, "method",
+                    method, "path", path, "status", status, "body", text);
+    line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    assert_non_null(line);
+    n = asprintf(&out, "%s\n", line);
+    free(line);
+    assert_true(n > 0);
+    fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_true(write(fd, out, (size_t)n) == n);
+    close(fd);
+    free(out);
+}
 
 int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
             char **resp)
 {
-    return httpc_request("127.0.0.1", port, method, path, token, body, resp);
+    int status = httpc_request("127.0.0.1", port, method, path, token, body, resp);
+    record_reply(method, path, status, *resp);
+    return status;
 }
 
 /* ---- the shop ---------------------------------------------------------------------------- */

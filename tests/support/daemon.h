@@ -42,6 +42,8 @@ void tu_daemon_kill(tu_daemon *d);
 int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms);
 /* SIGTERM, wait; returns the exit code (-1 if killed by a signal). */
 int tu_daemon_stop(tu_daemon *d);
+/* Writes a secret file as the daemon wants it (mode 0600): text and a newline. */
+void tu_write_secret(const char *path, const char *text);
 /* Removes the temporary directory. */
 void tu_daemon_cleanup(tu_daemon *d);
 /* The identity of d's data directory (coordinator/identity.h), made at its first start, into

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "utf8.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,13 +81,44 @@ static void test_forged_line_stays_one_line(void **state)
     assert_int_equal(lines, 1);
 }
 
+/* log_format = json: one object per line; its msg decodes to the text format's escaped message,
+ * so a quote, a backslash or a newline from a client cannot break the object either. */
+static void test_json_line(void **state)
+{
+    char path[] = "/tmp/xacoord-log-XXXXXX", buf[2048];
+    int fd = mkstemp(path), saved = dup(2);
+    FILE *f;
+    json_t *j;
+    assert_true(fd >= 0 && saved >= 0);
+    fflush(stderr);
+    dup2(fd, 2);
+    log_set_format(LOG_FMT_JSON);
+    log_write(LOG_LVL_WARN, "participant \"p\"", "said %s", "a\"b\\c\nd");
+    log_set_format(LOG_FMT_TEXT);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    f = fdopen(fd, "r");
+    rewind(f);
+    assert_non_null(fgets(buf, sizeof buf, f));
+    assert_null(fgets(buf + strlen(buf), (int)(sizeof buf - strlen(buf)), f)); /* one line */
+    fclose(f);
+    unlink(path);
+    j = json_loads(buf, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "WARN");
+    assert_string_equal(json_string_value(json_object_get(j, "ctx")), "participant \"p\"");
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "said a\"b\\\\c\\x0ad");
+    assert_true(json_is_string(json_object_get(j, "time")));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_escape_truncates_whole),
-        cmocka_unit_test(test_utf8_valid),
-        cmocka_unit_test(test_forged_line_stays_one_line),
+        cmocka_unit_test(test_escape),     cmocka_unit_test(test_escape_truncates_whole),
+        cmocka_unit_test(test_utf8_valid), cmocka_unit_test(test_forged_line_stays_one_line),
+        cmocka_unit_test(test_json_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
