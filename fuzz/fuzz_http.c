@@ -65,10 +65,22 @@ static int dial(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert(fd >= 0);
     assert(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
-    /* Blocking: on loopback the kernel completes it from the backlog at once. */
+    /* Blocking: on loopback the kernel completes it from the backlog at once. libFuzzer's timer
+     * signal may interrupt it; the handshake then goes on and is waited for. */
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        perror("fuzz_http: connect"); /* the harness's failure, not the server's */
-        abort();
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = errno;
+        socklen_t len = sizeof err;
+        if (err == EINTR) {
+            while (poll(&p, 1, -1) < 0 && errno == EINTR)
+                ;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+                err = errno;
+        }
+        if (err != 0) {
+            fprintf(stderr, "fuzz_http: connect: %s\n", strerror(err));
+            abort(); /* the harness's failure, not the server's */
+        }
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
