@@ -20,6 +20,7 @@
 #include "log.h"
 #include "results.h"
 #include "schema.h"
+#include "store.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -201,6 +202,8 @@ typedef struct abort_info {
     const branch *failed;  /* may be NULL */
     int statement;         /* -1 when the failure was not in a statement */
     const px_error *err;   /* may be NULL */
+    const store_row *winner; /* the store holds this client id for another transaction: the
+                                id's answer is that one's (never a second commit) */
 } abort_info;
 
 static void log_abort(struct txn *t, const abort_info *a)
@@ -231,6 +234,32 @@ static char *abort_head(struct txn *t, const abort_info *a)
     return dump_head(obj);
 }
 
+/* The client id belongs to another transaction in the decision store (the same id sent to two
+ * coordinators at once): the client hears that one's reply, or 422 when the requests differ.
+ * This outcome stays an abort under this gtrid, so recovery never commits its branches. */
+static void settle_from_winner(struct txn *t, const store_row *w)
+{
+    char *head = NULL;
+    bool same = memcmp(w->digest, t->o->digest, REQUEST_DIGEST_LEN) == 0;
+    int n = same ? asprintf(&head, "%s", w->reply)
+                 : asprintf(&head, "{\"error\":\"id '%s' was already used with a different "
+                                   "request\"",
+                            t->o->id);
+    if (n < 0)
+        abort(); /* nothing decided here: dying loses nothing */
+    t->o->replayed = true;
+    settle(t, OUTCOME_ABORTED, same ? w->status : 422, head);
+}
+
+/* A business abort, kept in the store (lazily) so that any coordinator replays it. */
+static void record_abort(struct txn *t)
+{
+    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .status = t->o->status,
+                   .reply = t->o->reply_head, .pending = "", .time_ms = t->o->time_ms};
+    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
+    store_record_abort(t->c->store, &r);
+}
+
 /* Presumed abort: nothing here needs to be durable before the answer. A business abort is logged
  * lazily so that a repeated id replays it after a restart; a transient one is forgotten. */
 static void txn_abort(struct txn *t, const abort_info *a)
@@ -241,9 +270,14 @@ static void txn_abort(struct txn *t, const abort_info *a)
     uv_timer_stop(&t->timer);
     log_abort(t, a);
     metric_counter_add(t->c->txn_aborted, 1);
-    settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
+    if (a->winner)
+        settle_from_winner(t, a->winner);
+    else
+        settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
     if (a->retryable) {
         outcome_unindex(t->c->outcomes, t->o);
+    } else if (t->c->store) {
+        record_abort(t);
     } else {
         journal_rec rec = {JOURNAL_ABORT, t->c->boot, t->seq, t->o->time_ms, NULL, 0};
         char *payload = NULL;
@@ -303,7 +337,7 @@ static void branch_failed(branch *b, const px_error *err, int statement)
 {
     struct txn *t = b->t;
     /* A lost connection means the participant is unavailable: like a failed connect, 503. */
-    abort_info a = {conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err};
+    abort_info a = {conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err, NULL};
     char reason[1024];
     const char *given = NULL;
 
@@ -338,7 +372,7 @@ static void on_timeout(uv_timer_t *timer)
             slow = &t->b[i];
     snprintf(reason, sizeof reason, "timeout: %s did not prepare within %u ms",
              slow ? slow->part->cfg->name : "a participant", t->req->timeout_ms);
-    abort_info a = {409, true, true, reason, slow, -1, NULL};
+    abort_info a = {409, true, true, reason, slow, -1, NULL, NULL};
     txn_abort(t, &a);
 }
 
@@ -636,6 +670,52 @@ static void on_commit_durable(void *arg)
     maybe_free(t); /* every branch only read: nothing to wait for */
 }
 
+/* The participant names of a mask, comma-separated (the store's "pending"). */
+static void pending_names(const coord *c, uint32_t mask, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < c->nparts && pos < len; i++)
+        if (mask & (1u << i))
+            pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? "," : "",
+                                    c->parts[i].cfg->name);
+}
+
+static void on_store_decided(void *arg, store_verdict v, const store_row *winner,
+                             const char *why)
+{
+    struct txn *t = arg;
+    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
+    char reason[400];
+    if (v == STORE_DECIDED) {
+        on_commit_durable(t);
+        return;
+    }
+    if (t->abandoned) {
+        txn_release(t); /* not decided: the next start rolls it back */
+        return;
+    }
+    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
+    a.reason = reason;
+    if (v == STORE_TAKEN)
+        a.winner = winner;
+    else
+        log_error(t->ctx, "%s", reason);
+    set_state(t, TXN_WORKING);
+    txn_abort(t, &a);
+}
+
+/* decision_log = postgres: the row in the store is the decision. */
+static void decide_in_store(struct txn *t)
+{
+    char pending[CONFIG_MAX_PARTICIPANTS * 34];
+    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .commit = true, .status = 200,
+                   .reply = t->o->reply_head, .pending = pending, .time_ms = coord_now_ms()};
+    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
+    pending_names(t->c, t->o->pending, pending, sizeof pending);
+    store_decide(t->c->store, &r, on_store_decided, t);
+}
+
 static void decide_commit(struct txn *t)
 {
     journal_rec rec = {JOURNAL_COMMIT, t->c->boot, t->seq, coord_now_ms(), NULL, 0};
@@ -653,6 +733,10 @@ static void decide_commit(struct txn *t)
     t->o->reply_head = commit_head(t);
     t->o->status = 200;
     crash_point("before-commit-record");
+    if (t->c->store) {
+        decide_in_store(t);
+        return;
+    }
     if (coord_encode_outcome(t->c, t->o, &payload, &len) != 0)
         abort(); /* out of memory before the decision: nothing is lost by dying */
     rec.payload = payload;
@@ -660,7 +744,7 @@ static void decide_commit(struct txn *t)
     if (journal_append(t->c->journal, &rec, on_commit_durable, t) != 0) {
         /* The journal is closing or failed: the decision was never durable, so abort. */
         abort_info a = {503, true, false, "the journal is not accepting decisions", NULL, -1,
-                        NULL};
+                        NULL, NULL};
         free(payload);
         set_state(t, TXN_WORKING);
         txn_abort(t, &a);
@@ -751,7 +835,9 @@ static void end_read_only(branch *b)
  * of the id after a crash finds it instead of running twice, and GET finds the outcome there. */
 static bool one_phase_eligible(const struct txn *t)
 {
-    return t->nbranches == 1 && !t->b[0].req->read_only &&
+    /* With a decision store the marker would answer only on this coordinator: the branch is
+     * prepared and the store decides, so that every coordinator can answer for the id. */
+    return !t->c->store && t->nbranches == 1 && !t->b[0].req->read_only &&
            schema_for(t->b[0].part->cfg->driver) != NULL;
 }
 
@@ -1153,7 +1239,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
         return;
     }
     if (!conn) {
-        abort_info a = {503, true, false, "", b, -1, err};
+        abort_info a = {503, true, false, "", b, -1, err, NULL};
         char reason[320];
         snprintf(reason, sizeof reason, "participant unavailable: %s", err->message);
         a.reason = reason;
@@ -1185,7 +1271,7 @@ static void acquire_next(struct txn *t)
     b->state = BR_ACQUIRING;
     b->preq.data = b;
     if (px_pool_acquire(b->part->pool, &b->preq, on_acquired) != 0) {
-        abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL};
+        abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL, NULL};
         b->state = BR_IDLE;
         txn_abort(t, &a);
     }
@@ -1220,7 +1306,9 @@ static void maybe_free(struct txn *t)
         crash_point("before-done-record");
         /* Without it the next start only asks the participants again: they answer "not found"
          * and the branches count as finished. */
-        if (journal_append(c->journal, &rec, NULL, NULL) != 0)
+        if (c->store)
+            store_done(c->store, t->gtrid);
+        else if (journal_append(c->journal, &rec, NULL, NULL) != 0)
             log_warn(t->ctx, "the done record could not be journaled");
         if (!t->replied)
             settle(t, OUTCOME_COMMITTED, 200, NULL);

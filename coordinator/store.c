@@ -1,0 +1,741 @@
+/*
+ * The decision store (see store.h): blocking libpq at start, the participant pool's PostgreSQL
+ * driver on the loop afterwards.
+ */
+#include "store.h"
+
+#include "log.h"
+#include "pool.h"
+#include "schema.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_BATCH 64         /* lazy records per round trip */
+#define STORE_PRUNE_BATCH 1000 /* rows deleted per prune */
+#define STORE_RETRY_MS 200     /* first wait before asking again after a lost answer */
+#define STORE_RETRY_MAX_MS 5000
+
+extern const char schema_ddl_store[];
+
+/* Inserts the decision only under this node's current epoch (the node row locked FOR KEY SHARE:
+ * a takeover's FOR UPDATE waits for it, and once the epoch moved the row no longer matches, so
+ * nothing is inserted). ON CONFLICT: the same gtrid (an earlier attempt whose answer was lost)
+ * or the same client id (another coordinator's transaction) inserts nothing. */
+static const char decide_sql[] =
+    "INSERT INTO xacoord_decisions (gtrid, client_id, digest, outcome, status, reply, pending, "
+    "node_id, epoch) SELECT $1, $2, $3, 'commit', $4, $5, $6, node_id, epoch FROM xacoord_nodes "
+    "WHERE node_id = $7 AND epoch = $8 FOR KEY SHARE ON CONFLICT DO NOTHING";
+/* Run after decide_sql in the same round trip, with a snapshot of its own: what holds the gtrid
+ * or the client id now. */
+static const char decided_sql[] =
+    "SELECT gtrid, client_id, digest, outcome, status, reply, pending, "
+    "(extract(epoch FROM created_at) * 1000)::bigint FROM xacoord_decisions "
+    "WHERE gtrid = $1 OR client_id = $2 ORDER BY gtrid = $1 DESC LIMIT 1";
+static const char find_sql[] =
+    "SELECT gtrid, client_id, digest, outcome, status, reply, pending, "
+    "(extract(epoch FROM created_at) * 1000)::bigint FROM xacoord_decisions "
+    "WHERE client_id = $1";
+static const char unfinished_sql[] =
+    "SELECT gtrid, client_id, digest, outcome, status, reply, pending, "
+    "(extract(epoch FROM created_at) * 1000)::bigint FROM xacoord_decisions "
+    "WHERE node_id = $1 AND outcome = 'commit' AND pending <> ''";
+static const char abort_sql[] =
+    "INSERT INTO xacoord_decisions (gtrid, client_id, digest, outcome, status, reply, pending, "
+    "node_id, epoch) VALUES ($1, $2, $3, 'abort', $4, $5, '', $6, $7) ON CONFLICT DO NOTHING";
+static const char done_sql[] = "UPDATE xacoord_decisions SET pending = '' WHERE gtrid = $1";
+static const char prune_sql[] =
+    "DELETE FROM xacoord_decisions WHERE gtrid IN (SELECT gtrid FROM xacoord_decisions WHERE "
+    "created_at < now() - $1 * interval '1 second' AND pending = '' LIMIT 1000)";
+static const char bump_sql[] =
+    "UPDATE xacoord_nodes SET epoch = epoch + 1, holder = $2, "
+    "expires_at = now() + $3 * interval '1 millisecond' WHERE node_id = $1 RETURNING epoch";
+
+/* A row's text fields, owned. */
+typedef struct row_copy {
+    char *gtrid, *client_id, *reply, *pending;
+    char digest_hex[2 * REQUEST_DIGEST_LEN + 1];
+    char status[12];
+} row_copy;
+
+/* A lazily written record (abort or done), queued until the next flush. */
+typedef struct lazy {
+    bool done; /* else an abort row */
+    row_copy r;
+    struct lazy *next;
+} lazy;
+
+struct store {
+    uv_loop_t *loop;
+    const config *cfg;
+    px_pool *pool;
+    char node_id[17];
+    uint64_t epoch;
+    char epoch_text[24];
+    lazy *queue, **queue_tail;
+    int queued;
+    bool flushing, closing, pruning;
+    uv_timer_t flush_timer;
+    px_pool_req flush_req;
+    px_stmt flush_stmts[STORE_BATCH];
+    px_param flush_params[STORE_BATCH][7];
+    lazy *flush_batch;
+    px_pool_req prune_req;
+    px_param prune_param;
+    px_stmt prune_stmt;
+    char prune_text[24];
+};
+
+uint64_t store_epoch(const store *s) { return s->epoch; }
+
+static void text_param(px_param *p, const char *s)
+{
+    *p = (px_param){.type = PX_P_TEXT, .text = s, .len = strlen(s)};
+}
+
+static void row_copy_free(row_copy *r)
+{
+    free(r->gtrid);
+    free(r->client_id);
+    free(r->reply);
+    free(r->pending);
+}
+
+static bool row_copy_set(row_copy *c, const store_row *r)
+{
+    c->gtrid = strdup(r->gtrid);
+    c->client_id = strdup(r->client_id);
+    c->reply = strdup(r->reply ? r->reply : "");
+    c->pending = strdup(r->pending ? r->pending : "");
+    request_digest_hex(r->digest, c->digest_hex);
+    snprintf(c->status, sizeof c->status, "%d", r->status);
+    if (c->gtrid && c->client_id && c->reply && c->pending)
+        return true;
+    row_copy_free(c);
+    return false;
+}
+
+static bool hex_digest(const char *hex, uint8_t *out)
+{
+    if (!hex || strlen(hex) != 2 * REQUEST_DIGEST_LEN)
+        return false;
+    for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+/* Reads the 8 columns of the SELECTs above; false when a cell is not what the schema promises
+ * (a row written by something else: it is refused, never guessed at). */
+static bool row_from_cells(char *const *cells, store_row *r)
+{
+    char *end;
+    long status;
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < 8; i++)
+        if (!cells[i])
+            return false;
+    r->gtrid = cells[0];
+    r->client_id = cells[1];
+    r->commit = strcmp(cells[3], "commit") == 0;
+    status = strtol(cells[4], &end, 10);
+    r->status = (*end || status < 200 || status > 599) ? (r->commit ? 200 : 409) : (int)status;
+    r->reply = cells[5];
+    r->pending = cells[6];
+    r->time_ms = strtoll(cells[7], NULL, 10);
+    return hex_digest(cells[2], r->digest) && request_id_valid(r->client_id) &&
+           strlen(r->gtrid) <= PX_XID_PART_MAX;
+}
+
+/* ---- start-up (blocking) ----------------------------------------------------------------- */
+
+static PGconn *connect_blocking(const config_store *st, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "password", "connect_timeout", NULL};
+    char timeout[16];
+    const char *vals[4];
+    PGconn *pg;
+    snprintf(timeout, sizeof timeout, "%" PRIu32, (st->connect_timeout_ms + 999) / 1000);
+    vals[0] = st->conninfo;
+    vals[1] = st->password;
+    vals[2] = timeout;
+    vals[3] = NULL;
+    if (!st->password) {
+        keys[1] = "connect_timeout";
+        vals[1] = timeout;
+        keys[2] = NULL;
+    }
+    pg = PQconnectdbParams(keys, vals, 1);
+    if (!pg || PQstatus(pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "decision store: cannot connect: %s",
+                 pg ? PQerrorMessage(pg) : "out of memory");
+        PQfinish(pg);
+        return NULL;
+    }
+    return pg;
+}
+
+/* Runs one statement with text parameters; the result on success, NULL with err set. */
+static PGresult *run(PGconn *pg, const char *what, const char *sql, int n, const char *const *p,
+                     char *err, size_t errlen)
+{
+    PGresult *res = n ? PQexecParams(pg, sql, n, NULL, p, NULL, NULL, 0) : PQexec(pg, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    snprintf(err, errlen, "decision store: %s: %s", what,
+             res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    PQclear(res);
+    return NULL;
+}
+
+static int take_node(store *s, PGconn *pg, const char *holder, char *err, size_t errlen)
+{
+    char lease[16];
+    const char *p[3] = {s->node_id, holder, lease};
+    PGresult *res;
+    snprintf(lease, sizeof lease, "%" PRIu32, s->cfg->store.lease_ms);
+    if (!(res = run(pg, "BEGIN", "BEGIN", 0, NULL, err, errlen)))
+        return -1;
+    PQclear(res);
+    /* take_sql holds three statements; PQexecParams takes one, so they go one by one. */
+    if (!(res = run(pg, "creating the node row",
+                    "INSERT INTO xacoord_nodes (node_id, epoch, holder, expires_at) "
+                    "VALUES ($1, 0, '', now()) ON CONFLICT DO NOTHING",
+                    1, p, err, errlen)))
+        goto fail;
+    PQclear(res);
+    if (!(res = run(pg, "locking the node row",
+                    "SELECT epoch FROM xacoord_nodes WHERE node_id = $1 FOR UPDATE", 1, p, err,
+                    errlen)))
+        goto fail;
+    PQclear(res);
+    if (!(res = run(pg, "raising the epoch", bump_sql, 3, p, err, errlen)))
+        goto fail;
+    s->epoch = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (!(res = run(pg, "COMMIT", "COMMIT", 0, NULL, err, errlen)))
+        return -1;
+    PQclear(res);
+    snprintf(s->epoch_text, sizeof s->epoch_text, "%" PRIu64, s->epoch);
+    return 0;
+fail:
+    PQclear(PQexec(pg, "ROLLBACK"));
+    return -1;
+}
+
+int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *holder, char *err,
+               size_t errlen)
+{
+    store *s = calloc(1, sizeof *s);
+    PGconn *pg;
+    PGresult *res;
+    *out = NULL;
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->loop = loop;
+    s->cfg = cfg;
+    s->queue_tail = &s->queue;
+    snprintf(s->node_id, sizeof s->node_id, "%s", cfg->node_id);
+    if (!(pg = connect_blocking(&cfg->store, err, errlen))) {
+        free(s);
+        return -1;
+    }
+    res = run(pg, "the tables are missing or not granted (run sql/xacoord-store.sql, or xacoord "
+                  "--init-participants)",
+              "SELECT 1 FROM xacoord_decisions, xacoord_nodes LIMIT 0", 0, NULL, err, errlen);
+    if (!res || take_node(s, pg, holder, err, errlen) != 0) {
+        PQclear(res);
+        PQfinish(pg);
+        free(s);
+        return -1;
+    }
+    PQclear(res);
+    PQfinish(pg);
+    s->pool = px_pool_new(loop, &cfg->store.target, cfg->store.pool_size);
+    if (!s->pool) {
+        snprintf(err, errlen, "decision store: cannot create its pool");
+        free(s);
+        return -1;
+    }
+    uv_timer_init(loop, &s->flush_timer);
+    s->flush_timer.data = s;
+    px_pool_warm(s->pool, 1);
+    log_info("store", "node %s taken at epoch %" PRIu64 " (lease %" PRIu32 " ms)", s->node_id,
+             s->epoch, cfg->store.lease_ms);
+    *out = s;
+    return 0;
+}
+
+int store_load_unfinished(store *s, void (*fn)(const store_row *r, void *arg), void *arg,
+                          char *err, size_t errlen)
+{
+    const char *p[1] = {s->node_id};
+    PGconn *pg = connect_blocking(&s->cfg->store, err, errlen);
+    PGresult *res;
+    if (!pg)
+        return -1;
+    res = run(pg, "reading the unfinished decisions", unfinished_sql, 1, p, err, errlen);
+    if (!res) {
+        PQfinish(pg);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        char *cells[8];
+        store_row r;
+        for (int c = 0; c < 8; c++)
+            cells[c] = PQgetisnull(res, i, c) ? NULL : PQgetvalue(res, i, c);
+        if (row_from_cells(cells, &r))
+            fn(&r, arg);
+        else
+            log_error("store", "decision row %d of node %s is malformed: ignored", i, s->node_id);
+    }
+    PQclear(res);
+    PQfinish(pg);
+    return 0;
+}
+
+int store_init_schema(const config *cfg, char *err, size_t errlen)
+{
+    char **stmts = NULL;
+    int n = schema_statements(schema_ddl_store, &stmts);
+    PGconn *pg;
+    int rc = 0;
+    if (n < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!(pg = connect_blocking(&cfg->store, err, errlen))) {
+        schema_statements_free(stmts, n);
+        return -1;
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        PGresult *res = run(pg, "creating the tables (sql/xacoord-store.sql)", stmts[i], 0, NULL,
+                            err, errlen);
+        rc = res ? 0 : -1;
+        PQclear(res);
+    }
+    schema_statements_free(stmts, n);
+    PQfinish(pg);
+    return rc;
+}
+
+/* ---- the decision ------------------------------------------------------------------------ */
+
+typedef struct decide_op {
+    store *s;
+    row_copy r;
+    store_decide_cb cb;
+    void *arg;
+    px_pool_req req;
+    px_param params[8];
+    px_stmt stmts[2];
+    unsigned attempts;
+    uv_timer_t timer;
+} decide_op;
+
+static void decide_send(decide_op *d);
+
+static void on_decide_timer_closed(uv_handle_t *h)
+{
+    decide_op *d = h->data;
+    row_copy_free(&d->r);
+    free(d);
+}
+
+static void decide_finish(decide_op *d, store_verdict v, const store_row *winner, const char *why)
+{
+    d->cb(d->arg, v, winner, why);
+    uv_close((uv_handle_t *)&d->timer, on_decide_timer_closed);
+}
+
+static void on_decide_timer(uv_timer_t *t) { decide_send(t->data); }
+
+/* The answer was lost: the row may or may not be there, so the same statement goes again on a
+ * new connection (it inserts nothing the second time and reads what is there). */
+static void decide_retry(decide_op *d, const char *why)
+{
+    unsigned ms = STORE_RETRY_MS << (d->attempts < 5 ? d->attempts : 5);
+    if (ms > STORE_RETRY_MAX_MS)
+        ms = STORE_RETRY_MAX_MS;
+    d->attempts++;
+    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms",
+             d->r.gtrid, why, ms);
+    uv_timer_start(&d->timer, on_decide_timer, ms, 0);
+}
+
+static void on_decided(px_conn *conn, const px_error *err, int failed_index,
+                       const px_result *results, int nresults, void *arg)
+{
+    decide_op *d = arg;
+    store_row row;
+    (void)failed_index;
+    if (err && err->conn_broken) {
+        px_pool_discard(d->s->pool, conn);
+        decide_retry(d, err->message);
+        return;
+    }
+    px_pool_release(d->s->pool, conn);
+    if (err) {
+        /* A definite error: the statement's transaction rolled back, so nothing was decided. */
+        decide_finish(d, STORE_FAILED, NULL, err->message);
+        return;
+    }
+    if (nresults < 2 || results[1].nrows == 0) {
+        decide_finish(d, STORE_FENCED, NULL, "this node's epoch was raised by another process");
+        return;
+    }
+    if (results[1].ncols != 8 || !row_from_cells(results[1].cells, &row)) {
+        decide_finish(d, STORE_FAILED, NULL, "the decision row read back is malformed");
+        return;
+    }
+    if (strcmp(row.gtrid, d->r.gtrid) == 0 && row.commit)
+        decide_finish(d, STORE_DECIDED, &row, NULL);
+    else if (strcmp(row.gtrid, d->r.gtrid) == 0)
+        decide_finish(d, STORE_FAILED, &row, "an abort is recorded for this transaction");
+    else
+        decide_finish(d, STORE_TAKEN, &row, "another transaction holds this id");
+}
+
+static void on_decide_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    decide_op *d = req->data;
+    const px_driver *drv;
+    if (!conn) {
+        /* Nothing was sent on this attempt; an earlier one whose answer was lost must be settled
+         * before anything is said, so only the first attempt may give up. */
+        if (d->attempts == 0)
+            decide_finish(d, STORE_FAILED, NULL, err ? err->message : "no connection");
+        else
+            decide_retry(d, err ? err->message : "no connection");
+        return;
+    }
+    drv = px_conn_base(conn)->driver;
+    if (drv->exec(conn, d->stmts, 2, on_decided, d) != 0) {
+        px_pool_discard(d->s->pool, conn);
+        if (d->attempts == 0)
+            decide_finish(d, STORE_FAILED, NULL, "the driver refused the statement");
+        else
+            decide_retry(d, "the driver refused the statement");
+    }
+}
+
+static void decide_send(decide_op *d)
+{
+    d->req.data = d;
+    if (px_pool_acquire(d->s->pool, &d->req, on_decide_conn) != 0) {
+        if (d->attempts == 0)
+            decide_finish(d, STORE_FAILED, NULL, "the store's pool is closing");
+        else
+            decide_retry(d, "the store's pool is closing");
+    }
+}
+
+void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
+{
+    decide_op *d = calloc(1, sizeof *d);
+    if (!d || !row_copy_set(&d->r, r)) {
+        free(d);
+        cb(arg, STORE_FAILED, NULL, "out of memory");
+        return;
+    }
+    d->s = s;
+    d->cb = cb;
+    d->arg = arg;
+    text_param(&d->params[0], d->r.gtrid);
+    text_param(&d->params[1], d->r.client_id);
+    text_param(&d->params[2], d->r.digest_hex);
+    text_param(&d->params[3], d->r.status);
+    text_param(&d->params[4], d->r.reply);
+    text_param(&d->params[5], d->r.pending);
+    text_param(&d->params[6], s->node_id);
+    text_param(&d->params[7], s->epoch_text);
+    d->stmts[0] = (px_stmt){.sql = decide_sql, .params = d->params, .nparams = 8,
+                            .expect_rows = -1, .session_neutral = true};
+    d->stmts[1] = (px_stmt){.sql = decided_sql, .params = d->params, .nparams = 2,
+                            .expect_rows = -1, .session_neutral = true};
+    uv_timer_init(s->loop, &d->timer);
+    d->timer.data = d;
+    decide_send(d);
+}
+
+/* ---- lazy records ------------------------------------------------------------------------ */
+
+static void flush_start(store *s);
+static void on_flush_timer(uv_timer_t *t) { flush_start(t->data); }
+
+static void lazy_free_list(lazy *l)
+{
+    while (l) {
+        lazy *next = l->next;
+        row_copy_free(&l->r);
+        free(l);
+        l = next;
+    }
+}
+
+static void flush_again(store *s)
+{
+    s->flushing = false;
+    lazy_free_list(s->flush_batch);
+    s->flush_batch = NULL;
+    if (s->queue && !s->closing)
+        uv_timer_start(&s->flush_timer, on_flush_timer, 0, 0);
+}
+
+static void on_flushed(px_conn *conn, const px_error *err, int failed_index,
+                       const px_result *results, int nresults, void *arg)
+{
+    store *s = arg;
+    (void)failed_index, (void)results, (void)nresults;
+    if (err) {
+        log_warn("store", "lazy decision records not written (%s): a replay of an aborted id "
+                          "runs it again, an unfinished commit is resolved again at start",
+                 err->message);
+        px_pool_discard(s->pool, conn);
+    } else {
+        px_pool_release(s->pool, conn);
+    }
+    flush_again(s);
+}
+
+static int batch_stmts(store *s)
+{
+    int n = 0;
+    for (lazy *l = s->flush_batch; l; l = l->next, n++) {
+        px_param *p = s->flush_params[n];
+        text_param(&p[0], l->r.gtrid);
+        if (l->done) {
+            s->flush_stmts[n] = (px_stmt){.sql = done_sql, .params = p, .nparams = 1,
+                                          .expect_rows = -1, .session_neutral = true};
+            continue;
+        }
+        text_param(&p[1], l->r.client_id);
+        text_param(&p[2], l->r.digest_hex);
+        text_param(&p[3], l->r.status);
+        text_param(&p[4], l->r.reply);
+        text_param(&p[5], s->node_id);
+        text_param(&p[6], s->epoch_text);
+        s->flush_stmts[n] = (px_stmt){.sql = abort_sql, .params = p, .nparams = 7,
+                                      .expect_rows = -1, .session_neutral = true};
+    }
+    return n;
+}
+
+static void on_flush_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    store *s = req->data;
+    int n = batch_stmts(s);
+    if (!conn || px_conn_base(conn)->driver->exec(conn, s->flush_stmts, n, on_flushed, s) != 0) {
+        log_warn("store", "lazy decision records not written: %s",
+                 conn ? "the driver refused them" : err ? err->message : "no connection");
+        if (conn)
+            px_pool_discard(s->pool, conn);
+        flush_again(s);
+    }
+}
+
+/* Takes up to STORE_BATCH queued records and writes them in one round trip (one transaction). */
+static void flush_start(store *s)
+{
+    lazy **tail = &s->flush_batch;
+    if (s->flushing || !s->queue)
+        return;
+    s->flushing = true;
+    for (int n = 0; n < STORE_BATCH && s->queue; n++) {
+        lazy *l = s->queue;
+        s->queue = l->next;
+        l->next = NULL;
+        *tail = l;
+        tail = &l->next;
+        s->queued--;
+    }
+    if (!s->queue)
+        s->queue_tail = &s->queue;
+    s->flush_req.data = s;
+    if (px_pool_acquire(s->pool, &s->flush_req, on_flush_conn) != 0)
+        flush_again(s);
+}
+
+static void enqueue(store *s, lazy *l)
+{
+    *s->queue_tail = l;
+    s->queue_tail = &l->next;
+    s->queued++;
+    if (!s->flushing && !s->closing && !uv_is_active((uv_handle_t *)&s->flush_timer))
+        uv_timer_start(&s->flush_timer, on_flush_timer, 0, 0);
+}
+
+void store_record_abort(store *s, const store_row *r)
+{
+    lazy *l = calloc(1, sizeof *l);
+    if (!l || !row_copy_set(&l->r, r)) {
+        free(l);
+        log_warn("store", "out of memory: the abort of %s is not recorded", r->gtrid);
+        return;
+    }
+    enqueue(s, l);
+}
+
+void store_done(store *s, const char *gtrid)
+{
+    lazy *l = calloc(1, sizeof *l);
+    if (!l || !(l->r.gtrid = strdup(gtrid))) {
+        free(l);
+        return; /* the next start resolves the transaction again: harmless */
+    }
+    l->done = true;
+    enqueue(s, l);
+}
+
+/* ---- lookups and upkeep ------------------------------------------------------------------ */
+
+typedef struct find_op {
+    store *s;
+    char id[REQUEST_ID_MAX + 1];
+    store_found_cb cb;
+    void *arg;
+    px_pool_req req;
+    px_param param;
+    px_stmt stmt;
+} find_op;
+
+static void on_found(px_conn *conn, const px_error *err, int failed_index,
+                     const px_result *results, int nresults, void *arg)
+{
+    find_op *f = arg;
+    store_row row;
+    (void)failed_index;
+    if (err) {
+        if (err->conn_broken)
+            px_pool_discard(f->s->pool, conn);
+        else
+            px_pool_release(f->s->pool, conn);
+        f->cb(f->arg, 503, NULL, err->message);
+    } else {
+        px_pool_release(f->s->pool, conn);
+        if (nresults < 1 || results[0].nrows == 0)
+            f->cb(f->arg, 404, NULL, NULL);
+        else if (results[0].ncols != 8 || !row_from_cells(results[0].cells, &row))
+            f->cb(f->arg, 503, NULL, "the decision row is malformed");
+        else
+            f->cb(f->arg, 200, &row, NULL);
+    }
+    free(f);
+}
+
+static void on_find_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    find_op *f = req->data;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, &f->stmt, 1, on_found, f) != 0) {
+        if (conn)
+            px_pool_discard(f->s->pool, conn);
+        f->cb(f->arg, 503, NULL, conn ? "the driver refused the lookup"
+                                 : err  ? err->message
+                                        : "no connection");
+        free(f);
+    }
+}
+
+void store_find(store *s, const char *client_id, store_found_cb cb, void *arg)
+{
+    find_op *f = calloc(1, sizeof *f);
+    if (!f) {
+        cb(arg, 503, NULL, "out of memory");
+        return;
+    }
+    f->s = s;
+    f->cb = cb;
+    f->arg = arg;
+    snprintf(f->id, sizeof f->id, "%s", client_id);
+    text_param(&f->param, f->id);
+    f->stmt = (px_stmt){.sql = find_sql, .params = &f->param, .nparams = 1, .expect_rows = -1,
+                        .session_neutral = true};
+    f->req.data = f;
+    if (px_pool_acquire(s->pool, &f->req, on_find_conn) != 0) {
+        free(f);
+        cb(arg, 503, NULL, "the store's pool is closing");
+    }
+}
+
+static void on_pruned(px_conn *conn, const px_error *err, int failed_index,
+                      const px_result *results, int nresults, void *arg)
+{
+    store *s = arg;
+    (void)failed_index;
+    s->pruning = false;
+    if (err) {
+        log_warn("store", "pruning old decisions: %s", err->message);
+        px_pool_discard(s->pool, conn);
+        return;
+    }
+    px_pool_release(s->pool, conn);
+    if (nresults > 0 && results[0].rows_affected > 0)
+        log_debug("store", "%" PRId64 " decisions past their retention deleted",
+                  results[0].rows_affected);
+}
+
+static void on_prune_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    store *s = req->data;
+    (void)err;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, &s->prune_stmt, 1, on_pruned, s) != 0) {
+        if (conn)
+            px_pool_discard(s->pool, conn);
+        s->pruning = false;
+    }
+}
+
+void store_tick(store *s, int64_t retention_s)
+{
+    if (s->pruning || s->closing)
+        return;
+    s->pruning = true;
+    snprintf(s->prune_text, sizeof s->prune_text, "%" PRId64, retention_s);
+    text_param(&s->prune_param, s->prune_text);
+    s->prune_stmt = (px_stmt){.sql = prune_sql, .params = &s->prune_param, .nparams = 1,
+                              .expect_rows = -1, .session_neutral = true};
+    s->prune_req.data = s;
+    if (px_pool_acquire(s->pool, &s->prune_req, on_prune_conn) != 0)
+        s->pruning = false;
+}
+
+typedef struct close_op {
+    store *s;
+    void (*cb)(void *arg);
+    void *arg;
+} close_op;
+
+static void on_store_pool_closed(void *arg)
+{
+    close_op *c = arg;
+    lazy_free_list(c->s->queue);
+    free(c->s);
+    c->cb(c->arg);
+    free(c);
+}
+
+static void on_flush_timer_closed(uv_handle_t *h)
+{
+    close_op *c = h->data;
+    px_pool_close(c->s->pool, on_store_pool_closed, c);
+}
+
+void store_close(store *s, void (*cb)(void *arg), void *arg)
+{
+    close_op *c = malloc(sizeof *c);
+    if (!c)
+        abort();
+    *c = (close_op){s, cb, arg};
+    s->closing = true;
+    s->flush_timer.data = c;
+    uv_close((uv_handle_t *)&s->flush_timer, on_flush_timer_closed);
+}
