@@ -13,6 +13,7 @@
 #include "txn.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +425,14 @@ static void load_unfinished(const store_row *r, void *arg)
         abort(); /* out of memory at start-up */
 }
 
+/* Another process took this node: this one can decide nothing any more, so it stops the way
+ * SIGTERM stops it (what it already decided is finished; the rest was never decided). */
+static void on_node_lost(void *arg)
+{
+    (void)arg;
+    kill(getpid(), SIGTERM);
+}
+
 /* Takes this node in the store (its epoch moves on: whatever an earlier process of this node
  * still had in flight can no longer decide), then learns which of its commits are unfinished. */
 static int open_store(coord *c, char *err, size_t errlen)
@@ -433,6 +442,7 @@ static int open_store(coord *c, char *err, size_t errlen)
     snprintf(holder, sizeof holder, "%s%" PRIu64 " pid %ld", c->prefix, c->boot, (long)getpid());
     if (store_open(&c->store, c->loop, c->cfg, holder, err, errlen) != 0)
         return -1;
+    store_on_lost(c->store, on_node_lost, c);
     rc = store_load_unfinished(c->store, load_unfinished, c, err, errlen);
     if (rc == 0)
         log_info(NULL, "decision store: epoch %" PRIu64 "; %zu outcomes to finish or replay",

@@ -4,6 +4,7 @@
  */
 #include "store.h"
 
+#include "crash.h"
 #include "log.h"
 #include "pool.h"
 #include "schema.h"
@@ -13,11 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STORE_BATCH 64         /* lazy records per round trip */
 #define STORE_PRUNE_BATCH 1000 /* rows deleted per prune */
 #define STORE_RETRY_MS 200     /* first wait before asking again after a lost answer */
 #define STORE_RETRY_MAX_MS 5000
+/* The holder stops acting lease_ms / 4 before its lease can lapse on the store: the margin covers
+ * the time a renew spends in flight before the store stamps it, and clock rate differences. */
+#define STORE_LEASE_MARGIN_DIV 4
 
 extern const char schema_ddl_store[];
 
@@ -50,6 +55,13 @@ static const char done_sql[] = "UPDATE xacoord_decisions SET pending = '' WHERE 
 static const char prune_sql[] =
     "DELETE FROM xacoord_decisions WHERE gtrid IN (SELECT gtrid FROM xacoord_decisions WHERE "
     "created_at < now() - $1 * interval '1 second' AND pending = '' LIMIT 1000)";
+/* The holder renews its lease while its epoch stands; 0 rows: the node was taken. */
+static const char renew_sql[] =
+    "UPDATE xacoord_nodes SET expires_at = now() + $3 * interval '1 millisecond' "
+    "WHERE node_id = $1 AND epoch = $2";
+static const char lease_sql[] =
+    "SELECT holder, greatest(0, (extract(epoch FROM expires_at - now()) * 1000)::bigint) "
+    "FROM xacoord_nodes WHERE node_id = $1";
 static const char bump_sql[] =
     "UPDATE xacoord_nodes SET epoch = epoch + 1, holder = $2, "
     "expires_at = now() + $3 * interval '1 millisecond' WHERE node_id = $1 RETURNING epoch";
@@ -83,6 +95,19 @@ struct store {
     px_stmt flush_stmts[STORE_BATCH];
     px_param flush_params[STORE_BATCH][7];
     lazy *flush_batch;
+    uv_timer_t renew_timer;
+    px_pool_req renew_req;
+    px_param renew_params[3];
+    px_stmt renew_stmt;
+    char lease_text[16];
+    bool renewing;
+    bool lost; /* the epoch was raised by another process */
+    void (*on_lost)(void *arg);
+    void *on_lost_arg;
+    uint64_t renew_sent_ms;  /* loop time (monotonic) the renew in flight was sent */
+    uint64_t renewed_ms;     /* loop time the last successful renew was sent: the lease holds
+                                until renewed_ms + lease_ms on the store, so this process acts
+                                only until renewed_ms + lease_ms - margin */
     px_pool_req prune_req;
     px_param prune_param;
     px_stmt prune_stmt;
@@ -195,12 +220,59 @@ static PGresult *run(PGconn *pg, const char *what, const char *sql, int n, const
     return NULL;
 }
 
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Another process's lease on this node must lapse before the node is taken: a crashed holder's
+ * lapses by itself (a restart waits at most lease_ms), a live one keeps renewing it, and then
+ * this start is refused - two daemons with one node_id would fence each other in turns. */
+static int wait_for_lease(store *s, PGconn *pg, char *err, size_t errlen)
+{
+    const char *p[1] = {s->node_id};
+    uint64_t waited = 0, limit = 2 * (uint64_t)s->cfg->store.lease_ms + 1000;
+    for (;;) {
+        PGresult *res = run(pg, "reading the node's lease", lease_sql, 1, p, err, errlen);
+        long long left;
+        if (!res)
+            return -1;
+        if (PQntuples(res) == 0 || !*PQgetvalue(res, 0, 0) ||
+            (left = strtoll(PQgetvalue(res, 0, 1), NULL, 10)) <= 0) {
+            PQclear(res);
+            return 0;
+        }
+        if (waited >= limit) {
+            snprintf(err, errlen,
+                     "decision store: node %s is held by \"%s\", whose lease keeps being "
+                     "renewed: another coordinator runs with this node_id",
+                     s->node_id, PQgetvalue(res, 0, 0));
+            PQclear(res);
+            return -1;
+        }
+        if (waited == 0)
+            log_warn("store", "node %s is held by \"%s\" for %lld ms more: waiting for the "
+                              "lease to lapse",
+                     s->node_id, PQgetvalue(res, 0, 0), left);
+        PQclear(res);
+        left = left > 200 ? 200 : left + 1;
+        sleep_ms((unsigned)left);
+        waited += (uint64_t)left;
+    }
+}
+
 static int take_node(store *s, PGconn *pg, const char *holder, char *err, size_t errlen)
 {
     char lease[16];
     const char *p[3] = {s->node_id, holder, lease};
     PGresult *res;
     snprintf(lease, sizeof lease, "%" PRIu32, s->cfg->store.lease_ms);
+    if (wait_for_lease(s, pg, err, errlen) != 0)
+        return -1;
+    /* The lease runs from before the take was sent (the store stamps it later). */
+    uv_update_time(s->loop);
+    s->renewed_ms = uv_now(s->loop);
     if (!(res = run(pg, "BEGIN", "BEGIN", 0, NULL, err, errlen)))
         return -1;
     PQclear(res);
@@ -228,6 +300,88 @@ static int take_node(store *s, PGconn *pg, const char *holder, char *err, size_t
 fail:
     PQclear(PQexec(pg, "ROLLBACK"));
     return -1;
+}
+
+/* ---- the lease --------------------------------------------------------------------------- */
+
+bool store_holds_lease(const store *s)
+{
+    uint32_t lease = s->cfg->store.lease_ms;
+    return uv_now(s->loop) < s->renewed_ms + lease - lease / STORE_LEASE_MARGIN_DIV;
+}
+
+static void on_renewed(px_conn *conn, const px_error *err, int failed_index,
+                       const px_result *results, int nresults, void *arg)
+{
+    store *s = arg;
+    (void)failed_index;
+    s->renewing = false;
+    if (err) {
+        px_pool_discard(s->pool, conn);
+        log_warn("store", "renewing the lease of node %s: %s", s->node_id, err->message);
+        return;
+    }
+    px_pool_release(s->pool, conn);
+    if (nresults < 1 || results[0].rows_affected != 1) {
+        /* A peer (or a newer process of this node) raised the epoch: nothing this process
+         * decides can be written any more, and its recovery must not act for the node. */
+        log_error("store", "node %s was taken over (its epoch is no longer %" PRIu64 "): "
+                           "stopping",
+                  s->node_id, s->epoch);
+        s->lost = true;
+        if (s->on_lost)
+            s->on_lost(s->on_lost_arg);
+        return;
+    }
+    s->renewed_ms = s->renew_sent_ms;
+}
+
+static void on_renew_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    store *s = req->data;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, &s->renew_stmt, 1, on_renewed, s) != 0) {
+        if (conn)
+            px_pool_discard(s->pool, conn);
+        log_warn("store", "renewing the lease of node %s: %s", s->node_id,
+                 err ? err->message : "no connection");
+        s->renewing = false;
+    }
+}
+
+static void on_renew_timer(uv_timer_t *t)
+{
+    store *s = t->data;
+    if (s->renewing || s->closing || s->lost)
+        return;
+    if (!store_holds_lease(s))
+        log_warn("store", "the lease of node %s was not renewed in time: taking no decisions "
+                          "and resolving nothing until it is",
+                 s->node_id);
+    s->renewing = true;
+    s->renew_sent_ms = uv_now(s->loop);
+    s->renew_req.data = s;
+    if (px_pool_acquire(s->pool, &s->renew_req, on_renew_conn) != 0)
+        s->renewing = false;
+}
+
+static void start_renewing(store *s)
+{
+    snprintf(s->lease_text, sizeof s->lease_text, "%" PRIu32, s->cfg->store.lease_ms);
+    text_param(&s->renew_params[0], s->node_id);
+    text_param(&s->renew_params[1], s->epoch_text);
+    text_param(&s->renew_params[2], s->lease_text);
+    s->renew_stmt = (px_stmt){.sql = renew_sql, .params = s->renew_params, .nparams = 3,
+                              .expect_rows = -1, .session_neutral = true};
+    uv_timer_init(s->loop, &s->renew_timer);
+    s->renew_timer.data = s;
+    uv_timer_start(&s->renew_timer, on_renew_timer, s->cfg->store.renew_ms,
+                   s->cfg->store.renew_ms);
+}
+
+void store_on_lost(store *s, void (*cb)(void *arg), void *arg)
+{
+    s->on_lost = cb;
+    s->on_lost_arg = arg;
 }
 
 int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *holder, char *err,
@@ -269,6 +423,7 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
     uv_timer_init(loop, &s->flush_timer);
     s->flush_timer.data = s;
     px_pool_warm(s->pool, 1);
+    start_renewing(s);
     log_info("store", "node %s taken at epoch %" PRIu64 " (lease %" PRIu32 " ms)", s->node_id,
              s->epoch, cfg->store.lease_ms);
     *out = s;
@@ -419,7 +574,9 @@ static void on_decide_conn(px_pool_req *req, px_conn *conn, const px_error *err)
         return;
     }
     drv = px_conn_base(conn)->driver;
-    if (drv->exec(conn, d->stmts, 2, on_decided, d) != 0) {
+    if (drv->exec(conn, d->stmts, 2, on_decided, d) == 0) {
+        crash_point("store-after-decision-sent"); /* committed or not: the next start knows */
+    } else {
         px_pool_discard(d->s->pool, conn);
         if (d->attempts == 0)
             decide_finish(d, STORE_FAILED, NULL, "the driver refused the statement");
@@ -441,7 +598,14 @@ static void decide_send(decide_op *d)
 
 void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
 {
-    decide_op *d = calloc(1, sizeof *d);
+    decide_op *d;
+    if (s->lost || !store_holds_lease(s)) {
+        /* The row lock would refuse it anyway once the node is taken; before that, a process
+         * that cannot renew its lease stops deciding so that a peer can take over cleanly. */
+        cb(arg, STORE_FAILED, NULL, "this coordinator does not hold its node's lease");
+        return;
+    }
+    d = calloc(1, sizeof *d);
     if (!d || !row_copy_set(&d->r, r)) {
         free(d);
         cb(arg, STORE_FAILED, NULL, "out of memory");
@@ -723,9 +887,32 @@ static void on_store_pool_closed(void *arg)
     free(c);
 }
 
-static void on_flush_timer_closed(uv_handle_t *h)
+/* A clean stop hands the node back at once: the next start of this node need not wait for the
+ * lease to lapse. Only while this process still holds the epoch. */
+static void release_node(store *s)
+{
+    char err[256];
+    const char *p[2] = {s->node_id, s->epoch_text};
+    PGconn *pg = s->lost ? NULL : connect_blocking(&s->cfg->store, err, sizeof err);
+    PGresult *res;
+    if (!pg)
+        return;
+    res = run(pg, "releasing the node",
+              "UPDATE xacoord_nodes SET holder = '', expires_at = now() "
+              "WHERE node_id = $1 AND epoch = $2",
+              2, p, err, sizeof err);
+    if (!res)
+        log_warn("store", "%s", err);
+    PQclear(res);
+    PQfinish(pg);
+}
+
+static void on_store_timer_closed(uv_handle_t *h)
 {
     close_op *c = h->data;
+    if (h == (uv_handle_t *)&c->s->flush_timer)
+        return; /* the renew timer closes last */
+    release_node(c->s);
     px_pool_close(c->s->pool, on_store_pool_closed, c);
 }
 
@@ -736,6 +923,10 @@ void store_close(store *s, void (*cb)(void *arg), void *arg)
         abort();
     *c = (close_op){s, cb, arg};
     s->closing = true;
+    if (s->queued)
+        log_warn("store", "%d lazy decision records not written at shutdown", s->queued);
     s->flush_timer.data = c;
-    uv_close((uv_handle_t *)&s->flush_timer, on_flush_timer_closed);
+    s->renew_timer.data = c;
+    uv_close((uv_handle_t *)&s->flush_timer, on_store_timer_closed);
+    uv_close((uv_handle_t *)&s->renew_timer, on_store_timer_closed);
 }

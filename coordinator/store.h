@@ -71,6 +71,12 @@ void store_done(store *s, const char *gtrid);
 typedef void (*store_found_cb)(void *arg, int status, const store_row *r, const char *why);
 void store_find(store *s, const char *client_id, store_found_cb cb, void *arg);
 
+/* Whether this process may act for its node now: the epoch is still its own, as far as it knows,
+ * and the last successful renew was sent less than lease_ms - margin ago (monotonic clock). */
+bool store_holds_lease(const store *s);
+/* cb runs once if a renew finds the epoch raised by another process (the node was taken). */
+void store_on_lost(store *s, void (*cb)(void *arg), void *arg);
+
 /* Periodic upkeep: deletes up to a batch of rows past retention_s with nothing pending. */
 void store_tick(store *s, int64_t retention_s);
 /* Flushes nothing more, closes the pool; cb runs when done. */
