@@ -252,12 +252,58 @@ static void settle_from_winner(struct txn *t, const store_row *w)
 }
 
 /* A business abort, kept in the store (lazily) so that any coordinator replays it. */
-static void record_abort(struct txn *t)
+static void record_abort(coord *c, const outcome *o)
 {
-    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .status = t->o->status,
-                   .reply = t->o->reply_head, .pending = "", .time_ms = t->o->time_ms};
-    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
-    store_record_abort(t->c->store, &r);
+    store_row r = {.gtrid = o->gtrid, .client_id = o->id, .status = o->status,
+                   .reply = o->reply_head, .pending = "", .time_ms = o->time_ms};
+    memcpy(r.digest, o->digest, REQUEST_DIGEST_LEN);
+    store_record_abort(c->store, &r);
+}
+
+/* A business abort of a client's id waits for the answer (held in head) until the store says
+ * whether another coordinator decided the same id meanwhile: this attempt may have failed only
+ * because that one's work was there first ("order is not awaiting payment"), and then the id's
+ * answer is that one's. The outcome outlives the transaction (it stays indexed). */
+typedef struct abort_check {
+    coord *c;
+    outcome *o;
+    int status;
+    char *head;
+} abort_check;
+
+static void on_abort_checked(void *arg, int status, const store_row *w, const char *why)
+{
+    abort_check *k = arg;
+    char *head = NULL;
+    (void)why;
+    if (status == 200 && strcmp(w->gtrid, k->o->gtrid) != 0) {
+        bool same = memcmp(w->digest, k->o->digest, REQUEST_DIGEST_LEN) == 0;
+        if ((same ? asprintf(&head, "%s", w->reply)
+                  : asprintf(&head, "{\"error\":\"id '%s' was already used with a different "
+                                    "request\"",
+                             k->o->id)) < 0)
+            abort();
+        free(k->head);
+        k->o->replayed = true;
+        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, same ? w->status : 422, head,
+                       coord_now_ms());
+    } else {
+        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, k->status, k->head,
+                       coord_now_ms());
+        record_abort(k->c, k->o);
+    }
+    free(k);
+}
+
+static void settle_abort_via_store(struct txn *t, int status, char *head)
+{
+    abort_check *k = malloc(sizeof *k);
+    if (!k)
+        abort(); /* nothing decided: dying loses nothing */
+    *k = (abort_check){t->c, t->o, status, head};
+    t->replied = true;
+    metric_histogram_observe(t->c->txn_latency, (double)(uv_hrtime() - t->started_ns) / 1e9);
+    store_find(t->c->store, t->o->id, on_abort_checked, k);
 }
 
 /* Presumed abort: nothing here needs to be durable before the answer. A business abort is logged
@@ -272,12 +318,15 @@ static void txn_abort(struct txn *t, const abort_info *a)
     metric_counter_add(t->c->txn_aborted, 1);
     if (a->winner)
         settle_from_winner(t, a->winner);
+    else if (t->c->store && !a->retryable && t->req->id_given)
+        settle_abort_via_store(t, a->status, abort_head(t, a));
     else
         settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
     if (a->retryable) {
         outcome_unindex(t->c->outcomes, t->o);
     } else if (t->c->store) {
-        record_abort(t);
+        if (!t->req->id_given)
+            record_abort(t->c, t->o);
     } else {
         journal_rec rec = {JOURNAL_ABORT, t->c->boot, t->seq, t->o->time_ms, NULL, 0};
         char *payload = NULL;
