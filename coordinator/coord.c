@@ -4,6 +4,7 @@
  */
 #include "coord.h"
 
+#include "failover.h"
 #include "log.h"
 #include "markers.h"
 #include "owner.h"
@@ -530,7 +531,8 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     uv_timer_init(loop, &c->prune_timer);
     c->prune_timer.data = c;
     uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
-    if (owner_start(c) != 0 || recovery_start(c) != 0 || preflight_start(c) != 0) {
+    if (owner_start(c) != 0 || recovery_start(c) != 0 || preflight_start(c) != 0 ||
+        failover_start(c) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -549,6 +551,7 @@ static void close_step(void *arg)
     close_state *s = arg;
     if (--s->pending > 0)
         return;
+    failover_free(s->c);
     outcomes_free(s->c->outcomes);
     strmap_free(s->c->live);
     metrics_free(s->c->metrics);
@@ -624,6 +627,7 @@ void coord_close(coord *c, void (*cb)(void *arg), void *arg)
     s->c = c;
     s->cb = cb;
     s->arg = arg;
+    failover_stop(c);
     c->prune_timer.data = s;
     uv_close((uv_handle_t *)&c->prune_timer, on_prune_closed);
 }

@@ -30,6 +30,7 @@ typedef struct recovery recovery;
 typedef struct owner owner;
 typedef struct preflight preflight;
 typedef struct store store;
+struct failover;
 
 /* Every live transaction is in exactly one of these lists (STYLE.md: "every state is a list"). */
 typedef enum txn_state {
@@ -69,6 +70,7 @@ typedef struct coord {
     const config *cfg;
     journal *journal;         /* decisions (journal mode); identity and boot counter in either mode */
     store *store;             /* decision_log = postgres: the decisions (store.h); else NULL */
+    struct failover *failover; /* with a store: taking over lapsed nodes (failover.h) */
     metrics *metrics;
     outcomes *outcomes;
     recovery *recovery;

@@ -760,6 +760,148 @@ void store_done(store *s, const char *gtrid)
     enqueue(s, l);
 }
 
+/* ---- taking over lapsed nodes ------------------------------------------------------------ */
+
+/* The FOR UPDATE waits for every decision transaction of the node still in flight (they hold
+ * its row FOR KEY SHARE), and re-checks the lapse on the newest row version: a holder that
+ * renewed meanwhile keeps its node. Then the epoch moves on. */
+static const char take_lapsed_sql[] =
+    "WITH lapsed AS (SELECT node_id FROM xacoord_nodes WHERE node_id <> $1 AND holder <> '' "
+    "AND expires_at < now() ORDER BY expires_at LIMIT 1 FOR UPDATE) "
+    "UPDATE xacoord_nodes n SET epoch = n.epoch + 1, holder = $2, "
+    "expires_at = now() + $3 * interval '1 millisecond' FROM lapsed "
+    "WHERE n.node_id = lapsed.node_id RETURNING n.node_id, n.epoch";
+/* In the same transaction, with a snapshot taken after the lock: final for the old epoch. */
+static const char taken_commits_sql[] =
+    "SELECT d.gtrid FROM xacoord_decisions d JOIN xacoord_nodes n ON n.node_id = d.node_id "
+    "WHERE n.holder = $2 AND n.node_id <> $1 AND d.outcome = 'commit' AND d.pending <> ''";
+static const char release_sql[] =
+    "UPDATE xacoord_nodes SET holder = '', expires_at = now() WHERE node_id = $1 AND epoch = $2";
+
+typedef struct take_op {
+    store *s;
+    store_take_cb cb;
+    void *arg;
+    px_pool_req req;
+    char holder[64];
+    px_param params[3];
+    px_stmt stmts[2];
+} take_op;
+
+static void on_taken(px_conn *conn, const px_error *err, int failed_index,
+                     const px_result *results, int nresults, void *arg)
+{
+    take_op *k = arg;
+    store_taken t = {0};
+    (void)failed_index;
+    if (err) {
+        if (err->conn_broken)
+            px_pool_discard(k->s->pool, conn);
+        else
+            px_pool_release(k->s->pool, conn);
+        k->cb(k->arg, 503, NULL, err->message);
+    } else if (nresults < 2 || results[0].nrows == 0 || results[0].ncols != 2) {
+        px_pool_release(k->s->pool, conn);
+        k->cb(k->arg, 404, NULL, NULL);
+    } else {
+        px_pool_release(k->s->pool, conn);
+        t.node_id = results[0].cells[0];
+        t.epoch = strtoull(results[0].cells[1], NULL, 10);
+        t.commits = results[1].cells;
+        t.ncommits = results[1].ncols == 1 ? results[1].nrows : 0;
+        k->cb(k->arg, 200, &t, NULL);
+    }
+    free(k);
+}
+
+static void on_take_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    take_op *k = req->data;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, k->stmts, 2, on_taken, k) != 0) {
+        if (conn)
+            px_pool_discard(k->s->pool, conn);
+        k->cb(k->arg, 503, NULL, err ? err->message : "no connection");
+        free(k);
+    }
+}
+
+void store_take_lapsed(store *s, store_take_cb cb, void *arg)
+{
+    static uint64_t attempts;
+    take_op *k = calloc(1, sizeof *k);
+    if (!k) {
+        cb(arg, 503, NULL, "out of memory");
+        return;
+    }
+    *k = (take_op){.s = s, .cb = cb, .arg = arg};
+    /* Unique per attempt: the second statement finds the node by it. */
+    snprintf(k->holder, sizeof k->holder, "takeover by %s.%s #%" PRIu64, s->node_id,
+             s->epoch_text, ++attempts);
+    text_param(&k->params[0], s->node_id);
+    text_param(&k->params[1], k->holder);
+    text_param(&k->params[2], s->lease_text);
+    k->stmts[0] = (px_stmt){.sql = take_lapsed_sql, .params = k->params, .nparams = 3,
+                            .expect_rows = -1, .session_neutral = true};
+    k->stmts[1] = (px_stmt){.sql = taken_commits_sql, .params = k->params, .nparams = 2,
+                            .expect_rows = -1, .session_neutral = true};
+    k->req.data = k;
+    if (px_pool_acquire(s->pool, &k->req, on_take_conn) != 0) {
+        free(k);
+        cb(arg, 503, NULL, "the store's pool is closing");
+    }
+}
+
+typedef struct release_op {
+    store *s;
+    px_pool_req req;
+    char node[17], epoch[24];
+    px_param params[2];
+    px_stmt stmt;
+} release_op;
+
+static void on_released(px_conn *conn, const px_error *err, int failed_index,
+                        const px_result *results, int nresults, void *arg)
+{
+    release_op *r = arg;
+    (void)failed_index, (void)results, (void)nresults;
+    if (err) {
+        log_warn("store", "handing node %s back: %s (its lease lapses by itself)", r->node,
+                 err->message);
+        px_pool_discard(r->s->pool, conn);
+    } else {
+        px_pool_release(r->s->pool, conn);
+    }
+    free(r);
+}
+
+static void on_release_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    release_op *r = req->data;
+    (void)err;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, &r->stmt, 1, on_released, r) != 0) {
+        if (conn)
+            px_pool_discard(r->s->pool, conn);
+        free(r);
+    }
+}
+
+void store_release(store *s, const char *node_id, uint64_t epoch)
+{
+    release_op *r = calloc(1, sizeof *r);
+    if (!r)
+        return; /* the lease lapses by itself */
+    r->s = s;
+    snprintf(r->node, sizeof r->node, "%s", node_id);
+    snprintf(r->epoch, sizeof r->epoch, "%" PRIu64, epoch);
+    text_param(&r->params[0], r->node);
+    text_param(&r->params[1], r->epoch);
+    r->stmt = (px_stmt){.sql = release_sql, .params = r->params, .nparams = 2, .expect_rows = -1,
+                        .session_neutral = true};
+    r->req.data = r;
+    if (px_pool_acquire(s->pool, &r->req, on_release_conn) != 0)
+        free(r);
+}
+
 /* ---- lookups and upkeep ------------------------------------------------------------------ */
 
 typedef struct find_op {

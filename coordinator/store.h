@@ -77,6 +77,21 @@ bool store_holds_lease(const store *s);
 /* cb runs once if a renew finds the epoch raised by another process (the node was taken). */
 void store_on_lost(store *s, void (*cb)(void *arg), void *arg);
 
+/* A node whose lease lapsed without a clean stop, taken by this process (failover.h): its epoch
+ * raised (after every decision of the old one ended) and the gtrids of its committed decisions
+ * with branches pending. status 200 taken, 404 none lapsed, 503 the store failed (why). */
+typedef struct store_taken {
+    const char *node_id;
+    uint64_t epoch;
+    char **commits; /* gtrids */
+    int ncommits;
+} store_taken;
+typedef void (*store_take_cb)(void *arg, int status, const store_taken *t, const char *why);
+void store_take_lapsed(store *s, store_take_cb cb, void *arg);
+/* Hands node_id back after its branches were resolved (holder '', lease expired), if it is still
+ * at epoch; lazily, a failure is logged. */
+void store_release(store *s, const char *node_id, uint64_t epoch);
+
 /* Periodic upkeep: deletes up to a batch of rows past retention_s with nothing pending. */
 void store_tick(store *s, int64_t retention_s);
 /* Flushes nothing more, closes the pool; cb runs when done. */
