@@ -46,20 +46,20 @@ _Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX + 1 + PART_NAME_MAX <= 199, "gid to
 #define DRV_ALL (DRV_PG | DRV_MY | DRV_MEM)
 
 typedef enum key_kind {
-    K_STR,       /* char * */
-    K_FILE,      /* char *: a file that must exist (TLS material) */
-    K_SECRET,    /* char * path at off, char * content at off2 */
-    K_INT,       /* int */
-    K_U32,       /* uint32_t */
-    K_I64,       /* int64_t */
-    K_SIZE,      /* size_t */
-    K_BOOL,      /* bool: true | false */
-    K_NODE_ID,   /* char[NODE_ID_MAX + 1] */
-    K_LISTEN,    /* listen_host + listen_port */
-    K_LOG_LEVEL, /* char[8] */
-    K_DRIVER,    /* char * */
-    K_CONNINFO,  /* char * */
-    K_HOST,      /* char *: numeric address */
+    K_STR,          /* char * */
+    K_FILE,         /* char *: a file that must exist (TLS material) */
+    K_SECRET,       /* char * path at off, char * content at off2 */
+    K_INT,          /* int */
+    K_U32,          /* uint32_t */
+    K_I64,          /* int64_t */
+    K_SIZE,         /* size_t */
+    K_BOOL,         /* bool: true | false */
+    K_NODE_ID,      /* char[NODE_ID_MAX + 1] */
+    K_LISTEN,       /* listen_host + listen_port */
+    K_LOG_LEVEL,    /* char[8] */
+    K_DRIVER,       /* char * */
+    K_CONNINFO,     /* char * */
+    K_HOST,         /* char *: numeric address */
     K_DECISION_LOG, /* decision_log */
 } key_kind;
 
@@ -892,7 +892,8 @@ static bool check_store(parse_ctx *ctx)
     config_store *st = &cfg->store;
     int log_line = ctx->coord_key_line[find_key(coord_keys, N_COORD_KEYS, "decision_log")];
     if (cfg->decision_log == DECISION_LOG_POSTGRES && !cfg->has_store) {
-        fail(ctx, log_line, "[coordinator] decision_log: postgres needs a [decision_store] section");
+        fail(ctx, log_line,
+             "[coordinator] decision_log: postgres needs a [decision_store] section");
         return false;
     }
     if (!cfg->has_store)
@@ -919,8 +920,10 @@ static bool check_store(parse_ctx *ctx)
              st->renew_ms, st->lease_ms);
         return false;
     }
-    st->target = (px_target){.name = "decision_store", .driver = "postgres",
-                             .conninfo = st->conninfo, .password = st->password,
+    st->target = (px_target){.name = "decision_store",
+                             .driver = "postgres",
+                             .conninfo = st->conninfo,
+                             .password = st->password,
                              .connect_timeout_ms = st->connect_timeout_ms};
     return true;
 }

@@ -49,14 +49,14 @@ typedef enum decision_log {
 
 /* [decision_store]: the PostgreSQL database that holds xacoord_decisions and xacoord_nodes. */
 typedef struct config_store {
-    char *conninfo;         /* libpq conninfo; must not contain password= (use password_file) */
+    char *conninfo; /* libpq conninfo; must not contain password= (use password_file) */
     char *password_file;
-    char *password;         /* read from password_file */
-    int pool_size;          /* default 4, 1..1024 */
-    uint32_t lease_ms;      /* how long a node's lease lasts after a renew; default 10000 */
-    uint32_t renew_ms;      /* how often the holder renews it; default lease_ms / 4 */
+    char *password;              /* read from password_file */
+    int pool_size;               /* default 4, 1..1024 */
+    uint32_t lease_ms;           /* how long a node's lease lasts after a renew; default 10000 */
+    uint32_t renew_ms;           /* how often the holder renews it; default lease_ms / 4 */
     uint32_t connect_timeout_ms; /* default 3000 */
-    px_target target;       /* filled from the fields above; points into them */
+    px_target target;            /* filled from the fields above; points into them */
 } config_store;
 
 typedef struct config {

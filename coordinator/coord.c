@@ -415,8 +415,8 @@ outcome *coord_outcome_from_row(coord *c, const store_row *r, bool ours)
         outcome_commit(c->outcomes, o, r->time_ms);
         o->pending = ours ? names_mask(c, r->pending, r->gtrid) : 0;
     }
-    outcome_settle(c->outcomes, o, r->commit ? OUTCOME_COMMITTED : OUTCOME_ABORTED, r->status,
-                   head, r->time_ms);
+    outcome_settle(c->outcomes, o, r->commit ? OUTCOME_COMMITTED : OUTCOME_ABORTED, r->status, head,
+                   r->time_ms);
     return o;
 }
 

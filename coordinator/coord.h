@@ -68,8 +68,8 @@ typedef struct coord_part {
 typedef struct coord {
     uv_loop_t *loop;
     const config *cfg;
-    journal *journal;         /* decisions (journal mode); identity and boot counter in either mode */
-    store *store;             /* decision_log = postgres: the decisions (store.h); else NULL */
+    journal *journal; /* decisions (journal mode); identity and boot counter in either mode */
+    store *store;     /* decision_log = postgres: the decisions (store.h); else NULL */
     struct failover *failover; /* with a store: taking over lapsed nodes (failover.h) */
     metrics *metrics;
     outcomes *outcomes;

@@ -17,9 +17,9 @@
 struct failover {
     coord *c;
     uv_timer_t timer;
-    bool busy;     /* a takeover is in flight */
+    bool busy; /* a takeover is in flight */
     bool stopping;
-    bool orphan;   /* failover_free came while busy: the takeover frees this when it ends */
+    bool orphan; /* failover_free came while busy: the takeover frees this when it ends */
 };
 
 static void set_idle(struct failover *f)
@@ -38,7 +38,7 @@ typedef struct job {
     strmap *commits;                  /* gtrid -> non-NULL (keys in gtrids) */
     char **gtrids;
     int ngtrids;
-    int part;                         /* participant being scanned */
+    int part; /* participant being scanned */
     px_pool_req req;
     px_conn *conn;
     px_xid *xids;
@@ -60,14 +60,16 @@ static void job_end(job *j)
     struct failover *f = j->f;
     coord *c = f->c;
     if (!f->stopping && j->failures == 0) {
-        log_info("failover", "node %s (epoch %" PRIu64 "): %d branches committed, %d rolled "
-                             "back; handed back",
+        log_info("failover",
+                 "node %s (epoch %" PRIu64 "): %d branches committed, %d rolled "
+                 "back; handed back",
                  j->node, j->epoch, j->committed, j->rolled_back);
         strmap_each(j->commits, mark_done, c->store); /* every branch of them is finished */
         store_release(c->store, j->node, j->epoch);
     } else if (!f->stopping) {
-        log_warn("failover", "node %s (epoch %" PRIu64 "): %d branches could not be resolved "
-                             "yet; taken again once its lease lapses",
+        log_warn("failover",
+                 "node %s (epoch %" PRIu64 "): %d branches could not be resolved "
+                 "yet; taken again once its lease lapses",
                  j->node, j->epoch, j->failures);
     }
     strmap_free(j->commits);
@@ -224,8 +226,9 @@ static void on_taken(void *arg, int status, const store_taken *t, const char *wh
             abort();
         j->ngtrids++;
     }
-    log_warn("failover", "node %s's lease lapsed: taken at epoch %" PRIu64 ", %d committed "
-                         "decisions with branches pending; resolving its prepared branches",
+    log_warn("failover",
+             "node %s's lease lapsed: taken at epoch %" PRIu64 ", %d committed "
+             "decisions with branches pending; resolving its prepared branches",
              j->node, j->epoch, t->ncommits);
     part_next(j);
 }

@@ -104,17 +104,20 @@ struct store {
     bool lost; /* the epoch was raised by another process */
     void (*on_lost)(void *arg);
     void *on_lost_arg;
-    uint64_t renew_sent_ms;  /* loop time (monotonic) the renew in flight was sent */
-    uint64_t renewed_ms;     /* loop time the last successful renew was sent: the lease holds
-                                until renewed_ms + lease_ms on the store, so this process acts
-                                only until renewed_ms + lease_ms - margin */
+    uint64_t renew_sent_ms; /* loop time (monotonic) the renew in flight was sent */
+    uint64_t renewed_ms;    /* loop time the last successful renew was sent: the lease holds
+                               until renewed_ms + lease_ms on the store, so this process acts
+                               only until renewed_ms + lease_ms - margin */
     px_pool_req prune_req;
     px_param prune_param;
     px_stmt prune_stmt;
     char prune_text[24];
 };
 
-uint64_t store_epoch(const store *s) { return s->epoch; }
+uint64_t store_epoch(const store *s)
+{
+    return s->epoch;
+}
 
 static void text_param(px_param *p, const char *s)
 {
@@ -252,8 +255,9 @@ static int wait_for_lease(store *s, PGconn *pg, char *err, size_t errlen)
             return -1;
         }
         if (waited == 0)
-            log_warn("store", "node %s is held by \"%s\" for %lld ms more: waiting for the "
-                              "lease to lapse",
+            log_warn("store",
+                     "node %s is held by \"%s\" for %lld ms more: waiting for the "
+                     "lease to lapse",
                      s->node_id, PQgetvalue(res, 0, 0), left);
         PQclear(res);
         left = left > 200 ? 200 : left + 1;
@@ -325,8 +329,9 @@ static void on_renewed(px_conn *conn, const px_error *err, int failed_index,
     if (nresults < 1 || results[0].rows_affected != 1) {
         /* A peer (or a newer process of this node) raised the epoch: nothing this process
          * decides can be written any more, and its recovery must not act for the node. */
-        log_error("store", "node %s was taken over (its epoch is no longer %" PRIu64 "): "
-                           "stopping",
+        log_error("store",
+                  "node %s was taken over (its epoch is no longer %" PRIu64 "): "
+                  "stopping",
                   s->node_id, s->epoch);
         s->lost = true;
         if (s->on_lost)
@@ -354,8 +359,9 @@ static void on_renew_timer(uv_timer_t *t)
     if (s->renewing || s->closing || s->lost)
         return;
     if (!store_holds_lease(s))
-        log_warn("store", "the lease of node %s was not renewed in time: taking no decisions "
-                          "and resolving nothing until it is",
+        log_warn("store",
+                 "the lease of node %s was not renewed in time: taking no decisions "
+                 "and resolving nothing until it is",
                  s->node_id);
     s->renewing = true;
     s->renew_sent_ms = uv_now(s->loop);
@@ -370,12 +376,14 @@ static void start_renewing(store *s)
     text_param(&s->renew_params[0], s->node_id);
     text_param(&s->renew_params[1], s->epoch_text);
     text_param(&s->renew_params[2], s->lease_text);
-    s->renew_stmt = (px_stmt){.sql = renew_sql, .params = s->renew_params, .nparams = 3,
-                              .expect_rows = -1, .session_neutral = true};
+    s->renew_stmt = (px_stmt){.sql = renew_sql,
+                              .params = s->renew_params,
+                              .nparams = 3,
+                              .expect_rows = -1,
+                              .session_neutral = true};
     uv_timer_init(s->loop, &s->renew_timer);
     s->renew_timer.data = s;
-    uv_timer_start(&s->renew_timer, on_renew_timer, s->cfg->store.renew_ms,
-                   s->cfg->store.renew_ms);
+    uv_timer_start(&s->renew_timer, on_renew_timer, s->cfg->store.renew_ms, s->cfg->store.renew_ms);
 }
 
 void store_on_lost(store *s, void (*cb)(void *arg), void *arg)
@@ -403,8 +411,9 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
         free(s);
         return -1;
     }
-    res = run(pg, "the tables are missing or not granted (run sql/xacoord-store.sql, or xacoord "
-                  "--init-participants)",
+    res = run(pg,
+              "the tables are missing or not granted (run sql/xacoord-store.sql, or xacoord "
+              "--init-participants)",
               "SELECT 1 FROM xacoord_decisions, xacoord_nodes LIMIT 0", 0, NULL, err, errlen);
     if (!res || take_node(s, pg, holder, err, errlen) != 0) {
         PQclear(res);
@@ -430,8 +439,8 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
     return 0;
 }
 
-int store_load_unfinished(store *s, void (*fn)(const store_row *r, void *arg), void *arg,
-                          char *err, size_t errlen)
+int store_load_unfinished(store *s, void (*fn)(const store_row *r, void *arg), void *arg, char *err,
+                          size_t errlen)
 {
     const char *p[1] = {s->node_id};
     PGconn *pg = connect_blocking(&s->cfg->store, err, errlen);
@@ -473,8 +482,8 @@ int store_init_schema(const config *cfg, char *err, size_t errlen)
         return -1;
     }
     for (int i = 0; i < n && rc == 0; i++) {
-        PGresult *res = run(pg, "creating the tables (sql/xacoord-store.sql)", stmts[i], 0, NULL,
-                            err, errlen);
+        PGresult *res =
+            run(pg, "creating the tables (sql/xacoord-store.sql)", stmts[i], 0, NULL, err, errlen);
         rc = res ? 0 : -1;
         PQclear(res);
     }
@@ -512,7 +521,10 @@ static void decide_finish(decide_op *d, store_verdict v, const store_row *winner
     uv_close((uv_handle_t *)&d->timer, on_decide_timer_closed);
 }
 
-static void on_decide_timer(uv_timer_t *t) { decide_send(t->data); }
+static void on_decide_timer(uv_timer_t *t)
+{
+    decide_send(t->data);
+}
 
 /* The answer was lost: the row may or may not be there, so the same statement goes again on a
  * new connection (it inserts nothing the second time and reads what is there). */
@@ -522,8 +534,8 @@ static void decide_retry(decide_op *d, const char *why)
     if (ms > STORE_RETRY_MAX_MS)
         ms = STORE_RETRY_MAX_MS;
     d->attempts++;
-    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms",
-             d->r.gtrid, why, ms);
+    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms", d->r.gtrid,
+             why, ms);
     uv_timer_start(&d->timer, on_decide_timer, ms, 0);
 }
 
@@ -622,10 +634,16 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
     text_param(&d->params[5], d->r.pending);
     text_param(&d->params[6], s->node_id);
     text_param(&d->params[7], s->epoch_text);
-    d->stmts[0] = (px_stmt){.sql = decide_sql, .params = d->params, .nparams = 8,
-                            .expect_rows = -1, .session_neutral = true};
-    d->stmts[1] = (px_stmt){.sql = decided_sql, .params = d->params, .nparams = 2,
-                            .expect_rows = -1, .session_neutral = true};
+    d->stmts[0] = (px_stmt){.sql = decide_sql,
+                            .params = d->params,
+                            .nparams = 8,
+                            .expect_rows = -1,
+                            .session_neutral = true};
+    d->stmts[1] = (px_stmt){.sql = decided_sql,
+                            .params = d->params,
+                            .nparams = 2,
+                            .expect_rows = -1,
+                            .session_neutral = true};
     uv_timer_init(s->loop, &d->timer);
     d->timer.data = d;
     decide_send(d);
@@ -634,7 +652,10 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
 /* ---- lazy records ------------------------------------------------------------------------ */
 
 static void flush_start(store *s);
-static void on_flush_timer(uv_timer_t *t) { flush_start(t->data); }
+static void on_flush_timer(uv_timer_t *t)
+{
+    flush_start(t->data);
+}
 
 static void lazy_free_list(lazy *l)
 {
@@ -661,8 +682,9 @@ static void on_flushed(px_conn *conn, const px_error *err, int failed_index,
     store *s = arg;
     (void)failed_index, (void)results, (void)nresults;
     if (err) {
-        log_warn("store", "lazy decision records not written (%s): a replay of an aborted id "
-                          "runs it again, an unfinished commit is resolved again at start",
+        log_warn("store",
+                 "lazy decision records not written (%s): a replay of an aborted id "
+                 "runs it again, an unfinished commit is resolved again at start",
                  err->message);
         px_pool_discard(s->pool, conn);
     } else {
@@ -678,8 +700,11 @@ static int batch_stmts(store *s)
         px_param *p = s->flush_params[n];
         text_param(&p[0], l->r.gtrid);
         if (l->done) {
-            s->flush_stmts[n] = (px_stmt){.sql = done_sql, .params = p, .nparams = 1,
-                                          .expect_rows = -1, .session_neutral = true};
+            s->flush_stmts[n] = (px_stmt){.sql = done_sql,
+                                          .params = p,
+                                          .nparams = 1,
+                                          .expect_rows = -1,
+                                          .session_neutral = true};
             continue;
         }
         text_param(&p[1], l->r.client_id);
@@ -688,8 +713,11 @@ static int batch_stmts(store *s)
         text_param(&p[4], l->r.reply);
         text_param(&p[5], s->node_id);
         text_param(&p[6], s->epoch_text);
-        s->flush_stmts[n] = (px_stmt){.sql = abort_sql, .params = p, .nparams = 7,
-                                      .expect_rows = -1, .session_neutral = true};
+        s->flush_stmts[n] = (px_stmt){.sql = abort_sql,
+                                      .params = p,
+                                      .nparams = 7,
+                                      .expect_rows = -1,
+                                      .session_neutral = true};
     }
     return n;
 }
@@ -700,7 +728,9 @@ static void on_flush_conn(px_pool_req *req, px_conn *conn, const px_error *err)
     int n = batch_stmts(s);
     if (!conn || px_conn_base(conn)->driver->exec(conn, s->flush_stmts, n, on_flushed, s) != 0) {
         log_warn("store", "lazy decision records not written: %s",
-                 conn ? "the driver refused them" : err ? err->message : "no connection");
+                 conn  ? "the driver refused them"
+                 : err ? err->message
+                       : "no connection");
         if (conn)
             px_pool_discard(s->pool, conn);
         flush_again(s);
@@ -788,8 +818,8 @@ typedef struct take_op {
     px_stmt stmts[2];
 } take_op;
 
-static void on_taken(px_conn *conn, const px_error *err, int failed_index,
-                     const px_result *results, int nresults, void *arg)
+static void on_taken(px_conn *conn, const px_error *err, int failed_index, const px_result *results,
+                     int nresults, void *arg)
 {
     take_op *k = arg;
     store_taken t = {0};
@@ -835,15 +865,21 @@ void store_take_lapsed(store *s, store_take_cb cb, void *arg)
     }
     *k = (take_op){.s = s, .cb = cb, .arg = arg};
     /* Unique per attempt: the second statement finds the node by it. */
-    snprintf(k->holder, sizeof k->holder, "takeover by %s.%s #%" PRIu64, s->node_id,
-             s->epoch_text, ++attempts);
+    snprintf(k->holder, sizeof k->holder, "takeover by %s.%s #%" PRIu64, s->node_id, s->epoch_text,
+             ++attempts);
     text_param(&k->params[0], s->node_id);
     text_param(&k->params[1], k->holder);
     text_param(&k->params[2], s->lease_text);
-    k->stmts[0] = (px_stmt){.sql = take_lapsed_sql, .params = k->params, .nparams = 3,
-                            .expect_rows = -1, .session_neutral = true};
-    k->stmts[1] = (px_stmt){.sql = taken_commits_sql, .params = k->params, .nparams = 2,
-                            .expect_rows = -1, .session_neutral = true};
+    k->stmts[0] = (px_stmt){.sql = take_lapsed_sql,
+                            .params = k->params,
+                            .nparams = 3,
+                            .expect_rows = -1,
+                            .session_neutral = true};
+    k->stmts[1] = (px_stmt){.sql = taken_commits_sql,
+                            .params = k->params,
+                            .nparams = 2,
+                            .expect_rows = -1,
+                            .session_neutral = true};
     k->req.data = k;
     if (px_pool_acquire(s->pool, &k->req, on_take_conn) != 0) {
         free(k);
@@ -895,7 +931,10 @@ void store_release(store *s, const char *node_id, uint64_t epoch)
     snprintf(r->epoch, sizeof r->epoch, "%" PRIu64, epoch);
     text_param(&r->params[0], r->node);
     text_param(&r->params[1], r->epoch);
-    r->stmt = (px_stmt){.sql = release_sql, .params = r->params, .nparams = 2, .expect_rows = -1,
+    r->stmt = (px_stmt){.sql = release_sql,
+                        .params = r->params,
+                        .nparams = 2,
+                        .expect_rows = -1,
                         .session_neutral = true};
     r->req.data = r;
     if (px_pool_acquire(s->pool, &r->req, on_release_conn) != 0)
@@ -914,8 +953,8 @@ typedef struct find_op {
     px_stmt stmt;
 } find_op;
 
-static void on_found(px_conn *conn, const px_error *err, int failed_index,
-                     const px_result *results, int nresults, void *arg)
+static void on_found(px_conn *conn, const px_error *err, int failed_index, const px_result *results,
+                     int nresults, void *arg)
 {
     find_op *f = arg;
     store_row row;
@@ -944,9 +983,10 @@ static void on_find_conn(px_pool_req *req, px_conn *conn, const px_error *err)
     if (!conn || px_conn_base(conn)->driver->exec(conn, &f->stmt, 1, on_found, f) != 0) {
         if (conn)
             px_pool_discard(f->s->pool, conn);
-        f->cb(f->arg, 503, NULL, conn ? "the driver refused the lookup"
-                                 : err  ? err->message
-                                        : "no connection");
+        f->cb(f->arg, 503, NULL,
+              conn  ? "the driver refused the lookup"
+              : err ? err->message
+                    : "no connection");
         free(f);
     }
 }
@@ -963,7 +1003,10 @@ void store_find(store *s, const char *client_id, store_found_cb cb, void *arg)
     f->arg = arg;
     snprintf(f->id, sizeof f->id, "%s", client_id);
     text_param(&f->param, f->id);
-    f->stmt = (px_stmt){.sql = find_sql, .params = &f->param, .nparams = 1, .expect_rows = -1,
+    f->stmt = (px_stmt){.sql = find_sql,
+                        .params = &f->param,
+                        .nparams = 1,
+                        .expect_rows = -1,
                         .session_neutral = true};
     f->req.data = f;
     if (px_pool_acquire(s->pool, &f->req, on_find_conn) != 0) {
@@ -1007,8 +1050,11 @@ void store_tick(store *s, int64_t retention_s)
     s->pruning = true;
     snprintf(s->prune_text, sizeof s->prune_text, "%" PRId64, retention_s);
     text_param(&s->prune_param, s->prune_text);
-    s->prune_stmt = (px_stmt){.sql = prune_sql, .params = &s->prune_param, .nparams = 1,
-                              .expect_rows = -1, .session_neutral = true};
+    s->prune_stmt = (px_stmt){.sql = prune_sql,
+                              .params = &s->prune_param,
+                              .nparams = 1,
+                              .expect_rows = -1,
+                              .session_neutral = true};
     s->prune_req.data = s;
     if (px_pool_acquire(s->pool, &s->prune_req, on_prune_conn) != 0)
         s->pruning = false;

@@ -242,8 +242,9 @@ static void settle_from_winner(struct txn *t, const store_row *w)
     char *head = NULL;
     bool same = memcmp(w->digest, t->o->digest, REQUEST_DIGEST_LEN) == 0;
     int n = same ? asprintf(&head, "%s", w->reply)
-                 : asprintf(&head, "{\"error\":\"id '%s' was already used with a different "
-                                   "request\"",
+                 : asprintf(&head,
+                            "{\"error\":\"id '%s' was already used with a different "
+                            "request\"",
                             t->o->id);
     if (n < 0)
         abort(); /* nothing decided here: dying loses nothing */
@@ -254,8 +255,12 @@ static void settle_from_winner(struct txn *t, const store_row *w)
 /* A business abort, kept in the store (lazily) so that any coordinator replays it. */
 static void record_abort(coord *c, const outcome *o)
 {
-    store_row r = {.gtrid = o->gtrid, .client_id = o->id, .status = o->status,
-                   .reply = o->reply_head, .pending = "", .time_ms = o->time_ms};
+    store_row r = {.gtrid = o->gtrid,
+                   .client_id = o->id,
+                   .status = o->status,
+                   .reply = o->reply_head,
+                   .pending = "",
+                   .time_ms = o->time_ms};
     memcpy(r.digest, o->digest, REQUEST_DIGEST_LEN);
     store_record_abort(c->store, &r);
 }
@@ -279,8 +284,9 @@ static void on_abort_checked(void *arg, int status, const store_row *w, const ch
     if (status == 200 && strcmp(w->gtrid, k->o->gtrid) != 0) {
         bool same = memcmp(w->digest, k->o->digest, REQUEST_DIGEST_LEN) == 0;
         if ((same ? asprintf(&head, "%s", w->reply)
-                  : asprintf(&head, "{\"error\":\"id '%s' was already used with a different "
-                                    "request\"",
+                  : asprintf(&head,
+                             "{\"error\":\"id '%s' was already used with a different "
+                             "request\"",
                              k->o->id)) < 0)
             abort();
         free(k->head);
@@ -288,8 +294,7 @@ static void on_abort_checked(void *arg, int status, const store_row *w, const ch
         outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, same ? w->status : 422, head,
                        coord_now_ms());
     } else {
-        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, k->status, k->head,
-                       coord_now_ms());
+        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, k->status, k->head, coord_now_ms());
         record_abort(k->c, k->o);
     }
     free(k);
@@ -386,7 +391,8 @@ static void branch_failed(branch *b, const px_error *err, int statement)
 {
     struct txn *t = b->t;
     /* A lost connection means the participant is unavailable: like a failed connect, 503. */
-    abort_info a = {conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err, NULL};
+    abort_info a = {
+        conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err, NULL};
     char reason[1024];
     const char *given = NULL;
 
@@ -730,8 +736,7 @@ static void pending_names(const coord *c, uint32_t mask, char *buf, size_t len)
                                     c->parts[i].cfg->name);
 }
 
-static void on_store_decided(void *arg, store_verdict v, const store_row *winner,
-                             const char *why)
+static void on_store_decided(void *arg, store_verdict v, const store_row *winner, const char *why)
 {
     struct txn *t = arg;
     abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
@@ -758,8 +763,13 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
 static void decide_in_store(struct txn *t)
 {
     char pending[CONFIG_MAX_PARTICIPANTS * 34];
-    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .commit = true, .status = 200,
-                   .reply = t->o->reply_head, .pending = pending, .time_ms = coord_now_ms()};
+    store_row r = {.gtrid = t->gtrid,
+                   .client_id = t->o->id,
+                   .commit = true,
+                   .status = 200,
+                   .reply = t->o->reply_head,
+                   .pending = pending,
+                   .time_ms = coord_now_ms()};
     memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
     pending_names(t->c, t->o->pending, pending, sizeof pending);
     store_decide(t->c->store, &r, on_store_decided, t);
@@ -792,8 +802,8 @@ static void decide_commit(struct txn *t)
     rec.payload_len = len;
     if (journal_append(t->c->journal, &rec, on_commit_durable, t) != 0) {
         /* The journal is closing or failed: the decision was never durable, so abort. */
-        abort_info a = {503, true, false, "the journal is not accepting decisions", NULL, -1,
-                        NULL, NULL};
+        abort_info a = {503,  true, false, "the journal is not accepting decisions",
+                        NULL, -1,   NULL,  NULL};
         free(payload);
         set_state(t, TXN_WORKING);
         txn_abort(t, &a);

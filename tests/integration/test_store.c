@@ -17,7 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static char *store_sql(const char *sql) { return tu_admin_sql("payment", "xatest", sql); }
+static char *store_sql(const char *sql)
+{
+    return tu_admin_sql("payment", "xatest", sql);
+}
 
 /* The store's view of an id: "commit|<node>" or "abort|<node>", or "" when it has no row. */
 static char *store_row_of(const char *id)
@@ -36,8 +39,7 @@ static void wait_row(const char *id, const char *want, unsigned timeout_ms)
         bool ok = row && strncmp(row, want, strlen(want)) == 0;
         if (ok || waited >= timeout_ms) {
             if (!ok)
-                fail_msg("store row of %s is '%s', expected '%s...'", id, row ? row : "",
-                         want);
+                fail_msg("store row of %s is '%s', expected '%s...'", id, row ? row : "", want);
             free(row);
             return;
         }
@@ -252,8 +254,7 @@ static void wait_resolved(const char *prefix, unsigned timeout_ms)
 {
     for (unsigned waited = 0;; waited += 250) {
         long left = prepared_anywhere(prefix);
-        if (left == 0 &&
-            tu_sh("%s/tests/invariants check >/dev/null 2>&1", tu_source_dir()) == 0)
+        if (left == 0 && tu_sh("%s/tests/invariants check >/dev/null 2>&1", tu_source_dir()) == 0)
             return;
         if (waited >= timeout_ms)
             fail_msg("%ld branches of %s still prepared after %u ms", left, prefix, timeout_ms);
@@ -350,8 +351,7 @@ static void test_paused_node_does_not_act(void **state)
     kill(a.pid, SIGSTOP);
     /* pb takes pa's node after the lease and rolls back the payment branch (PostgreSQL lets any
      * session do that; MariaDB refuses while pa's session holds its branch) */
-    for (int i = 0; i < 8 * TU_STORE_LEASE_MS / 100 && tu_prepared("payment", "xa2.pa.") != 0;
-         i++)
+    for (int i = 0; i < 8 * TU_STORE_LEASE_MS / 100 && tu_prepared("payment", "xa2.pa.") != 0; i++)
         usleep(100000);
     assert_int_equal(tu_prepared("payment", "xa2.pa."), 0);
     kill(a.pid, SIGCONT);

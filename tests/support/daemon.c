@@ -126,7 +126,8 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
             "[participant.warehouse]\ndriver = mysql\nhost = 127.0.0.1\nport = %s\n"
             "database = shop_warehouse\nuser = xacoord\npassword_file = %s/secrets/warehouse.pw\n"
             "pool_size = 8\n",
-            tu_env("XA_PG_PORT"), secrets, tu_env("XA_ORDER_PORT"), secrets, tu_env("XA_WAREHOUSE_PORT"), secrets);
+            tu_env("XA_PG_PORT"), secrets, tu_env("XA_ORDER_PORT"), secrets,
+            tu_env("XA_WAREHOUSE_PORT"), secrets);
     fclose(f);
 }
 
