@@ -113,6 +113,7 @@ static const key_desc store_keys[] = {
     {"lease_ms", K_U32, SO(lease_ms), 0, 200, MS_HOUR, "10000", false, 0},
     {"renew_ms", K_U32, SO(renew_ms), 0, 20, MS_HOUR, NULL, false, 0},
     {"connect_timeout_ms", K_U32, SO(connect_timeout_ms), 0, 1, MS_HOUR, "3000", false, 0},
+    {"participant", K_STR, SO(participant), 0, 0, 0, NULL, false, 0},
 };
 
 /* Which participant keys are required depends on the driver: see check_driver_keys. */
@@ -920,6 +921,17 @@ static bool check_store(parse_ctx *ctx)
              st->renew_ms, st->lease_ms);
         return false;
     }
+    st->participant_index = -1;
+    if (st->participant) {
+        const config_participant *p = config_find_participant(cfg, st->participant);
+        int line = ctx->store_key_line[find_key(store_keys, N_STORE_KEYS, "participant")];
+        if (!p || strcmp(p->driver, "postgres") != 0) {
+            fail(ctx, line, "[decision_store] participant: \"%.32s\" is not a postgres participant",
+                 st->participant);
+            return false;
+        }
+        st->participant_index = (int)(p - cfg->participants);
+    }
     st->target = (px_target){.name = "decision_store",
                              .driver = "postgres",
                              .conninfo = st->conninfo,
@@ -1014,6 +1026,7 @@ void config_free(config *cfg)
         free(p->ssl_key);
     }
     free(cfg->store.conninfo);
+    free(cfg->store.participant);
     free(cfg->store.password_file);
     free_secret(&cfg->store.password);
     memset(cfg, 0, sizeof *cfg);

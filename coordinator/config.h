@@ -56,6 +56,10 @@ typedef struct config_store {
     uint32_t lease_ms;           /* how long a node's lease lasts after a renew; default 10000 */
     uint32_t renew_ms;           /* how often the holder renews it; default lease_ms / 4 */
     uint32_t connect_timeout_ms; /* default 3000 */
+    /* The postgres participant whose database holds the store (conninfo names that same
+     * database): its branch commits last, in one phase, with the decision row inside it. */
+    char *participant;
+    int participant_index;       /* -1: none */
     px_target target;            /* filled from the fields above; points into them */
 } config_store;
 

@@ -494,14 +494,79 @@ int store_init_schema(const config *cfg, char *err, size_t errlen)
 
 /* ---- the decision ------------------------------------------------------------------------ */
 
+struct store_decision {
+    row_copy r;
+    px_param params[8];
+    px_stmt stmts[3];
+};
+
+static const char xact_id_sql[] = "SELECT pg_current_xact_id()::text";
+
+store_decision *store_decision_new(store *s, const store_row *r)
+{
+    store_decision *d = calloc(1, sizeof *d);
+    if (!d || !row_copy_set(&d->r, r)) {
+        free(d);
+        return NULL;
+    }
+    text_param(&d->params[0], d->r.gtrid);
+    text_param(&d->params[1], d->r.client_id);
+    text_param(&d->params[2], d->r.digest_hex);
+    text_param(&d->params[3], d->r.status);
+    text_param(&d->params[4], d->r.reply);
+    text_param(&d->params[5], d->r.pending);
+    text_param(&d->params[6], s->node_id);
+    text_param(&d->params[7], s->epoch_text);
+    d->stmts[0] = (px_stmt){.sql = decide_sql, .params = d->params, .nparams = 8,
+                            .expect_rows = -1, .session_neutral = true};
+    d->stmts[1] = (px_stmt){.sql = decided_sql, .params = d->params, .nparams = 2,
+                            .expect_rows = -1, .session_neutral = true};
+    d->stmts[2] = (px_stmt){.sql = xact_id_sql, .expect_rows = -1, .session_neutral = true};
+    return d;
+}
+
+const px_stmt *store_decision_stmts(const store_decision *d, bool with_xact_id, int *n)
+{
+    *n = with_xact_id ? 3 : 2;
+    return d->stmts;
+}
+
+void store_decision_free(store_decision *d)
+{
+    if (!d)
+        return;
+    row_copy_free(&d->r);
+    free(d);
+}
+
+store_verdict store_decision_verdict(const store_decision *d, const px_result *results,
+                                     int nresults, store_row *winner, const char **why)
+{
+    *why = NULL;
+    if (nresults < 2 || results[1].nrows == 0) {
+        *why = "this node's epoch was raised by another process";
+        return STORE_FENCED;
+    }
+    if (results[1].ncols != 8 || !row_from_cells(results[1].cells, winner)) {
+        *why = "the decision row read back is malformed";
+        return STORE_FAILED;
+    }
+    if (strcmp(winner->gtrid, d->r.gtrid) == 0 && winner->commit)
+        return STORE_DECIDED;
+    if (strcmp(winner->gtrid, d->r.gtrid) == 0) {
+        *why = "an abort is recorded for this transaction";
+        return STORE_FAILED;
+    }
+    *why = "another transaction holds this id";
+    return STORE_TAKEN;
+}
+
 typedef struct decide_op {
     store *s;
-    row_copy r;
+    store_decision *dec;
     store_decide_cb cb;
     void *arg;
     px_pool_req req;
-    px_param params[8];
-    px_stmt stmts[2];
     unsigned attempts;
     uv_timer_t timer;
 } decide_op;
@@ -511,7 +576,7 @@ static void decide_send(decide_op *d);
 static void on_decide_timer_closed(uv_handle_t *h)
 {
     decide_op *d = h->data;
-    row_copy_free(&d->r);
+    store_decision_free(d->dec);
     free(d);
 }
 
@@ -534,7 +599,7 @@ static void decide_retry(decide_op *d, const char *why)
     if (ms > STORE_RETRY_MAX_MS)
         ms = STORE_RETRY_MAX_MS;
     d->attempts++;
-    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms", d->r.gtrid,
+    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms", d->dec->r.gtrid,
              why, ms);
     uv_timer_start(&d->timer, on_decide_timer, ms, 0);
 }
@@ -544,6 +609,8 @@ static void on_decided(px_conn *conn, const px_error *err, int failed_index,
 {
     decide_op *d = arg;
     store_row row;
+    store_verdict v;
+    const char *why;
     (void)failed_index;
     if (err && err->conn_broken) {
         px_pool_discard(d->s->pool, conn);
@@ -556,20 +623,8 @@ static void on_decided(px_conn *conn, const px_error *err, int failed_index,
         decide_finish(d, STORE_FAILED, NULL, err->message);
         return;
     }
-    if (nresults < 2 || results[1].nrows == 0) {
-        decide_finish(d, STORE_FENCED, NULL, "this node's epoch was raised by another process");
-        return;
-    }
-    if (results[1].ncols != 8 || !row_from_cells(results[1].cells, &row)) {
-        decide_finish(d, STORE_FAILED, NULL, "the decision row read back is malformed");
-        return;
-    }
-    if (strcmp(row.gtrid, d->r.gtrid) == 0 && row.commit)
-        decide_finish(d, STORE_DECIDED, &row, NULL);
-    else if (strcmp(row.gtrid, d->r.gtrid) == 0)
-        decide_finish(d, STORE_FAILED, &row, "an abort is recorded for this transaction");
-    else
-        decide_finish(d, STORE_TAKEN, &row, "another transaction holds this id");
+    v = store_decision_verdict(d->dec, results, nresults, &row, &why);
+    decide_finish(d, v, v == STORE_FENCED ? NULL : &row, why);
 }
 
 static void on_decide_conn(px_pool_req *req, px_conn *conn, const px_error *err)
@@ -586,7 +641,7 @@ static void on_decide_conn(px_pool_req *req, px_conn *conn, const px_error *err)
         return;
     }
     drv = px_conn_base(conn)->driver;
-    if (drv->exec(conn, d->stmts, 2, on_decided, d) == 0) {
+    if (drv->exec(conn, d->dec->stmts, 2, on_decided, d) == 0) {
         crash_point("store-after-decision-sent"); /* committed or not: the next start knows */
     } else {
         px_pool_discard(d->s->pool, conn);
@@ -618,7 +673,7 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
         return;
     }
     d = calloc(1, sizeof *d);
-    if (!d || !row_copy_set(&d->r, r)) {
+    if (!d || !(d->dec = store_decision_new(s, r))) {
         free(d);
         cb(arg, STORE_FAILED, NULL, "out of memory");
         return;
@@ -626,27 +681,78 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
     d->s = s;
     d->cb = cb;
     d->arg = arg;
-    text_param(&d->params[0], d->r.gtrid);
-    text_param(&d->params[1], d->r.client_id);
-    text_param(&d->params[2], d->r.digest_hex);
-    text_param(&d->params[3], d->r.status);
-    text_param(&d->params[4], d->r.reply);
-    text_param(&d->params[5], d->r.pending);
-    text_param(&d->params[6], s->node_id);
-    text_param(&d->params[7], s->epoch_text);
-    d->stmts[0] = (px_stmt){.sql = decide_sql,
-                            .params = d->params,
-                            .nparams = 8,
-                            .expect_rows = -1,
-                            .session_neutral = true};
-    d->stmts[1] = (px_stmt){.sql = decided_sql,
-                            .params = d->params,
-                            .nparams = 2,
-                            .expect_rows = -1,
-                            .session_neutral = true};
     uv_timer_init(s->loop, &d->timer);
     d->timer.data = d;
     decide_send(d);
+}
+
+/* ---- a lost COMMIT answer ---------------------------------------------------------------- */
+
+typedef struct status_op {
+    store *s;
+    char xid[32];
+    store_status_cb cb;
+    void *arg;
+    px_pool_req req;
+    px_param param;
+    px_stmt stmt;
+} status_op;
+
+static void on_status(px_conn *conn, const px_error *err, int failed_index,
+                      const px_result *results, int nresults, void *arg)
+{
+    status_op *o = arg;
+    const char *st;
+    (void)failed_index;
+    if (err) {
+        if (err->conn_broken)
+            px_pool_discard(o->s->pool, conn);
+        else
+            px_pool_release(o->s->pool, conn);
+        o->cb(o->arg, -1, err->message);
+        free(o);
+        return;
+    }
+    px_pool_release(o->s->pool, conn);
+    st = nresults > 0 && results[0].nrows == 1 && results[0].ncols == 1 ? results[0].cells[0]
+                                                                          : NULL;
+    if (st && strcmp(st, "committed") == 0)
+        o->cb(o->arg, 1, NULL);
+    else if (st && strcmp(st, "aborted") == 0)
+        o->cb(o->arg, 0, NULL);
+    else
+        o->cb(o->arg, -1, st ? "still in progress" : "the transaction is unknown to the store");
+    free(o);
+}
+
+static void on_status_conn(px_pool_req *req, px_conn *conn, const px_error *err)
+{
+    status_op *o = req->data;
+    if (!conn || px_conn_base(conn)->driver->exec(conn, &o->stmt, 1, on_status, o) != 0) {
+        if (conn)
+            px_pool_discard(o->s->pool, conn);
+        o->cb(o->arg, -1, err ? err->message : "no connection");
+        free(o);
+    }
+}
+
+void store_xact_status(store *s, const char *xact_id, store_status_cb cb, void *arg)
+{
+    status_op *o = calloc(1, sizeof *o);
+    if (!o) {
+        cb(arg, -1, "out of memory");
+        return;
+    }
+    *o = (status_op){.s = s, .cb = cb, .arg = arg};
+    snprintf(o->xid, sizeof o->xid, "%s", xact_id);
+    text_param(&o->param, o->xid);
+    o->stmt = (px_stmt){.sql = "SELECT pg_xact_status($1::xid8)", .params = &o->param,
+                        .nparams = 1, .expect_rows = -1, .session_neutral = true};
+    o->req.data = o;
+    if (px_pool_acquire(s->pool, &o->req, on_status_conn) != 0) {
+        free(o);
+        cb(arg, -1, "the store's pool is closing");
+    }
 }
 
 /* ---- lazy records ------------------------------------------------------------------------ */

@@ -18,6 +18,7 @@
 #define XA_STORE_H
 #include "compiler.h"
 #include "config.h"
+#include "participant.h"
 #include "request.h"
 
 #include <stdbool.h>
@@ -62,6 +63,23 @@ typedef void (*store_decide_cb)(void *arg, store_verdict v, const store_row *win
  * again on a new connection until the store answers: the statement is idempotent, so the answer
  * is always the truth. cb runs exactly once, on a later loop turn. */
 void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg);
+/* Last-resource commit ([decision_store] participant): the decision statements run inside
+ * that participant's branch, whose one-phase COMMIT then is the decision. A store_decision
+ * holds a row's statements: the conditional insert, the read-back of what holds the gtrid or
+ * the client id, and (with_xact_id) the branch's transaction id, taken before COMMIT so that a
+ * lost COMMIT answer can be settled by store_xact_status. */
+typedef struct store_decision store_decision;
+store_decision *store_decision_new(store *s, const store_row *r); /* NULL: out of memory */
+const px_stmt *store_decision_stmts(const store_decision *d, bool with_xact_id, int *n);
+/* What the statements' results say (winner filled unless FENCED; why set unless DECIDED). */
+store_verdict store_decision_verdict(const store_decision *d, const px_result *results,
+                                     int nresults, store_row *winner, const char **why);
+void store_decision_free(store_decision *d);
+/* pg_xact_status of a transaction id on the store: cb gets 1 committed, 0 aborted, -1 not known
+ * yet (still running, or the store could not be asked: why). */
+typedef void (*store_status_cb)(void *arg, int committed, const char *why);
+void store_xact_status(store *s, const char *xact_id, store_status_cb cb, void *arg);
+
 /* Lazily records an abort outcome for replay (a failure is logged, nothing else). */
 void store_record_abort(store *s, const store_row *r);
 /* Lazily records that every branch of committed gtrid was acknowledged. */

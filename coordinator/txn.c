@@ -56,6 +56,11 @@ typedef struct branch {
     bool read_only;       /* only read: ended at prepare time, no part in phase 2 */
     bool probing;         /* one-phase COMMIT's answer was lost: the marker settles it */
     bool probe_found;     /* ... and the probe found the marker: it committed */
+    bool last_resource;   /* on the store's participant: not prepared; the decision row is
+                             written inside it and its one-phase COMMIT is the decision */
+    bool lr_settling;     /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
+    store_decision *lr_dec;
+    char lr_xact[32];     /* the branch's transaction id, read before its COMMIT */
     px_stmt *claimed;     /* one-phase: the claim of the client id, then the request's statements */
     px_param claim[5];    /* gtrid, bqual, client id, digest, coordinator */
     px_param find[3];     /* client id, bqual, coordinator */
@@ -441,10 +446,14 @@ static unsigned backoff_ms(unsigned attempts)
 
 static void probe_one_phase(branch *b);
 
+static void lr_settle(branch *b);
+
 static void on_retry_timer(uv_timer_t *timer)
 {
     branch *b = timer->data;
-    if (b->probing)
+    if (b->lr_settling)
+        lr_settle(b);
+    else if (b->probing)
         probe_one_phase(b);
     else
         branch_finish(b);
@@ -716,8 +725,8 @@ static void on_commit_durable(void *arg)
     metric_counter_add(t->c->txn_committed, 1);
     uv_timer_start(&t->timer, on_commit_wait, t->c->cfg->commit_wait_ms, 0);
     for (int i = 0, sent = 0; i < t->nbranches; i++) {
-        if (t->b[i].read_only)
-            continue; /* ended at prepare time */
+        if (t->b[i].read_only || t->b[i].last_resource)
+            continue; /* ended at prepare time, or committed as the decision */
         branch_finish(&t->b[i]);
         if (++sent == 1 && t->o->pending & ~(1u << t->b[i].part->index))
             crash_point("after-first-commit-sent"); /* and another branch still to send */
@@ -759,20 +768,160 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
     txn_abort(t, &a);
 }
 
+/* The decision row of t; pending must hold CONFIG_MAX_PARTICIPANTS * 34 bytes. */
+static store_row decision_row(struct txn *t, char *pending)
+{
+    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .commit = true, .status = 200,
+                   .reply = t->o->reply_head, .pending = pending, .time_ms = coord_now_ms()};
+    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
+    pending_names(t->c, t->o->pending, pending, CONFIG_MAX_PARTICIPANTS * 34);
+    return r;
+}
+
 /* decision_log = postgres: the row in the store is the decision. */
 static void decide_in_store(struct txn *t)
 {
     char pending[CONFIG_MAX_PARTICIPANTS * 34];
-    store_row r = {.gtrid = t->gtrid,
-                   .client_id = t->o->id,
-                   .commit = true,
-                   .status = 200,
-                   .reply = t->o->reply_head,
-                   .pending = pending,
-                   .time_ms = coord_now_ms()};
-    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
-    pending_names(t->c, t->o->pending, pending, sizeof pending);
+    store_row r = decision_row(t, pending);
     store_decide(t->c->store, &r, on_store_decided, t);
+}
+
+/* ---- last-resource commit ---------------------------------------------------------------- */
+
+/* The branch on the store's participant that writes: it commits last, in one phase. */
+static branch *last_resource_of(struct txn *t)
+{
+    for (int i = 0; i < t->nbranches; i++)
+        if (t->b[i].last_resource)
+            return &t->b[i];
+    return NULL;
+}
+
+static void lr_undecided(branch *b, store_verdict v, const store_row *winner, const char *why)
+{
+    struct txn *t = b->t;
+    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
+    char reason[400];
+    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
+    a.reason = reason;
+    if (v == STORE_TAKEN)
+        a.winner = winner;
+    else
+        log_error(t->ctx, "%s", reason);
+    set_state(t, TXN_WORKING);
+    txn_abort(t, &a);
+}
+
+/* The COMMIT that carried the decision row is known to have committed. */
+static void lr_committed(branch *b)
+{
+    struct txn *t = b->t;
+    b->lr_settling = false;
+    on_commit_durable(t); /* the other branches commit now */
+    branch_done(b);
+}
+
+static void on_lr_status(void *arg, int committed, const char *why)
+{
+    branch *b = arg;
+    if (committed == 1) {
+        log_info(b->t->ctx, "the lost COMMIT answer of %s: committed (pg_xact_status)",
+                 b->part->cfg->name);
+        lr_committed(b);
+    } else if (committed == 0) {
+        log_info(b->t->ctx, "the lost COMMIT answer of %s: aborted (pg_xact_status)",
+                 b->part->cfg->name);
+        lr_undecided(b, STORE_FAILED, NULL, "the last-resource COMMIT did not commit");
+    } else {
+        log_warn(b->t->ctx, "the lost COMMIT answer of %s is not settled yet: %s",
+                 b->part->cfg->name, why);
+        schedule_retry(b);
+    }
+}
+
+/* The client waits until the store can say what became of the COMMIT: never "unknown". */
+static void lr_settle(branch *b) { store_xact_status(b->t->c->store, b->lr_xact, on_lr_status, b); }
+
+static void on_lr_committed(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    (void)conn;
+    b->busy = false;
+    if (!err) {
+        lr_committed(b);
+        return;
+    }
+    if (err->conn_broken) {
+        discard_conn(b);
+        b->lr_settling = true;
+        lr_settle(b);
+        return;
+    }
+    /* A definite failure: the transaction and its decision row rolled back together. */
+    lr_undecided(b, STORE_FAILED, NULL, err->message);
+}
+
+static void on_lr_decided(px_conn *conn, const px_error *err, int failed_index,
+                          const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    store_row winner;
+    store_verdict v;
+    const char *why;
+    (void)conn, (void)failed_index;
+    b->busy = false;
+    if (err) {
+        if (err->conn_broken)
+            discard_conn(b); /* the server rolls the open transaction back */
+        lr_undecided(b, STORE_FAILED, NULL, err->message);
+        return;
+    }
+    v = store_decision_verdict(b->lr_dec, results, nresults, &winner, &why);
+    if (v != STORE_DECIDED || nresults < 3 || results[2].nrows != 1 || !results[2].cells[0]) {
+        lr_undecided(b, v == STORE_DECIDED ? STORE_FAILED : v, v == STORE_FENCED ? NULL : &winner,
+                     why ? why : "no transaction id");
+        return;
+    }
+    snprintf(b->lr_xact, sizeof b->lr_xact, "%s", results[2].cells[0]);
+    crash_point("before-last-resource-commit");
+    b->busy = true;
+    if (drv->commit_one_phase(b->conn, &b->xid, on_lr_committed, b) != 0) {
+        b->busy = false;
+        lr_undecided(b, STORE_FAILED, NULL, "the driver refused COMMIT");
+        return;
+    }
+    if (fault_point("cut-after-lr-commit")) {
+        /* Test only: the connection dies after COMMIT went out, before its answer came. */
+        px_error e;
+        px_error_set(&e, PX_RETRYABLE, true, 0, "08006", "connection cut after COMMIT was sent");
+        b->busy = false;
+        on_lr_committed(NULL, &e, b);
+    }
+}
+
+/* Every other branch is prepared: the decision row goes into the last resource's own
+ * transaction (under this node's epoch, as in the store), then that transaction commits. */
+static void decide_last_resource(branch *b)
+{
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    char pending[CONFIG_MAX_PARTICIPANTS * 34];
+    store_row r = decision_row(t, pending);
+    const px_stmt *stmts;
+    int n;
+    if (!store_holds_lease(t->c->store)) {
+        lr_undecided(b, STORE_FAILED, NULL, "this coordinator does not hold its node's lease");
+        return;
+    }
+    if (!(b->lr_dec = store_decision_new(t->c->store, &r)))
+        abort(); /* nothing decided: dying loses nothing */
+    stmts = store_decision_stmts(b->lr_dec, true, &n);
+    b->busy = true;
+    if (drv->exec(b->conn, stmts, n, on_lr_decided, b) != 0) {
+        b->busy = false;
+        lr_undecided(b, STORE_FAILED, NULL, "the driver refused the decision statements");
+    }
 }
 
 static void decide_commit(struct txn *t)
@@ -785,7 +934,7 @@ static void decide_commit(struct txn *t)
     uv_timer_stop(&t->timer);
     t->o->pending = 0;
     for (int i = 0; i < t->nbranches; i++)
-        if (!t->b[i].read_only)
+        if (!t->b[i].read_only && !t->b[i].last_resource)
             t->o->pending |= 1u << t->b[i].part->index;
     /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
      * that a repeated id can be answered after a restart. */
@@ -793,7 +942,11 @@ static void decide_commit(struct txn *t)
     t->o->status = 200;
     crash_point("before-commit-record");
     if (t->c->store) {
-        decide_in_store(t);
+        branch *lr = last_resource_of(t);
+        if (lr)
+            decide_last_resource(lr);
+        else
+            decide_in_store(t);
         return;
     }
     if (coord_encode_outcome(t->c, t->o, &payload, &len) != 0)
@@ -1230,6 +1383,12 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     for (int i = first; i < nresults; i++)
         b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
     crash_point("after-work");
+    if (b->last_resource) {
+        /* Holds its transaction open until every other branch prepared (decide_commit). */
+        if (++t->nprepared == t->nbranches)
+            decide_commit(t);
+        return;
+    }
     if (t->one_phase) {
         b->busy = true;
         commit_one_phase(b);
@@ -1388,6 +1547,7 @@ static void txn_release(struct txn *t)
     for (int i = 0; i < t->nbranches; i++) {
         free(t->b[i].results);
         free(t->b[i].claimed);
+        store_decision_free(t->b[i].lr_dec);
         if (t->b[i].retry_open)
             close_handle(t, (uv_handle_t *)&t->b[i].retry);
     }
@@ -1399,6 +1559,19 @@ uint64_t txn_assign(coord *c, char *buf, size_t len)
     uint64_t seq = ++c->next_seq;
     txn_format_gtrid(c, c->boot, seq, buf, len);
     return seq;
+}
+
+/* With [decision_store] participant, that participant's first writing branch is the last
+ * resource (docs/design.md, "Last-resource commit"). */
+static void mark_last_resource(struct txn *t)
+{
+    int lr = t->c->store ? t->c->cfg->store.participant_index : -1;
+    for (int i = 0; lr >= 0 && i < t->nbranches; i++) {
+        if (t->b[i].part->index == lr && !t->b[i].req->read_only) {
+            t->b[i].last_resource = true;
+            return;
+        }
+    }
 }
 
 int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
@@ -1434,6 +1607,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
     }
     o->live = t;
     t->one_phase = one_phase_eligible(t);
+    mark_last_resource(t);
     t->state = TXN_WORKING;
     list_insert(c, t);
     uv_timer_init(c->loop, &t->timer);

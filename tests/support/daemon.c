@@ -57,8 +57,17 @@ static int free_port(void)
 bool tu_store_mode(void)
 {
     const char *mode = getenv("XA_TEST_DECISION_LOG");
-    return mode && strcmp(mode, "postgres") == 0;
+    return mode && (strcmp(mode, "postgres") == 0 || strcmp(mode, "postgres-lr") == 0);
 }
+
+bool tu_store_last_resource(void)
+{
+    const char *mode = getenv("XA_TEST_DECISION_LOG");
+    return mode && strcmp(mode, "postgres-lr") == 0;
+}
+
+/* The store's database: the scratch xatest, or payment's own for the last resource. */
+static const char *store_db(void) { return tu_store_last_resource() ? "payment" : "xatest"; }
 
 /* The [decision_store] of every daemon in store mode: the scratch database xatest on the
  * payment server, and a short lease so that takeovers and restarts happen within seconds. */
@@ -66,10 +75,11 @@ static void write_store_section(FILE *f, const char *secrets)
 {
     fprintf(f,
             "decision_log = postgres\n\n[decision_store]\n"
-            "conninfo = host=127.0.0.1 hostaddr=127.0.0.1 port=%s dbname=xatest user=xacoord "
+            "conninfo = host=127.0.0.1 hostaddr=127.0.0.1 port=%s dbname=%s user=xacoord "
             "sslmode=disable gssencmode=disable\n"
-            "password_file = %s/secrets/payment.pw\nlease_ms = %u\nrenew_ms = %u\n",
-            tu_env("XA_PG_PORT"), secrets, TU_STORE_LEASE_MS, TU_STORE_LEASE_MS / 5);
+            "password_file = %s/secrets/payment.pw\nlease_ms = %u\nrenew_ms = %u\n%s",
+            tu_env("XA_PG_PORT"), store_db(), secrets, TU_STORE_LEASE_MS, TU_STORE_LEASE_MS / 5,
+            tu_store_last_resource() ? "participant = payment\n" : "");
 }
 
 void tu_store_reset(void)
@@ -91,7 +101,7 @@ void tu_store_reset(void)
     strcat(ddl, "\nALTER TABLE xacoord_decisions OWNER TO xacoord;\n"
                 "ALTER TABLE xacoord_nodes OWNER TO xacoord;\n"
                 "TRUNCATE xacoord_decisions, xacoord_nodes;\n");
-    out = tu_admin_sql("payment", "xatest", ddl);
+    out = tu_admin_sql("payment", store_db(), ddl);
     free(out);
     free(ddl);
 }
