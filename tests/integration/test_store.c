@@ -371,6 +371,81 @@ static void test_paused_node_does_not_act(void **state)
     free(body);
 }
 
+/* Last-resource commit ([decision_store] participant = payment, the store in payment's database):
+ * payment is never prepared; its COMMIT, with the decision row inside, is the decision. */
+static void test_last_resource(void **state)
+{
+    tu_daemon a, b;
+    const char *crash[] = {"XACOORD_CRASH_AT=after-commit-record", NULL};
+    char *body = tu_checkout_json("lr-1", 1001, 7, 100, "SKU-1", 1), *resp = NULL, *row;
+    (void)state;
+
+    setenv("XA_TEST_DECISION_LOG", "postgres-lr", 1);
+    tu_shop_reset();
+    tu_daemon_init(&a, "la", NULL);
+    tu_daemon_init(&b, "lb", NULL);
+    tu_daemon_start(&a, crash);
+    tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    free(resp);
+    assert_true(WIFSIGNALED(tu_daemon_wait_exit(&a, 20000)));
+    /* the decision is payment's own commit: debited, never prepared, the row beside it; the
+     * other two wait prepared */
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_prepared("payment", "xa2.la."), 0);
+    assert_int_equal(tu_prepared("order", "xa2.la.") + tu_prepared("warehouse", "xa2.la."), 2);
+    row = tu_admin_sql("payment", "payment",
+                       "SELECT outcome || '|' || pending FROM xacoord_decisions "
+                       "WHERE client_id = 'lr-1'");
+    assert_string_equal(row, "commit|order,warehouse");
+    free(row);
+    /* b takes la's node and commits the rest; the retry gets the truth */
+    tu_daemon_start(&b, NULL);
+    wait_resolved("xa2.la.", 10 * TU_STORE_LEASE_MS);
+    assert_int_equal(tu_order_status(1001), 'P');
+    post(&b, body, 200, "\"replayed\":true");
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+    setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+}
+
+/* The last resource's COMMIT answer is lost (the connection cut right after it went out): the
+ * transaction id read before it settles what happened; the client hears the truth. */
+static void test_last_resource_lost_commit_answer(void **state)
+{
+    tu_daemon a;
+    const char *fault[] = {"XACOORD_FAULT_AT=cut-after-lr-commit", NULL};
+    char *body = tu_checkout_json("lr-2", 1001, 7, 100, "SKU-1", 1), *resp = NULL;
+    int status;
+    (void)state;
+
+    setenv("XA_TEST_DECISION_LOG", "postgres-lr", 1);
+    tu_shop_reset();
+    tu_daemon_init(&a, "lc", NULL);
+    tu_daemon_start(&a, fault);
+    status = tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    fprintf(stderr, "answer after the lost COMMIT answer: %d %.120s\n", status, resp ? resp : "");
+    assert_true(status == 200 || status == 503);
+    wait_resolved("xa2.lc.", 10000);
+    if (status == 200) {
+        assert_non_null(strstr(resp, "\"outcome\":\"committed\""));
+        assert_int_equal(tu_balance(7), 100);
+        assert_int_equal(tu_order_status(1001), 'P');
+    } else {
+        assert_non_null(strstr(resp, "\"outcome\":\"aborted\""));
+        assert_int_equal(tu_balance(7), 200);
+        assert_int_equal(tu_order_status(1001), 'I');
+    }
+    assert_int_equal(tu_sh("grep -q 'lost COMMIT answer of payment' %s", a.log), 0);
+    free(resp);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+    setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +456,8 @@ int main(void)
         cmocka_unit_test(test_takeover_mid_phase2),
         cmocka_unit_test(test_takeover_mid_phase1),
         cmocka_unit_test(test_paused_node_does_not_act),
+        cmocka_unit_test(test_last_resource),
+        cmocka_unit_test(test_last_resource_lost_commit_answer),
     };
     setenv("XA_TEST_DECISION_LOG", "postgres", 1);
     return cmocka_run_group_tests(tests, NULL, NULL);
