@@ -121,6 +121,32 @@ static void test_any_node_answers(void **state)
     free(poor);
 }
 
+/* The epoch's row lock alone fences: with the lease checks switched off (a test-only fault
+ * point), a decision after another process raised the epoch inserts nothing and the
+ * transaction aborts everywhere. */
+static void test_epoch_alone_fences(void **state)
+{
+    tu_daemon a;
+    const char *fault[] = {"XACOORD_FAULT_AT=store-ignore-lease", NULL};
+    char *body = tu_checkout_json("fenced-0", 1001, 7, 100, "SKU-1", 1), *out;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "se", NULL);
+    tu_daemon_start(&a, fault);
+    out = store_sql("UPDATE xacoord_nodes SET epoch = epoch + 1 WHERE node_id = 'se'");
+    free(out);
+    post(&a, body, 503, "epoch was raised");
+    out = store_row_of("fenced-0");
+    assert_string_equal(out, "");
+    free(out);
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+}
+
 /* Another process raised the node's epoch (a takeover): the next decision inserts nothing, the
  * transaction aborts everywhere, and the daemon stops acting and exits by itself. */
 static void test_fenced_node_decides_nothing(void **state)
@@ -450,6 +476,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_any_node_answers),
+        cmocka_unit_test(test_epoch_alone_fences),
         cmocka_unit_test(test_fenced_node_decides_nothing),
         cmocka_unit_test(test_same_id_on_two_nodes),
         cmocka_unit_test(test_restart_waits_for_lease),
