@@ -88,6 +88,7 @@ struct store {
     uint64_t epoch;
     char epoch_text[24];
     lazy *queue, **queue_tail;
+    struct decide_op *decides; /* decisions in flight (store_close settles the waiting ones) */
     int queued;
     bool flushing, closing, pruning;
     uv_timer_t flush_timer;
@@ -574,6 +575,7 @@ typedef struct decide_op {
     px_pool_req req;
     unsigned attempts;
     uv_timer_t timer;
+    struct decide_op *prev, *next; /* the store's decisions in flight */
 } decide_op;
 
 static void decide_send(decide_op *d);
@@ -587,6 +589,12 @@ static void on_decide_timer_closed(uv_handle_t *h)
 
 static void decide_finish(decide_op *d, store_verdict v, const store_row *winner, const char *why)
 {
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        d->s->decides = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
     d->cb(d->arg, v, winner, why);
     uv_close((uv_handle_t *)&d->timer, on_decide_timer_closed);
 }
@@ -600,6 +608,11 @@ static void on_decide_timer(uv_timer_t *t)
  * new connection (it inserts nothing the second time and reads what is there). */
 static void decide_retry(decide_op *d, const char *why)
 {
+    if (d->s->closing) {
+        /* Shutting down with an answer lost: the next start reads the row (or its absence). */
+        decide_finish(d, STORE_UNKNOWN, NULL, "the store is closing");
+        return;
+    }
     unsigned ms = STORE_RETRY_MS << (d->attempts < 5 ? d->attempts : 5);
     if (ms > STORE_RETRY_MAX_MS)
         ms = STORE_RETRY_MAX_MS;
@@ -686,6 +699,10 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg)
     d->s = s;
     d->cb = cb;
     d->arg = arg;
+    d->next = s->decides;
+    if (d->next)
+        d->next->prev = d;
+    s->decides = d;
     uv_timer_init(s->loop, &d->timer);
     d->timer.data = d;
     decide_send(d);
@@ -1222,6 +1239,14 @@ void store_close(store *s, void (*cb)(void *arg), void *arg)
         abort();
     *c = (close_op){s, cb, arg};
     s->closing = true;
+    /* A decision waiting to ask again after a lost answer is not asked any more. */
+    for (decide_op *d = s->decides, *next; d; d = next) {
+        next = d->next;
+        if (uv_is_active((uv_handle_t *)&d->timer)) {
+            uv_timer_stop(&d->timer);
+            decide_finish(d, STORE_UNKNOWN, NULL, "the store is closing");
+        }
+    }
     if (s->queued)
         log_warn("store", "%d lazy decision records not written at shutdown", s->queued);
     s->flush_timer.data = c;

@@ -56,6 +56,7 @@ typedef enum store_verdict {
     STORE_TAKEN,   /* another transaction's row holds this client id: winner says what it was */
     STORE_FENCED,  /* this node's epoch was raised: no decision, and none can be made */
     STORE_FAILED,  /* nothing was decided (the store refused or could not be reached) */
+    STORE_UNKNOWN, /* shutting down while an answer was lost: the next start finds out */
 } store_verdict;
 typedef void (*store_decide_cb)(void *arg, store_verdict v, const store_row *winner,
                                 const char *why);

@@ -103,6 +103,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
 static void txn_release(struct txn *t);
+static void txn_abandon(struct txn *t);
 static void discard_conn(branch *b);
 
 /* ---- state lists ------------------------------------------------------------------------- */
@@ -754,8 +755,12 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
         on_commit_durable(t);
         return;
     }
-    if (t->abandoned) {
-        txn_release(t); /* not decided: the next start rolls it back */
+    if (t->abandoned || v == STORE_UNKNOWN) {
+        /* Shutting down: the prepared branches stay for the next start's recovery, which
+         * finds the row (commit) or its absence (roll back); nothing here may touch them. */
+        if (!t->abandoned)
+            txn_abandon(t); /* connections closed, the client told to ask later */
+        txn_release(t);
         return;
     }
     snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
