@@ -233,8 +233,7 @@ static int cmd_shop(const opts *o, bool single)
             for (int k = 0; k < nkinds; k++)
                 if ((rc = measure(o, &run, kinds[k], conc, per,
                                   round == 0 && kinds[k]->open == bench_http_kind.open,
-                                  &res[k][round],
-                                  &group[k][round])) != 0)
+                                  &res[k][round], &group[k][round])) != 0)
                     goto out;
         for (int k = 0; k < nkinds; k++) {
             int order[SHOP_ROUNDS];
@@ -390,18 +389,26 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"port", required_argument, NULL, 'p'},     {"pg-port", required_argument, NULL, 'P'},
-        {"order-port", required_argument, NULL, 'O'},
-        {"warehouse-port", required_argument, NULL, 'W'},
-        {"secrets", required_argument, NULL, 'S'},  {"setup", required_argument, NULL, 's'},
-        {"conc", required_argument, NULL, 'c'},     {"seconds", required_argument, NULL, 't'},
-        {"orders", required_argument, NULL, 'o'},   {"pid", required_argument, NULL, 'i'},
-        {"n", required_argument, NULL, 'n'},        {"sleep-ms", required_argument, NULL, 'm'},
-        {"node", required_argument, NULL, 'N'},     {"xacoord", required_argument, NULL, 'x'},
-        {"config", required_argument, NULL, 'C'},   {"log", required_argument, NULL, 'l'},
-        {"identity", required_argument, NULL, 'I'}, {"store-port", required_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
+                                             {"pg-port", required_argument, NULL, 'P'},
+                                             {"order-port", required_argument, NULL, 'O'},
+                                             {"warehouse-port", required_argument, NULL, 'W'},
+                                             {"secrets", required_argument, NULL, 'S'},
+                                             {"setup", required_argument, NULL, 's'},
+                                             {"conc", required_argument, NULL, 'c'},
+                                             {"seconds", required_argument, NULL, 't'},
+                                             {"orders", required_argument, NULL, 'o'},
+                                             {"pid", required_argument, NULL, 'i'},
+                                             {"n", required_argument, NULL, 'n'},
+                                             {"sleep-ms", required_argument, NULL, 'm'},
+                                             {"node", required_argument, NULL, 'N'},
+                                             {"xacoord", required_argument, NULL, 'x'},
+                                             {"config", required_argument, NULL, 'C'},
+                                             {"log", required_argument, NULL, 'l'},
+                                             {"identity", required_argument, NULL, 'I'},
+                                             {"store-port", required_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     opts o = {.conc = NULL, .seconds = 5, .orders = 60000, .sleep_ms = 2000};
     const char *cmd;
     int ch;
@@ -414,7 +421,9 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p': o.port = atoi(optarg); break;
-        case 'q': o.store_port = atoi(optarg); break;
+        case 'q':
+            o.store_port = atoi(optarg);
+            break;
         case 'P': o.pg_port = atoi(optarg); break;
         case 'O': o.order_port = atoi(optarg); break;
         case 'W': o.wh_port = atoi(optarg); break;

@@ -59,8 +59,8 @@ typedef struct config_store {
     /* The postgres participant whose database holds the store (conninfo names that same
      * database): its branch commits last, in one phase, with the decision row inside it. */
     char *participant;
-    int participant_index;       /* -1: none */
-    px_target target;            /* filled from the fields above; points into them */
+    int participant_index; /* -1: none */
+    px_target target;      /* filled from the fields above; points into them */
 } config_store;
 
 typedef struct config {

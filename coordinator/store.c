@@ -523,10 +523,16 @@ store_decision *store_decision_new(store *s, const store_row *r)
     text_param(&d->params[5], d->r.pending);
     text_param(&d->params[6], s->node_id);
     text_param(&d->params[7], s->epoch_text);
-    d->stmts[0] = (px_stmt){.sql = decide_sql, .params = d->params, .nparams = 8,
-                            .expect_rows = -1, .session_neutral = true};
-    d->stmts[1] = (px_stmt){.sql = decided_sql, .params = d->params, .nparams = 2,
-                            .expect_rows = -1, .session_neutral = true};
+    d->stmts[0] = (px_stmt){.sql = decide_sql,
+                            .params = d->params,
+                            .nparams = 8,
+                            .expect_rows = -1,
+                            .session_neutral = true};
+    d->stmts[1] = (px_stmt){.sql = decided_sql,
+                            .params = d->params,
+                            .nparams = 2,
+                            .expect_rows = -1,
+                            .session_neutral = true};
     d->stmts[2] = (px_stmt){.sql = xact_id_sql, .expect_rows = -1, .session_neutral = true};
     return d;
 }
@@ -617,8 +623,8 @@ static void decide_retry(decide_op *d, const char *why)
     if (ms > STORE_RETRY_MAX_MS)
         ms = STORE_RETRY_MAX_MS;
     d->attempts++;
-    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms", d->dec->r.gtrid,
-             why, ms);
+    log_warn("store", "decision of %s: the answer was lost (%s); asking again in %u ms",
+             d->dec->r.gtrid, why, ms);
     uv_timer_start(&d->timer, on_decide_timer, ms, 0);
 }
 
@@ -736,8 +742,8 @@ static void on_status(px_conn *conn, const px_error *err, int failed_index,
         return;
     }
     px_pool_release(o->s->pool, conn);
-    st = nresults > 0 && results[0].nrows == 1 && results[0].ncols == 1 ? results[0].cells[0]
-                                                                          : NULL;
+    st =
+        nresults > 0 && results[0].nrows == 1 && results[0].ncols == 1 ? results[0].cells[0] : NULL;
     if (st && strcmp(st, "committed") == 0)
         o->cb(o->arg, 1, NULL);
     else if (st && strcmp(st, "aborted") == 0)
@@ -768,8 +774,11 @@ void store_xact_status(store *s, const char *xact_id, store_status_cb cb, void *
     *o = (status_op){.s = s, .cb = cb, .arg = arg};
     snprintf(o->xid, sizeof o->xid, "%s", xact_id);
     text_param(&o->param, o->xid);
-    o->stmt = (px_stmt){.sql = "SELECT pg_xact_status($1::xid8)", .params = &o->param,
-                        .nparams = 1, .expect_rows = -1, .session_neutral = true};
+    o->stmt = (px_stmt){.sql = "SELECT pg_xact_status($1::xid8)",
+                        .params = &o->param,
+                        .nparams = 1,
+                        .expect_rows = -1,
+                        .session_neutral = true};
     o->req.data = o;
     if (px_pool_acquire(s->pool, &o->req, on_status_conn) != 0) {
         free(o);

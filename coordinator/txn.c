@@ -776,8 +776,13 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
 /* The decision row of t; pending must hold CONFIG_MAX_PARTICIPANTS * 34 bytes. */
 static store_row decision_row(struct txn *t, char *pending)
 {
-    store_row r = {.gtrid = t->gtrid, .client_id = t->o->id, .commit = true, .status = 200,
-                   .reply = t->o->reply_head, .pending = pending, .time_ms = coord_now_ms()};
+    store_row r = {.gtrid = t->gtrid,
+                   .client_id = t->o->id,
+                   .commit = true,
+                   .status = 200,
+                   .reply = t->o->reply_head,
+                   .pending = pending,
+                   .time_ms = coord_now_ms()};
     memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
     pending_names(t->c, t->o->pending, pending, CONFIG_MAX_PARTICIPANTS * 34);
     return r;
@@ -845,7 +850,10 @@ static void on_lr_status(void *arg, int committed, const char *why)
 }
 
 /* The client waits until the store can say what became of the COMMIT: never "unknown". */
-static void lr_settle(branch *b) { store_xact_status(b->t->c->store, b->lr_xact, on_lr_status, b); }
+static void lr_settle(branch *b)
+{
+    store_xact_status(b->t->c->store, b->lr_xact, on_lr_status, b);
+}
 
 static void on_lr_committed(px_conn *conn, const px_error *err, void *arg)
 {

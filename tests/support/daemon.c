@@ -67,7 +67,10 @@ bool tu_store_last_resource(void)
 }
 
 /* The store's database: the scratch xatest, or payment's own for the last resource. */
-static const char *store_db(void) { return tu_store_last_resource() ? "payment" : "xatest"; }
+static const char *store_db(void)
+{
+    return tu_store_last_resource() ? "payment" : "xatest";
+}
 
 /* The [decision_store] of every daemon in store mode: the scratch database xatest on the
  * payment server, and a short lease so that takeovers and restarts happen within seconds. */
