@@ -389,26 +389,18 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
-                                             {"pg-port", required_argument, NULL, 'P'},
-                                             {"order-port", required_argument, NULL, 'O'},
-                                             {"warehouse-port", required_argument, NULL, 'W'},
-                                             {"secrets", required_argument, NULL, 'S'},
-                                             {"setup", required_argument, NULL, 's'},
-                                             {"conc", required_argument, NULL, 'c'},
-                                             {"seconds", required_argument, NULL, 't'},
-                                             {"orders", required_argument, NULL, 'o'},
-                                             {"pid", required_argument, NULL, 'i'},
-                                             {"n", required_argument, NULL, 'n'},
-                                             {"sleep-ms", required_argument, NULL, 'm'},
-                                             {"node", required_argument, NULL, 'N'},
-                                             {"xacoord", required_argument, NULL, 'x'},
-                                             {"config", required_argument, NULL, 'C'},
-                                             {"log", required_argument, NULL, 'l'},
-                                             {"identity", required_argument, NULL, 'I'},
-                                             {"store-port", required_argument, NULL, 'q'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"port", required_argument, NULL, 'p'},     {"pg-port", required_argument, NULL, 'P'},
+        {"order-port", required_argument, NULL, 'O'},
+        {"warehouse-port", required_argument, NULL, 'W'},
+        {"secrets", required_argument, NULL, 'S'},  {"setup", required_argument, NULL, 's'},
+        {"conc", required_argument, NULL, 'c'},     {"seconds", required_argument, NULL, 't'},
+        {"orders", required_argument, NULL, 'o'},   {"pid", required_argument, NULL, 'i'},
+        {"n", required_argument, NULL, 'n'},        {"sleep-ms", required_argument, NULL, 'm'},
+        {"node", required_argument, NULL, 'N'},     {"xacoord", required_argument, NULL, 'x'},
+        {"config", required_argument, NULL, 'C'},   {"log", required_argument, NULL, 'l'},
+        {"identity", required_argument, NULL, 'I'}, {"store-port", required_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     opts o = {.conc = NULL, .seconds = 5, .orders = 60000, .sleep_ms = 2000};
     const char *cmd;
     int ch;
