@@ -1,6 +1,6 @@
 # Turns the CSV files of one scripts/bench run into the Markdown report (stdout) and an SVG plot
 # of throughput and p99 latency against concurrency for xacoord, B0 and B1 (out/bench.svg).
-# Input: out/shop.csv as the main file; out/single.csv, coordonly.csv, memory.csv and
+# Input: out/shop.csv as the main file; out/single.csv, coordonly.csv, wrk.csv, memory.csv and
 # recovery.csv are read
 # by name. Plain awk so that the report needs nothing beyond what the build needs.
 BEGIN { FS = ","; nconc = 0 }
@@ -113,6 +113,38 @@ END {
         print "| concurrency | decisions/s | daemon CPU s | CPU us/txn | decisions per CPU-second | mean group size | p50 ms | p99 ms |"
         print "|---:|---:|---:|---:|---:|---:|---:|---:|"
         printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", v[1], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+    }
+    if ((k = read_csv(out "/syscalls.csv", sc)) > 1) {
+        split(sc[1], v, ",")
+        print ""
+        printf "System calls per committed transaction (strace -c over %s transactions): %s. ", v[1], v[3]
+        printf "Share of the daemon's CPU samples in the kernel (perf): %s%%; the rest is user space.\n", v[4]
+    }
+    if ((k = read_csv(out "/profile.txt", pr)) > 0) {
+        print ""
+        print "Where the daemon's CPU goes (perf, self time, top functions):"
+        print ""
+        print "```"
+        for (j = 0; j < k; j++) print pr[j]
+        print "```"
+    }
+    if ((k = read_csv(out "/wrk.csv", wk)) > 1) {
+        print ""
+        print "## Second load generator: wrk against xabench"
+        print ""
+        print "The same requests sent by wrk (bench/wrk/xacoord.lua) in the same run, against the same"
+        print "daemon configuration: wrk's successful transactions/s over xabench's should be about 1."
+        print ""
+        print "| load | concurrency | wrk ok/s | xabench ok/s | wrk / xabench | wrk p50 ms | wrk p99 ms | wrk non-2xx | wrk socket errors |"
+        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        split(co[1], v, ",")
+        for (j = 1; j < k; j++) {
+            split(wk[j], w, ",")
+            other = w[1] == "shop" ? tps["xacoord", w[2] + 0] : v[5]
+            printf "| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n", \
+                w[1] == "shop" ? "checkout" : "coordinator only", w[2], w[7], other, \
+                ratio(w[7], other), w[8], w[9], w[5], w[6]
+        }
     }
     if ((k = read_csv(out "/memory.csv", me)) > 1) {
         split(me[1], v, ",")

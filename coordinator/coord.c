@@ -5,6 +5,7 @@
 #include "coord.h"
 
 #include "failover.h"
+#include "indoubt.h"
 #include "log.h"
 #include "markers.h"
 #include "owner.h"
@@ -262,6 +263,25 @@ static double in_doubt_stat(coord_part *p, bool age)
     return age ? oldest[p->index] : counts[p->index];
 }
 
+/* Everything GET /v1/in-doubt lists for p (0 when the walk runs out of memory: the scrape then
+ * under-reports for one interval rather than failing). */
+static double listed_stat(coord_part *p, bool age)
+{
+    indoubt_stats st;
+    if (indoubt_get_stats(p->owner, &st) != 0)
+        return 0;
+    return age ? st.oldest_s[p->index] : st.count[p->index];
+}
+
+static double g_listed(void *arg)
+{
+    return listed_stat(arg, false);
+}
+static double g_listed_oldest(void *arg)
+{
+    return listed_stat(arg, true);
+}
+
 static double g_part_safe(void *arg) { return ((coord_part *)arg)->safe; }
 
 static double g_in_doubt(void *arg) { return in_doubt_stat(arg, false); }
@@ -313,6 +333,12 @@ static void register_part_metrics(coord *c, coord_part *p)
                      "Prepared branches of live transactions not yet finished", g_in_doubt, p);
     metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
                      "Age of the oldest prepared, unfinished branch", g_oldest, p);
+    metrics_gauge_fn(m, "xacoord_unresolved_branches", labels,
+                     "Prepared branches GET /v1/in-doubt lists: live, awaiting phase 2, left by "
+                     "recovery, foreign",
+                     g_listed, p);
+    metrics_gauge_fn(m, "xacoord_oldest_unresolved_age_seconds", labels,
+                     "Age of the oldest branch GET /v1/in-doubt lists", g_listed_oldest, p);
     metrics_gauge_fn(m, "xacoord_foreign_branches", labels,
                      "Prepared branches of this node_id made by another data directory (identity)",
                      g_foreign, p);

@@ -7,8 +7,10 @@
 
 #include "log.h"
 #include "recovery.h"
+#include "strmap.h"
 #include "txn.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -17,80 +19,127 @@
 
 /* ---- listing ----------------------------------------------------------------------------- */
 
-static bool listed(json_t *arr, const char *gtrid, const char *participant)
-{
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v) {
-        if (strcmp(json_string_value(json_object_get(v, "xid")), gtrid) == 0 &&
-            strcmp(json_string_value(json_object_get(v, "participant")), participant) == 0)
-            return true;
-    }
-    return false;
-}
+/* The sources below overlap (a live transaction's branch may also be left by a scan): each branch
+ * is reported once, keyed by "gtrid/participant" in a map that owns its keys. */
+typedef struct each_ctx {
+    coord *c;
+    strmap *seen;
+    indoubt_fn fn;
+    void *arg;
+    int err;
+} each_ctx;
 
-/* Returns the new entry, or NULL when the branch is listed already. */
-static json_t *add(json_t *arr, const char *gtrid, const char *participant, double age,
-                   const char *decision)
+static void emit(each_ctx *e, const coord_part *p, const char *gtrid, double age,
+                 const char *decision, const char *identity)
 {
-    json_t *b;
-    if (listed(arr, gtrid, participant))
-        return NULL;
-    b = json_pack("{s:s, s:s, s:f, s:s}", "xid", gtrid, "participant", participant, "age_s", age,
-                  "decision", decision);
-    json_array_append_new(arr, b);
-    return b;
+    char *key;
+    indoubt_branch b = {p, gtrid, age, decision, identity};
+    if (e->err || asprintf(&key, "%s/%s", gtrid, p->cfg->name) < 0) {
+        e->err = -ENOMEM;
+        return;
+    }
+    if (strmap_get(e->seen, key)) {
+        free(key);
+        return;
+    }
+    if (!strmap_put(e->seen, key, key)) {
+        free(key);
+        e->err = -ENOMEM;
+        return;
+    }
+    e->fn(&b, e->arg);
 }
 
 static void add_live(const coord_part *p, const char *gtrid, double age, const char *decision,
                      void *arg)
 {
-    add(arg, gtrid, p->cfg->name, age, decision);
+    emit(arg, p, gtrid, age, decision, NULL);
+}
+
+static double age_since(int64_t since_ms)
+{
+    return (double)(coord_now_ms() - since_ms) / 1000.0;
 }
 
 static void add_foreign(const coord_part *p, const px_xid *x, int64_t since, const char *identity,
                         void *arg)
 {
-    json_t *b = add(arg, x->gtrid, p->cfg->name, (double)(coord_now_ms() - since) / 1000.0,
-                    "foreign");
-    if (b)
-        json_object_set_new(b, "identity", json_string(identity));
+    emit(arg, p, x->gtrid, age_since(since), "foreign", identity);
 }
-
-typedef struct list_ctx {
-    coord *c;
-    json_t *arr;
-} list_ctx;
 
 static void add_left(const coord_part *p, const px_xid *x, int64_t since, void *arg)
 {
-    list_ctx *l = arg;
-    bool commit = outcome_find_commit(l->c->outcomes, x->gtrid) != NULL;
-    add(l->arr, x->gtrid, p->cfg->name, (double)(coord_now_ms() - since) / 1000.0,
-        commit ? "commit" : "abort");
+    each_ctx *e = arg;
+    bool commit = outcome_find_commit(e->c->outcomes, x->gtrid) != NULL;
+    emit(e, p, x->gtrid, age_since(since), commit ? "commit" : "abort", NULL);
 }
 
 static void add_unfinished(outcome *o, void *arg)
 {
-    list_ctx *l = arg;
-    for (int i = 0; i < l->c->nparts; i++)
+    each_ctx *e = arg;
+    for (int i = 0; i < e->c->nparts; i++)
         if (o->pending & (1u << i))
-            add(l->arr, o->gtrid, l->c->parts[i].cfg->name,
-                (double)(coord_now_ms() - o->time_ms) / 1000.0, "commit");
+            emit(e, &e->c->parts[i], o->gtrid, age_since(o->time_ms), "commit", NULL);
+}
+
+static void free_key(const char *key, void *value, void *arg)
+{
+    free(value);
+}
+
+int indoubt_each(coord *c, indoubt_fn fn, void *arg)
+{
+    each_ctx e = {c, strmap_new(), fn, arg, 0};
+    if (!e.seen)
+        return -ENOMEM;
+    txn_each_prepared(c, add_live, &e);
+    outcomes_each_unfinished(c->outcomes, add_unfinished, &e);
+    recovery_each_left(c, add_left, &e);
+    recovery_each_foreign(c, add_foreign, &e);
+    strmap_each(e.seen, free_key, NULL);
+    strmap_free(e.seen);
+    return e.err;
+}
+
+static void count_branch(const indoubt_branch *b, void *arg)
+{
+    indoubt_stats *st = arg;
+    st->count[b->part->index]++;
+    if (b->age_s > st->oldest_s[b->part->index])
+        st->oldest_s[b->part->index] = b->age_s;
+}
+
+int indoubt_get_stats(coord *c, indoubt_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    return indoubt_each(c, count_branch, st);
+}
+
+static void list_branch(const indoubt_branch *b, void *arg)
+{
+    json_t *v = json_pack("{s:s, s:s, s:f, s:s}", "xid", b->gtrid, "participant",
+                          b->part->cfg->name, "age_s", b->age_s, "decision", b->decision);
+    if (v && b->identity)
+        json_object_set_new(v, "identity", json_string(b->identity));
+    json_array_append_new(arg, v);
 }
 
 void indoubt_list(coord *c, http_request *req)
 {
-    list_ctx l = {c, json_array()};
-    json_t *obj;
+    json_t *arr = json_array(), *obj;
     char *s;
-    txn_each_prepared(c, add_live, l.arr);
-    outcomes_each_unfinished(c->outcomes, add_unfinished, &l);
-    recovery_each_left(c, add_left, &l);
-    recovery_each_foreign(c, add_foreign, l.arr);
-    obj = json_pack("{s:o}", "branches", l.arr);
-    s = json_dumps(obj, JSON_COMPACT);
+    if (!arr || indoubt_each(c, list_branch, arr) != 0) {
+        json_decref(arr);
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    obj = json_pack("{s:o}", "branches", arr);
+    s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
+    if (!s) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
     http_respond(req, 200, NULL, s, strlen(s));
     free(s);
 }
@@ -120,24 +169,32 @@ struct resolution {
     res_branch b[CONFIG_MAX_PARTICIPANTS];
 };
 
+/* 200 when every branch was finished (or was not there); 502 when a participant refused or failed
+ * one, e.g. a branch prepared by another database role: the operator must not read "done". */
 static void finish(resolution *r)
 {
     json_t *parts = json_object();
     char *s;
+    int status = 200;
     /* The next recovery scan confirms what is gone and writes the DONE record. */
     for (int i = 0; i < r->n; i++) {
         res_branch *b = &r->b[i];
         json_object_set_new(parts, b->part->cfg->name,
                             b->message[0] ? json_string(b->message) : json_string(b->result));
+        if (b->message[0])
+            status = 502;
     }
     recovery_kick(r->c);
     json_t *obj = json_pack("{s:s, s:s, s:o}", "xid", r->b[0].xid.gtrid, "action",
                             r->commit ? "commit" : "rollback", "participants", parts);
     if (r->foreign)
         json_object_set_new(obj, "identity", json_string(r->foreign));
+    if (status != 200)
+        json_object_set_new(
+            obj, "error", json_string("a participant did not finish its branch: see participants"));
     s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
-    http_respond(r->req, 200, NULL, s, strlen(s));
+    http_respond(r->req, status, NULL, s, strlen(s));
     free(s);
     free(r);
 }

@@ -13,6 +13,29 @@
 #include "coord.h"
 #include "http.h"
 
+/* One branch as GET /v1/in-doubt lists it. decision: "commit", "abort" (presumed), "foreign" or
+ * what a live transaction's state says; identity: the foreign identity, else NULL. */
+typedef struct indoubt_branch {
+    const coord_part *part;
+    const char *gtrid;
+    double age_s;
+    const char *decision;
+    const char *identity;
+} indoubt_branch;
+
+typedef void (*indoubt_fn)(const indoubt_branch *b, void *arg);
+/* Calls fn once for each listed branch (live transactions' prepared branches, committed ones
+ * awaiting phase 2, those left by recovery scans, foreign ones). 0, or -ENOMEM with the walk
+ * cut short. */
+XA_MUST_CHECK int indoubt_each(coord *c, indoubt_fn fn, void *arg);
+
+/* Per participant index: how many branches are listed and the age of the oldest. */
+typedef struct indoubt_stats {
+    int count[CONFIG_MAX_PARTICIPANTS];
+    double oldest_s[CONFIG_MAX_PARTICIPANTS];
+} indoubt_stats;
+XA_MUST_CHECK int indoubt_get_stats(coord *c, indoubt_stats *st);
+
 /* GET /v1/in-doubt */
 void indoubt_list(coord *c, http_request *req);
 /* POST /v1/in-doubt/{gtrid}/commit|rollback; participant may be NULL (all of them). */

@@ -429,6 +429,9 @@ static void worker_next(worker *w)
         if (strmap_get(c->live, x->gtrid))
             continue; /* live in this process: its own engine finishes it */
         commit = outcome_find_commit(c->outcomes, x->gtrid) != NULL;
+#ifdef XACOORD_PLANTED_BUG
+        commit = false; /* the deliberately wrong rule that xacoord-drill must catch */
+#endif
         log_info(s->ctx, "in-doubt branch %s: %s (%s)", x->gtrid,
                  commit ? "committing" : "rolling back",
                  commit ? "commit record found" : "no commit record: presumed abort");

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -58,11 +59,17 @@ static int dial(void)
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)http_server_port(srv)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* No TIME_WAIT left behind by close(): a campaign makes millions of connections, more than
+     * there are local ports to pair with the server's one. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert(fd >= 0);
+    assert(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
     /* Blocking: on loopback the kernel completes it from the backlog at once. */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        perror("fuzz_http: connect"); /* the harness's failure, not the server's */
         abort();
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }

@@ -1370,18 +1370,39 @@ static bool xid_ok(const px_xid *x)
            memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual);
 }
 
+/* Writes tmpl into out with every "$X" replaced by the quoted XID ('gtrid','bqual'). Templates are
+ * fixed strings, not printf formats: nothing can pair a conversion with the wrong argument. */
+static bool xa_expand(char *out, size_t n, const char *tmpl, const px_xid *x)
+{
+    size_t len = 0;
+    for (const char *p = tmpl; *p;) {
+        if (p[0] == '$' && p[1] == 'X') {
+            int w = snprintf(out + len, n - len, "'%s','%s'", x->gtrid, x->bqual);
+            if (w < 0 || (size_t)w >= n - len)
+                return false;
+            len += (size_t)w;
+            p += 2;
+        } else {
+            if (len + 1 >= n)
+                return false;
+            out[len++] = *p++;
+        }
+    }
+    out[len] = '\0';
+    return true;
+}
+
 static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, enum xa_kind kind,
-                  const char *fmt0, const char *fmt1)
+                  const char *tmpl0, const char *tmpl1)
 {
     if (!c || !cb || !xid_ok(x))
         return PX_EINVAL;
     if (busy(c))
         return PX_EBUSY;
-    snprintf(c->xa_sql[0], XA_SQL_MAX, fmt0, x->gtrid, x->bqual, x->gtrid, x->bqual, x->gtrid,
-             x->bqual);
-    if (fmt1)
-        snprintf(c->xa_sql[1], XA_SQL_MAX, fmt1, x->gtrid, x->bqual);
-    c->xa_n = fmt1 ? 2 : 1;
+    if (!xa_expand(c->xa_sql[0], XA_SQL_MAX, tmpl0, x) ||
+        (tmpl1 && !xa_expand(c->xa_sql[1], XA_SQL_MAX, tmpl1, x)))
+        return PX_EINVAL;
+    c->xa_n = tmpl1 ? 2 : 1;
     c->xa_i = 0;
     c->xa_kind = kind;
     if (kind == XK_END || kind == XK_PREPARE || kind == XK_ABANDON)
@@ -1390,41 +1411,40 @@ static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, enum xa
     return op_begin(c, OP_XA, arg);
 }
 
-/* Formats take gtrid, bqual three times; snprintf ignores the unused arguments. */
 static int mx_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_START, "XA START '%s','%s'", NULL);
+    return xa_run(c, x, cb, arg, XK_START, "XA START $X", NULL);
 }
 
 static int mx_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     /* The marker row goes in with the branch's work, in the same round trip (marker_exists). */
     if (c && c->base.target->without_markers)
-        return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA PREPARE '%s','%s'", NULL);
+        return xa_run(c, x, cb, arg, XK_END, "XA END $X; XA PREPARE $X", NULL);
     return xa_run(c, x, cb, arg, XK_PREPARE,
-                  "INSERT INTO xacoord_marker (gtrid, bqual) VALUES ('%s','%s'); "
-                  "XA END '%s','%s'; XA PREPARE '%s','%s'",
+                  "INSERT INTO xacoord_marker (gtrid, bqual) VALUES ($X); "
+                  "XA END $X; XA PREPARE $X",
                   NULL);
 }
 
 static int mx_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_ABANDON, "XA END '%s','%s'", "XA ROLLBACK '%s','%s'");
+    return xa_run(c, x, cb, arg, XK_ABANDON, "XA END $X", "XA ROLLBACK $X");
 }
 
 static int mx_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_END, "XA END '%s','%s'; XA COMMIT '%s','%s' ONE PHASE", NULL);
+    return xa_run(c, x, cb, arg, XK_END, "XA END $X; XA COMMIT $X ONE PHASE", NULL);
 }
 
 static int mx_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_FINISH, "XA COMMIT '%s','%s'", NULL);
+    return xa_run(c, x, cb, arg, XK_FINISH, "XA COMMIT $X", NULL);
 }
 
 static int mx_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    return xa_run(c, x, cb, arg, XK_FINISH, "XA ROLLBACK '%s','%s'", NULL);
+    return xa_run(c, x, cb, arg, XK_FINISH, "XA ROLLBACK $X", NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------

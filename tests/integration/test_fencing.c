@@ -82,6 +82,15 @@ static void wait_foreign_listed(const tu_daemon *d, const char *identity, const 
     fail_msg("no foreign branch of %s on %s in the in-doubt list", identity, participant);
 }
 
+/* Runs sql on the payment database as its superuser. */
+static void payment_admin(const char *sql)
+{
+    char *out = tu_admin_sql("payment", "payment", sql);
+    if (!out)
+        fail_msg("payment: %s failed", sql);
+    free(out);
+}
+
 static bool metrics_have(const tu_daemon *d, const char *line)
 {
     char *resp = NULL;
@@ -279,11 +288,8 @@ static void test_takeover_of_a_lost_directory(void **state)
     tu_daemon_identity(&c, idc);
     assert_prepared(pc, 1);
     assert_int_equal(tu_sh("rm -rf '%s/data'", c.dir), 0); /* the disk is gone */
-    out = tu_admin_sql("payment", "payment",
-                       "SET ROLE xacoord; BEGIN; UPDATE account SET balance = balance "
-                       "WHERE user_id = 9; PREPARE TRANSACTION 'xa2.tk.zzzzzzzz.1.1.payment'");
-    assert_non_null(out);
-    free(out);
+    payment_admin("SET ROLE xacoord; BEGIN; UPDATE account SET balance = balance "
+                  "WHERE user_id = 9; PREPARE TRANSACTION 'xa2.tk.zzzzzzzz.1.1.payment'");
 
     tu_daemon_init(&d, "tk", NULL);
     tu_daemon_start(&d, NULL);
@@ -292,6 +298,9 @@ static void test_takeover_of_a_lost_directory(void **state)
         assert_int_equal(foreign_listed(&d, idc, shop[i]), 1);
     assert_int_equal(foreign_listed(&d, "zzzzzzzz", "payment"), 1);
     assert_true(metrics_have(&d, "xacoord_foreign_branches{participant=\"payment\"} 2"));
+    /* what the in-doubt list shows, the unresolved gauge counts */
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"payment\"} 2"));
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"order\"} 1"));
 
     /* one foreign branch by hand: no journal here contradicts either decision */
     assert_int_equal(post_status(&d, "/v1/in-doubt/xa2.tk.zzzzzzzz.1.1/commit", &resp), 200);
@@ -327,6 +336,7 @@ static void test_takeover_of_a_lost_directory(void **state)
         usleep(250000);
     }
     assert_prepared("xa2.tk.", 0);
+    assert_true(metrics_have(&d, "xacoord_unresolved_branches{participant=\"payment\"} 0"));
     assert_int_equal(tu_order_status(1001), 'I');
     assert_int_equal(tu_balance(7), 200);
     assert_int_equal(tu_invariants(), 0);
@@ -335,6 +345,31 @@ static void test_takeover_of_a_lost_directory(void **state)
     tu_daemon_cleanup(&c);
     tu_daemon_cleanup(&d);
     free(body);
+}
+
+/* A branch the coordinator's database role may not finish (prepared by a superuser): the manual
+ * resolution answers 502 with the participant's refusal, never a 200 that reads "done". */
+static void test_refused_resolution_is_not_success(void **state)
+{
+    tu_daemon d;
+    const char *gtrid = "xa2.rf.yyyyyyyy.1.1";
+    char *resp = NULL, path[96];
+
+    tu_shop_reset();
+    payment_admin("BEGIN; UPDATE account SET balance = balance WHERE user_id = 9; "
+                  "PREPARE TRANSACTION 'xa2.rf.yyyyyyyy.1.1.payment'");
+    tu_daemon_init(&d, "rf", NULL);
+    tu_daemon_start(&d, NULL);
+    wait_foreign_listed(&d, "yyyyyyyy", "payment");
+    snprintf(path, sizeof path, "/v1/in-doubt/%s/rollback?participant=payment", gtrid);
+    assert_int_equal(post_status(&d, path, &resp), 502);
+    if (!strstr(resp, "\"payment\":\"error: ") || !strstr(resp, "\"error\":"))
+        fail_msg("refused resolution answered: %s", resp);
+    free(resp);
+    assert_int_equal(tu_prepared("payment", gtrid), 1);
+    payment_admin("ROLLBACK PREPARED 'xa2.rf.yyyyyyyy.1.1.payment'");
+    assert_int_equal(tu_daemon_stop(&d), 0);
+    tu_daemon_cleanup(&d);
 }
 
 /* Guessing an identity would rename every branch of the directory: start-up stops instead. */
@@ -366,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_lost_lock_sessions_never_unfence),
         cmocka_unit_test(test_takeover_of_a_lost_directory),
         cmocka_unit_test(test_damaged_identity_stops_start),
+        cmocka_unit_test(test_refused_resolution_is_not_success),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

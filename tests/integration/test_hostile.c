@@ -702,7 +702,7 @@ static void test_guard_mysql(void **state)
         REQUIRE(gtrid_format(&g, predicted[k], sizeof predicted[k]), "gtrid too long");
     }
     for (int k = 0; k < 3; k++) {
-        char end[200], commit[220];
+        char end[sizeof predicted + 32], commit[sizeof predicted + 48]; /* GCC cannot bound k */
         snprintf(end, sizeof end, "XA END '%s','order'", predicted[k]);
         snprintf(commit, sizeof commit, "XA COMMIT '%s','order' ONE PHASE", predicted[k]);
         expect_refused(

@@ -33,7 +33,7 @@ extern char **environ;
 /* A free port below the kernel's ephemeral range (32768 and up here): a port from that range can
  * be taken by an outgoing connection - or its TIME_WAIT - between this check and the daemon's
  * bind. */
-static int free_port(void)
+int tu_free_port(void)
 {
     static int next;
     if (!next)
@@ -119,7 +119,7 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
     snprintf(d->node, sizeof d->node, "%s", node);
     snprintf(d->config, sizeof d->config, "%s/xacoord.ini", d->dir);
     snprintf(d->log, sizeof d->log, "%s/xacoord.log", d->dir);
-    d->port = free_port();
+    d->port = tu_free_port();
     f = fopen(d->config, "w");
     assert_non_null(f);
     fprintf(f,

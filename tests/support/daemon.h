@@ -78,6 +78,9 @@ char *tu_checkout_json(const char *id, long order, long user, long amount, const
 /* The JSON of shipping order `order`. */
 char *tu_ship_json(const char *id, long order);
 
+/* A free loopback port below the kernel's ephemeral range, for a server the test starts. */
+int tu_free_port(void);
+
 /* The source tree (for scripts/ and tests/invariants). */
 const char *tu_source_dir(void);
 /* Runs build/xactl against d with the given arguments (a shell fragment); returns its exit code

@@ -3,6 +3,7 @@
  */
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,16 @@ static bool flag_done(const void *arg) { return *(const volatile bool *)arg; }
 void tu_run_until(uv_loop_t *loop, const volatile bool *flag, unsigned timeout_ms)
 {
     run_until(loop, flag_done, (const void *)flag, timeout_ms);
+}
+
+static bool atomic_done(const void *arg)
+{
+    return atomic_load((const atomic_bool *)arg);
+}
+
+void tu_run_until_atomic(uv_loop_t *loop, const atomic_bool *flag, unsigned timeout_ms)
+{
+    run_until(loop, atomic_done, (const void *)flag, timeout_ms);
 }
 
 struct count_arg {

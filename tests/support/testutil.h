@@ -7,6 +7,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 /* cmocka needs the headers above first. */
@@ -16,6 +17,8 @@
 
 /* Runs the loop until *flag is true; fails the test after timeout_ms. */
 void tu_run_until(uv_loop_t *loop, const volatile bool *flag, unsigned timeout_ms);
+/* The same for a flag that another thread sets. */
+void tu_run_until_atomic(uv_loop_t *loop, const atomic_bool *flag, unsigned timeout_ms);
 /* Runs the loop until *count reaches want; fails the test after timeout_ms. */
 void tu_run_until_count(uv_loop_t *loop, const volatile int *count, int want, unsigned timeout_ms);
 /* Closes every handle still open on the loop and asserts that uv_loop_close succeeds. */

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +173,7 @@ typedef struct client {
     char buf[CLIENT_BUF];
     size_t len;
     bool connect_failed, eof, reset;
-    volatile bool signaled, done;
+    atomic_bool signaled, done; /* written by the client thread, read by the loop's */
 } client;
 
 typedef struct response {
@@ -254,7 +255,7 @@ static void *client_main(void *arg)
                 cl->reset = true;
             break;
         case STEP_SIGNAL:
-            cl->signaled = true;
+            atomic_store(&cl->signaled, true);
             uv_async_send(cl->wake);
             break;
         case STEP_END:
@@ -263,7 +264,7 @@ static void *client_main(void *arg)
     }
 out:
     close(fd);
-    cl->done = true;
+    atomic_store(&cl->done, true);
     uv_async_send(cl->wake);
     return NULL;
 }
@@ -279,7 +280,7 @@ static void client_start(client *cl, ctx *c, const step *steps)
 
 static void client_wait(client *cl, ctx *c)
 {
-    tu_run_until(&c->loop, &cl->done, 10000);
+    tu_run_until_atomic(&c->loop, &cl->done, 10000);
     pthread_join(cl->thread, NULL);
 }
 
@@ -552,7 +553,7 @@ static void test_stop_with_pending_request(void **state)
     start_server(&c, NULL);
     client_start(&held, &c, held_steps);
     client_start(&idle, &c, idle_steps);
-    tu_run_until(&c.loop, &idle.signaled, 5000);
+    tu_run_until_atomic(&c.loop, &idle.signaled, 5000);
     tu_run_until_count(&c.loop, &c.calls, 2, 5000);
 
     http_server_stop(c.srv, on_stopped, &c.stopped);
@@ -647,7 +648,7 @@ static void test_max_connections(void **state)
     assert_int_equal(second.len, 0);
 
     http_respond(c.held[0], 200, NULL, "{}", 2);
-    tu_run_until(&c.loop, &first.signaled, 5000);
+    tu_run_until_atomic(&c.loop, &first.signaled, 5000);
     client_start(&third, &c, third_steps);
     client_wait(&third, &c);
     client_wait(&first, &c);
