@@ -42,7 +42,8 @@ static int connect_to(const char *host, int port)
 static bool send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        /* No SIGPIPE when the server closed early (e.g. after answering 413 to a huge body). */
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -102,7 +103,11 @@ int httpc_request(const char *host, int port, const char *method, const char *pa
     }
     sent = send_all(fd, head, strlen(head)) && (blen == 0 || send_all(fd, body, blen));
     free(head);
-    all = sent ? read_all(fd) : NULL;
+    /* A server may answer before it read the whole request (401, 413) and close: its answer is
+     * still there to read when the rest could not be sent. */
+    if (!sent)
+        shutdown(fd, SHUT_WR);
+    all = read_all(fd);
     close(fd);
     if (!all)
         return -1;

@@ -1126,7 +1126,13 @@ static void journal_fail(journal *j, const char *msg)
         j->opts.on_fatal(msg, j->opts.arg);
         return;
     }
-    log_error(LOG_CTX, "%s", msg);
+    /* As PostgreSQL does on a failed fsync: the page cache may have dropped the record, so no
+     * later success could prove it durable. Waiting requests get no answer: their outcome is
+     * whatever the journal holds at the next start (docs/operations.md section 8c). */
+    log_error(LOG_CTX,
+              "%s; exiting: no decision is taken on a journal that cannot be made "
+              "durable (restart once the disk works: recovery finishes every branch)",
+              msg);
     exit(1);
 }
 

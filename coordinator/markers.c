@@ -73,7 +73,13 @@ typedef struct asking {
     px_pool_req req;
     px_param params[3]; /* client id, bqual, the coordinator's gtrid prefix */
     px_stmt stmt;
+    int retries; /* connections found broken so far */
 } asking;
+
+/* An idle pooled connection may have died since its last use (a server restart, an
+ * administrator's pg_terminate_backend): the read is asked again on a fresh one, a few times,
+ * before the lookup says "cannot tell". */
+#define ASK_RETRIES 2
 
 struct lookup {
     const coord *c;
@@ -107,6 +113,8 @@ static void ask_failed(asking *a, const char *why)
     lookup_done(l);
 }
 
+static void ask(asking *a);
+
 static void on_found(px_conn *conn, const px_error *err, int failed_index, const px_result *results,
                      int nresults, void *arg)
 {
@@ -116,6 +124,10 @@ static void on_found(px_conn *conn, const px_error *err, int failed_index, const
         px_pool_discard(a->part->pool, conn);
     else
         px_pool_release(a->part->pool, conn);
+    if (err && err->conn_broken && a->retries++ < ASK_RETRIES) {
+        ask(a); /* a read: asking again cannot change anything */
+        return;
+    }
     if (err) {
         ask_failed(a, err->message);
         return;

@@ -5,7 +5,8 @@
 # secret into a private tmpfs owned by the xacoord user with mode 0600, makes sure the data
 # volume belongs to that user, and then runs the command as xacoord.
 #
-# compose.yaml leaves root only CHOWN, SETUID and SETGID: without DAC_OVERRIDE or FOWNER, root
+# compose.yaml leaves root only CHOWN, SETUID, SETGID (and KILL, for tini to forward a stop
+# signal to the daemon): without DAC_OVERRIDE or FOWNER, root
 # may write only into directories it owns and change modes only of files it owns, hence the
 # order below (fill the directory while it is root's, hand it over last).
 set -eu

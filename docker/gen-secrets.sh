@@ -1,20 +1,23 @@
 #!/bin/sh
-# Creates the secret files that docker/compose.yaml mounts (database passwords and the API
-# token), each a random 32-character line. Existing files are kept, so the passwords stay those
-# the database volumes were initialised with. The directory is private to its owner (0700);
-# the files inside are 0644 because Compose bind-mounts them unchanged and the servers read
-# them as their own users (postgres, mysql), whose ids differ from the host's.
+# Creates the secret files the containers mount (database passwords and the API token), each a
+# random 32-character line, mode 0600 in a directory of mode 0700. Every image reads its secrets
+# as root when its container starts (the coordinator's entrypoint then hands private copies to
+# the xacoord user), so nobody else needs to read them. Existing files are kept, so the
+# passwords stay those the database volumes were initialised with.
+# Usage: docker/gen-secrets.sh [DIR]      (default: docker/secrets, never committed)
 set -eu
-cd "$(dirname "$0")"
-mkdir -p secrets
-chmod 0700 secrets
-for name in pg_admin.pw mysql_root.pw payment.pw order.pw warehouse.pw token; do
-    f=secrets/$name
+dir=${1:-$(dirname "$0")/secrets}
+umask 077
+mkdir -p "$dir"
+chmod 0700 "$dir"
+for name in api_token pg_admin_pw mysql_root_pw payment_pw order_pw warehouse_pw; do
+    f=$dir/$name
     if [ -s "$f" ]; then
+        chmod 0600 "$f"
         continue
     fi
     pw=$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | cut -c1-32)
-    printf '%s\n' "$pw" >"$f"
-    chmod 0644 "$f"
-    echo "created docker/$f"
+    printf '%s\n' "$pw" >"$f.tmp"
+    mv "$f.tmp" "$f"
+    echo "created $f"
 done

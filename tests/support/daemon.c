@@ -144,18 +144,21 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
     fclose(f);
 }
 
-void tu_daemon_set_pool_size(tu_daemon *d, int pool_size)
+/* Rewrites d's configuration line by line: edit(line, section, out, arg) writes each line's
+ * replacement to out (section: the current "[...]" header, "" before the first). */
+typedef void line_edit(const char *line, const char *section, FILE *out, const void *arg);
+
+static void rewrite_config(tu_daemon *d, line_edit *edit, const void *arg)
 {
-    char *text = NULL, line[1024];
+    char *text = NULL, line[1024], section[128] = "";
     size_t len = 0;
     FILE *in = fopen(d->config, "r"), *out = open_memstream(&text, &len);
     assert_non_null(in);
     assert_non_null(out);
     while (fgets(line, sizeof line, in)) {
-        if (strncmp(line, "pool_size", 9) == 0 && strchr(" =", line[9]))
-            fprintf(out, "pool_size = %d\n", pool_size);
-        else
-            fputs(line, out);
+        if (line[0] == '[')
+            snprintf(section, sizeof section, "%.*s", (int)strcspn(line, "\n"), line);
+        edit(line, section, out, arg);
     }
     fclose(in);
     fclose(out);
@@ -164,6 +167,56 @@ void tu_daemon_set_pool_size(tu_daemon *d, int pool_size)
     assert_int_equal(fwrite(text, 1, len, in), len);
     assert_int_equal(fclose(in), 0);
     free(text);
+}
+
+static void edit_pool_size(const char *line, const char *section, FILE *out, const void *arg)
+{
+    (void)section;
+    if (strncmp(line, "pool_size", 9) == 0 && strchr(" =", line[9]))
+        fprintf(out, "pool_size = %d\n", *(const int *)arg);
+    else
+        fputs(line, out);
+}
+
+void tu_daemon_set_pool_size(tu_daemon *d, int pool_size)
+{
+    rewrite_config(d, edit_pool_size, &pool_size);
+}
+
+typedef struct key_edit {
+    char section[64];
+    const char *key, *value;
+} key_edit;
+
+/* Replaces key's line in the section, or - for a PostgreSQL port - the port in its conninfo, or
+ * adds the key right after the section's header. */
+static void edit_key(const char *line, const char *section, FILE *out, const void *arg)
+{
+    const key_edit *e = arg;
+    size_t klen = strlen(e->key);
+    const char *at = strstr(line, " port=");
+    if (strcmp(section, e->section) != 0) {
+        fputs(line, out);
+    } else if (line[0] == '[') {
+        fputs(line, out);
+        if (strcmp(e->key, "port") != 0)
+            fprintf(out, "%s = %s\n", e->key, e->value);
+    } else if (strncmp(line, e->key, klen) == 0 && strchr(" =", line[klen])) {
+        if (strcmp(e->key, "port") == 0)
+            fprintf(out, "port = %s\n", e->value);
+    } else if (strcmp(e->key, "port") == 0 && strncmp(line, "conninfo", 8) == 0 && at) {
+        fprintf(out, "%.*s port=%s%s", (int)(at - line), line, e->value,
+                at + 6 + strspn(at + 6, "0123456789"));
+    } else {
+        fputs(line, out);
+    }
+}
+
+void tu_daemon_set_key(tu_daemon *d, const char *section, const char *key, const char *value)
+{
+    key_edit e = {.key = key, .value = value};
+    snprintf(e.section, sizeof e.section, "[%s]", section);
+    rewrite_config(d, edit_key, &e);
 }
 
 pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env)

@@ -35,6 +35,10 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra);
 /* Sets pool_size of every participant in d's configuration (after tu_daemon_init, before the
  * daemon starts): pool_size = 1 makes each transaction reuse the previous one's connection. */
 void tu_daemon_set_pool_size(tu_daemon *d, int pool_size);
+/* Sets key = value in a section of d's configuration ("coordinator", "participant.order"), before
+ * the daemon starts. "port" also rewrites a PostgreSQL conninfo's port, to point the participant
+ * at a fault proxy. */
+void tu_daemon_set_key(tu_daemon *d, const char *section, const char *key, const char *value);
 /* Starts it (environment: the current one plus env, a NULL-terminated "K=V" list or NULL) and
  * waits until /readyz answers 200. */
 void tu_daemon_start(tu_daemon *d, const char *const *env);
