@@ -187,6 +187,12 @@ static bool row_from_cells(char *const *cells, store_row *r)
 
 /* ---- start-up (blocking) ----------------------------------------------------------------- */
 
+/* Server notices ("relation already exists, skipping") are not the operator's business. */
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg, (void)message;
+}
+
 static PGconn *connect_blocking(const config_store *st, char *err, size_t errlen)
 {
     const char *keys[] = {"dbname", "password", "connect_timeout", NULL};
@@ -210,6 +216,7 @@ static PGconn *connect_blocking(const config_store *st, char *err, size_t errlen
         PQfinish(pg);
         return NULL;
     }
+    PQsetNoticeProcessor(pg, quiet_notice, NULL);
     return pg;
 }
 
