@@ -36,6 +36,9 @@ typedef struct bench_kind {
 } bench_kind;
 
 extern const bench_kind bench_http_kind;
+/* The same requests to a second daemon that keeps its decisions in a store with payment as the
+ * last resource (scripts/bench: "xacoord (store, last resource)"). */
+extern const bench_kind bench_http_store_kind;
 extern const bench_kind bench_b0_kind;
 extern const bench_kind bench_b1_kind;
 
@@ -72,6 +75,7 @@ struct bench_run {
     bench_client *clients;
     /* settings the kinds read */
     int http_port;
+    int store_port; /* bench_http_store_kind's daemon; 0: none */
     bench_body body;
     bool single;                 /* only the checkout's payment branch (one-phase commit) */
     const char *mem_stmt;        /* the statement of every memory branch */

@@ -207,7 +207,9 @@ static void http_open(bench_client *cl)
     h->tcp.data = h;
     h->connect.data = h;
     uv_tcp_nodelay(&h->tcp, 1);
-    uv_ip4_addr("127.0.0.1", cl->run->http_port, &sa);
+    uv_ip4_addr("127.0.0.1",
+                cl->run->kind == &bench_http_store_kind ? cl->run->store_port : cl->run->http_port,
+                &sa);
     rc = uv_tcp_connect(&h->connect, &h->tcp, (const struct sockaddr *)&sa, on_connect);
     if (rc < 0)
         bench_client_failed(cl, uv_strerror(rc));
@@ -269,3 +271,4 @@ static void http_close(bench_client *cl)
 }
 
 const bench_kind bench_http_kind = {"xacoord", http_open, http_start, http_close};
+const bench_kind bench_http_store_kind = {"xacoord-store-lr", http_open, http_start, http_close};

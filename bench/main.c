@@ -27,6 +27,7 @@
 
 typedef struct opts {
     int port;
+    int store_port; /* shop: a second daemon, decision store with a last resource */
     int pg_port, order_port, wh_port;
     const char *secrets;
     const char *setup;
@@ -201,8 +202,9 @@ static int measure(const opts *o, bench_run *run, const bench_kind *kind, int co
  * local transaction (B0); B1 does not apply. */
 static int cmd_shop(const opts *o, bool single)
 {
-    const bench_kind *kinds[3] = {&bench_http_kind, &bench_b0_kind, &bench_b1_kind};
-    const int nkinds = single ? 2 : 3;
+    const bench_kind *kinds[4] = {&bench_http_kind, &bench_b0_kind, &bench_b1_kind,
+                                  &bench_http_store_kind};
+    const int nkinds = single ? 2 : o->store_port ? 4 : 3;
     bench_targets t;
     uv_loop_t loop;
     bench_run run = {0};
@@ -214,6 +216,7 @@ static int cmd_shop(const opts *o, bool single)
     uv_loop_init(&loop);
     run.loop = &loop;
     run.http_port = o->port;
+    run.store_port = o->store_port;
     run.body = BENCH_BODY_SHOP;
     run.single = single;
     run.targets = &t;
@@ -222,15 +225,15 @@ static int cmd_shop(const opts *o, bool single)
     for (char *tok = strtok_r(conc_list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int conc = atoi(tok);
         int64_t per = conc > 0 ? o->orders / conc : 0;
-        bench_result res[3][SHOP_ROUNDS];
-        double group[3][SHOP_ROUNDS];
+        bench_result res[4][SHOP_ROUNDS];
+        double group[4][SHOP_ROUNDS];
         if (conc <= 0 || per <= 0)
             return fail("bad --conc");
         for (int round = 0; round < SHOP_ROUNDS; round++)
             for (int k = 0; k < nkinds; k++)
                 if ((rc = measure(o, &run, kinds[k], conc, per,
-                                  round == 0 && kinds[k] == &bench_http_kind, &res[k][round],
-                                  &group[k][round])) != 0)
+                                  round == 0 && kinds[k]->open == bench_http_kind.open,
+                                  &res[k][round], &group[k][round])) != 0)
                     goto out;
         for (int k = 0; k < nkinds; k++) {
             int order[SHOP_ROUNDS];
@@ -369,6 +372,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: xabench shop|single|coordonly|memory|recovery [options]\n"
             "  --port N            the daemon's HTTP port\n"
+            "  --store-port N      shop: also measure a daemon with decision_log = postgres and\n"
+            "                      payment as the last resource (mode xacoord-store-lr)\n"
             "  --pg-port N --order-port N --warehouse-port N --secrets DIR\n"
             "                      the shop databases (passwords in DIR/<name>.pw)\n"
             "  --setup CMD         run as 'CMD USERS ORDERS_PER_USER' before each run\n"
@@ -394,7 +399,7 @@ int main(int argc, char **argv)
         {"n", required_argument, NULL, 'n'},        {"sleep-ms", required_argument, NULL, 'm'},
         {"node", required_argument, NULL, 'N'},     {"xacoord", required_argument, NULL, 'x'},
         {"config", required_argument, NULL, 'C'},   {"log", required_argument, NULL, 'l'},
-        {"identity", required_argument, NULL, 'I'},
+        {"identity", required_argument, NULL, 'I'}, {"store-port", required_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     opts o = {.conc = NULL, .seconds = 5, .orders = 60000, .sleep_ms = 2000};
     const char *cmd;
@@ -408,6 +413,9 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p': o.port = atoi(optarg); break;
+        case 'q':
+            o.store_port = atoi(optarg);
+            break;
         case 'P': o.pg_port = atoi(optarg); break;
         case 'O': o.order_port = atoi(optarg); break;
         case 'W': o.wh_port = atoi(optarg); break;

@@ -71,6 +71,23 @@ END {
                 p50[ms[m], c], p99[ms[m], c], p999[ms[m], c], abort[ms[m], c], \
                 ms[m] == "xacoord" ? "1.00" : ratio(tps["xacoord", c], tps[ms[m], c])
     }
+    nlr = 0
+    for (i = 1; i <= nconc; i++) if (("xacoord-store-lr", conc[i]) in tps) nlr++
+    if (nlr > 0) {
+        print ""
+        print "## Checkout with the decision store (xacoord-store-lr: decision_log = postgres, store in payment's database, payment the last resource)"
+        print ""
+        print "Measured in the same run, interleaved with the modes above."
+        print ""
+        print "| concurrency | committed/s | p50 ms | p99 ms | p99.9 ms | abort+error rate | store-lr / B1 | store-lr / B0 | store-lr / xacoord (journal) |"
+        print "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for (i = 1; i <= nconc; i++) {
+            c = conc[i]; m = "xacoord-store-lr"
+            printf "| %d | %.0f | %.2f | %.2f | %.2f | %.4f | %s | %s | %s |\n", c, tps[m, c], p50[m, c], \
+                p99[m, c], p999[m, c], abort[m, c], ratio(tps[m, c], tps["B1", c]), \
+                ratio(tps[m, c], tps["B0", c]), ratio(tps[m, c], tps["xacoord", c])
+        }
+    }
     print ""
     printf "Mean journal group size during the xacoord runs:"
     for (i = 1; i <= nconc; i++) printf " %s (c=%d)", group[conc[i]], conc[i]

@@ -11,6 +11,7 @@
 #include "owner.h"
 #include "preflight.h"
 #include "status.h"
+#include "store.h"
 #include "txn.h"
 #include "ui.h"
 
@@ -155,15 +156,45 @@ static bool admit(coord *c, http_request *req, const txn_request *treq)
     return true;
 }
 
+static void start_new(coord *c, http_request *req, txn_request *treq);
+
+typedef struct submitting {
+    coord *c;
+    http_request *req;
+    txn_request *treq;
+} submitting;
+
+/* The decision store answered for an id this process does not know (store.h). */
+static void on_store_found(void *arg, int status, const store_row *r, const char *why)
+{
+    submitting *s = arg;
+    outcome *o = outcome_find(s->c->outcomes, s->treq->id);
+    char msg[400];
+    if (!o && status == 200 && !(o = coord_outcome_from_row(s->c, r, false))) {
+        request_free(s->treq);
+        http_respond_error(s->req, 500, "out of memory");
+    } else if (o) {
+        submit_repeated(s->c, s->req, s->treq, o); /* found, or started here meanwhile */
+    } else if (status == 404) {
+        start_new(s->c, s->req, s->treq);
+    } else {
+        request_free(s->treq);
+        snprintf(msg, sizeof msg, "cannot tell whether id was used before: decision store: %s",
+                 why);
+        http_respond_error(s->req, 503, msg);
+    }
+    free(s);
+}
+
 static void submit(coord *c, http_request *req)
 {
     const config *cfg = c->cfg;
     request_limits lim = {cfg->max_branches, cfg->max_statements, 256, 65536,
                           cfg->default_timeout_ms, cfg->max_timeout_ms};
-    char err[256], gtrid[PX_XID_PART_MAX + 1];
+    char err[256];
     txn_request *treq;
+    submitting *s;
     outcome *o;
-    uint64_t seq;
 
     treq = request_parse(req->body, req->body_len, &lim, lookup_part, c, err, sizeof err);
     if (!treq) {
@@ -176,6 +207,26 @@ static void submit(coord *c, http_request *req)
         submit_repeated(c, req, treq, o);
         return;
     }
+    /* Any coordinator sharing the store may have run this id: it must replay, not run again. */
+    if (c->store && treq->id_given) {
+        if (!(s = malloc(sizeof *s))) {
+            request_free(treq);
+            http_respond_error(req, 500, "out of memory");
+            return;
+        }
+        *s = (submitting){c, req, treq};
+        store_find(c->store, treq->id, on_store_found, s);
+        return;
+    }
+    start_new(c, req, treq);
+}
+
+static void start_new(coord *c, http_request *req, txn_request *treq)
+{
+    char gtrid[PX_XID_PART_MAX + 1];
+    outcome *o;
+    uint64_t seq;
+
     if (!admit(c, req, treq)) {
         metric_counter_add(c->txn_rejected, 1);
         request_free(treq);
@@ -201,6 +252,7 @@ static void submit(coord *c, http_request *req)
 /* ---- GET endpoints ----------------------------------------------------------------------- */
 
 typedef struct asked {
+    coord *c;
     http_request *req;
     char id[REQUEST_ID_MAX + 1];
 } asked;
@@ -236,6 +288,26 @@ static void on_markers(void *arg, int status, const char *participant, const cha
     free(a);
 }
 
+/* The decision store answered for an id this process does not know. */
+static void on_store_shown(void *arg, int status, const store_row *r, const char *why)
+{
+    asked *a = arg;
+    char msg[480];
+    outcome *o = status == 200 ? coord_outcome_from_row(a->c, r, false) : NULL;
+    if (o && o->state != OUTCOME_IN_PROGRESS) {
+        respond_outcome(a->c, a->req, o, 200, false);
+    } else if (status == 200 || status == 503) {
+        snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: decision store: %s",
+                 a->id, why ? why : "out of memory");
+        http_respond_error(a->req, 503, msg);
+    } else {
+        http_respond_error(a->req, 404,
+                           "unknown transaction id: not committed, or older than "
+                           "the retention");
+    }
+    free(a);
+}
+
 static void show_transaction(coord *c, http_request *req, const char *id)
 {
     outcome *o = request_id_valid(id) ? outcome_find(c->outcomes, id) : NULL;
@@ -248,8 +320,12 @@ static void show_transaction(coord *c, http_request *req, const char *id)
             return;
         }
         a->req = req;
+        a->c = c;
         snprintf(a->id, sizeof a->id, "%s", id);
-        markers_find(c, id, on_markers, a);
+        if (c->store)
+            store_find(c->store, id, on_store_shown, a);
+        else
+            markers_find(c, id, on_markers, a);
         return;
     }
     if (o->state == OUTCOME_IN_PROGRESS) {

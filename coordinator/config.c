@@ -46,21 +46,22 @@ _Static_assert(GTRID_FIXED_LEN + NODE_ID_MAX + 1 + PART_NAME_MAX <= 199, "gid to
 #define DRV_ALL (DRV_PG | DRV_MY | DRV_MEM)
 
 typedef enum key_kind {
-    K_STR,       /* char * */
-    K_FILE,      /* char *: a file that must exist (TLS material) */
-    K_SECRET,    /* char * path at off, char * content at off2 */
-    K_INT,       /* int */
-    K_U32,       /* uint32_t */
-    K_I64,       /* int64_t */
-    K_SIZE,      /* size_t */
-    K_BOOL,      /* bool: true | false */
-    K_NODE_ID,   /* char[NODE_ID_MAX + 1] */
-    K_LISTEN,    /* listen_host + listen_port */
-    K_LOG_LEVEL, /* char[8] */
-    K_LOG_FORMAT, /* char[8] */
-    K_DRIVER,    /* char * */
-    K_CONNINFO,  /* char * */
-    K_HOST,      /* char *: numeric address */
+    K_STR,          /* char * */
+    K_FILE,         /* char *: a file that must exist (TLS material) */
+    K_SECRET,       /* char * path at off, char * content at off2 */
+    K_INT,          /* int */
+    K_U32,          /* uint32_t */
+    K_I64,          /* int64_t */
+    K_SIZE,         /* size_t */
+    K_BOOL,         /* bool: true | false */
+    K_NODE_ID,      /* char[NODE_ID_MAX + 1] */
+    K_LISTEN,       /* listen_host + listen_port */
+    K_LOG_LEVEL,    /* char[8] */
+    K_LOG_FORMAT,   /* char[8] */
+    K_DRIVER,       /* char * */
+    K_CONNINFO,     /* char * */
+    K_HOST,         /* char *: numeric address */
+    K_DECISION_LOG, /* decision_log */
 } key_kind;
 
 typedef struct key_desc {
@@ -76,6 +77,7 @@ typedef struct key_desc {
 
 #define CO(f) offsetof(config, f)
 #define PO(f) offsetof(config_participant, f)
+#define SO(f) offsetof(config_store, f)
 
 static const key_desc coord_keys[] = {
     {"node_id", K_NODE_ID, CO(node_id), 0, 0, 0, NULL, true, 0},
@@ -102,6 +104,18 @@ static const key_desc coord_keys[] = {
     {"max_statements", K_INT, CO(max_statements), 0, 1, 1024, "64", false, 0},
     {"log_level", K_LOG_LEVEL, CO(log_level), 0, 0, 0, "info", false, 0},
     {"log_format", K_LOG_FORMAT, CO(log_format), 0, 0, 0, "text", false, 0},
+    {"decision_log", K_DECISION_LOG, CO(decision_log), 0, 0, 0, "journal", false, 0},
+};
+
+/* [decision_store]; renew_ms defaults to a quarter of lease_ms (check_store). */
+static const key_desc store_keys[] = {
+    {"conninfo", K_CONNINFO, SO(conninfo), 0, 0, 0, NULL, true, 0},
+    {"password_file", K_SECRET, SO(password_file), SO(password), 0, 0, NULL, false, 0},
+    {"pool_size", K_INT, SO(pool_size), 0, 1, 1024, "4", false, 0},
+    {"lease_ms", K_U32, SO(lease_ms), 0, 200, MS_HOUR, "10000", false, 0},
+    {"renew_ms", K_U32, SO(renew_ms), 0, 20, MS_HOUR, NULL, false, 0},
+    {"connect_timeout_ms", K_U32, SO(connect_timeout_ms), 0, 1, MS_HOUR, "3000", false, 0},
+    {"participant", K_STR, SO(participant), 0, 0, 0, NULL, false, 0},
 };
 
 /* Which participant keys are required depends on the driver: see check_driver_keys. */
@@ -126,8 +140,9 @@ static const key_desc part_keys[] = {
 
 #define N_COORD_KEYS (sizeof coord_keys / sizeof coord_keys[0])
 #define N_PART_KEYS (sizeof part_keys / sizeof part_keys[0])
+#define N_STORE_KEYS (sizeof store_keys / sizeof store_keys[0])
 
-typedef enum sec_kind { SEC_NONE, SEC_COORD, SEC_PART, SEC_BAD } sec_kind;
+typedef enum sec_kind { SEC_NONE, SEC_COORD, SEC_PART, SEC_STORE, SEC_BAD } sec_kind;
 
 /* Where each key and section was given, for duplicate detection and for messages about rules
  * that are checked only after the whole file is read. 0 means "not given". */
@@ -150,6 +165,8 @@ typedef struct parse_ctx {
     config_participant *cur_part;
     int coord_section_line;
     int coord_key_line[N_COORD_KEYS];
+    int store_section_line;
+    int store_key_line[N_STORE_KEYS];
     part_lines part[CONFIG_MAX_PARTICIPANTS];
 } parse_ctx;
 
@@ -530,6 +547,14 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
             return -1;
         }
         return dup_into(field, v, prob);
+    case K_DECISION_LOG:
+        if (strcmp(v, "journal") != 0 && strcmp(v, "postgres") != 0) {
+            snprintf(prob, PROBLEM_MAX, "\"%.32s\" is not a decision log (journal or postgres)", v);
+            return -1;
+        }
+        *(decision_log *)field =
+            strcmp(v, "postgres") == 0 ? DECISION_LOG_POSTGRES : DECISION_LOG_JOURNAL;
+        return 0;
     }
     return -1;
 }
@@ -607,11 +632,23 @@ static void begin_section(parse_ctx *ctx, const char *name)
         }
         ctx->coord_section_line = ctx->lineno;
         ctx->cur = SEC_COORD;
+    } else if (strcmp(name, "decision_store") == 0) {
+        if (ctx->store_section_line) {
+            fail(ctx, ctx->lineno, "[decision_store]: section given twice (first at line %d)",
+                 ctx->store_section_line);
+            return;
+        }
+        ctx->store_section_line = ctx->lineno;
+        ctx->cfg->has_store = true;
+        apply_defaults(store_keys, N_STORE_KEYS, &ctx->cfg->store, ctx->cfg);
+        ctx->cur = SEC_STORE;
     } else if (strncmp(name, "participant.", 12) == 0) {
         begin_participant(ctx, name + 12);
     } else {
         fail(ctx, ctx->lineno,
-             "[%.64s]: unknown section (expected [coordinator] or [participant.<name>])", name);
+             "[%.64s]: unknown section (expected [coordinator], [decision_store] or "
+             "[participant.<name>])",
+             name);
     }
 }
 
@@ -626,9 +663,15 @@ static int find_key(const key_desc *keys, size_t n, const char *name)
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
     parse_ctx *ctx = user;
-    const key_desc *keys = ctx->cur == SEC_COORD ? coord_keys : part_keys;
-    size_t nkeys = ctx->cur == SEC_COORD ? N_COORD_KEYS : N_PART_KEYS;
-    void *obj = ctx->cur == SEC_COORD ? (void *)ctx->cfg : (void *)ctx->cur_part;
+    const key_desc *keys = ctx->cur == SEC_COORD   ? coord_keys
+                           : ctx->cur == SEC_STORE ? store_keys
+                                                   : part_keys;
+    size_t nkeys = ctx->cur == SEC_COORD   ? N_COORD_KEYS
+                   : ctx->cur == SEC_STORE ? N_STORE_KEYS
+                                           : N_PART_KEYS;
+    void *obj = ctx->cur == SEC_COORD   ? (void *)ctx->cfg
+                : ctx->cur == SEC_STORE ? (void *)&ctx->cfg->store
+                                        : (void *)ctx->cur_part;
     char prob[PROBLEM_MAX];
 
     (void)section; /* ours is tracked by the reader and is never truncated */
@@ -643,8 +686,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
         fail(ctx, ctx->lineno, "[%s] %.64s: unknown key", ctx->cur_name, name);
         return 0;
     }
-    int *line = ctx->cur == SEC_COORD ? &ctx->coord_key_line[i]
-                                      : &ctx->part[ctx->cur_part - ctx->cfg->participants].key[i];
+    int *line = ctx->cur == SEC_COORD   ? &ctx->coord_key_line[i]
+                : ctx->cur == SEC_STORE ? &ctx->store_key_line[i]
+                                        : &ctx->part[ctx->cur_part - ctx->cfg->participants].key[i];
     if (*line) {
         fail(ctx, ctx->lineno, "[%s] %s: given twice (first at line %d)", ctx->cur_name, name,
              *line);
@@ -853,9 +897,63 @@ static void fill_target(config_participant *p)
     t->lock_timeout_ms = p->lock_timeout_ms;
 }
 
+/* decision_log = postgres and [decision_store] go together; the lease outlives several renews. */
+static bool check_store(parse_ctx *ctx)
+{
+    config *cfg = ctx->cfg;
+    config_store *st = &cfg->store;
+    int log_line = ctx->coord_key_line[find_key(coord_keys, N_COORD_KEYS, "decision_log")];
+    if (cfg->decision_log == DECISION_LOG_POSTGRES && !cfg->has_store) {
+        fail(ctx, log_line,
+             "[coordinator] decision_log: postgres needs a [decision_store] section");
+        return false;
+    }
+    if (!cfg->has_store)
+        return true;
+    if (cfg->decision_log != DECISION_LOG_POSTGRES) {
+        fail(ctx, ctx->store_section_line,
+             "[decision_store]: used only with decision_log = postgres in [coordinator]");
+        return false;
+    }
+    for (size_t i = 0; i < N_STORE_KEYS; i++) {
+        if (store_keys[i].required && !ctx->store_key_line[i]) {
+            fail(ctx, ctx->store_section_line, "[decision_store] %s: is required",
+                 store_keys[i].name);
+            return false;
+        }
+    }
+    if (!st->renew_ms)
+        st->renew_ms = st->lease_ms / 4;
+    if (st->renew_ms * 2 > st->lease_ms) {
+        int line = ctx->store_key_line[find_key(store_keys, N_STORE_KEYS, "renew_ms")];
+        fail(ctx, line ? line : ctx->store_section_line,
+             "[decision_store] renew_ms: (%" PRIu32 ") must be at most half of lease_ms (%" PRIu32
+             "), so that one lost renew does not lose the lease",
+             st->renew_ms, st->lease_ms);
+        return false;
+    }
+    st->participant_index = -1;
+    if (st->participant) {
+        const config_participant *p = config_find_participant(cfg, st->participant);
+        int line = ctx->store_key_line[find_key(store_keys, N_STORE_KEYS, "participant")];
+        if (!p || strcmp(p->driver, "postgres") != 0) {
+            fail(ctx, line, "[decision_store] participant: \"%.32s\" is not a postgres participant",
+                 st->participant);
+            return false;
+        }
+        st->participant_index = (int)(p - cfg->participants);
+    }
+    st->target = (px_target){.name = "decision_store",
+                             .driver = "postgres",
+                             .conninfo = st->conninfo,
+                             .password = st->password,
+                             .connect_timeout_ms = st->connect_timeout_ms};
+    return true;
+}
+
 static bool check_all(parse_ctx *ctx)
 {
-    if (!check_coordinator(ctx))
+    if (!check_coordinator(ctx) || !check_store(ctx))
         return false;
     for (int i = 0; i < ctx->cfg->nparticipants; i++) {
         if (!check_driver_keys(ctx, i) || !check_tls(ctx, i) || !check_lock_timeout(ctx, i))
@@ -938,6 +1036,10 @@ void config_free(config *cfg)
         free(p->ssl_cert);
         free(p->ssl_key);
     }
+    free(cfg->store.conninfo);
+    free(cfg->store.participant);
+    free(cfg->store.password_file);
+    free_secret(&cfg->store.password);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -986,6 +1088,10 @@ static void dump_key(FILE *out, const key_desc *k, const void *obj, const config
     case K_LOG_FORMAT:
         fprintf(out, "%s = %s\n", k->name, (const char *)field);
         break;
+    case K_DECISION_LOG:
+        fprintf(out, "%s = %s\n", k->name,
+                *(const decision_log *)field == DECISION_LOG_POSTGRES ? "postgres" : "journal");
+        break;
     case K_LISTEN:
         if (strchr(cfg->listen_host, ':'))
             fprintf(out, "%s = [%s]:%d\n", k->name, cfg->listen_host, cfg->listen_port);
@@ -1000,6 +1106,11 @@ void config_dump(const config *cfg, FILE *out)
     fprintf(out, "; effective configuration of %s\n[coordinator]\n", cfg->path);
     for (size_t i = 0; i < N_COORD_KEYS; i++)
         dump_key(out, &coord_keys[i], cfg, cfg);
+    if (cfg->has_store) {
+        fprintf(out, "\n[decision_store]\n");
+        for (size_t i = 0; i < N_STORE_KEYS; i++)
+            dump_key(out, &store_keys[i], &cfg->store, cfg);
+    }
     for (int i = 0; i < cfg->nparticipants; i++) {
         const config_participant *p = &cfg->participants[i];
         unsigned drv = driver_bit(p->driver);

@@ -41,6 +41,28 @@ typedef struct config_participant {
     px_target target;      /* filled from the fields above; points into them */
 } config_participant;
 
+/* Where commit decisions are kept (docs/design.md section 3, "Decision store"). */
+typedef enum decision_log {
+    DECISION_LOG_JOURNAL = 0, /* the local journal in data_dir (default) */
+    DECISION_LOG_POSTGRES,    /* rows in a PostgreSQL store shared by every coordinator */
+} decision_log;
+
+/* [decision_store]: the PostgreSQL database that holds xacoord_decisions and xacoord_nodes. */
+typedef struct config_store {
+    char *conninfo; /* libpq conninfo; must not contain password= (use password_file) */
+    char *password_file;
+    char *password;              /* read from password_file */
+    int pool_size;               /* default 4, 1..1024 */
+    uint32_t lease_ms;           /* how long a node's lease lasts after a renew; default 10000 */
+    uint32_t renew_ms;           /* how often the holder renews it; default lease_ms / 4 */
+    uint32_t connect_timeout_ms; /* default 3000 */
+    /* The postgres participant whose database holds the store (conninfo names that same
+     * database): its branch commits last, in one phase, with the decision row inside it. */
+    char *participant;
+    int participant_index; /* -1: none */
+    px_target target;      /* filled from the fields above; points into them */
+} config_store;
+
 typedef struct config {
     char *path;
     /* Not a key: set from the command line (--accept-damaged-tail) for one start after an
@@ -69,6 +91,9 @@ typedef struct config {
     int max_statements;             /* per branch; default 64 */
     char log_level[8];              /* debug | info | warn | error; default info */
     char log_format[8];             /* text | json; default text */
+    decision_log decision_log;      /* journal (default) | postgres */
+    bool has_store;                 /* a [decision_store] section was given */
+    config_store store;
     int nparticipants;
     config_participant participants[CONFIG_MAX_PARTICIPANTS];
 } config;

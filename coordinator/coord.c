@@ -4,19 +4,23 @@
  */
 #include "coord.h"
 
+#include "failover.h"
 #include "indoubt.h"
 #include "log.h"
 #include "markers.h"
 #include "owner.h"
 #include "preflight.h"
 #include "recovery.h"
+#include "store.h"
 #include "txn.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t coord_now_ms(void)
 {
@@ -407,6 +411,70 @@ static void on_prune(uv_timer_t *t)
     coord *c = t->data;
     outcomes_prune(c->outcomes, coord_now_ms(), 100000);
     markers_tick(c);
+    if (c->store)
+        store_tick(c->store, c->cfg->outcome_retention_s);
+}
+
+/* ---- the decision store ------------------------------------------------------------------ */
+
+/* A participant list of the store ("payment,order") as a mask of this configuration's. */
+static uint32_t names_mask(coord *c, const char *names, const char *gtrid)
+{
+    char *copy = strdup(names);
+    uint32_t mask = 0;
+    if (!copy)
+        abort(); /* start-up: nothing is lost by dying */
+    decode_participants(c, copy, &mask, gtrid);
+    free(copy);
+    return mask;
+}
+
+outcome *coord_outcome_from_row(coord *c, const store_row *r, bool ours)
+{
+    outcome *o = outcome_find(c->outcomes, r->client_id);
+    char *head = strdup(r->reply);
+    if (o || !head || !(o = outcome_create(c->outcomes, r->client_id, r->gtrid, r->digest))) {
+        free(head);
+        return o;
+    }
+    if (r->commit) {
+        outcome_commit(c->outcomes, o, r->time_ms);
+        o->pending = ours ? names_mask(c, r->pending, r->gtrid) : 0;
+    }
+    outcome_settle(c->outcomes, o, r->commit ? OUTCOME_COMMITTED : OUTCOME_ABORTED, r->status, head,
+                   r->time_ms);
+    return o;
+}
+
+static void load_unfinished(const store_row *r, void *arg)
+{
+    if (!coord_outcome_from_row(arg, r, true))
+        abort(); /* out of memory at start-up */
+}
+
+/* Another process took this node: this one can decide nothing any more, so it stops the way
+ * SIGTERM stops it (what it already decided is finished; the rest was never decided). */
+static void on_node_lost(void *arg)
+{
+    (void)arg;
+    kill(getpid(), SIGTERM);
+}
+
+/* Takes this node in the store (its epoch moves on: whatever an earlier process of this node
+ * still had in flight can no longer decide), then learns which of its commits are unfinished. */
+static int open_store(coord *c, char *err, size_t errlen)
+{
+    char holder[64];
+    int rc;
+    snprintf(holder, sizeof holder, "%s%" PRIu64 " pid %ld", c->prefix, c->boot, (long)getpid());
+    if (store_open(&c->store, c->loop, c->cfg, holder, err, errlen) != 0)
+        return -1;
+    store_on_lost(c->store, on_node_lost, c);
+    rc = store_load_unfinished(c->store, load_unfinished, c, err, errlen);
+    if (rc == 0)
+        log_info(NULL, "decision store: epoch %" PRIu64 "; %zu outcomes to finish or replay",
+                 store_epoch(c->store), outcomes_count(c->outcomes));
+    return rc;
 }
 
 /* ---- open / close ------------------------------------------------------------------------ */
@@ -474,6 +542,8 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
         return -1;
     log_info(NULL, "journal replayed: %zu outcomes retained; identity %s; this is boot %" PRIu64,
              outcomes_count(c->outcomes), c->identity.id, c->boot);
+    if (cfg->decision_log == DECISION_LOG_POSTGRES && open_store(c, err, errlen) != 0)
+        return -1;
 
     for (int i = 0; i < c->nparts; i++) {
         c->parts[i].pool = px_pool_new(loop, &cfg->participants[i].target,
@@ -487,7 +557,8 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     uv_timer_init(loop, &c->prune_timer);
     c->prune_timer.data = c;
     uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
-    if (owner_start(c) != 0 || recovery_start(c) != 0 || preflight_start(c) != 0) {
+    if (owner_start(c) != 0 || recovery_start(c) != 0 || preflight_start(c) != 0 ||
+        failover_start(c) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -506,6 +577,7 @@ static void close_step(void *arg)
     close_state *s = arg;
     if (--s->pending > 0)
         return;
+    failover_free(s->c);
     outcomes_free(s->c->outcomes);
     strmap_free(s->c->live);
     metrics_free(s->c->metrics);
@@ -515,12 +587,21 @@ static void close_step(void *arg)
 
 static void on_journal_closed(void *arg) { close_step(arg); }
 
+static void close_journal(void *arg)
+{
+    close_state *s = arg;
+    journal_close(s->c->journal, on_journal_closed, s);
+}
+
 static void on_pools_closed(void *arg)
 {
     close_state *s = arg;
     if (--s->pending > 1)
         return;
-    journal_close(s->c->journal, on_journal_closed, s);
+    if (s->c->store)
+        store_close(s->c->store, close_journal, s);
+    else
+        close_journal(s);
 }
 
 static void on_recovery_stopped(void *arg)
@@ -572,6 +653,7 @@ void coord_close(coord *c, void (*cb)(void *arg), void *arg)
     s->c = c;
     s->cb = cb;
     s->arg = arg;
+    failover_stop(c);
     c->prune_timer.data = s;
     uv_close((uv_handle_t *)&c->prune_timer, on_prune_closed);
 }

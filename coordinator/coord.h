@@ -29,6 +29,8 @@ typedef struct txn txn;
 typedef struct recovery recovery;
 typedef struct owner owner;
 typedef struct preflight preflight;
+typedef struct store store;
+struct failover;
 
 /* Every live transaction is in exactly one of these lists (STYLE.md: "every state is a list"). */
 typedef enum txn_state {
@@ -66,7 +68,9 @@ typedef struct coord_part {
 typedef struct coord {
     uv_loop_t *loop;
     const config *cfg;
-    journal *journal;
+    journal *journal; /* decisions (journal mode); identity and boot counter in either mode */
+    store *store;     /* decision_log = postgres: the decisions (store.h); else NULL */
+    struct failover *failover; /* with a store: taking over lapsed nodes (failover.h) */
     metrics *metrics;
     outcomes *outcomes;
     recovery *recovery;
@@ -114,6 +118,12 @@ XA_MUST_CHECK int coord_encode_outcome(const coord *c, const outcome *o, char **
 void coord_heuristic(coord *c, outcome *o, const coord_part *p, bool data_loss, const char *what,
                      const char *ctx);
 
+/* The outcome of a decision row (store.h), created settled and indexed by its client id, or
+ * the one already indexed under that id. NULL when out of memory. ours: this process is to
+ * finish the row's pending branches (its own node's, at start); otherwise it only answers for
+ * the id, and another coordinator finishes them. */
+struct store_row;
+outcome *coord_outcome_from_row(coord *c, const struct store_row *r, bool ours);
 /* Wall clock in milliseconds (outcome times; retention). */
 int64_t coord_now_ms(void);
 

@@ -6,6 +6,7 @@
 #include "initparts.h"
 
 #include "schema.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,20 @@ static void start_next(init_run *r)
         failed(r, "cannot start a connection", NULL);
 }
 
+/* decision_log = postgres: the store's tables too (sql/xacoord-store.sql). */
+static int init_store(const config *cfg)
+{
+    char err[512];
+    if (cfg->decision_log != DECISION_LOG_POSTGRES)
+        return 0;
+    if (store_init_schema(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "xacoord: %s\n", err);
+        return -1;
+    }
+    fprintf(stderr, "xacoord: decision store: tables ready\n");
+    return 0;
+}
+
 int initparts_run(const config *cfg)
 {
     init_run r = {.cfg = cfg};
@@ -177,5 +192,5 @@ int initparts_run(const config *cfg)
     if (r.failures)
         fprintf(stderr, "xacoord: %d of %d participants lack the xacoord schema\n", r.failures,
                 cfg->nparticipants);
-    return r.failures ? 1 : 0;
+    return init_store(cfg) != 0 || r.failures ? 1 : 0;
 }

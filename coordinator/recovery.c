@@ -7,6 +7,7 @@
 
 #include "crash.h"
 #include "log.h"
+#include "store.h"
 #include "txn.h"
 
 #include <stdio.h>
@@ -530,6 +531,9 @@ static void scan_run(scan *s)
      * fenced by their identity anyway; the lock still stops a copy of this data directory (the
      * same identity) from scanning beside it while both lock sessions live. */
     if (s->running || s->r->stopping || !s->part->lock_held)
+        return;
+    /* decision_log = postgres: only while this node's lease holds (a peer may be taking over). */
+    if (s->r->c->store && !store_holds_lease(s->r->c->store))
         return;
     s->running = true;
     scan_acquire(s, list_next);

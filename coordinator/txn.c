@@ -20,6 +20,7 @@
 #include "log.h"
 #include "results.h"
 #include "schema.h"
+#include "store.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -55,6 +56,11 @@ typedef struct branch {
     bool read_only;       /* only read: ended at prepare time, no part in phase 2 */
     bool probing;         /* one-phase COMMIT's answer was lost: the marker settles it */
     bool probe_found;     /* ... and the probe found the marker: it committed */
+    bool last_resource;   /* on the store's participant: not prepared; the decision row is
+                             written inside it and its one-phase COMMIT is the decision */
+    bool lr_settling;     /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
+    store_decision *lr_dec;
+    char lr_xact[32];     /* the branch's transaction id, read before its COMMIT */
     px_stmt *claimed;     /* one-phase: the claim of the client id, then the request's statements */
     px_param claim[5];    /* gtrid, bqual, client id, digest, coordinator */
     px_param find[3];     /* client id, bqual, coordinator */
@@ -97,6 +103,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
 static void txn_release(struct txn *t);
+static void txn_abandon(struct txn *t);
 static void discard_conn(branch *b);
 
 /* ---- state lists ------------------------------------------------------------------------- */
@@ -201,6 +208,8 @@ typedef struct abort_info {
     const branch *failed;  /* may be NULL */
     int statement;         /* -1 when the failure was not in a statement */
     const px_error *err;   /* may be NULL */
+    const store_row *winner; /* the store holds this client id for another transaction: the
+                                id's answer is that one's (never a second commit) */
 } abort_info;
 
 static void log_abort(struct txn *t, const abort_info *a)
@@ -231,6 +240,83 @@ static char *abort_head(struct txn *t, const abort_info *a)
     return dump_head(obj);
 }
 
+/* The client id belongs to another transaction in the decision store (the same id sent to two
+ * coordinators at once): the client hears that one's reply, or 422 when the requests differ.
+ * This outcome stays an abort under this gtrid, so recovery never commits its branches. */
+static void settle_from_winner(struct txn *t, const store_row *w)
+{
+    char *head = NULL;
+    bool same = memcmp(w->digest, t->o->digest, REQUEST_DIGEST_LEN) == 0;
+    int n = same ? asprintf(&head, "%s", w->reply)
+                 : asprintf(&head,
+                            "{\"error\":\"id '%s' was already used with a different "
+                            "request\"",
+                            t->o->id);
+    if (n < 0)
+        abort(); /* nothing decided here: dying loses nothing */
+    t->o->replayed = true;
+    settle(t, OUTCOME_ABORTED, same ? w->status : 422, head);
+}
+
+/* A business abort, kept in the store (lazily) so that any coordinator replays it. */
+static void record_abort(coord *c, const outcome *o)
+{
+    store_row r = {.gtrid = o->gtrid,
+                   .client_id = o->id,
+                   .status = o->status,
+                   .reply = o->reply_head,
+                   .pending = "",
+                   .time_ms = o->time_ms};
+    memcpy(r.digest, o->digest, REQUEST_DIGEST_LEN);
+    store_record_abort(c->store, &r);
+}
+
+/* A business abort of a client's id waits for the answer (held in head) until the store says
+ * whether another coordinator decided the same id meanwhile: this attempt may have failed only
+ * because that one's work was there first ("order is not awaiting payment"), and then the id's
+ * answer is that one's. The outcome outlives the transaction (it stays indexed). */
+typedef struct abort_check {
+    coord *c;
+    outcome *o;
+    int status;
+    char *head;
+} abort_check;
+
+static void on_abort_checked(void *arg, int status, const store_row *w, const char *why)
+{
+    abort_check *k = arg;
+    char *head = NULL;
+    (void)why;
+    if (status == 200 && strcmp(w->gtrid, k->o->gtrid) != 0) {
+        bool same = memcmp(w->digest, k->o->digest, REQUEST_DIGEST_LEN) == 0;
+        if ((same ? asprintf(&head, "%s", w->reply)
+                  : asprintf(&head,
+                             "{\"error\":\"id '%s' was already used with a different "
+                             "request\"",
+                             k->o->id)) < 0)
+            abort();
+        free(k->head);
+        k->o->replayed = true;
+        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, same ? w->status : 422, head,
+                       coord_now_ms());
+    } else {
+        outcome_settle(k->c->outcomes, k->o, OUTCOME_ABORTED, k->status, k->head, coord_now_ms());
+        record_abort(k->c, k->o);
+    }
+    free(k);
+}
+
+static void settle_abort_via_store(struct txn *t, int status, char *head)
+{
+    abort_check *k = malloc(sizeof *k);
+    if (!k)
+        abort(); /* nothing decided: dying loses nothing */
+    *k = (abort_check){t->c, t->o, status, head};
+    t->replied = true;
+    metric_histogram_observe(t->c->txn_latency, (double)(uv_hrtime() - t->started_ns) / 1e9);
+    store_find(t->c->store, t->o->id, on_abort_checked, k);
+}
+
 /* Presumed abort: nothing here needs to be durable before the answer. A business abort is logged
  * lazily so that a repeated id replays it after a restart; a transient one is forgotten. */
 static void txn_abort(struct txn *t, const abort_info *a)
@@ -241,9 +327,17 @@ static void txn_abort(struct txn *t, const abort_info *a)
     uv_timer_stop(&t->timer);
     log_abort(t, a);
     metric_counter_add(t->c->txn_aborted, 1);
-    settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
+    if (a->winner)
+        settle_from_winner(t, a->winner);
+    else if (t->c->store && !a->retryable && t->req->id_given)
+        settle_abort_via_store(t, a->status, abort_head(t, a));
+    else
+        settle(t, OUTCOME_ABORTED, a->status, abort_head(t, a));
     if (a->retryable) {
         outcome_unindex(t->c->outcomes, t->o);
+    } else if (t->c->store) {
+        if (!t->req->id_given)
+            record_abort(t->c, t->o);
     } else {
         journal_rec rec = {JOURNAL_ABORT, t->c->boot, t->seq, t->o->time_ms, NULL, 0};
         char *payload = NULL;
@@ -303,7 +397,8 @@ static void branch_failed(branch *b, const px_error *err, int statement)
 {
     struct txn *t = b->t;
     /* A lost connection means the participant is unavailable: like a failed connect, 503. */
-    abort_info a = {conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err};
+    abort_info a = {
+        conn_lost(err) ? 503 : 409, is_transient(err), false, "", b, statement, err, NULL};
     char reason[1024];
     const char *given = NULL;
 
@@ -338,7 +433,7 @@ static void on_timeout(uv_timer_t *timer)
             slow = &t->b[i];
     snprintf(reason, sizeof reason, "timeout: %s did not prepare within %u ms",
              slow ? slow->part->cfg->name : "a participant", t->req->timeout_ms);
-    abort_info a = {409, true, true, reason, slow, -1, NULL};
+    abort_info a = {409, true, true, reason, slow, -1, NULL, NULL};
     txn_abort(t, &a);
 }
 
@@ -352,10 +447,14 @@ static unsigned backoff_ms(unsigned attempts)
 
 static void probe_one_phase(branch *b);
 
+static void lr_settle(branch *b);
+
 static void on_retry_timer(uv_timer_t *timer)
 {
     branch *b = timer->data;
-    if (b->probing)
+    if (b->lr_settling)
+        lr_settle(b);
+    else if (b->probing)
         probe_one_phase(b);
     else
         branch_finish(b);
@@ -627,13 +726,215 @@ static void on_commit_durable(void *arg)
     metric_counter_add(t->c->txn_committed, 1);
     uv_timer_start(&t->timer, on_commit_wait, t->c->cfg->commit_wait_ms, 0);
     for (int i = 0, sent = 0; i < t->nbranches; i++) {
-        if (t->b[i].read_only)
-            continue; /* ended at prepare time */
+        if (t->b[i].read_only || t->b[i].last_resource)
+            continue; /* ended at prepare time, or committed as the decision */
         branch_finish(&t->b[i]);
         if (++sent == 1 && t->o->pending & ~(1u << t->b[i].part->index))
             crash_point("after-first-commit-sent"); /* and another branch still to send */
     }
     maybe_free(t); /* every branch only read: nothing to wait for */
+}
+
+/* The participant names of a mask, comma-separated (the store's "pending"). */
+static void pending_names(const coord *c, uint32_t mask, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < c->nparts && pos < len; i++)
+        if (mask & (1u << i))
+            pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? "," : "",
+                                    c->parts[i].cfg->name);
+}
+
+static void on_store_decided(void *arg, store_verdict v, const store_row *winner, const char *why)
+{
+    struct txn *t = arg;
+    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
+    char reason[400];
+    if (v == STORE_DECIDED) {
+        on_commit_durable(t);
+        return;
+    }
+    if (t->abandoned || v == STORE_UNKNOWN) {
+        /* Shutting down: the prepared branches stay for the next start's recovery, which
+         * finds the row (commit) or its absence (roll back); nothing here may touch them. */
+        if (!t->abandoned)
+            txn_abandon(t); /* connections closed, the client told to ask later */
+        txn_release(t);
+        return;
+    }
+    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
+    a.reason = reason;
+    if (v == STORE_TAKEN)
+        a.winner = winner;
+    else
+        log_error(t->ctx, "%s", reason);
+    set_state(t, TXN_WORKING);
+    txn_abort(t, &a);
+}
+
+/* The decision row of t; pending must hold CONFIG_MAX_PARTICIPANTS * 34 bytes. */
+static store_row decision_row(struct txn *t, char *pending)
+{
+    store_row r = {.gtrid = t->gtrid,
+                   .client_id = t->o->id,
+                   .commit = true,
+                   .status = 200,
+                   .reply = t->o->reply_head,
+                   .pending = pending,
+                   .time_ms = coord_now_ms()};
+    memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
+    pending_names(t->c, t->o->pending, pending, CONFIG_MAX_PARTICIPANTS * 34);
+    return r;
+}
+
+/* decision_log = postgres: the row in the store is the decision. */
+static void decide_in_store(struct txn *t)
+{
+    char pending[CONFIG_MAX_PARTICIPANTS * 34];
+    store_row r = decision_row(t, pending);
+    store_decide(t->c->store, &r, on_store_decided, t);
+}
+
+/* ---- last-resource commit ---------------------------------------------------------------- */
+
+/* The branch on the store's participant that writes: it commits last, in one phase. */
+static branch *last_resource_of(struct txn *t)
+{
+    for (int i = 0; i < t->nbranches; i++)
+        if (t->b[i].last_resource)
+            return &t->b[i];
+    return NULL;
+}
+
+static void lr_undecided(branch *b, store_verdict v, const store_row *winner, const char *why)
+{
+    struct txn *t = b->t;
+    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
+    char reason[400];
+    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
+    a.reason = reason;
+    if (v == STORE_TAKEN)
+        a.winner = winner;
+    else
+        log_error(t->ctx, "%s", reason);
+    set_state(t, TXN_WORKING);
+    txn_abort(t, &a);
+}
+
+/* The COMMIT that carried the decision row is known to have committed. */
+static void lr_committed(branch *b)
+{
+    struct txn *t = b->t;
+    b->lr_settling = false;
+    on_commit_durable(t); /* the other branches commit now */
+    branch_done(b);
+}
+
+static void on_lr_status(void *arg, int committed, const char *why)
+{
+    branch *b = arg;
+    if (committed == 1) {
+        log_info(b->t->ctx, "the lost COMMIT answer of %s: committed (pg_xact_status)",
+                 b->part->cfg->name);
+        lr_committed(b);
+    } else if (committed == 0) {
+        log_info(b->t->ctx, "the lost COMMIT answer of %s: aborted (pg_xact_status)",
+                 b->part->cfg->name);
+        lr_undecided(b, STORE_FAILED, NULL, "the last-resource COMMIT did not commit");
+    } else {
+        log_warn(b->t->ctx, "the lost COMMIT answer of %s is not settled yet: %s",
+                 b->part->cfg->name, why);
+        schedule_retry(b);
+    }
+}
+
+/* The client waits until the store can say what became of the COMMIT: never "unknown". */
+static void lr_settle(branch *b)
+{
+    store_xact_status(b->t->c->store, b->lr_xact, on_lr_status, b);
+}
+
+static void on_lr_committed(px_conn *conn, const px_error *err, void *arg)
+{
+    branch *b = arg;
+    (void)conn;
+    b->busy = false;
+    if (!err) {
+        lr_committed(b);
+        return;
+    }
+    if (err->conn_broken) {
+        discard_conn(b);
+        b->lr_settling = true;
+        lr_settle(b);
+        return;
+    }
+    /* A definite failure: the transaction and its decision row rolled back together. */
+    lr_undecided(b, STORE_FAILED, NULL, err->message);
+}
+
+static void on_lr_decided(px_conn *conn, const px_error *err, int failed_index,
+                          const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    store_row winner;
+    store_verdict v;
+    const char *why;
+    (void)conn, (void)failed_index;
+    b->busy = false;
+    if (err) {
+        if (err->conn_broken)
+            discard_conn(b); /* the server rolls the open transaction back */
+        lr_undecided(b, STORE_FAILED, NULL, err->message);
+        return;
+    }
+    v = store_decision_verdict(b->lr_dec, results, nresults, &winner, &why);
+    if (v != STORE_DECIDED || nresults < 3 || results[2].nrows != 1 || !results[2].cells[0]) {
+        lr_undecided(b, v == STORE_DECIDED ? STORE_FAILED : v, v == STORE_FENCED ? NULL : &winner,
+                     why ? why : "no transaction id");
+        return;
+    }
+    snprintf(b->lr_xact, sizeof b->lr_xact, "%s", results[2].cells[0]);
+    crash_point("before-last-resource-commit");
+    b->busy = true;
+    if (drv->commit_one_phase(b->conn, &b->xid, on_lr_committed, b) != 0) {
+        b->busy = false;
+        lr_undecided(b, STORE_FAILED, NULL, "the driver refused COMMIT");
+        return;
+    }
+    if (fault_point("cut-after-lr-commit")) {
+        /* Test only: the connection dies after COMMIT went out, before its answer came. */
+        px_error e;
+        px_error_set(&e, PX_RETRYABLE, true, 0, "08006", "connection cut after COMMIT was sent");
+        b->busy = false;
+        on_lr_committed(NULL, &e, b);
+    }
+}
+
+/* Every other branch is prepared: the decision row goes into the last resource's own
+ * transaction (under this node's epoch, as in the store), then that transaction commits. */
+static void decide_last_resource(branch *b)
+{
+    struct txn *t = b->t;
+    const px_driver *drv = px_pool_driver(b->part->pool);
+    char pending[CONFIG_MAX_PARTICIPANTS * 34];
+    store_row r = decision_row(t, pending);
+    const px_stmt *stmts;
+    int n;
+    if (!store_holds_lease(t->c->store)) {
+        lr_undecided(b, STORE_FAILED, NULL, "this coordinator does not hold its node's lease");
+        return;
+    }
+    if (!(b->lr_dec = store_decision_new(t->c->store, &r)))
+        abort(); /* nothing decided: dying loses nothing */
+    stmts = store_decision_stmts(b->lr_dec, true, &n);
+    b->busy = true;
+    if (drv->exec(b->conn, stmts, n, on_lr_decided, b) != 0) {
+        b->busy = false;
+        lr_undecided(b, STORE_FAILED, NULL, "the driver refused the decision statements");
+    }
 }
 
 static void decide_commit(struct txn *t)
@@ -646,21 +947,29 @@ static void decide_commit(struct txn *t)
     uv_timer_stop(&t->timer);
     t->o->pending = 0;
     for (int i = 0; i < t->nbranches; i++)
-        if (!t->b[i].read_only)
+        if (!t->b[i].read_only && !t->b[i].last_resource)
             t->o->pending |= 1u << t->b[i].part->index;
     /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
      * that a repeated id can be answered after a restart. */
     t->o->reply_head = commit_head(t);
     t->o->status = 200;
     crash_point("before-commit-record");
+    if (t->c->store) {
+        branch *lr = last_resource_of(t);
+        if (lr)
+            decide_last_resource(lr);
+        else
+            decide_in_store(t);
+        return;
+    }
     if (coord_encode_outcome(t->c, t->o, &payload, &len) != 0)
         abort(); /* out of memory before the decision: nothing is lost by dying */
     rec.payload = payload;
     rec.payload_len = len;
     if (journal_append(t->c->journal, &rec, on_commit_durable, t) != 0) {
         /* The journal is closing or failed: the decision was never durable, so abort. */
-        abort_info a = {503, true, false, "the journal is not accepting decisions", NULL, -1,
-                        NULL};
+        abort_info a = {503,  true, false, "the journal is not accepting decisions",
+                        NULL, -1,   NULL,  NULL};
         free(payload);
         set_state(t, TXN_WORKING);
         txn_abort(t, &a);
@@ -751,7 +1060,9 @@ static void end_read_only(branch *b)
  * of the id after a crash finds it instead of running twice, and GET finds the outcome there. */
 static bool one_phase_eligible(const struct txn *t)
 {
-    return t->nbranches == 1 && !t->b[0].req->read_only &&
+    /* With a decision store the marker would answer only on this coordinator: the branch is
+     * prepared and the store decides, so that every coordinator can answer for the id. */
+    return !t->c->store && t->nbranches == 1 && !t->b[0].req->read_only &&
            schema_for(t->b[0].part->cfg->driver) != NULL;
 }
 
@@ -1085,6 +1396,12 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     for (int i = first; i < nresults; i++)
         b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
     crash_point("after-work");
+    if (b->last_resource) {
+        /* Holds its transaction open until every other branch prepared (decide_commit). */
+        if (++t->nprepared == t->nbranches)
+            decide_commit(t);
+        return;
+    }
     if (t->one_phase) {
         b->busy = true;
         commit_one_phase(b);
@@ -1153,7 +1470,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
         return;
     }
     if (!conn) {
-        abort_info a = {503, true, false, "", b, -1, err};
+        abort_info a = {503, true, false, "", b, -1, err, NULL};
         char reason[320];
         snprintf(reason, sizeof reason, "participant unavailable: %s", err->message);
         a.reason = reason;
@@ -1185,7 +1502,7 @@ static void acquire_next(struct txn *t)
     b->state = BR_ACQUIRING;
     b->preq.data = b;
     if (px_pool_acquire(b->part->pool, &b->preq, on_acquired) != 0) {
-        abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL};
+        abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL, NULL};
         b->state = BR_IDLE;
         txn_abort(t, &a);
     }
@@ -1220,7 +1537,9 @@ static void maybe_free(struct txn *t)
         crash_point("before-done-record");
         /* Without it the next start only asks the participants again: they answer "not found"
          * and the branches count as finished. */
-        if (journal_append(c->journal, &rec, NULL, NULL) != 0)
+        if (c->store)
+            store_done(c->store, t->gtrid);
+        else if (journal_append(c->journal, &rec, NULL, NULL) != 0)
             log_warn(t->ctx, "the done record could not be journaled");
         if (!t->replied)
             settle(t, OUTCOME_COMMITTED, 200, NULL);
@@ -1241,6 +1560,7 @@ static void txn_release(struct txn *t)
     for (int i = 0; i < t->nbranches; i++) {
         free(t->b[i].results);
         free(t->b[i].claimed);
+        store_decision_free(t->b[i].lr_dec);
         if (t->b[i].retry_open)
             close_handle(t, (uv_handle_t *)&t->b[i].retry);
     }
@@ -1252,6 +1572,19 @@ uint64_t txn_assign(coord *c, char *buf, size_t len)
     uint64_t seq = ++c->next_seq;
     txn_format_gtrid(c, c->boot, seq, buf, len);
     return seq;
+}
+
+/* With [decision_store] participant, that participant's first writing branch is the last
+ * resource (docs/design.md, "Last-resource commit"). */
+static void mark_last_resource(struct txn *t)
+{
+    int lr = t->c->store ? t->c->cfg->store.participant_index : -1;
+    for (int i = 0; lr >= 0 && i < t->nbranches; i++) {
+        if (t->b[i].part->index == lr && !t->b[i].req->read_only) {
+            t->b[i].last_resource = true;
+            return;
+        }
+    }
 }
 
 int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
@@ -1287,6 +1620,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
     }
     o->live = t;
     t->one_phase = one_phase_eligible(t);
+    mark_last_resource(t);
     t->state = TXN_WORKING;
     list_insert(c, t);
     uv_timer_init(c->loop, &t->timer);

@@ -111,9 +111,39 @@ static void test_crash_matrix(void **state)
         {"after-first-commit-ack", 1},
         {"before-done-record", 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        fprintf(stderr, "--- crash point %s\n", cases[i].point);
-        run_crash_point(&cases[i]);
+    /* decision_log = postgres: the decision is the store's row, not a journal record. */
+    static const crash_case store_cases[] = {
+        {"after-work", 0},
+        {"after-some-prepares", 0},
+        {"before-commit-record", 0},
+        {"store-after-decision-sent", -1},
+        {"after-commit-record", 1},
+        {"after-first-commit-sent", 1},
+        {"after-first-commit-ack", 1},
+        {"before-done-record", 1},
+    };
+    /* ... or the last resource's COMMIT, with the row inside it. */
+    static const crash_case lr_cases[] = {
+        {"after-work", 0},
+        {"after-some-prepares", 0},
+        {"before-commit-record", 0},
+        {"before-last-resource-commit", 0},
+        {"after-commit-record", 1},
+        {"after-first-commit-sent", 1},
+        {"after-first-commit-ack", 1},
+        {"before-done-record", 1},
+    };
+    const crash_case *cc = tu_store_last_resource() ? lr_cases
+                           : tu_store_mode()        ? store_cases
+                                                    : cases;
+    size_t n = tu_store_last_resource() ? sizeof lr_cases / sizeof lr_cases[0]
+               : tu_store_mode()        ? sizeof store_cases / sizeof store_cases[0]
+                                        : sizeof cases / sizeof cases[0];
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        fprintf(stderr, "--- crash point %s%s\n", cc[i].point,
+                tu_store_mode() ? " (decision store)" : "");
+        run_crash_point(&cc[i]);
     }
 }
 
@@ -290,8 +320,13 @@ static void run_server_kill(const char *victim, int expect_committed)
 /* Phase 1: the warehouse dies while its statement waits: everything rolls back. */
 static void test_server_killed_in_phase1(void **state) { run_server_kill("warehouse", 0); }
 
-/* After payment prepared, before its COMMIT: phase 2 retries until the server is back. */
-static void test_server_killed_before_commit(void **state) { run_server_kill("payment", 1); }
+/* After payment prepared, before its COMMIT: phase 2 retries until the server is back. With a
+ * decision store on that same server (store mode), the store dies with it before the decision:
+ * nothing can be decided, and everything rolls back. */
+static void test_server_killed_before_commit(void **state)
+{
+    run_server_kill("payment", !tu_store_mode());
+}
 
 /* ---- two coordinators on the same databases --------------------------------------------- */
 
@@ -315,11 +350,24 @@ static void test_other_node_untouched(void **state)
     tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
     free(resp);
     tu_daemon_wait_exit(&a, 20000);
-    assert_int_equal(prepared_with_prefix("xa2.na."), 1);
+    /* (the last resource, payment, committed as the decision: it was never prepared) */
+    assert_int_equal(prepared_with_prefix("xa2.na."), tu_store_last_resource() ? 0 : 1);
 
-    /* node b runs its scans (every second) and work of its own; a's branches stay as they are */
     tu_daemon_init(&b, "nb", NULL);
     tu_daemon_start(&b, NULL);
+    if (tu_store_mode()) {
+        /* With a shared decision store, b takes a's node once its lease lapsed and commits
+         * a's branches by a's decision row (failover.h); a need not come back. */
+        wait_consistent(20000);
+        assert_int_equal(prepared_with_prefix("xa2.na."), 0);
+        assert_checkout_outcome(1);
+        assert_int_equal(tu_daemon_stop(&b), 0);
+        tu_daemon_cleanup(&b);
+        tu_daemon_cleanup(&a);
+        free(body);
+        return;
+    }
+    /* node b runs its scans (every second) and work of its own; a's branches stay as they are */
     sleep(3);
     assert_int_equal(prepared_with_prefix("xa2.na."), 1);
     assert_int_equal(tu_daemon_stop(&b), 0);
@@ -345,6 +393,20 @@ static void test_same_node_id_refused(void **state)
     tu_daemon_start(&a, NULL);
     tu_daemon_init(&b, "dup", NULL);
     tu_daemon_spawn(&b, NULL);
+    if (tu_store_mode()) {
+        /* The node's lease in the store is live and renewed: b waits for it, then gives up. */
+        int ws = tu_daemon_wait_exit(&b, 4 * TU_STORE_LEASE_MS + 10000);
+        assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) != 0);
+        assert_int_equal(tu_sh("grep -q 'another coordinator runs with this node_id' %s", b.log),
+                         0);
+        assert_int_equal(tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp), 200);
+        free(resp);
+        free(body);
+        assert_int_equal(tu_daemon_stop(&a), 0);
+        tu_daemon_cleanup(&a);
+        tu_daemon_cleanup(&b);
+        return;
+    }
     sleep(3);
     assert_int_equal(tu_http(b.port, "GET", "/readyz", NULL, NULL, &resp), 503);
     assert_non_null(strstr(resp, "another coordinator"));

@@ -4,6 +4,8 @@
  * restarted. At the end recovery completes, I1-I5 hold, and every answer a client received is true:
  * each id answered "committed" is committed, each answered "aborted" is not, and per order exactly
  * the committed checkouts (at most one) and ships are reflected in the data.
+ * In store mode (XA_TEST_DECISION_LOG=postgres, tests/support/daemon.h) two daemons share the
+ * decision store: each try goes to either one, and the kills hit either one.
  */
 #include "daemon.h"
 #include "testutil.h"
@@ -27,7 +29,8 @@ typedef struct attempt {
     int answer; /* 0 none, 1 committed, 2 aborted */
 } attempt;
 
-static tu_daemon daemon_;
+static tu_daemon daemons[2];
+static int ndaemons = 1; /* 2 in store mode */
 static attempt attempts[MAX_ATTEMPTS];
 static atomic_int nattempts;
 static atomic_bool stop;
@@ -53,7 +56,8 @@ static void run_attempt(attempt *a, unsigned *seed)
                          : tu_checkout_json(a->id, a->order, 100 + a->order % 20, 100, "SKU-T", 1);
     for (int tries = 0; tries < 20 && !atomic_load(&stop); tries++) {
         char *resp = NULL;
-        int status = tu_http(daemon_.port, "POST", "/v1/transactions", body, NULL, &resp);
+        tu_daemon *d = &daemons[rand_r(seed) % (unsigned)ndaemons];
+        int status = tu_http(d->port, "POST", "/v1/transactions", body, NULL, &resp);
         if (status == 200 && strstr(resp, "\"outcome\":\"committed\""))
             a->answer = 1;
         else if (status == 409 || (status == 503 && resp && strstr(resp, "\"aborted\"")))
@@ -109,9 +113,10 @@ static void *chaos(void *arg)
             tu_sh("%s/scripts/db restart order >/dev/null", tu_source_dir());
             continue;
         }
-        fprintf(stderr, "--- chaos: kill -9 the daemon\n");
-        tu_daemon_kill(&daemon_);
-        tu_daemon_start(&daemon_, NULL);
+        tu_daemon *victim = &daemons[rand_r(&seed) % (unsigned)ndaemons];
+        fprintf(stderr, "--- chaos: kill -9 the daemon %s\n", victim->node);
+        tu_daemon_kill(victim);
+        tu_daemon_start(victim, NULL);
     }
     atomic_store(&stop, true);
     return NULL;
@@ -149,7 +154,7 @@ static bool committed_now(const char *id)
     int status;
     bool yes;
     snprintf(path, sizeof path, "/v1/transactions/%.64s", id);
-    status = tu_http(daemon_.port, "GET", path, NULL, NULL, &resp);
+    status = tu_http(daemons[0].port, "GET", path, NULL, NULL, &resp);
     if (status != 200 && status != 404)
         fail_msg("GET %s: %d", path, status);
     yes = status == 200 && strstr(resp, "\"outcome\":\"committed\"");
@@ -198,8 +203,11 @@ static void test_torture(void **state)
 {
     pthread_t th[CLIENTS], ch;
     setup_data();
-    tu_daemon_init(&daemon_, "tt", NULL);
-    tu_daemon_start(&daemon_, NULL);
+    ndaemons = tu_store_mode() ? 2 : 1;
+    for (int i = 0; i < ndaemons; i++) {
+        tu_daemon_init(&daemons[i], i ? "tu" : "tt", NULL);
+        tu_daemon_start(&daemons[i], NULL);
+    }
     for (int i = 0; i < CLIENTS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, client, (void *)(uintptr_t)(i + 1)), 0);
     assert_int_equal(pthread_create(&ch, NULL, chaos, NULL), 0);
@@ -207,8 +215,10 @@ static void test_torture(void **state)
     for (int i = 0; i < CLIENTS; i++)
         pthread_join(th[i], NULL);
     /* a last restart, then recovery must leave everything consistent */
-    tu_daemon_kill(&daemon_);
-    tu_daemon_start(&daemon_, NULL);
+    for (int i = 0; i < ndaemons; i++) {
+        tu_daemon_kill(&daemons[i]);
+        tu_daemon_start(&daemons[i], NULL);
+    }
     for (int waited = 0; tu_sh("%s/tests/invariants check >/dev/null 2>&1", tu_source_dir()) != 0;
          waited++) {
         if (waited > 120)
@@ -216,8 +226,10 @@ static void test_torture(void **state)
         usleep(250000);
     }
     check_truth();
-    assert_int_equal(tu_daemon_stop(&daemon_), 0);
-    tu_daemon_cleanup(&daemon_);
+    for (int i = 0; i < ndaemons; i++) {
+        assert_int_equal(tu_daemon_stop(&daemons[i]), 0);
+        tu_daemon_cleanup(&daemons[i]);
+    }
 }
 
 int main(void)

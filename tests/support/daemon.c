@@ -56,6 +56,61 @@ int tu_free_port(void)
     return -1;
 }
 
+bool tu_store_mode(void)
+{
+    const char *mode = getenv("XA_TEST_DECISION_LOG");
+    return mode && (strcmp(mode, "postgres") == 0 || strcmp(mode, "postgres-lr") == 0);
+}
+
+bool tu_store_last_resource(void)
+{
+    const char *mode = getenv("XA_TEST_DECISION_LOG");
+    return mode && strcmp(mode, "postgres-lr") == 0;
+}
+
+/* The store's database: the scratch xatest, or payment's own for the last resource. */
+static const char *store_db(void)
+{
+    return tu_store_last_resource() ? "payment" : "xatest";
+}
+
+/* The [decision_store] of every daemon in store mode: the scratch database xatest on the
+ * payment server, and a short lease so that takeovers and restarts happen within seconds. */
+static void write_store_section(FILE *f, const char *secrets)
+{
+    fprintf(f,
+            "decision_log = postgres\n\n[decision_store]\n"
+            "conninfo = host=127.0.0.1 hostaddr=127.0.0.1 port=%s dbname=%s user=xacoord "
+            "sslmode=disable gssencmode=disable\n"
+            "password_file = %s/secrets/payment.pw\nlease_ms = %u\nrenew_ms = %u\n%s",
+            tu_env("XA_PG_PORT"), store_db(), secrets, TU_STORE_LEASE_MS, TU_STORE_LEASE_MS / 5,
+            tu_store_last_resource() ? "participant = payment\n" : "");
+}
+
+void tu_store_reset(void)
+{
+    char path[512], *ddl, *out;
+    FILE *f;
+    long len;
+    snprintf(path, sizeof path, "%s/sql/xacoord-store.sql", XACOORD_SOURCE_DIR);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    rewind(f);
+    ddl = calloc(1, (size_t)len + 256);
+    assert_non_null(ddl);
+    strcpy(ddl, "SET client_min_messages = warning;\n");
+    assert_int_equal(fread(ddl + strlen(ddl), 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    strcat(ddl, "\nALTER TABLE xacoord_decisions OWNER TO xacoord;\n"
+                "ALTER TABLE xacoord_nodes OWNER TO xacoord;\n"
+                "TRUNCATE xacoord_decisions, xacoord_nodes;\n");
+    out = tu_admin_sql("payment", store_db(), ddl);
+    free(out);
+    free(ddl);
+}
+
 void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
 {
     const char *secrets = tu_env("XA_DB_DIR");
@@ -71,8 +126,12 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
     assert_non_null(f);
     fprintf(f,
             "[coordinator]\nnode_id = %s\nlisten = 127.0.0.1:%d\ndata_dir = %s/data\n"
-            "default_timeout_ms = 5000\ncommit_wait_ms = 2000\nrecovery_interval_ms = 1000\n%s\n"
-            "[participant.payment]\ndriver = postgres\n"
+            "default_timeout_ms = 5000\ncommit_wait_ms = 2000\nrecovery_interval_ms = 1000\n%s\n",
+            node, d->port, d->dir, extra ? extra : "");
+    if (tu_store_mode())
+        write_store_section(f, secrets);
+    fprintf(f,
+            "\n[participant.payment]\ndriver = postgres\n"
             "conninfo = host=127.0.0.1 hostaddr=127.0.0.1 port=%s dbname=payment user=xacoord "
             "sslmode=disable gssencmode=disable\n"
             "password_file = %s/secrets/payment.pw\npool_size = 8\n\n"
@@ -82,8 +141,8 @@ void tu_daemon_init(tu_daemon *d, const char *node, const char *extra)
             "[participant.warehouse]\ndriver = mysql\nhost = 127.0.0.1\nport = %s\n"
             "database = shop_warehouse\nuser = xacoord\npassword_file = %s/secrets/warehouse.pw\n"
             "pool_size = 8\n",
-            node, d->port, d->dir, extra ? extra : "", tu_env("XA_PG_PORT"), secrets,
-            tu_env("XA_ORDER_PORT"), secrets, tu_env("XA_WAREHOUSE_PORT"), secrets);
+            tu_env("XA_PG_PORT"), secrets, tu_env("XA_ORDER_PORT"), secrets,
+            tu_env("XA_WAREHOUSE_PORT"), secrets);
     fclose(f);
 }
 
@@ -390,6 +449,8 @@ int tu_xactl(const tu_daemon *d, const char *args, char **out)
 void tu_shop_reset(void)
 {
     assert_int_equal(tu_sh("%s/scripts/db reset >/dev/null", XACOORD_SOURCE_DIR), 0);
+    if (tu_store_mode())
+        tu_store_reset();
     assert_int_equal(tu_invariants(), 0);
 }
 

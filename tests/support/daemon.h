@@ -19,6 +19,16 @@ typedef struct tu_daemon {
     char token[64];     /* "" when the API has no token */
 } tu_daemon;
 
+/* Store mode (XA_TEST_DECISION_LOG=postgres in the environment): every daemon keeps its decisions
+ * in the decision store (database xatest on the payment server) with this lease. */
+#define TU_STORE_LEASE_MS 1500
+bool tu_store_mode(void);
+/* XA_TEST_DECISION_LOG=postgres-lr: store mode with the store in payment's database and payment
+ * the last resource ([decision_store] participant = payment). */
+bool tu_store_last_resource(void);
+/* Creates the store's tables if missing (sql/xacoord-store.sql) and empties them; tu_shop_reset
+ * does it in store mode. */
+void tu_store_reset(void);
 /* Prepares a daemon in a fresh temporary directory with the shop's three participants.
  * extra: more [coordinator] lines ("key = value\n..."), or NULL. */
 void tu_daemon_init(tu_daemon *d, const char *node, const char *extra);

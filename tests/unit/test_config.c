@@ -668,6 +668,42 @@ static void test_allow_unsafe(void **state)
                  "allow_unsafe", "not a memory key");
 }
 
+/* decision_log = postgres and [decision_store] go together; renew_ms fits the lease. */
+static void test_decision_store(void **state)
+{
+    fixture *fx = *state;
+    config cfg;
+    char err[512];
+    const char *store = "[decision_store]\nconninfo = host=127.0.0.1 dbname=xa\n"; /* 5-6 */
+    char text[1024];
+    assert_int_equal(load_text(fx, COORD PG, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.decision_log, DECISION_LOG_JOURNAL);
+    assert_false(cfg.has_store);
+    config_free(&cfg);
+
+    snprintf(text, sizeof text, "%sdecision_log = postgres\n%s%s", COORD, store, PG);
+    assert_int_equal(load_text(fx, text, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.decision_log, DECISION_LOG_POSTGRES);
+    assert_int_equal(cfg.store.pool_size, 4);
+    assert_int_equal(cfg.store.lease_ms, 10000);
+    assert_int_equal(cfg.store.renew_ms, 2500); /* a quarter of the lease */
+    assert_string_equal(cfg.store.target.driver, "postgres");
+    config_free(&cfg);
+
+    expect_error(fx, COORD "decision_log = sqlite\n" PG, 4, "decision_log", "journal or postgres");
+    expect_error(fx, COORD "decision_log = postgres\n" PG, 4, "decision_log",
+                 "needs a [decision_store]");
+    snprintf(text, sizeof text, "%s%s%s", COORD, store, PG);
+    expect_error(fx, text, 4, "[decision_store]", "only with decision_log = postgres");
+    snprintf(text, sizeof text, "%sdecision_log = postgres\n[decision_store]\n%s", COORD, PG);
+    expect_error(fx, text, 5, "[decision_store] conninfo", "is required");
+    snprintf(text, sizeof text, "%sdecision_log = postgres\n%slease_ms = 1000\nrenew_ms = 600\n%s",
+             COORD, store, PG);
+    expect_error(fx, text, 8, "renew_ms", "at most half of lease_ms");
+    snprintf(text, sizeof text, "%sdecision_log = postgres\n%scolour = red\n%s", COORD, store, PG);
+    expect_error(fx, text, 7, "[decision_store] colour", "unknown key");
+}
+
 static void test_tls_keys(void **state)
 {
     fixture *fx = *state;
@@ -766,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_allow_unsafe),
         cmocka_unit_test(test_tls_keys),
+        cmocka_unit_test(test_decision_store),
         cmocka_unit_test(test_syntax),
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_dump_reloads_what_loaded),

@@ -1,0 +1,491 @@
+/*
+ * The decision store (decision_log = postgres, docs/design.md section 3 "Decision store") against
+ * the real servers: the decision row is written before phase 2; any coordinator sharing the store
+ * answers GET, replay and 422 for any id; a node whose epoch was raised decides nothing and
+ * stops; the same id sent to two coordinators at once commits once and both answers agree; a
+ * restart of a node waits for its lease only while the crashed process's lease lasts.
+ */
+#include "daemon.h"
+#include "testutil.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *store_sql(const char *sql)
+{
+    return tu_admin_sql("payment", "xatest", sql);
+}
+
+/* The store's view of an id: "commit|<node>" or "abort|<node>", or "" when it has no row. */
+static char *store_row_of(const char *id)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT outcome || '|' || node_id FROM xacoord_decisions WHERE client_id = '%s'", id);
+    return store_sql(sql);
+}
+
+/* Polls (bounded) until the store holds a row for id starting with want. */
+static void wait_row(const char *id, const char *want, unsigned timeout_ms)
+{
+    for (unsigned waited = 0;; waited += 100) {
+        char *row = store_row_of(id);
+        bool ok = row && strncmp(row, want, strlen(want)) == 0;
+        if (ok || waited >= timeout_ms) {
+            if (!ok)
+                fail_msg("store row of %s is '%s', expected '%s...'", id, row ? row : "", want);
+            free(row);
+            return;
+        }
+        free(row);
+        usleep(100000);
+    }
+}
+
+static void expect(int status, int want, char *resp, const char *needle)
+{
+    if (status != want || (needle && (!resp || !strstr(resp, needle))))
+        fail_msg("got %d %s; expected %d with %s", status, resp ? resp : "", want,
+                 needle ? needle : "-");
+    free(resp);
+}
+
+/* POSTs body to d and checks the status and a piece of the answer. */
+static void post(tu_daemon *d, const char *body, int want, const char *needle)
+{
+    char *resp = NULL;
+    int status = tu_http(d->port, "POST", "/v1/transactions", body, NULL, &resp);
+    expect(status, want, resp, needle);
+}
+
+static void get(tu_daemon *d, const char *id, int want, const char *needle)
+{
+    char path[128], *resp = NULL;
+    int status;
+    snprintf(path, sizeof path, "/v1/transactions/%s", id);
+    status = tu_http(d->port, "GET", path, NULL, NULL, &resp);
+    expect(status, want, resp, needle);
+}
+
+/* Node a decides; node b, which never saw the id, answers for it from the store. */
+static void test_any_node_answers(void **state)
+{
+    tu_daemon a, b;
+    char *row;
+    char *body = tu_checkout_json("st-1", 1001, 7, 100, "SKU-1", 1);
+    char *other = tu_checkout_json("st-1", 1002, 7, 100, "SKU-1", 1);
+    char *poor = tu_checkout_json("st-2", 1002, 7, 500, "SKU-1", 1);
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "sa", NULL);
+    tu_daemon_init(&b, "sb", NULL);
+    tu_daemon_start(&a, NULL);
+    tu_daemon_start(&b, NULL);
+
+    post(&a, body, 200, "\"outcome\":\"committed\"");
+    /* written before phase 2, by a's node */
+    row = store_row_of("st-1");
+    assert_string_equal(row, "commit|sa");
+    free(row);
+
+    get(&b, "st-1", 200, "\"outcome\":\"committed\"");
+    post(&b, body, 200, "\"replayed\":true");
+    post(&b, other, 422, "different request");
+    assert_int_equal(tu_balance(7), 100); /* once */
+
+    /* a business abort is recorded (lazily) and replayed by the other node */
+    post(&a, poor, 409, "insufficient balance");
+    wait_row("st-2", "abort|sa", 5000);
+    get(&b, "st-2", 200, "\"outcome\":\"aborted\"");
+    post(&b, poor, 409, "\"replayed\":true");
+    get(&b, "st-none", 404, NULL);
+
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    /* a clean stop hands the node back: no holder, and a restart need not wait */
+    row = store_sql("SELECT holder FROM xacoord_nodes WHERE node_id = 'sa'");
+    assert_string_equal(row, "");
+    free(row);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+    free(other);
+    free(poor);
+}
+
+/* The epoch's row lock alone fences: with the lease checks switched off (a test-only fault
+ * point), a decision after another process raised the epoch inserts nothing and the
+ * transaction aborts everywhere. */
+static void test_epoch_alone_fences(void **state)
+{
+    tu_daemon a;
+    const char *fault[] = {"XACOORD_FAULT_AT=store-ignore-lease", NULL};
+    char *body = tu_checkout_json("fenced-0", 1001, 7, 100, "SKU-1", 1), *out;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "se", NULL);
+    tu_daemon_start(&a, fault);
+    out = store_sql("UPDATE xacoord_nodes SET epoch = epoch + 1 WHERE node_id = 'se'");
+    free(out);
+    post(&a, body, 503, "epoch was raised");
+    out = store_row_of("fenced-0");
+    assert_string_equal(out, "");
+    free(out);
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+}
+
+/* Another process raised the node's epoch (a takeover): the next decision inserts nothing, the
+ * transaction aborts everywhere, and the daemon stops acting and exits by itself. */
+static void test_fenced_node_decides_nothing(void **state)
+{
+    tu_daemon a;
+    char *out;
+    char *body = tu_checkout_json("fenced-1", 1001, 7, 100, "SKU-1", 1);
+    int ws;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "sf", NULL);
+    tu_daemon_start(&a, NULL);
+    out = store_sql("UPDATE xacoord_nodes SET epoch = epoch + 1 WHERE node_id = 'sf'");
+    free(out);
+    /* 503 either way: the decision found the epoch moved, or the renew did first and the
+     * daemon is already stopping */
+    post(&a, body, 503, NULL);
+    out = store_row_of("fenced-1");
+    assert_string_equal(out, "");
+    free(out);
+    /* the next renew finds the epoch gone: it stops like SIGTERM stops it */
+    ws = tu_daemon_wait_exit(&a, 10 * TU_STORE_LEASE_MS);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(tu_sh("grep -q 'was taken over' %s", a.log), 0);
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_invariants(), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+}
+
+static void retry_transient(tu_poster *p)
+{
+    if (p->status == 200 || !p->resp || !strstr(p->resp, "\"retryable\":true"))
+        return;
+    free(p->resp);
+    p->resp = NULL;
+    p->status = tu_http(p->d->port, "POST", "/v1/transactions", p->body, NULL, &p->resp);
+    assert_non_null(strstr(p->resp, "\"replayed\":true"));
+}
+
+/* The same id sent to two coordinators at the same moment: one commit, and both answers say so
+ * with the same xid (the loser answers from the winner's row). */
+static void test_same_id_on_two_nodes(void **state)
+{
+    tu_daemon a, b;
+    char *body = tu_checkout_json("twice-1", 1001, 7, 100, "SKU-1", 1);
+    tu_poster pa = {&a, body, 0, NULL}, pb = {&b, body, 0, NULL};
+    pthread_t ta, tb;
+    const char *xa, *xb;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "ta", NULL);
+    tu_daemon_init(&b, "tb", NULL);
+    tu_daemon_start(&a, NULL);
+    tu_daemon_start(&b, NULL);
+    assert_int_equal(pthread_create(&ta, NULL, tu_post_thread, &pa), 0);
+    assert_int_equal(pthread_create(&tb, NULL, tu_post_thread, &pb), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    /* The loser may time out on the winner's locks: a transient abort, which says "retry". The
+     * retry must then get the winner's answer. */
+    retry_transient(&pa);
+    retry_transient(&pb);
+    if (pa.status != 200 || pb.status != 200)
+        fail_msg("answers %d %s / %d %s", pa.status, pa.resp ? pa.resp : "", pb.status,
+                 pb.resp ? pb.resp : "");
+    assert_non_null(strstr(pa.resp, "\"outcome\":\"committed\""));
+    assert_non_null(strstr(pb.resp, "\"outcome\":\"committed\""));
+    xa = strstr(pa.resp, "\"xid\":\"");
+    xb = strstr(pb.resp, "\"xid\":\"");
+    assert_non_null(xa);
+    assert_non_null(xb);
+    assert_memory_equal(xa, xb, strcspn(xa + 7, "\"") + 7);
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(pa.resp);
+    free(pb.resp);
+    free(body);
+}
+
+/* Killed with -9 and started again at once: the new process waits for the dead one's lease to
+ * lapse (at most lease_ms), raises the epoch and commits what the store decided. */
+static void test_restart_waits_for_lease(void **state)
+{
+    tu_daemon a;
+    const char *crash[] = {"XACOORD_CRASH_AT=after-commit-record", NULL};
+    char *body = tu_checkout_json("lease-1", 1001, 7, 100, "SKU-1", 1), *resp = NULL, *epoch;
+    struct timespec t0, t1;
+    double took;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "sl", NULL);
+    tu_daemon_start(&a, crash);
+    tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    free(resp);
+    tu_daemon_wait_exit(&a, 20000);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tu_daemon_start(&a, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "restart took %.2f s (lease %u ms)\n", took, TU_STORE_LEASE_MS);
+    assert_int_equal(tu_sh("grep -q 'waiting for the lease to lapse' %s", a.log), 0);
+    epoch = store_sql("SELECT epoch FROM xacoord_nodes WHERE node_id = 'sl'");
+    assert_string_equal(epoch, "2");
+    free(epoch);
+    for (int i = 0; i < 100 && tu_balance(7) != 100; i++)
+        usleep(100000);
+    assert_int_equal(tu_balance(7), 100);
+    get(&a, "lease-1", 200, "\"outcome\":\"committed\"");
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    assert_int_equal(tu_invariants(), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+}
+
+static long prepared_anywhere(const char *prefix)
+{
+    return tu_prepared("payment", prefix) + tu_prepared("order", prefix) +
+           tu_prepared("warehouse", prefix);
+}
+
+/* Polls (bounded) until no prepared branch of prefix is left anywhere and I1-I5 hold. */
+static void wait_resolved(const char *prefix, unsigned timeout_ms)
+{
+    for (unsigned waited = 0;; waited += 250) {
+        long left = prepared_anywhere(prefix);
+        if (left == 0 && tu_sh("%s/tests/invariants check >/dev/null 2>&1", tu_source_dir()) == 0)
+            return;
+        if (waited >= timeout_ms)
+            fail_msg("%ld branches of %s still prepared after %u ms", left, prefix, timeout_ms);
+        usleep(250000);
+    }
+}
+
+/* Node fa dies (kill -9 at a crash point) and never comes back; fb, serving checkouts of its
+ * own meanwhile, takes fa's node once its lease lapsed and resolves fa's branches by the store:
+ * after the decision row (mid-phase 2) they commit, before it (mid-phase 1) they roll back. A
+ * client retrying the same id against fb gets the truth. */
+static void run_takeover(const char *point, bool committed)
+{
+    tu_daemon a, b;
+    char env[96], *resp = NULL, *row;
+    const char *crash[] = {env, NULL};
+    char *body = tu_checkout_json("fo-1", 1001, 7, 100, "SKU-1", 1);
+    char *own = tu_checkout_json(NULL, 1004, 8, 100, "SKU-3", 2);
+    struct timespec t0, t1;
+
+    tu_shop_reset();
+    snprintf(env, sizeof env, "XACOORD_CRASH_AT=%s", point);
+    tu_daemon_init(&a, "fa", NULL);
+    tu_daemon_init(&b, "fb", NULL);
+    tu_daemon_start(&a, crash);
+    tu_daemon_start(&b, NULL);
+    tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    free(resp);
+    assert_true(WIFSIGNALED(tu_daemon_wait_exit(&a, 20000)));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_true(prepared_anywhere("xa2.fa.") > 0);
+    post(&b, own, 200, "\"outcome\":\"committed\""); /* b's own work goes on */
+    wait_resolved("xa2.fa.", 10 * TU_STORE_LEASE_MS);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "%s: fa's branches resolved %.2f s after its death (lease %u ms)\n", point,
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+            TU_STORE_LEASE_MS);
+    assert_int_equal(tu_balance(7), committed ? 100 : 200);
+    assert_int_equal(tu_order_status(1001), committed ? 'P' : 'I');
+    if (committed) {
+        get(&b, "fo-1", 200, "\"outcome\":\"committed\"");
+        post(&b, body, 200, "\"replayed\":true");
+    } else {
+        get(&b, "fo-1", 404, NULL);
+        post(&b, body, 200, "\"replayed\":false"); /* never decided: runs now, once */
+    }
+    assert_int_equal(tu_balance(7), 100);
+    /* handed back once resolved */
+    row = store_sql("SELECT holder FROM xacoord_nodes WHERE node_id = 'fa'");
+    assert_string_equal(row, "");
+    free(row);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+    free(own);
+}
+
+static void test_takeover_mid_phase2(void **state)
+{
+    (void)state;
+    run_takeover("after-commit-record", true);
+}
+
+static void test_takeover_mid_phase1(void **state)
+{
+    (void)state;
+    run_takeover("after-some-prepares", false);
+}
+
+/* Node pa is paused (SIGSTOP) in phase 1 past its lease; pb takes its node over and rolls back
+ * what pa prepared. Resumed (SIGCONT), pa decides nothing for the node it lost: its checkout is
+ * not committed, it stops by itself, and the data stay consistent. */
+static void test_paused_node_does_not_act(void **state)
+{
+    tu_daemon a, b;
+    char *body = tu_checkout_json("paused-1", 1001, 7, 100, "SKU-1", 1);
+    tu_poster p = {&a, body, 0, NULL};
+    pthread_t th;
+    int ws;
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "pa", NULL);
+    tu_daemon_init(&b, "pb", NULL);
+    tu_daemon_start(&a, NULL);
+    tu_daemon_start(&b, NULL);
+    tu_hold_stock_row(2.0); /* the warehouse branch waits; payment and order prepare */
+    assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
+    for (int i = 0; i < 50 && tu_prepared("payment", "xa2.pa.") == 0; i++)
+        usleep(50000);
+    assert_int_equal(tu_prepared("payment", "xa2.pa."), 1);
+    kill(a.pid, SIGSTOP);
+    /* pb takes pa's node after the lease and rolls back the payment branch (PostgreSQL lets any
+     * session do that; MariaDB refuses while pa's session holds its branch) */
+    for (int i = 0; i < 8 * TU_STORE_LEASE_MS / 100 && tu_prepared("payment", "xa2.pa.") != 0; i++)
+        usleep(100000);
+    assert_int_equal(tu_prepared("payment", "xa2.pa."), 0);
+    kill(a.pid, SIGCONT);
+    pthread_join(th, NULL);
+    if (p.status == 200)
+        fail_msg("the paused node committed after losing its node: %s", p.resp);
+    ws = tu_daemon_wait_exit(&a, 20000);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(tu_sh("grep -q 'was taken over' %s", a.log), 0);
+    wait_resolved("xa2.pa.", 10 * TU_STORE_LEASE_MS);
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_order_status(1001), 'I');
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(p.resp);
+    free(body);
+}
+
+/* Last-resource commit ([decision_store] participant = payment, the store in payment's database):
+ * payment is never prepared; its COMMIT, with the decision row inside, is the decision. */
+static void test_last_resource(void **state)
+{
+    tu_daemon a, b;
+    const char *crash[] = {"XACOORD_CRASH_AT=after-commit-record", NULL};
+    char *body = tu_checkout_json("lr-1", 1001, 7, 100, "SKU-1", 1), *resp = NULL, *row;
+    (void)state;
+
+    setenv("XA_TEST_DECISION_LOG", "postgres-lr", 1);
+    tu_shop_reset();
+    tu_daemon_init(&a, "la", NULL);
+    tu_daemon_init(&b, "lb", NULL);
+    tu_daemon_start(&a, crash);
+    tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    free(resp);
+    assert_true(WIFSIGNALED(tu_daemon_wait_exit(&a, 20000)));
+    /* the decision is payment's own commit: debited, never prepared, the row beside it; the
+     * other two wait prepared */
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_prepared("payment", "xa2.la."), 0);
+    assert_int_equal(tu_prepared("order", "xa2.la.") + tu_prepared("warehouse", "xa2.la."), 2);
+    row = tu_admin_sql("payment", "payment",
+                       "SELECT outcome || '|' || pending FROM xacoord_decisions "
+                       "WHERE client_id = 'lr-1'");
+    assert_string_equal(row, "commit|order,warehouse");
+    free(row);
+    /* b takes la's node and commits the rest; the retry gets the truth */
+    tu_daemon_start(&b, NULL);
+    wait_resolved("xa2.la.", 10 * TU_STORE_LEASE_MS);
+    assert_int_equal(tu_order_status(1001), 'P');
+    post(&b, body, 200, "\"replayed\":true");
+    assert_int_equal(tu_balance(7), 100);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+    setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+}
+
+/* The last resource's COMMIT answer is lost (the connection cut right after it went out): the
+ * transaction id read before it settles what happened; the client hears the truth. */
+static void test_last_resource_lost_commit_answer(void **state)
+{
+    tu_daemon a;
+    const char *fault[] = {"XACOORD_FAULT_AT=cut-after-lr-commit", NULL};
+    char *body = tu_checkout_json("lr-2", 1001, 7, 100, "SKU-1", 1), *resp = NULL;
+    int status;
+    (void)state;
+
+    setenv("XA_TEST_DECISION_LOG", "postgres-lr", 1);
+    tu_shop_reset();
+    tu_daemon_init(&a, "lc", NULL);
+    tu_daemon_start(&a, fault);
+    status = tu_http(a.port, "POST", "/v1/transactions", body, NULL, &resp);
+    fprintf(stderr, "answer after the lost COMMIT answer: %d %.120s\n", status, resp ? resp : "");
+    assert_true(status == 200 || status == 503);
+    wait_resolved("xa2.lc.", 10000);
+    if (status == 200) {
+        assert_non_null(strstr(resp, "\"outcome\":\"committed\""));
+        assert_int_equal(tu_balance(7), 100);
+        assert_int_equal(tu_order_status(1001), 'P');
+    } else {
+        assert_non_null(strstr(resp, "\"outcome\":\"aborted\""));
+        assert_int_equal(tu_balance(7), 200);
+        assert_int_equal(tu_order_status(1001), 'I');
+    }
+    assert_int_equal(tu_sh("grep -q 'lost COMMIT answer of payment' %s", a.log), 0);
+    free(resp);
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    tu_daemon_cleanup(&a);
+    free(body);
+    setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_any_node_answers),
+        cmocka_unit_test(test_epoch_alone_fences),
+        cmocka_unit_test(test_fenced_node_decides_nothing),
+        cmocka_unit_test(test_same_id_on_two_nodes),
+        cmocka_unit_test(test_restart_waits_for_lease),
+        cmocka_unit_test(test_takeover_mid_phase2),
+        cmocka_unit_test(test_takeover_mid_phase1),
+        cmocka_unit_test(test_paused_node_does_not_act),
+        cmocka_unit_test(test_last_resource),
+        cmocka_unit_test(test_last_resource_lost_commit_answer),
+    };
+    setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
