@@ -52,10 +52,10 @@ typedef struct bench_targets {
 struct bench_client {
     bench_run *run;
     int index;
-    int64_t order;      /* next order to check out */
-    int64_t order_end;  /* one past the client's last order */
-    int64_t user;       /* the client's own account, and SKU "B<user>" */
-    uint64_t t0;        /* start of the transaction in flight (uv_hrtime) */
+    int64_t order;     /* next order to check out */
+    int64_t order_end; /* one past the client's last order */
+    int64_t user;      /* the client's own account, and SKU "B<user>" */
+    uint64_t t0;       /* start of the transaction in flight (uv_hrtime) */
     bool busy, ready, dead;
     void *impl;
 };
@@ -64,7 +64,7 @@ typedef struct bench_result {
     int conc;
     double seconds;
     uint64_t committed, aborted, errors;
-    double tps;                  /* committed per second */
+    double tps;                     /* committed per second */
     double p50_ms, p99_ms, p999_ms; /* over every finished transaction */
 } bench_result;
 
@@ -77,16 +77,16 @@ struct bench_run {
     int http_port;
     int store_port; /* bench_http_store_kind's daemon; 0: none */
     bench_body body;
-    bool single;                 /* only the checkout's payment branch (one-phase commit) */
-    const char *mem_stmt;        /* the statement of every memory branch */
+    bool single;          /* only the checkout's payment branch (one-phase commit) */
+    const char *mem_stmt; /* the statement of every memory branch */
     const bench_targets *targets;
-    uint64_t gtrid_seq;          /* B1: the next branch id */
+    uint64_t gtrid_seq; /* B1: the next branch id */
     /* progress */
     int nready, nfailed, nidle;
-    uint64_t deadline;           /* uv_hrtime; 0 while connecting */
+    uint64_t deadline; /* uv_hrtime; 0 while connecting */
     uint64_t t_start, t_end;
     uint64_t committed, aborted, errors;
-    uint64_t *lat;               /* microseconds, one per finished transaction */
+    uint64_t *lat; /* microseconds, one per finished transaction */
     size_t nlat, caplat;
     char first_error[256];
 };

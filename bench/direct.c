@@ -39,11 +39,15 @@ typedef struct dclient {
 
 static const px_target *target_of(const bench_run *run, int b)
 {
-    return b == PAY ? &run->targets->payment : b == ORD ? &run->targets->order
-                                                       : &run->targets->warehouse;
+    return b == PAY   ? &run->targets->payment
+           : b == ORD ? &run->targets->order
+                      : &run->targets->warehouse;
 }
 
-static px_param p_int(int64_t v) { return (px_param){.type = PX_P_INT, .i = v}; }
+static px_param p_int(int64_t v)
+{
+    return (px_param){.type = PX_P_INT, .i = v};
+}
 
 static px_param p_text(const char *s)
 {
@@ -72,7 +76,8 @@ static void build(dclient *d)
     if (!d->xa)
         d->stmts[PAY][k++] = stmt("BEGIN", NULL, 0, -1);
     d->stmts[PAY][k++] = stmt("UPDATE account SET balance = balance - $1 WHERE user_id = $2 AND "
-                              "balance >= $1", d->pay_upd, 2, 1);
+                              "balance >= $1",
+                              d->pay_upd, 2, 1);
     d->stmts[PAY][k++] = stmt("INSERT INTO payment(order_id, user_id, amount) VALUES ($1, $2, $3)",
                               d->pay_ins, 3, -1);
     if (!d->xa)
@@ -82,8 +87,8 @@ static void build(dclient *d)
     k = 0;
     if (!d->xa)
         d->stmts[ORD][k++] = stmt("START TRANSACTION", NULL, 0, -1);
-    d->stmts[ORD][k++] = stmt("UPDATE orders SET status = 'P' WHERE id = ? AND status = 'I'",
-                              d->ord_upd, 1, 1);
+    d->stmts[ORD][k++] =
+        stmt("UPDATE orders SET status = 'P' WHERE id = ? AND status = 'I'", d->ord_upd, 1, 1);
     if (!d->xa)
         d->stmts[ORD][k++] = stmt("COMMIT", NULL, 0, -1);
     d->nstmts[ORD] = k;
@@ -91,10 +96,11 @@ static void build(dclient *d)
     k = 0;
     if (!d->xa)
         d->stmts[WH][k++] = stmt("START TRANSACTION", NULL, 0, -1);
-    d->stmts[WH][k++] = stmt("UPDATE stock SET qty = qty - ? WHERE sku = ? AND qty >= ?", d->wh_upd,
-                             3, 1);
+    d->stmts[WH][k++] =
+        stmt("UPDATE stock SET qty = qty - ? WHERE sku = ? AND qty >= ?", d->wh_upd, 3, 1);
     d->stmts[WH][k++] = stmt("INSERT INTO shipment(order_id, sku, qty, status) VALUES (?, ?, ?, "
-                             "'R')", d->wh_ins, 3, -1);
+                             "'R')",
+                             d->wh_ins, 3, -1);
     if (!d->xa)
         d->stmts[WH][k++] = stmt("COMMIT", NULL, 0, -1);
     d->nstmts[WH] = k;
@@ -335,8 +341,14 @@ static void direct_open(bench_client *cl, bool xa)
     }
 }
 
-static void b0_open(bench_client *cl) { direct_open(cl, false); }
-static void b1_open(bench_client *cl) { direct_open(cl, true); }
+static void b0_open(bench_client *cl)
+{
+    direct_open(cl, false);
+}
+static void b1_open(bench_client *cl)
+{
+    direct_open(cl, true);
+}
 
 static void direct_close(bench_client *cl)
 {

@@ -131,17 +131,30 @@ static bool load_targets(const opts *o, bench_targets *t)
              "host=127.0.0.1 hostaddr=127.0.0.1 port=%d dbname=payment user=xacoord "
              "sslmode=disable gssencmode=disable",
              o->pg_port);
-    t->payment = (px_target){.name = "payment", .driver = "postgres", .conninfo = t->pg_conninfo,
-                             .password = t->pw[0], .connect_timeout_ms = 10000,
+    t->payment = (px_target){.name = "payment",
+                             .driver = "postgres",
+                             .conninfo = t->pg_conninfo,
+                             .password = t->pw[0],
+                             .connect_timeout_ms = 10000,
                              .without_markers = true};
-    t->order = (px_target){.name = "order", .driver = "mysql", .host = "127.0.0.1",
-                           .port = o->order_port, .database = "shop_order", .user = "xacoord",
-                           .password = t->pw[1], .connect_timeout_ms = 10000,
+    t->order = (px_target){.name = "order",
+                           .driver = "mysql",
+                           .host = "127.0.0.1",
+                           .port = o->order_port,
+                           .database = "shop_order",
+                           .user = "xacoord",
+                           .password = t->pw[1],
+                           .connect_timeout_ms = 10000,
                            .without_markers = true};
-    t->warehouse = (px_target){.name = "warehouse", .driver = "mysql", .host = "127.0.0.1",
-                               .port = o->wh_port, .database = "shop_warehouse",
-                               .user = "xacoord", .password = t->pw[2],
-                               .connect_timeout_ms = 10000, .without_markers = true};
+    t->warehouse = (px_target){.name = "warehouse",
+                               .driver = "mysql",
+                               .host = "127.0.0.1",
+                               .port = o->wh_port,
+                               .database = "shop_warehouse",
+                               .user = "xacoord",
+                               .password = t->pw[2],
+                               .connect_timeout_ms = 10000,
+                               .without_markers = true};
     return true;
 }
 
@@ -170,8 +183,8 @@ static int measure(const opts *o, bench_run *run, const bench_kind *kind, int co
 {
     double s0 = 0, c0 = 0;
     *group = 0;
-    if (warm_up && (run_setup(o, conc, per) != 0 ||
-                    bench_run_execute(run, kind, conc, 1.0, per, r) != 0))
+    if (warm_up &&
+        (run_setup(o, conc, per) != 0 || bench_run_execute(run, kind, conc, 1.0, per, r) != 0))
         return fail("warm-up failed");
     if (run_setup(o, conc, per) != 0)
         return fail("setup command failed");
@@ -188,8 +201,7 @@ static int measure(const opts *o, bench_run *run, const bench_kind *kind, int co
         *group = n > 0 ? (metric(o->port, "xacoord_journal_group_size_sum") - s0) / n : 0;
     }
     if (run->first_error[0])
-        fprintf(stderr, "xabench: %s at %d: first error: %s\n", kind->name, conc,
-                run->first_error);
+        fprintf(stderr, "xabench: %s at %d: first error: %s\n", kind->name, conc, run->first_error);
     return 0;
 }
 
@@ -336,9 +348,9 @@ static int cmd_memory(const opts *o)
     hwm1 = proc_kib(o->pid, "VmHWM");
     printf("n,committed,errors,inflight_seen,hwm_before_kib,rss_before_kib,rss_during_kib,"
            "hwm_after_kib,kib_per_txn,p50_ms\n");
-    printf("%d,%llu,%llu,%.0f,%ld,%ld,%ld,%ld,%.2f,%.1f\n", o->n,
-           (unsigned long long)r.committed, (unsigned long long)r.errors, m.inflight, hwm0, rss0,
-           m.rss_kib, hwm1, (double)(hwm1 - hwm0) / o->n, r.p50_ms);
+    printf("%d,%llu,%llu,%.0f,%ld,%ld,%ld,%ld,%.2f,%.1f\n", o->n, (unsigned long long)r.committed,
+           (unsigned long long)r.errors, m.inflight, hwm0, rss0, m.rss_kib, hwm1,
+           (double)(hwm1 - hwm0) / o->n, r.p50_ms);
     if (run.first_error[0])
         fprintf(stderr, "xabench: memory: first error: %s\n", run.first_error);
     uv_close((uv_handle_t *)&m.timer, NULL);
@@ -361,8 +373,7 @@ static int cmd_recovery(const opts *o)
      * other's locks. */
     if (run_setup(o, o->n, 1) != 0)
         return fail("setup command failed");
-    return bench_recovery(&t, o->n, o->node, o->identity, o->xacoord, o->config, o->log,
-                          o->port);
+    return bench_recovery(&t, o->n, o->node, o->identity, o->xacoord, o->config, o->log, o->port);
 }
 
 /* ---- main ------------------------------------------------------------------------------- */
@@ -389,18 +400,26 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"port", required_argument, NULL, 'p'},     {"pg-port", required_argument, NULL, 'P'},
-        {"order-port", required_argument, NULL, 'O'},
-        {"warehouse-port", required_argument, NULL, 'W'},
-        {"secrets", required_argument, NULL, 'S'},  {"setup", required_argument, NULL, 's'},
-        {"conc", required_argument, NULL, 'c'},     {"seconds", required_argument, NULL, 't'},
-        {"orders", required_argument, NULL, 'o'},   {"pid", required_argument, NULL, 'i'},
-        {"n", required_argument, NULL, 'n'},        {"sleep-ms", required_argument, NULL, 'm'},
-        {"node", required_argument, NULL, 'N'},     {"xacoord", required_argument, NULL, 'x'},
-        {"config", required_argument, NULL, 'C'},   {"log", required_argument, NULL, 'l'},
-        {"identity", required_argument, NULL, 'I'}, {"store-port", required_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
+                                             {"pg-port", required_argument, NULL, 'P'},
+                                             {"order-port", required_argument, NULL, 'O'},
+                                             {"warehouse-port", required_argument, NULL, 'W'},
+                                             {"secrets", required_argument, NULL, 'S'},
+                                             {"setup", required_argument, NULL, 's'},
+                                             {"conc", required_argument, NULL, 'c'},
+                                             {"seconds", required_argument, NULL, 't'},
+                                             {"orders", required_argument, NULL, 'o'},
+                                             {"pid", required_argument, NULL, 'i'},
+                                             {"n", required_argument, NULL, 'n'},
+                                             {"sleep-ms", required_argument, NULL, 'm'},
+                                             {"node", required_argument, NULL, 'N'},
+                                             {"xacoord", required_argument, NULL, 'x'},
+                                             {"config", required_argument, NULL, 'C'},
+                                             {"log", required_argument, NULL, 'l'},
+                                             {"identity", required_argument, NULL, 'I'},
+                                             {"store-port", required_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     opts o = {.conc = NULL, .seconds = 5, .orders = 60000, .sleep_ms = 2000};
     const char *cmd;
     int ch;
@@ -412,28 +431,66 @@ int main(int argc, char **argv)
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'p': o.port = atoi(optarg); break;
+        case 'p':
+            o.port = atoi(optarg);
+            break;
         case 'q':
             o.store_port = atoi(optarg);
             break;
-        case 'P': o.pg_port = atoi(optarg); break;
-        case 'O': o.order_port = atoi(optarg); break;
-        case 'W': o.wh_port = atoi(optarg); break;
-        case 'S': o.secrets = optarg; break;
-        case 's': o.setup = optarg; break;
-        case 'c': o.conc = optarg; break;
-        case 't': o.seconds = atof(optarg); break;
-        case 'o': o.orders = atoll(optarg); break;
-        case 'i': o.pid = atoi(optarg); break;
-        case 'n': o.n = atoi(optarg); break;
-        case 'm': o.sleep_ms = atoi(optarg); break;
-        case 'N': o.node = optarg; break;
-        case 'I': o.identity = optarg; break;
-        case 'x': o.xacoord = optarg; break;
-        case 'C': o.config = optarg; break;
-        case 'l': o.log = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'P':
+            o.pg_port = atoi(optarg);
+            break;
+        case 'O':
+            o.order_port = atoi(optarg);
+            break;
+        case 'W':
+            o.wh_port = atoi(optarg);
+            break;
+        case 'S':
+            o.secrets = optarg;
+            break;
+        case 's':
+            o.setup = optarg;
+            break;
+        case 'c':
+            o.conc = optarg;
+            break;
+        case 't':
+            o.seconds = atof(optarg);
+            break;
+        case 'o':
+            o.orders = atoll(optarg);
+            break;
+        case 'i':
+            o.pid = atoi(optarg);
+            break;
+        case 'n':
+            o.n = atoi(optarg);
+            break;
+        case 'm':
+            o.sleep_ms = atoi(optarg);
+            break;
+        case 'N':
+            o.node = optarg;
+            break;
+        case 'I':
+            o.identity = optarg;
+            break;
+        case 'x':
+            o.xacoord = optarg;
+            break;
+        case 'C':
+            o.config = optarg;
+            break;
+        case 'l':
+            o.log = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     signal(SIGPIPE, SIG_IGN);

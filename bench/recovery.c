@@ -80,8 +80,7 @@ static void on_prepared(px_conn *c, const px_error *err, void *arg)
     work_next(w);
 }
 
-static void on_worked(px_conn *c, const px_error *err, int fi, const px_result *r, int n,
-                      void *arg)
+static void on_worked(px_conn *c, const px_error *err, int fi, const px_result *r, int n, void *arg)
 {
     worker *w = arg;
     if (err && err->cls != PX_OK) {
@@ -151,8 +150,8 @@ static void work_next(worker *w)
         work_branch(w);
         return;
     }
-    if (px_driver_find(pl->targets[w->b]->driver)->connect(pl->loop, pl->targets[w->b],
-                                                             on_work_conn, w) != 0)
+    if (px_driver_find(pl->targets[w->b]->driver)
+            ->connect(pl->loop, pl->targets[w->b], on_work_conn, w) != 0)
         work_fail(w, "connect", NULL);
 }
 
@@ -186,8 +185,7 @@ static void list_all(planter *pl)
         px_conn *c = pl->lister[b];
         if (px_conn_base(c)->driver->recover(c, pl->prefix, pl->targets[b]->name, on_listed, pl) !=
             0) {
-            fprintf(stderr, "xabench: cannot list prepared branches on %s\n",
-                    pl->targets[b]->name);
+            fprintf(stderr, "xabench: cannot list prepared branches on %s\n", pl->targets[b]->name);
             pl->failed = true;
             uv_stop(pl->loop);
             return;
@@ -215,7 +213,10 @@ static void on_tick(uv_timer_t *t)
     list_all(pl);
 }
 
-static void poll_again(planter *pl) { uv_timer_start(&pl->timer, on_tick, 20, 0); }
+static void poll_again(planter *pl)
+{
+    uv_timer_start(&pl->timer, on_tick, 20, 0);
+}
 
 static void on_lister(px_conn *c, const px_error *err, void *arg)
 {

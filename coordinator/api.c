@@ -189,7 +189,7 @@ static void on_store_found(void *arg, int status, const store_row *r, const char
 static void submit(coord *c, http_request *req)
 {
     const config *cfg = c->cfg;
-    request_limits lim = {cfg->max_branches, cfg->max_statements, 256, 65536,
+    request_limits lim = {cfg->max_branches,       cfg->max_statements, 256, 65536,
                           cfg->default_timeout_ms, cfg->max_timeout_ms};
     char err[256];
     txn_request *treq;
@@ -389,7 +389,8 @@ static void resolve(coord *c, http_request *req, const char *rest)
     char gtrid[PX_XID_PART_MAX + 1], participant[40] = "";
     const char *slash = strchr(rest, '/');
     if (!slash || (size_t)(slash - rest) > PX_XID_PART_MAX) {
-        http_respond_error(req, 404, "use /v1/in-doubt/{xid}/commit or /v1/in-doubt/{xid}/rollback");
+        http_respond_error(req, 404,
+                           "use /v1/in-doubt/{xid}/commit or /v1/in-doubt/{xid}/rollback");
         return;
     }
     snprintf(gtrid, sizeof gtrid, "%.*s", (int)(slash - rest), rest);
@@ -484,8 +485,8 @@ int api_start(coord *c, http_server **out, char *err, size_t errlen)
         .max_buffered_bytes = cfg->http_max_buffered_bytes,
         .authorize = authorize_head,
     };
-    int rc = http_server_start(out, c->loop, c->cfg->listen_host, c->cfg->listen_port, &lim,
-                               handle, c);
+    int rc =
+        http_server_start(out, c->loop, c->cfg->listen_host, c->cfg->listen_port, &lim, handle, c);
     if (rc != 0)
         snprintf(err, errlen, "cannot listen on %s:%d: %s", c->cfg->listen_host,
                  c->cfg->listen_port, uv_strerror(rc));

@@ -1,5 +1,6 @@
 /*
- * Configuration: the INI file of docs/design.md section 4, parsed with inih and validated as a whole.
+ * Configuration: the INI file of docs/design.md section 4, parsed with inih and validated as a
+ * whole.
  *
  * Every error names the file, the line and the key ("xacoord.ini:12: [participant.payment]
  * pool_size: must be 1..1024"). Unknown sections and keys are errors. Secrets are read from files
@@ -21,24 +22,24 @@
 #define CONFIG_MAX_PARTICIPANTS 32
 
 typedef struct config_participant {
-    char name[33];         /* [a-z0-9_]{1,32} */
-    char *driver;          /* "postgres" | "mysql" | "memory" */
-    char *conninfo;        /* postgres; must not contain password= (use password_file) */
-    char *host;            /* mysql: numeric IPv4/IPv6 address */
-    int port;              /* mysql: default 3306 */
-    char *database;        /* mysql */
-    char *user;            /* mysql */
+    char name[33];  /* [a-z0-9_]{1,32} */
+    char *driver;   /* "postgres" | "mysql" | "memory" */
+    char *conninfo; /* postgres; must not contain password= (use password_file) */
+    char *host;     /* mysql: numeric IPv4/IPv6 address */
+    int port;       /* mysql: default 3306 */
+    char *database; /* mysql */
+    char *user;     /* mysql */
     char *password_file;
-    char *password;        /* read from password_file (trailing newline removed) */
-    char *ssl_ca;          /* mysql TLS: CA file; setting it turns TLS on */
+    char *password; /* read from password_file (trailing newline removed) */
+    char *ssl_ca;   /* mysql TLS: CA file; setting it turns TLS on */
     char *ssl_cert;
     char *ssl_key;
     bool ssl_verify_server_cert; /* mysql; default true when ssl_ca is set */
-    int pool_size;         /* default 8, 1..1024 */
+    int pool_size;               /* default 8, 1..1024 */
     uint32_t connect_timeout_ms; /* default 3000 */
     uint32_t lock_timeout_ms;    /* default: half of the coordinator's default_timeout_ms */
-    bool allow_unsafe;     /* use it even when preflight finds it unsafe (preflight.h); default false */
-    px_target target;      /* filled from the fields above; points into them */
+    bool allow_unsafe; /* use it even when preflight finds it unsafe (preflight.h); default false */
+    px_target target;  /* filled from the fields above; points into them */
 } config_participant;
 
 /* Where commit decisions are kept (docs/design.md section 3, "Decision store"). */
@@ -68,31 +69,31 @@ typedef struct config {
     /* Not a key: set from the command line (--accept-damaged-tail) for one start after an
      * operator resolved a damaged journal's last decision by hand (journal.h). */
     bool accept_damaged_tail;
-    char node_id[17];               /* [a-z0-9]{1,16} */
-    char listen_host[64];           /* numeric address; default 127.0.0.1 */
-    int listen_port;                /* default 7070 */
-    char *data_dir;                 /* required */
+    char node_id[17];     /* [a-z0-9]{1,16} */
+    char listen_host[64]; /* numeric address; default 127.0.0.1 */
+    int listen_port;      /* default 7070 */
+    char *data_dir;       /* required */
     char *api_token_file;
-    char *api_token;                /* read from api_token_file */
-    int max_inflight;               /* default 256 */
-    uint32_t default_timeout_ms;    /* default 5000 */
-    uint32_t max_timeout_ms;        /* largest timeout_ms a request may ask for; default 60000 */
-    uint32_t commit_wait_ms;        /* default 2000 */
-    uint32_t recovery_interval_ms;  /* default 10000 */
-    int64_t outcome_retention_s;    /* default 86400 */
-    size_t max_body_bytes;          /* default 1 MiB */
-    int http_max_connections;       /* default 1024 (http.h: the oldest idle one makes room) */
-    size_t http_max_buffered_bytes; /* request bodies of all connections; default 64 MiB */
+    char *api_token;                 /* read from api_token_file */
+    int max_inflight;                /* default 256 */
+    uint32_t default_timeout_ms;     /* default 5000 */
+    uint32_t max_timeout_ms;         /* largest timeout_ms a request may ask for; default 60000 */
+    uint32_t commit_wait_ms;         /* default 2000 */
+    uint32_t recovery_interval_ms;   /* default 10000 */
+    int64_t outcome_retention_s;     /* default 86400 */
+    size_t max_body_bytes;           /* default 1 MiB */
+    int http_max_connections;        /* default 1024 (http.h: the oldest idle one makes room) */
+    size_t http_max_buffered_bytes;  /* request bodies of all connections; default 64 MiB */
     uint32_t http_header_timeout_ms; /* first byte to last header of a request; default 10000 */
-    uint32_t http_body_timeout_ms;  /* last header to last body byte; default 30000 */
-    uint32_t http_idle_timeout_ms;  /* keep-alive connection without a request; default 60000 */
-    size_t journal_segment_bytes;   /* rotate and compact the journal past this; default 64 MiB */
-    int max_branches;               /* default 16 */
-    int max_statements;             /* per branch; default 64 */
-    char log_level[8];              /* debug | info | warn | error; default info */
-    char log_format[8];             /* text | json; default text */
-    decision_log decision_log;      /* journal (default) | postgres */
-    bool has_store;                 /* a [decision_store] section was given */
+    uint32_t http_body_timeout_ms;   /* last header to last body byte; default 30000 */
+    uint32_t http_idle_timeout_ms;   /* keep-alive connection without a request; default 60000 */
+    size_t journal_segment_bytes;    /* rotate and compact the journal past this; default 64 MiB */
+    int max_branches;                /* default 16 */
+    int max_statements;              /* per branch; default 64 */
+    char log_level[8];               /* debug | info | warn | error; default info */
+    char log_format[8];              /* text | json; default text */
+    decision_log decision_log;       /* journal (default) | postgres */
+    bool has_store;                  /* a [decision_store] section was given */
     config_store store;
     int nparticipants;
     config_participant participants[CONFIG_MAX_PARTICIPANTS];

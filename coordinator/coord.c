@@ -37,7 +37,10 @@ int coord_part_index(const coord *c, const char *name)
     return -1;
 }
 
-bool coord_part_usable(const coord_part *p) { return p->ready && p->owned && p->safe; }
+bool coord_part_usable(const coord_part *p)
+{
+    return p->ready && p->owned && p->safe;
+}
 
 bool coord_ready(const coord *c)
 {
@@ -121,8 +124,9 @@ static bool decode_participants(coord *c, char *list, uint32_t *mask, const char
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int i = coord_part_index(c, name);
         if (i < 0) {
-            log_error("journal", "transaction %s names participant '%s', which is not in the "
-                                 "configuration: its branch there cannot be resolved",
+            log_error("journal",
+                      "transaction %s names participant '%s', which is not in the "
+                      "configuration: its branch there cannot be resolved",
                       gtrid, name);
             continue;
         }
@@ -165,8 +169,7 @@ static bool expired(const coord *c, const outcome *o, const journal_rec *rec)
  * instead of running), so an id recorded twice within its retention means the journal is not what
  * this coordinator wrote. The first outcome keeps answering for the id; the later one stays
  * reachable by its gtrid, so that neither decision is lost for recovery. */
-static outcome *replay_create(coord *c, const decoded *d, const char *gtrid,
-                              const journal_rec *rec)
+static outcome *replay_create(coord *c, const decoded *d, const char *gtrid, const journal_rec *rec)
 {
     outcome *o = outcome_find(c->outcomes, d->id);
     if (!o)
@@ -177,9 +180,10 @@ static outcome *replay_create(coord *c, const decoded *d, const char *gtrid,
         return outcome_create(c->outcomes, d->id, gtrid, d->digest);
     }
     c->journal_conflicts++;
-    log_error("journal", "CORRUPTION: id '%s' is recorded for transaction %s and again for %s; "
-                         "the id keeps answering with %s, and both decisions are kept for "
-                         "recovery",
+    log_error("journal",
+              "CORRUPTION: id '%s' is recorded for transaction %s and again for %s; "
+              "the id keeps answering with %s, and both decisions are kept for "
+              "recovery",
               d->id, o->gtrid, gtrid, o->gtrid);
     return outcome_create_shadowed(c->outcomes, d->id, gtrid, d->digest);
 }
@@ -202,8 +206,9 @@ static void replay_outcome(coord *c, const journal_rec *rec)
         outcome_commit(c->outcomes, o, rec->time_ms);
         o->pending = d.participants;
     }
-    outcome_settle(c->outcomes, o, rec->type == JOURNAL_COMMIT ? OUTCOME_COMMITTED : OUTCOME_ABORTED,
-                   d.status, d.head, rec->time_ms);
+    outcome_settle(c->outcomes, o,
+                   rec->type == JOURNAL_COMMIT ? OUTCOME_COMMITTED : OUTCOME_ABORTED, d.status,
+                   d.head, rec->time_ms);
 }
 
 static void on_replay(const journal_rec *rec, void *arg)
@@ -212,9 +217,12 @@ static void on_replay(const journal_rec *rec, void *arg)
     char gtrid[PX_XID_PART_MAX + 1];
     outcome *o;
     switch (rec->type) {
-    case JOURNAL_BOOT: break;
+    case JOURNAL_BOOT:
+        break;
     case JOURNAL_COMMIT:
-    case JOURNAL_ABORT: replay_outcome(c, rec); break;
+    case JOURNAL_ABORT:
+        replay_outcome(c, rec);
+        break;
     case JOURNAL_DONE:
         txn_format_gtrid(c, rec->boot, rec->seq, gtrid, sizeof gtrid);
         o = outcome_find_commit(c->outcomes, gtrid);
@@ -239,13 +247,16 @@ void coord_heuristic(coord *c, outcome *o, const coord_part *p, bool data_loss, 
     snprintf(e.what, sizeof e.what, "%s", what);
     heuristics_add(&c->heuristics, &e);
     log_error(ctx, "%s: %s: %s; the decision was %s (transaction %s, id %s)", p->cfg->name,
-              data_loss ? "DATA LOSS" : "HEURISTIC HAZARD", what,
-              committed ? "COMMIT" : "ROLLBACK", o->gtrid, o->id);
+              data_loss ? "DATA LOSS" : "HEURISTIC HAZARD", what, committed ? "COMMIT" : "ROLLBACK",
+              o->gtrid, o->id);
 }
 
 /* ---- metrics ----------------------------------------------------------------------------- */
 
-static double g_inflight(void *arg) { return coord_inflight(arg); }
+static double g_inflight(void *arg)
+{
+    return coord_inflight(arg);
+}
 
 static double g_part_up(void *arg)
 {
@@ -282,9 +293,15 @@ static double g_listed_oldest(void *arg)
     return listed_stat(arg, true);
 }
 
-static double g_part_safe(void *arg) { return ((coord_part *)arg)->safe; }
+static double g_part_safe(void *arg)
+{
+    return ((coord_part *)arg)->safe;
+}
 
-static double g_in_doubt(void *arg) { return in_doubt_stat(arg, false); }
+static double g_in_doubt(void *arg)
+{
+    return in_doubt_stat(arg, false);
+}
 
 static double pool_stat(coord_part *p, int which)
 {
@@ -293,11 +310,23 @@ static double pool_stat(coord_part *p, int which)
     return which == 0 ? st.busy : which == 1 ? st.idle : st.waiting;
 }
 
-static double g_pool_busy(void *arg) { return pool_stat(arg, 0); }
-static double g_pool_idle(void *arg) { return pool_stat(arg, 1); }
-static double g_pool_waiting(void *arg) { return pool_stat(arg, 2); }
+static double g_pool_busy(void *arg)
+{
+    return pool_stat(arg, 0);
+}
+static double g_pool_idle(void *arg)
+{
+    return pool_stat(arg, 1);
+}
+static double g_pool_waiting(void *arg)
+{
+    return pool_stat(arg, 2);
+}
 
-static double g_oldest(void *arg) { return in_doubt_stat(arg, true); }
+static double g_oldest(void *arg)
+{
+    return in_doubt_stat(arg, true);
+}
 
 static double g_foreign(void *arg)
 {
@@ -305,9 +334,15 @@ static double g_foreign(void *arg)
     return (double)recovery_foreign_count(p->owner, p->index);
 }
 
-static double g_conflicts(void *arg) { return (double)((coord *)arg)->journal_conflicts; }
+static double g_conflicts(void *arg)
+{
+    return (double)((coord *)arg)->journal_conflicts;
+}
 
-static double g_outcomes(void *arg) { return (double)outcomes_count(((coord *)arg)->outcomes); }
+static double g_outcomes(void *arg)
+{
+    return (double)outcomes_count(((coord *)arg)->outcomes);
+}
 
 static void register_part_metrics(coord *c, coord_part *p)
 {
@@ -356,15 +391,17 @@ static void register_metrics(coord *c)
     static const double group_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
     metrics *m = c->metrics;
     const char *help = "Transactions by outcome";
-    c->txn_committed = metrics_counter(m, "xacoord_transactions_total", "outcome=\"committed\"", help);
+    c->txn_committed =
+        metrics_counter(m, "xacoord_transactions_total", "outcome=\"committed\"", help);
     c->txn_aborted = metrics_counter(m, "xacoord_transactions_total", "outcome=\"aborted\"", help);
-    c->txn_rejected = metrics_counter(m, "xacoord_transactions_total", "outcome=\"rejected\"", help);
+    c->txn_rejected =
+        metrics_counter(m, "xacoord_transactions_total", "outcome=\"rejected\"", help);
     c->txn_latency = metrics_histogram(m, "xacoord_transaction_duration_seconds", "",
                                        "Time from request to answer", metrics_latency_bounds,
                                        metrics_latency_nbounds);
-    c->fsync_latency = metrics_histogram(m, "xacoord_journal_fsync_seconds", "",
-                                         "Journal fdatasync latency", metrics_latency_bounds,
-                                         metrics_latency_nbounds);
+    c->fsync_latency =
+        metrics_histogram(m, "xacoord_journal_fsync_seconds", "", "Journal fdatasync latency",
+                          metrics_latency_bounds, metrics_latency_nbounds);
     c->group_size = metrics_histogram(m, "xacoord_journal_group_size", "",
                                       "Records per journal batch (group commit)", group_bounds,
                                       sizeof group_bounds / sizeof group_bounds[0]);
@@ -380,8 +417,8 @@ static void register_metrics(coord *c)
 }
 
 /* The journal keeps no copy of outcome payloads: at compaction it asks for them here. */
-static int journal_payload(journal_type type, uint64_t boot, uint64_t seq, void **out,
-                           size_t *len, void *arg)
+static int journal_payload(journal_type type, uint64_t boot, uint64_t seq, void **out, size_t *len,
+                           void *arg)
 {
     coord *c = arg;
     char gtrid[PX_XID_PART_MAX + 1];
@@ -495,12 +532,12 @@ static int settle_identity(coord *c, char *err, size_t errlen)
         if (identity_create(c->cfg->data_dir, last, &c->identity, err, errlen) != 0)
             return -1;
         if (last)
-            log_warn(NULL, "data directory %s predates identities: it is now identity %s, and "
-                           "its transactions of boots <= %" PRIu64 " keep their xa1 names",
+            log_warn(NULL,
+                     "data directory %s predates identities: it is now identity %s, and "
+                     "its transactions of boots <= %" PRIu64 " keep their xa1 names",
                      c->cfg->data_dir, c->identity.id, last);
         else
-            log_info(NULL, "new data directory %s: identity %s", c->cfg->data_dir,
-                     c->identity.id);
+            log_info(NULL, "new data directory %s: identity %s", c->cfg->data_dir, c->identity.id);
     }
     gtrid_prefix(2, c->cfg->node_id, c->identity.id, c->prefix, sizeof c->prefix);
     return 0;
@@ -546,8 +583,8 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
         return -1;
 
     for (int i = 0; i < c->nparts; i++) {
-        c->parts[i].pool = px_pool_new(loop, &cfg->participants[i].target,
-                                       cfg->participants[i].pool_size);
+        c->parts[i].pool =
+            px_pool_new(loop, &cfg->participants[i].target, cfg->participants[i].pool_size);
         if (!c->parts[i].pool) {
             snprintf(err, errlen, "participant %s: cannot create its pool (driver %s)",
                      cfg->participants[i].name, cfg->participants[i].driver);
@@ -585,7 +622,10 @@ static void close_step(void *arg)
     free(s);
 }
 
-static void on_journal_closed(void *arg) { close_step(arg); }
+static void on_journal_closed(void *arg)
+{
+    close_step(arg);
+}
 
 static void close_journal(void *arg)
 {

@@ -51,18 +51,18 @@ typedef struct coord_part {
     const config_participant *cfg;
     int index;
     px_pool *pool;
-    bool ready;               /* first recovery scan finished */
-    bool owned;               /* this process took the participant's ownership lock (owner.h) */
-    bool lock_held;           /* ... and its session is alive now: recovery may scan */
-    bool safe;                /* preflight found nothing unsafe, or allow_unsafe (preflight.h) */
+    bool ready;     /* first recovery scan finished */
+    bool owned;     /* this process took the participant's ownership lock (owner.h) */
+    bool lock_held; /* ... and its session is alive now: recovery may scan */
+    bool safe;      /* preflight found nothing unsafe, or allow_unsafe (preflight.h) */
     metric_counter *commit_retries;
     metric_counter *xid_not_found;
     metric_counter *heuristic;
     metric_counter *recovered_commit;
     metric_counter *recovered_rollback;
-    px_pool_req marker_req;      /* markers.c: the connection of a prune */
+    px_pool_req marker_req; /* markers.c: the connection of a prune */
     bool marker_pruning;
-    uint64_t markers_pruned_ms;  /* loop time of the last prune started, 0: never */
+    uint64_t markers_pruned_ms; /* loop time of the last prune started, 0: never */
 } coord_part;
 
 typedef struct coord {
@@ -76,11 +76,11 @@ typedef struct coord {
     recovery *recovery;
     owner *owner;
     preflight *preflight;
-    strmap *live;             /* gtrid -> txn, for the recovery scans */
+    strmap *live; /* gtrid -> txn, for the recovery scans */
     uint64_t boot;
     uint64_t next_seq;
-    dir_identity identity;    /* of the data directory: in every gtrid (identity.h) */
-    char prefix[32];          /* "xa2.<node_id>.<identity>." : the gtrids of new transactions */
+    dir_identity identity; /* of the data directory: in every gtrid (identity.h) */
+    char prefix[32];       /* "xa2.<node_id>.<identity>." : the gtrids of new transactions */
     int nparts;
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
     txn_list lists[TXN_NSTATES];
@@ -97,7 +97,8 @@ typedef struct coord {
 
 /* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
  * recovery scans. Returns 0, or -1 with a message in err. */
-XA_MUST_CHECK int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen);
+XA_MUST_CHECK int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err,
+                             size_t errlen);
 /* Every participant may take new work (coord_part_usable). */
 bool coord_ready(const coord *c);
 /* The participant may take new work: owned, recovered and safe. */
@@ -105,7 +106,8 @@ bool coord_part_usable(const coord_part *p);
 int coord_inflight(const coord *c);
 /* Finds a participant index by name (-1 when unknown). */
 int coord_part_index(const coord *c, const char *name);
-/* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone. */
+/* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone.
+ */
 void coord_close(coord *c, void (*cb)(void *arg), void *arg);
 
 /* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a

@@ -17,7 +17,10 @@ void crash_point(const char *name);
  * once per process, so a test sees exactly one fault. */
 bool fault_point(const char *name);
 #else
-static inline void crash_point(const char *name) { (void)name; }
+static inline void crash_point(const char *name)
+{
+    (void)name;
+}
 static inline bool fault_point(const char *name)
 {
     (void)name;

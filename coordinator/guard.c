@@ -329,22 +329,22 @@ static void name_keyword(char *out, size_t outlen, const char *kw, size_t len)
 static const char *const neutral_before_paren[] = {
     /* keywords */
     "ALL", "AND", "ANY", "ARRAY", "AS", "BETWEEN", "BY", "CASE", "CONFLICT", "DISTINCT", "ELSE",
-    "END", "EXCEPT", "EXISTS", "FILTER", "FROM", "IN", "INTERSECT", "IS", "JOIN", "LATERAL",
-    "LIKE", "LIMIT", "NOT", "OFFSET", "ON", "OR", "OVER", "RETURNING", "ROW", "SELECT", "SET",
-    "SOME", "THEN", "UNION", "USING", "VALUE", "VALUES", "WHEN", "WHERE", "WITHIN",
+    "END", "EXCEPT", "EXISTS", "FILTER", "FROM", "IN", "INTERSECT", "IS", "JOIN", "LATERAL", "LIKE",
+    "LIMIT", "NOT", "OFFSET", "ON", "OR", "OVER", "RETURNING", "ROW", "SELECT", "SET", "SOME",
+    "THEN", "UNION", "USING", "VALUE", "VALUES", "WHEN", "WHERE", "WITHIN",
     /* types */
     "BIT", "CHAR", "CHARACTER", "DECIMAL", "DOUBLE", "FLOAT", "INTERVAL", "NUMERIC", "TIME",
     "TIMESTAMP", "VARBINARY", "VARCHAR",
     /* pure built-in functions */
     "ABS", "AVG", "CAST", "CEIL", "CEILING", "CHAR_LENGTH", "COALESCE", "CONCAT", "CONCAT_WS",
-    "CONVERT", "COUNT", "CURRENT_DATE", "CURRENT_TIMESTAMP", "DATE", "EXTRACT", "FLOOR",
-    "GREATEST", "HEX", "IF", "IFNULL", "LEAST", "LEFT", "LENGTH", "LOWER", "LPAD", "LTRIM", "MAX",
-    "MD5", "MIN", "MOD", "NOW", "NULLIF", "POSITION", "POWER", "REPLACE", "RIGHT", "ROUND",
-    "RPAD", "RTRIM", "SQRT", "SUBSTR", "SUBSTRING", "SUM", "TRIM", "UNHEX", "UPPER", NULL};
+    "CONVERT", "COUNT", "CURRENT_DATE", "CURRENT_TIMESTAMP", "DATE", "EXTRACT", "FLOOR", "GREATEST",
+    "HEX", "IF", "IFNULL", "LEAST", "LEFT", "LENGTH", "LOWER", "LPAD", "LTRIM", "MAX", "MD5", "MIN",
+    "MOD", "NOW", "NULLIF", "POSITION", "POWER", "REPLACE", "RIGHT", "ROUND", "RPAD", "RTRIM",
+    "SQRT", "SUBSTR", "SUBSTRING", "SUM", "TRIM", "UNHEX", "UPPER", NULL};
 
 /* Words between INSERT/REPLACE and the target table, whose column list is not a call. */
-static const char *const insert_modifiers[] = {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED",
-                                               "HIGH_PRIORITY", NULL};
+static const char *const insert_modifiers[] = {"INTO",    "IGNORE",        "LOW_PRIORITY",
+                                               "DELAYED", "HIGH_PRIORITY", NULL};
 
 static bool word_in(const char *const *list, const char *w, size_t len)
 {
@@ -413,8 +413,8 @@ static bool step_token(lexer *l, effects_scan *s, const char *start)
     if (!step(l))
         return false;
     if (quoted) {
-        s->target = s->target == TGT_EXPECT || (s->target == TGT_NAME && s->dot) ? TGT_NAME
-                                                                                 : TGT_NONE;
+        s->target =
+            s->target == TGT_EXPECT || (s->target == TGT_NAME && s->dot) ? TGT_NAME : TGT_NONE;
         s->word = start;
         s->len = (size_t)(l->p - start);
     } else if (!dot) {
@@ -541,8 +541,8 @@ static bool contains_ci(const char *hay, const char *needle)
  * comments included, is crude and safe; PostgreSQL's U&"..." could spell it without its letters. */
 static bool reserved(const dialect *d, const char *sql)
 {
-    return contains_ci(sql, "XACOORD") || (!d->mysql && (contains_ci(sql, "U&\"") ||
-                                                          contains_ci(sql, "U&'")));
+    return contains_ci(sql, "XACOORD") ||
+           (!d->mysql && (contains_ci(sql, "U&\"") || contains_ci(sql, "U&'")));
 }
 
 guard_verdict guard_check(const char *sql, guard_dialect dl, char *keyword, size_t keyword_len)

@@ -30,7 +30,7 @@ typedef struct heuristic {
 
 typedef struct heuristics {
     heuristic ring[HEURISTICS_KEPT];
-    size_t next;  /* where the next one goes */
+    size_t next; /* where the next one goes */
     uint64_t total;
 } heuristics;
 

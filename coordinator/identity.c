@@ -105,7 +105,7 @@ bool gtrid_parse(const char *s, gtrid_parts *g)
     int n = split(s, f, len, 5);
     int v = n == 4 && len[0] == 3 && memcmp(f[0], "xa1", 3) == 0   ? 1
             : n == 5 && len[0] == 3 && memcmp(f[0], "xa2", 3) == 0 ? 2
-                                                                    : 0;
+                                                                   : 0;
     unsigned base = v == 1 ? 10 : 36;
     if (!v || len[1] < 1 || len[1] > GTRID_NODE_MAX || !all_in(f[1], len[1], DIGITS))
         return false;
@@ -139,8 +139,8 @@ void identity_gtrid(const dir_identity *id, const char *node, uint64_t boot, uin
                     char *buf, size_t len)
 {
     /* No identity yet: a journal from before identities is being replayed, all of it xa1. */
-    gtrid_parts g = {.version = !id->id[0] || boot <= id->legacy_boot ? 1 : 2, .boot = boot,
-                     .seq = seq};
+    gtrid_parts g = {
+        .version = !id->id[0] || boot <= id->legacy_boot ? 1 : 2, .boot = boot, .seq = seq};
     snprintf(g.node, sizeof g.node, "%s", node);
     snprintf(g.identity, sizeof g.identity, "%s", g.version == 2 ? id->id : "");
     if (!gtrid_format(&g, buf, len))

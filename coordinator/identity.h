@@ -34,7 +34,7 @@ typedef struct dir_identity {
 } dir_identity;
 
 typedef struct gtrid_parts {
-    int version;                     /* 1: xa1 (decimal numbers), 2: xa2 (base 36) */
+    int version; /* 1: xa1 (decimal numbers), 2: xa2 (base 36) */
     char node[GTRID_NODE_MAX + 1];
     char identity[IDENTITY_LEN + 1]; /* "" in version 1 */
     uint64_t boot, seq;

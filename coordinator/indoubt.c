@@ -214,8 +214,9 @@ static void on_resolved(px_conn *conn, const px_error *err, void *arg)
     res_branch *b = arg;
     if (!err && b->r->foreign) {
         b->result = b->r->commit ? "committed" : "rolled back";
-        log_warn("in-doubt", "FOREIGN branch %s.%s of identity %s (another data directory) %s "
-                             "by an operator: no journal of this coordinator knew its decision",
+        log_warn("in-doubt",
+                 "FOREIGN branch %s.%s of identity %s (another data directory) %s "
+                 "by an operator: no journal of this coordinator knew its decision",
                  b->xid.gtrid, b->xid.bqual, b->r->foreign, b->result);
     } else if (!err) {
         b->result = b->r->commit ? "committed" : "rolled back";
@@ -342,10 +343,10 @@ typedef struct takeover {
     http_request *req;
     bool commit;
     char identity[IDENTITY_LEN + 1];
-    tk_item *items;     /* in participant order, so one connection serves a run of them */
+    tk_item *items; /* in participant order, so one connection serves a run of them */
     size_t n, cap, next;
     px_pool_req preq;
-    px_conn *conn;      /* lent by conn_part's pool */
+    px_conn *conn; /* lent by conn_part's pool */
     coord_part *conn_part;
     json_t *resolved, *failed;
 } takeover;
@@ -367,9 +368,9 @@ static void collect(const coord_part *p, const px_xid *x, int64_t since, const c
 
 static void tk_finish(takeover *t)
 {
-    json_t *obj = json_pack("{s:s, s:s, s:o, s:o}", "identity", t->identity, "decision",
-                            t->commit ? "commit" : "rollback", "resolved", t->resolved, "failed",
-                            t->failed);
+    json_t *obj =
+        json_pack("{s:s, s:s, s:o, s:o}", "identity", t->identity, "decision",
+                  t->commit ? "commit" : "rollback", "resolved", t->resolved, "failed", t->failed);
     char *s = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     if (t->conn)
@@ -478,8 +479,9 @@ void indoubt_takeover(coord *c, http_request *req, const char *identity, const c
     int commit = takeover_decision(query ? query : "");
     takeover *t;
     if (commit < 0) {
-        http_respond_error(req, 400, "say what to do: ?decision=rollback (presumed abort) or "
-                                     "?decision=commit; a takeover has no default");
+        http_respond_error(req, 400,
+                           "say what to do: ?decision=rollback (presumed abort) or "
+                           "?decision=commit; a takeover has no default");
         return;
     }
     if (!identity_valid(identity, true)) {
@@ -487,8 +489,9 @@ void indoubt_takeover(coord *c, http_request *req, const char *identity, const c
         return;
     }
     if (strcmp(identity, c->identity.id) == 0) {
-        http_respond_error(req, 409, "refused: that is this coordinator's own identity, whose "
-                                     "branches follow its journal");
+        http_respond_error(req, 409,
+                           "refused: that is this coordinator's own identity, whose "
+                           "branches follow its journal");
         return;
     }
     t = calloc(1, sizeof *t);
@@ -503,8 +506,9 @@ void indoubt_takeover(coord *c, http_request *req, const char *identity, const c
         json_decref(t->resolved);
         json_decref(t->failed);
         free(t);
-        http_respond_error(req, 404, "no foreign branch of that identity is listed (GET "
-                                     "/v1/in-doubt shows what the last scans found)");
+        http_respond_error(req, 404,
+                           "no foreign branch of that identity is listed (GET "
+                           "/v1/in-doubt shows what the last scans found)");
         return;
     }
     log_warn("takeover", "TAKEOVER of identity %s by an operator: %s %zu prepared branches",

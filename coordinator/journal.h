@@ -40,11 +40,11 @@ typedef enum journal_type {
 
 typedef struct journal_rec {
     journal_type type;
-    uint64_t boot;          /* the transaction's boot (for BOOT: the new boot number) */
-    uint64_t seq;           /* the transaction's sequence within its boot (0 for BOOT) */
-    int64_t time_ms;        /* wall clock when the outcome was reached (retention) */
-    const void *payload;    /* engine-defined bytes (COMMIT/ABORT); may be NULL */
-    size_t payload_len;     /* <= JOURNAL_MAX_PAYLOAD */
+    uint64_t boot;       /* the transaction's boot (for BOOT: the new boot number) */
+    uint64_t seq;        /* the transaction's sequence within its boot (0 for BOOT) */
+    int64_t time_ms;     /* wall clock when the outcome was reached (retention) */
+    const void *payload; /* engine-defined bytes (COMMIT/ABORT); may be NULL */
+    size_t payload_len;  /* <= JOURNAL_MAX_PAYLOAD */
 } journal_rec;
 
 /* Called once per record during journal_open, in log order. The record and its payload are valid
@@ -82,7 +82,7 @@ typedef struct journal_opts {
      * owner can read what else it keeps in the directory (coordinator/identity.h) safe from a
      * second process. Returns 0, or -1 with a message in err: journal_open fails. NULL: none. */
     int (*locked)(const char *dir, void *arg, char *err, size_t errlen);
-    void *arg;                  /* passed to on_fatal, on_sync, payload and locked */
+    void *arg; /* passed to on_fatal, on_sync, payload and locked */
     /* A complete COMMIT record whose checksum fails at the tail may be a decision that was acted
      * on: journal_open refuses it unless the operator resolved its transaction and said so. */
     bool accept_damaged_tail;
@@ -91,21 +91,22 @@ typedef struct journal_opts {
 typedef struct journal journal;
 
 typedef struct journal_stats {
-    uint64_t batches;      /* writes done */
-    uint64_t syncs;        /* fdatasyncs done */
-    uint64_t records;      /* records appended since open */
-    uint64_t forced;       /* records that were waited for */
+    uint64_t batches; /* writes done */
+    uint64_t syncs;   /* fdatasyncs done */
+    uint64_t records; /* records appended since open */
+    uint64_t forced;  /* records that were waited for */
     uint64_t compactions;
     uint64_t compactions_skipped; /* due but given up (out of memory, a payload not available) */
-    uint64_t live_records; /* outcomes (COMMIT/ABORT) the next compaction would keep */
-    uint64_t bytes;        /* size of the active segment */
+    uint64_t live_records;        /* outcomes (COMMIT/ABORT) the next compaction would keep */
+    uint64_t bytes;               /* size of the active segment */
     int segments;
 } journal_stats;
 
 /* Locks dir (created if missing), replays every record through cb, truncates a torn tail.
  * Returns 0, or -1 with a message in err naming the file (and offset, for corruption). */
-XA_MUST_CHECK int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_opts *opts,
-                 journal_replay_cb cb, void *arg, char *err, size_t errlen);
+XA_MUST_CHECK int journal_open(journal **out, uv_loop_t *loop, const char *dir,
+                               const journal_opts *opts, journal_replay_cb cb, void *arg, char *err,
+                               size_t errlen);
 
 /* The highest boot number replayed (0 for a new journal). */
 uint64_t journal_last_boot(const journal *j);
@@ -118,7 +119,8 @@ XA_MUST_CHECK uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
 /* Queues a record: COMMIT, ABORT or DONE (BOOT belongs to journal_start_boot). cb != NULL forces
  * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or -1 when the
  * record is invalid, memory runs out, or the journal is closing or failed (cb not called). */
-XA_MUST_CHECK int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb, void *arg);
+XA_MUST_CHECK int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb,
+                                 void *arg);
 
 void journal_get_stats(const journal *j, journal_stats *out);
 

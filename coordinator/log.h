@@ -1,7 +1,7 @@
 /*
  * Logging to stderr: one line per event, with a UTC timestamp, a level and a prefix naming the
- * object the line is about ("txn xa2.c1.k3x7q2ma.3.h", "participant payment"). Secrets never go through
- * here: callers log names, never conninfo strings or passwords.
+ * object the line is about ("txn xa2.c1.k3x7q2ma.3.h", "participant payment"). Secrets never go
+ * through here: callers log names, never conninfo strings or passwords.
  */
 #ifndef XA_LOG_H
 #define XA_LOG_H

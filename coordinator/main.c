@@ -103,8 +103,9 @@ static void drain_step(daemon_state *d)
 {
     int left = coord_inflight(&d->coord);
     if (left > 0 && uv_now(d->loop) - d->drain_started > DRAIN_LIMIT_MS) {
-        log_warn(NULL, "%d transactions still unfinished after %d ms: the journal keeps their "
-                       "decisions and the next start resolves them",
+        log_warn(NULL,
+                 "%d transactions still unfinished after %d ms: the journal keeps their "
+                 "decisions and the next start resolves them",
                  left, DRAIN_LIMIT_MS);
         txn_abandon_all(&d->coord);
         left = 0;
@@ -198,7 +199,9 @@ int main(int argc, char **argv)
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': path = optarg; break;
+        case 'c':
+            path = optarg;
+            break;
         case 'k':
             path = optarg;
             check = true;
@@ -210,9 +213,15 @@ int main(int argc, char **argv)
         case 'a':
             accept_damaged_tail = true;
             break;
-        case 'h': usage(stdout); return 0;
-        case 'v': printf("xacoord %s\n", XACOORD_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'v':
+            printf("xacoord %s\n", XACOORD_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!path || optind != argc) {

@@ -112,7 +112,10 @@ outcome *outcome_create_shadowed(outcomes *os, const char *id, const char *gtrid
     return create(os, id, gtrid, digest, false);
 }
 
-outcome *outcome_find(const outcomes *os, const char *id) { return strmap_get(os->by_id, id); }
+outcome *outcome_find(const outcomes *os, const char *id)
+{
+    return strmap_get(os->by_id, id);
+}
 
 outcome *outcome_find_gtrid(const outcomes *os, const char *gtrid)
 {
@@ -231,4 +234,7 @@ void outcomes_prune(outcomes *os, int64_t now_ms, int budget)
     }
 }
 
-size_t outcomes_count(const outcomes *os) { return os->count; }
+size_t outcomes_count(const outcomes *os)
+{
+    return os->count;
+}

@@ -3,8 +3,9 @@
  * (docs/design.md section 3), for GET /v1/transactions/{id}, and for recovery's decisions.
  *
  * An outcome is indexed by its client id and by its gtrid: recovery commits a prepared branch
- * exactly when its gtrid has a committed outcome (presumed abort: everything else rolls back). Outcomes are kept for the retention period after they are reached; a committed
- * outcome is never dropped while one of its branches is still unacknowledged.
+ * exactly when its gtrid has a committed outcome (presumed abort: everything else rolls back).
+ * Outcomes are kept for the retention period after they are reached; a committed outcome is never
+ * dropped while one of its branches is still unacknowledged.
  *
  * A request that arrives while its id is in flight waits on the outcome (outcome_wait) and is
  * answered when the outcome settles.
@@ -39,16 +40,16 @@ struct outcome {
     char gtrid[PX_XID_PART_MAX + 1];
     outcome_state state;
     uint8_t digest[REQUEST_DIGEST_LEN];
-    int64_t time_ms;        /* when the outcome was reached (wall clock) */
+    int64_t time_ms; /* when the outcome was reached (wall clock) */
     /* The reply body without its closing brace, so that "pending" and "replayed" can be appended
      * cheaply: e.g. {"id":"a","xid":"xa2.c1.k3x7q2ma.1.5","outcome":"committed","branches":[...] */
     char *reply_head;
-    int status;             /* HTTP status of the reply: 200 or 409 */
-    uint32_t pending;       /* committed: bit i set = participant i not yet acknowledged */
-    uint32_t heuristic;     /* bit i set = participant i finished against the decision */
-    bool indexed;           /* reachable through outcome_find (by id) */
-    bool replayed;          /* the reply is an earlier transaction's, found by its marker */
-    void *live;             /* the in-flight transaction, or NULL */
+    int status;         /* HTTP status of the reply: 200 or 409 */
+    uint32_t pending;   /* committed: bit i set = participant i not yet acknowledged */
+    uint32_t heuristic; /* bit i set = participant i finished against the decision */
+    bool indexed;       /* reachable through outcome_find (by id) */
+    bool replayed;      /* the reply is an earlier transaction's, found by its marker */
+    void *live;         /* the in-flight transaction, or NULL */
     outcome_waiter *waiters;
     struct outcome *prev, *next; /* retention order */
 };
@@ -58,12 +59,14 @@ typedef struct outcomes outcomes;
 XA_MUST_CHECK outcomes *outcomes_new(int64_t retention_s);
 void outcomes_free(outcomes *os);
 
-/* Creates an in-progress outcome for id (which must not be indexed yet). NULL when out of memory. */
-XA_MUST_CHECK outcome *outcome_create(outcomes *os, const char *id, const char *gtrid, const uint8_t *digest);
+/* Creates an in-progress outcome for id (which must not be indexed yet). NULL when out of memory.
+ */
+XA_MUST_CHECK outcome *outcome_create(outcomes *os, const char *id, const char *gtrid,
+                                      const uint8_t *digest);
 /* An outcome whose id already names another one (a journal that repeats an id): reachable by
  * its gtrid only, so that recovery still finishes its branches by its decision. */
 XA_MUST_CHECK outcome *outcome_create_shadowed(outcomes *os, const char *id, const char *gtrid,
-                                 const uint8_t *digest);
+                                               const uint8_t *digest);
 outcome *outcome_find(const outcomes *os, const char *id);
 outcome *outcome_find_gtrid(const outcomes *os, const char *gtrid);
 /* The committed outcome of gtrid, or NULL (recovery rolls back what has none). */

@@ -22,16 +22,16 @@ typedef struct lock_slot {
     owner *o;
     coord_part *part;
     char ctx[48];
-    char name[80];        /* xacoord:<node_id>:<participant> */
+    char name[80]; /* xacoord:<node_id>:<participant> */
     px_param param;
     px_stmt lock_stmt;
     px_stmt check_stmt;
     px_conn *conn;
     uv_timer_t timer;
     bool busy;
-    bool connecting;      /* a connect is in flight: it cannot be cancelled */
+    bool connecting; /* a connect is in flight: it cannot be cancelled */
     bool ever_owned;
-    const char *state;    /* "" when owned */
+    const char *state; /* "" when owned */
     char failure[300]; /* why the last connect failed ("<cause>: <message>"); "" once connected */
     char unreachable[320]; /* the state while never owned and failing: "unreachable: <failure>" */
 } lock_slot;
@@ -72,7 +72,10 @@ static void drop_conn(lock_slot *s)
     }
 }
 
-static void on_retry(uv_timer_t *t) { slot_connect(t->data); }
+static void on_retry(uv_timer_t *t)
+{
+    slot_connect(t->data);
+}
 
 static void lost(lock_slot *s, const char *why)
 {
@@ -131,13 +134,15 @@ static void on_locked(px_conn *conn, const px_error *err, int idx, const px_resu
         if (s->ever_owned) {
             /* We held it, lost the session, and another process took it: two coordinators with
              * one node_id now share these databases. Stop before either undoes the other. */
-            log_error(s->ctx, "another coordinator with node_id %s took the ownership lock %s "
-                              "while this one was running: stopping",
+            log_error(s->ctx,
+                      "another coordinator with node_id %s took the ownership lock %s "
+                      "while this one was running: stopping",
                       s->o->c->cfg->node_id, s->name);
             _exit(1);
         }
-        log_error(s->ctx, "another live coordinator with node_id %s holds the ownership lock %s: "
-                          "not using this participant (each coordinator needs its own node_id)",
+        log_error(s->ctx,
+                  "another live coordinator with node_id %s holds the ownership lock %s: "
+                  "not using this participant (each coordinator needs its own node_id)",
                   s->o->c->cfg->node_id, s->name);
         drop_conn(s);
         set_owned(s, false, "held by another coordinator with the same node_id");
@@ -225,9 +230,9 @@ static void slot_init(owner *o, lock_slot *s, coord_part *p)
     snprintf(s->ctx, sizeof s->ctx, "participant %s", p->cfg->name);
     snprintf(s->name, sizeof s->name, "xacoord:%s:%s", o->c->cfg->node_id, p->cfg->name);
     s->param = (px_param){.type = PX_P_TEXT, .text = s->name, .len = strlen(s->name)};
-    s->lock_stmt = (px_stmt){pg ? "SELECT pg_try_advisory_lock(hashtext($1))"
-                                : "SELECT GET_LOCK(?, 0)",
-                             &s->param, 1, 1, false};
+    s->lock_stmt =
+        (px_stmt){pg ? "SELECT pg_try_advisory_lock(hashtext($1))" : "SELECT GET_LOCK(?, 0)",
+                  &s->param, 1, 1, false};
     s->check_stmt = (px_stmt){"SELECT 1", NULL, 0, 1, true};
     uv_timer_init(o->c->loop, &s->timer);
     s->timer.data = s;
@@ -272,7 +277,10 @@ static void release_handle(owner *o)
     free(o);
 }
 
-static void on_closed(uv_handle_t *h) { release_handle(((lock_slot *)h->data)->o); }
+static void on_closed(uv_handle_t *h)
+{
+    release_handle(((lock_slot *)h->data)->o);
+}
 
 void owner_stop(coord *c, void (*cb)(void *arg), void *arg)
 {

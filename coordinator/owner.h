@@ -8,8 +8,8 @@
  * the life of the process and checked every second.
  *
  * Held by another process: the participant is not used (it stays unready, /readyz says why) and
- * the lock is retried. Lost while running (the server restarted) and retaken: work goes on. Lost and
- * taken by another process meanwhile: this process stops at once (exit 1), because from then on
+ * the lock is retried. Lost while running (the server restarted) and retaken: work goes on. Lost
+ * and taken by another process meanwhile: this process stops at once (exit 1), because from then on
  * the two would undo each other's work.
  */
 #ifndef XA_OWNER_H

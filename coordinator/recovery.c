@@ -38,8 +38,8 @@ typedef struct worker {
     struct scan *s;
     px_pool_req preq;
     px_conn *conn;
-    size_t idx;          /* the listed branch it is resolving */
-    bool busy;           /* a driver call or pool request is in flight */
+    size_t idx; /* the listed branch it is resolving */
+    bool busy;  /* a driver call or pool request is in flight */
 } worker;
 
 typedef struct scan {
@@ -49,18 +49,18 @@ typedef struct scan {
     px_pool_req preq;
     px_conn *conn;
     px_xid *xids;
-    uint8_t *fate;       /* per listed xid (enum fate) */
+    uint8_t *fate; /* per listed xid (enum fate) */
     size_t n, next;
-    int listed;          /* prefixes listed so far in this scan */
-    unsigned attempts;   /* consecutive failed scans, for the backoff */
-    branch_set left;     /* own branches the last complete scan could not resolve */
-    branch_set foreign;  /* other identities' branches the last complete scan listed */
+    int listed;         /* prefixes listed so far in this scan */
+    unsigned attempts;  /* consecutive failed scans, for the backoff */
+    branch_set left;    /* own branches the last complete scan could not resolve */
+    branch_set foreign; /* other identities' branches the last complete scan listed */
     uv_timer_t timer;
     bool running;
-    bool busy;           /* a driver call or pool request is in flight */
+    bool busy; /* a driver call or pool request is in flight */
     worker workers[RECOVERY_WORKERS];
-    int active;          /* workers still resolving */
-    bool broken;         /* a worker lost its connection: the scan must run again */
+    int active;  /* workers still resolving */
+    bool broken; /* a worker lost its connection: the scan must run again */
     /* Committed outcomes owing this participant a COMMIT whose branch the scan did not list:
      * their markers are read before they count as done (verify_next). */
     char (*verify)[PX_XID_PART_MAX + 1];
@@ -102,7 +102,10 @@ static void set_free(branch_set *set)
     *set = (branch_set){0};
 }
 
-static void on_backoff(uv_timer_t *t) { scan_run(t->data); }
+static void on_backoff(uv_timer_t *t)
+{
+    scan_run(t->data);
+}
 
 /* A scan that could not finish: try again soon, with capped exponential backoff. */
 static void scan_failed(scan *s, const char *what, const px_error *err)
@@ -158,9 +161,10 @@ static void foreign_seen(const scan *s, const px_xid *x)
 {
     gtrid_parts g;
     if (gtrid_parse(x->gtrid, &g))
-        log_warn(s->ctx, "branch %s belongs to identity %s, another data directory of node %s: "
-                         "not touched (decide it with xactl resolve or xactl takeover; "
-                         "docs/operations.md)",
+        log_warn(s->ctx,
+                 "branch %s belongs to identity %s, another data directory of node %s: "
+                 "not touched (decide it with xactl resolve or xactl takeover; "
+                 "docs/operations.md)",
                  x->gtrid, gtrid_identity(&g), g.node);
 }
 
@@ -232,14 +236,14 @@ static void scan_complete(scan *s)
     foreign = s->foreign.n;
     outcomes_each_unfinished(c->outcomes, acknowledge, s);
     if (!s->part->ready) {
-        log_info(s->ctx, "recovery scan finished: %zu prepared branches listed, %zu left, %zu "
-                         "foreign; taking new work",
+        log_info(s->ctx,
+                 "recovery scan finished: %zu prepared branches listed, %zu left, %zu "
+                 "foreign; taking new work",
                  s->n, left, foreign);
         px_pool_warm(s->part->pool, POOL_WARM);
-    }
-    else if (s->n > foreign) /* foreign ones were said when first seen */
-        log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left, %zu foreign",
-                 s->n, left, foreign);
+    } else if (s->n > foreign) /* foreign ones were said when first seen */
+        log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left, %zu foreign", s->n,
+                 left, foreign);
     s->part->ready = true;
     s->running = false;
     s->attempts = 0;
@@ -524,7 +528,6 @@ static void list_next(scan *s)
     }
 }
 
-
 static void scan_run(scan *s)
 {
     /* Without the ownership lock, another live process may share this node_id. Its branches are
@@ -545,7 +548,10 @@ void recovery_kick(coord *c)
         scan_run(&c->recovery->scans[i]);
 }
 
-static void on_periodic(uv_timer_t *t) { recovery_kick(((struct recovery *)t->data)->c); }
+static void on_periodic(uv_timer_t *t)
+{
+    recovery_kick(((struct recovery *)t->data)->c);
+}
 
 int recovery_start(coord *c)
 {

@@ -119,14 +119,21 @@ static void digest_request(txn_request *req)
                 uint64_t bits;
                 digest_u64(&d, (uint64_t)pa->type);
                 switch (pa->type) {
-                case PX_P_BOOL: digest_u64(&d, pa->b); break;
-                case PX_P_INT: digest_u64(&d, (uint64_t)pa->i); break;
+                case PX_P_BOOL:
+                    digest_u64(&d, pa->b);
+                    break;
+                case PX_P_INT:
+                    digest_u64(&d, (uint64_t)pa->i);
+                    break;
                 case PX_P_REAL:
                     memcpy(&bits, &pa->r, sizeof bits);
                     digest_u64(&d, bits);
                     break;
-                case PX_P_TEXT: digest_str(&d, pa->text, pa->len); break;
-                case PX_P_NULL: break;
+                case PX_P_TEXT:
+                    digest_str(&d, pa->text, pa->len);
+                    break;
+                case PX_P_NULL:
+                    break;
                 }
             }
         }
@@ -268,7 +275,8 @@ static bool only_keys(parse_ctx *c, json_t *obj, const char *where, const char *
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         bool ok = false;
         for (const char *const *a = allowed; *a; a++)
             ok = ok || strcmp(*a, key) == 0;
@@ -282,7 +290,9 @@ static bool parse_param(parse_ctx *c, json_t *v, px_param *p, const char *where)
 {
     memset(p, 0, sizeof *p);
     switch (json_typeof(v)) {
-    case JSON_NULL: p->type = PX_P_NULL; return true;
+    case JSON_NULL:
+        p->type = PX_P_NULL;
+        return true;
     case JSON_TRUE:
     case JSON_FALSE:
         p->type = PX_P_BOOL;
@@ -301,7 +311,8 @@ static bool parse_param(parse_ctx *c, json_t *v, px_param *p, const char *where)
         p->len = json_string_length(v);
         p->text = arena_strndup(c->r, json_string_value(v), p->len);
         return p->text || fail(c, "out of memory");
-    default: return fail(c, "%s: must be a string, number, boolean or null", where);
+    default:
+        return fail(c, "%s: must be a string, number, boolean or null", where);
     }
 }
 

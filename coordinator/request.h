@@ -27,17 +27,17 @@
 #define REQUEST_DIGEST_LEN 16
 
 typedef struct req_branch {
-    int participant;        /* index into the configuration's participants */
-    const char *name;       /* the participant's name */
+    int participant;  /* index into the configuration's participants */
+    const char *name; /* the participant's name */
     int nstmts;
     px_stmt *stmts;
     const char **abort_reasons; /* per statement; NULL when the request gave none */
-    bool read_only;         /* every statement only reads (guard_read_only) */
+    bool read_only;             /* every statement only reads (guard_read_only) */
 } req_branch;
 
 typedef struct txn_request {
     char id[REQUEST_ID_MAX + 1];
-    bool id_given;          /* false: the coordinator generated the id */
+    bool id_given; /* false: the coordinator generated the id */
     uint32_t timeout_ms;
     int nbranches;
     req_branch *branches;
@@ -48,9 +48,9 @@ typedef struct txn_request {
 
 typedef struct request_limits {
     int max_branches;
-    int max_statements;     /* per branch */
-    int max_params;         /* per statement */
-    size_t max_sql_bytes;   /* per statement */
+    int max_statements;   /* per branch */
+    int max_params;       /* per statement */
+    size_t max_sql_bytes; /* per statement */
     uint32_t default_timeout_ms;
     uint32_t max_timeout_ms;
 } request_limits;
@@ -66,7 +66,8 @@ typedef bool (*request_lookup_fn)(const char *name, void *arg, request_participa
 
 /* Parses body. Returns NULL with a message in err when the request is malformed. */
 XA_MUST_CHECK txn_request *request_parse(const char *body, size_t len, const request_limits *limits,
-                           request_lookup_fn lookup, void *arg, char *err, size_t errlen);
+                                         request_lookup_fn lookup, void *arg, char *err,
+                                         size_t errlen);
 void request_free(txn_request *req);
 
 /* 1-64 chars of [A-Za-z0-9._:-]: any id, generated ones included. */

@@ -27,6 +27,6 @@
  * NULL when a value cannot be carried exactly (err says which and why) or out of memory
  * (err says so). *failed_stmt is the index of the statement at fault (0 for out of memory). */
 XA_MUST_CHECK char *results_render(const px_result *results, int n, int *failed_stmt, char *err,
-                     size_t errlen);
+                                   size_t errlen);
 
 #endif

@@ -127,7 +127,10 @@ void *strmap_del(strmap *m, const char *key)
     return v;
 }
 
-size_t strmap_size(const strmap *m) { return m->size; }
+size_t strmap_size(const strmap *m)
+{
+    return m->size;
+}
 
 void strmap_each(const strmap *m, void (*fn)(const char *key, void *value, void *arg), void *arg)
 {

@@ -47,26 +47,26 @@ typedef struct branch {
     branch_state state;
     px_pool_req preq;
     px_conn *conn;
-    bool busy;            /* a driver call is in flight on conn */
-    bool begun;           /* the branch exists on the server */
-    bool maybe_prepared;  /* PREPARE was sent and its answer lost */
-    bool reconnected;     /* already retried once on a fresh connection */
-    bool uncertain;       /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
-    bool wrote;           /* a statement changed rows (not a query): see 1402 in on_finished */
-    bool read_only;       /* only read: ended at prepare time, no part in phase 2 */
-    bool probing;         /* one-phase COMMIT's answer was lost: the marker settles it */
-    bool probe_found;     /* ... and the probe found the marker: it committed */
-    bool last_resource;   /* on the store's participant: not prepared; the decision row is
-                             written inside it and its one-phase COMMIT is the decision */
-    bool lr_settling;     /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
+    bool busy;           /* a driver call is in flight on conn */
+    bool begun;          /* the branch exists on the server */
+    bool maybe_prepared; /* PREPARE was sent and its answer lost */
+    bool reconnected;    /* already retried once on a fresh connection */
+    bool uncertain;      /* an earlier COMMIT/ROLLBACK PREPARED may have run: its answer was lost */
+    bool wrote;          /* a statement changed rows (not a query): see 1402 in on_finished */
+    bool read_only;      /* only read: ended at prepare time, no part in phase 2 */
+    bool probing;        /* one-phase COMMIT's answer was lost: the marker settles it */
+    bool probe_found;    /* ... and the probe found the marker: it committed */
+    bool last_resource;  /* on the store's participant: not prepared; the decision row is
+                            written inside it and its one-phase COMMIT is the decision */
+    bool lr_settling;    /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
     store_decision *lr_dec;
-    char lr_xact[32];     /* the branch's transaction id, read before its COMMIT */
-    px_stmt *claimed;     /* one-phase: the claim of the client id, then the request's statements */
-    px_param claim[5];    /* gtrid, bqual, client id, digest, coordinator */
-    px_param find[3];     /* client id, bqual, coordinator */
-    px_stmt find_stmt;    /* the marker holding the client id, when the claim found one */
+    char lr_xact[32];  /* the branch's transaction id, read before its COMMIT */
+    px_stmt *claimed;  /* one-phase: the claim of the client id, then the request's statements */
+    px_param claim[5]; /* gtrid, bqual, client id, digest, coordinator */
+    px_param find[3];  /* client id, bqual, coordinator */
+    px_stmt find_stmt; /* the marker holding the client id, when the claim found one */
     char digest_hex[2 * REQUEST_DIGEST_LEN + 1];
-    char *results;        /* JSON text: [{"rows_affected":..,"rows":[..]}] */
+    char *results; /* JSON text: [{"rows_affected":..,"rows":[..]}] */
     uv_timer_t retry;
     bool retry_open;
     unsigned attempts;
@@ -179,8 +179,8 @@ static char *commit_head(struct txn *t)
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         abort();
-    fprintf(f, "{\"id\":\"%s\",\"xid\":\"%s\",\"outcome\":\"committed\",\"branches\":[",
-            t->o->id, t->gtrid);
+    fprintf(f, "{\"id\":\"%s\",\"xid\":\"%s\",\"outcome\":\"committed\",\"branches\":[", t->o->id,
+            t->gtrid);
     for (int i = 0; i < t->nbranches; i++)
         fprintf(f, "%s{\"participant\":\"%s\",\"results\":%s}", i ? "," : "",
                 t->b[i].part->cfg->name, t->b[i].results ? t->b[i].results : "[]");
@@ -201,13 +201,13 @@ static void settle(struct txn *t, outcome_state st, int status, char *head)
 /* ---- abort ------------------------------------------------------------------------------- */
 
 typedef struct abort_info {
-    int status;            /* 409, or 503 when a participant was unavailable */
-    bool retryable;        /* transient: the id is forgotten so the client may run it again */
-    bool hard;             /* timeout: discard busy connections instead of waiting for them */
+    int status;     /* 409, or 503 when a participant was unavailable */
+    bool retryable; /* transient: the id is forgotten so the client may run it again */
+    bool hard;      /* timeout: discard busy connections instead of waiting for them */
     const char *reason;
-    const branch *failed;  /* may be NULL */
-    int statement;         /* -1 when the failure was not in a statement */
-    const px_error *err;   /* may be NULL */
+    const branch *failed;    /* may be NULL */
+    int statement;           /* -1 when the failure was not in a statement */
+    const px_error *err;     /* may be NULL */
     const store_row *winner; /* the store holds this client id for another transaction: the
                                 id's answer is that one's (never a second commit) */
 } abort_info;
@@ -379,8 +379,9 @@ static bool retry_on_fresh_conn(branch *b, const px_error *err)
 {
     if (!conn_lost(err) || b->reconnected || b->state != BR_WORKING || !b->conn)
         return false;
-    log_info(b->t->ctx, "%s: connection lost before any work was kept (%s); retrying on a new "
-                        "connection",
+    log_info(b->t->ctx,
+             "%s: connection lost before any work was kept (%s); retrying on a new "
+             "connection",
              b->part->cfg->name, err->message);
     b->reconnected = true;
     b->begun = false;
@@ -533,11 +534,15 @@ static void on_marker(px_conn *conn, const px_error *err, bool found, void *arg)
                  b->part->cfg->name, found ? "committed" : "rolled back",
                  b->uncertain ? "a lost reply" : "finished by someone else, as decided");
     } else if (b->t->committed) {
-        report_heuristic(b, "the prepared branch was rolled back by someone else (its marker is "
-                            "gone)", true);
+        report_heuristic(b,
+                         "the prepared branch was rolled back by someone else (its marker is "
+                         "gone)",
+                         true);
     } else {
-        report_heuristic(b, "the prepared branch was committed by someone else (its marker "
-                            "exists)", false);
+        report_heuristic(b,
+                         "the prepared branch was committed by someone else (its marker "
+                         "exists)",
+                         false);
     }
     branch_done(b);
 }
@@ -1646,8 +1651,9 @@ static void txn_abandon(struct txn *t)
     }
     if (!t->replied) {
         json_t *head = base_reply(t, "unknown");
-        json_object_set_new(head, "error", json_string("the coordinator is shutting down; ask "
-                                                       "for this transaction's outcome later"));
+        json_object_set_new(head, "error",
+                            json_string("the coordinator is shutting down; ask "
+                                        "for this transaction's outcome later"));
         settle(t, OUTCOME_IN_PROGRESS, 503, dump_head(head));
     }
     if (t->state == TXN_DECIDING) {
@@ -1672,7 +1678,7 @@ void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)
     uint64_t now = uv_hrtime();
     for (int s = 0; s < TXN_NSTATES; s++) {
         for (const struct txn *t = c->lists[s].head; t; t = t->next) {
-            const char *decision = t->committed                ? "commit"
+            const char *decision = t->committed               ? "commit"
                                    : t->state == TXN_ABORTING ? "abort"
                                                               : "unknown";
             for (int i = 0; i < t->nbranches; i++) {
@@ -1684,7 +1690,10 @@ void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)
     }
 }
 
-bool txn_is_live(const coord *c, const char *gtrid) { return strmap_get(c->live, gtrid) != NULL; }
+bool txn_is_live(const coord *c, const char *gtrid)
+{
+    return strmap_get(c->live, gtrid) != NULL;
+}
 
 void txn_in_doubt(const coord *c, int *counts, double *oldest_s)
 {

@@ -104,7 +104,8 @@ static void print_list(const char *label, json_t *arr)
 static void print_outcome(json_t *j)
 {
     json_t *failed = json_object_get(j, "failed");
-    printf("%s %s", jstr(j, "id") ? jstr(j, "id") : "?", jstr(j, "outcome") ? jstr(j, "outcome") : "?");
+    printf("%s %s", jstr(j, "id") ? jstr(j, "id") : "?",
+           jstr(j, "outcome") ? jstr(j, "outcome") : "?");
     if (json_is_true(json_object_get(j, "replayed")))
         printf(" (replayed)");
     printf("\n");
@@ -114,7 +115,8 @@ static void print_outcome(json_t *j)
         printf("reason: %s\n", jstr(j, "reason"));
     if (json_is_object(failed)) {
         json_t *st = json_object_get(failed, "statement");
-        printf("failed: participant %s", jstr(failed, "participant") ? jstr(failed, "participant") : "?");
+        printf("failed: participant %s",
+               jstr(failed, "participant") ? jstr(failed, "participant") : "?");
         if (json_is_integer(st))
             printf(", statement %lld", (long long)json_integer_value(st));
         if (jstr(failed, "sqlstate"))
@@ -219,13 +221,12 @@ static void print_in_doubt(json_t *j)
         return;
     }
     printf("%-40s %-16s %8s %s\n", "XID", "PARTICIPANT", "AGE_S", "DECISION");
-    json_array_foreach(arr, i, b)
-        printf("%-40s %-16s %8.1f %s%s%s\n", jstr(b, "xid") ? jstr(b, "xid") : "?",
-               jstr(b, "participant") ? jstr(b, "participant") : "?",
-               json_number_value(json_object_get(b, "age_s")),
-               jstr(b, "decision") ? jstr(b, "decision") : "?",
-               jstr(b, "identity") ? " of identity " : "",
-               jstr(b, "identity") ? jstr(b, "identity") : "");
+    json_array_foreach(arr, i, b) printf(
+        "%-40s %-16s %8.1f %s%s%s\n", jstr(b, "xid") ? jstr(b, "xid") : "?",
+        jstr(b, "participant") ? jstr(b, "participant") : "?",
+        json_number_value(json_object_get(b, "age_s")),
+        jstr(b, "decision") ? jstr(b, "decision") : "?", jstr(b, "identity") ? " of identity " : "",
+        jstr(b, "identity") ? jstr(b, "identity") : "");
 }
 
 static int cmd_health(const client *c)
@@ -247,7 +248,8 @@ static double metric_sum(const char *text, const char *name, const char *label)
 {
     double sum = 0;
     size_t nl = strlen(name);
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+    for (const char *line = text; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
         if (strncmp(line, name, nl) != 0 || (line[nl] != ' ' && line[nl] != '{'))
             continue;
         const char *end = strchr(line, '\n');
@@ -272,7 +274,8 @@ static int cmd_metrics(const client *c)
     if (r.status != 200 || c->json) {
         printf("%s", r.body);
     } else {
-        printf("committed    %.0f\n", metric_sum(r.body, "xacoord_transactions_total", "committed"));
+        printf("committed    %.0f\n",
+               metric_sum(r.body, "xacoord_transactions_total", "committed"));
         printf("aborted      %.0f\n", metric_sum(r.body, "xacoord_transactions_total", "aborted"));
         printf("rejected     %.0f\n", metric_sum(r.body, "xacoord_transactions_total", "rejected"));
         printf("in flight    %.0f\n", metric_sum(r.body, "xacoord_inflight_transactions", NULL));
@@ -305,7 +308,8 @@ static void print_branches(const char *label, json_t *arr)
 {
     size_t i;
     json_t *b;
-    json_array_foreach(arr, i, b) {
+    json_array_foreach(arr, i, b)
+    {
         printf("%s %s %s", label, jstr(b, "xid") ? jstr(b, "xid") : "?",
                jstr(b, "participant") ? jstr(b, "participant") : "?");
         if (jstr(b, "error"))
@@ -316,10 +320,10 @@ static void print_branches(const char *label, json_t *arr)
 
 static void print_takeover(json_t *j)
 {
-    const char *done = json_is_string(json_object_get(j, "decision")) &&
-                               strcmp(jstr(j, "decision"), "commit") == 0
-                           ? "committed"
-                           : "rolled back";
+    const char *done =
+        json_is_string(json_object_get(j, "decision")) && strcmp(jstr(j, "decision"), "commit") == 0
+            ? "committed"
+            : "rolled back";
     print_branches(done, json_object_get(j, "resolved"));
     print_branches("FAILED", json_object_get(j, "failed"));
 }
@@ -371,9 +375,15 @@ int main(int argc, char **argv)
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'u': url = optarg; break;
-        case 't': token_file = optarg; break;
-        case 'j': c.json = true; break;
+        case 'u':
+            url = optarg;
+            break;
+        case 't':
+            token_file = optarg;
+            break;
+        case 'j':
+            c.json = true;
+            break;
         case 'C':
         case 'R':
             if (decision) {
@@ -382,8 +392,12 @@ int main(int argc, char **argv)
             }
             decision = ch == 'C' ? "commit" : "rollback";
             break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (!parse_url(&c, url ? url : "http://127.0.0.1:7070")) {

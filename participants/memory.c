@@ -53,7 +53,7 @@ static mem_server *registry;
 
 static const char *const op_names[PX_MEM_NOPS] = {
     "connect",          "begin",    "exec",    "prepare", "commit_prepared", "rollback_prepared",
-    "commit_one_phase", "rollback", "recover", "reset", "marker_exists", "markers_prune",
+    "commit_one_phase", "rollback", "recover", "reset",   "marker_exists",   "markers_prune",
 };
 
 static size_t xid_hash(const px_xid *x)

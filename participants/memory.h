@@ -45,7 +45,7 @@ typedef enum px_memory_op {
     PX_MEM_COMMIT_ONE_PHASE,
     PX_MEM_ROLLBACK,
     PX_MEM_RECOVER,
-    PX_MEM_RESET, /* the pool returning a connection: nothing to undo, but counted and failable */
+    PX_MEM_RESET,  /* the pool returning a connection: nothing to undo, but counted and failable */
     PX_MEM_MARKER, /* marker_exists: a branch's marker exists once it committed */
     PX_MEM_PRUNE,  /* markers_prune: nothing to delete, but counted and failable */
     PX_MEM_NOPS

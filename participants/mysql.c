@@ -19,9 +19,9 @@
 #include <sys/socket.h>
 
 #define STMT_CACHE_MAX 32
-#define CELL_SCRATCH 64  /* bytes per column fetched in place; longer values use fetch_column */
-#define XA_SQL_MAX 640   /* the marker INSERT and two XA statements with 64-byte gtrid and bqual */
-#define ST_DONE (-1)     /* the state machine ended the operation: stop driving */
+#define CELL_SCRATCH 64 /* bytes per column fetched in place; longer values use fetch_column */
+#define XA_SQL_MAX 640  /* the marker INSERT and two XA statements with 64-byte gtrid and bqual */
+#define ST_DONE (-1)    /* the state machine ended the operation: stop driving */
 
 enum mx_op { OP_NONE = 0, OP_CONNECT, OP_EXEC, OP_XA, OP_RECOVER, OP_RESET, OP_CLOSE };
 
@@ -37,12 +37,27 @@ enum xa_kind {
 /* Phases of the state machines. Each names the library call whose completion it handles,
  * except the *_START/NEXT phases, which start the next call. */
 enum {
-    CN_START = 0, CN_CONNECT, CN_SET,
-    EX_NEXT = 0, EX_EVICT, EX_PREPARE, EX_DISCARD, EX_EXECUTE, EX_STORE, EX_FETCH,
-    XA_NEXT = 0, XA_QUERY, XA_MORE,
-    RC_START = 0, RC_QUERY, RC_STORE,
-    RS_START = 0, RS_RESET, RS_SET,
-    CL_START = 0, CL_WAIT,
+    CN_START = 0,
+    CN_CONNECT,
+    CN_SET,
+    EX_NEXT = 0,
+    EX_EVICT,
+    EX_PREPARE,
+    EX_DISCARD,
+    EX_EXECUTE,
+    EX_STORE,
+    EX_FETCH,
+    XA_NEXT = 0,
+    XA_QUERY,
+    XA_MORE,
+    RC_START = 0,
+    RC_QUERY,
+    RC_STORE,
+    RS_START = 0,
+    RS_RESET,
+    RS_SET,
+    CL_START = 0,
+    CL_WAIT,
 };
 
 typedef struct mx_cached {
@@ -118,7 +133,7 @@ struct px_conn {
     void *cb_arg;
 
     char set_sql[128]; /* the session settings, applied at connect and after every reset */
-    bool branch_open; /* XA START succeeded and nothing has ended the branch yet */
+    bool branch_open;  /* XA START succeeded and nothing has ended the branch yet */
     /* A statement that may change the session ran (not px_stmt.session_neutral, or the server
      * flagged SERVER_SESSION_STATE_CHANGED) since the last reset: the next reset must run. */
     bool dirty;
@@ -173,9 +188,9 @@ static void mx_drive(px_conn *c, int status);
  * ------------------------------------------------------------------------------------------- */
 
 static const unsigned business_codes[] = {
-    1048, 1052, 1054, 1062, 1064, 1109, 1111, 1136, 1146, 1149, 1169, 1210, 1216, 1217,
-    1222, 1241, 1242, 1264, 1265, 1292, 1305, 1318, 1364, 1365, 1366, 1402, 1406, 1411,
-    1451, 1452, 1557, 1613, 1614, 1644, 1690, 2031, 2034, 3819, 4025,
+    1048, 1052, 1054, 1062, 1064, 1109, 1111, 1136, 1146, 1149, 1169, 1210, 1216,
+    1217, 1222, 1241, 1242, 1264, 1265, 1292, 1305, 1318, 1364, 1365, 1366, 1402,
+    1406, 1411, 1451, 1452, 1557, 1613, 1614, 1644, 1690, 2031, 2034, 3819, 4025,
 };
 static const unsigned retryable_codes[] = {
     1040, 1053, 1203, 1205, 1213, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031,
@@ -253,7 +268,10 @@ static void handle_closed(px_conn *c)
         free_conn(c);
 }
 
-static void on_handle_closed(uv_handle_t *h) { handle_closed(h->data); }
+static void on_handle_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
 
 static void on_poll_closed(uv_handle_t *h)
 {
@@ -274,7 +292,10 @@ static void close_poll(px_conn *c)
     c->poll_fd = -1;
 }
 
-static int current_fd(px_conn *c) { return c->m ? (int)mysql_get_socket(c->m) : -1; }
+static int current_fd(px_conn *c)
+{
+    return c->m ? (int)mysql_get_socket(c->m) : -1;
+}
 
 /* The call in flight completed: nothing may fire until the next one asks for it. */
 static void quiesce(px_conn *c)
@@ -1258,7 +1279,10 @@ static int op_begin(px_conn *c, enum mx_op op, void *arg)
     return 0;
 }
 
-static bool busy(px_conn *c) { return c->op != OP_NONE || c->closing; }
+static bool busy(px_conn *c)
+{
+    return c->op != OP_NONE || c->closing;
+}
 
 static int mx_exec_stmts(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg)
 {
@@ -1643,8 +1667,7 @@ static int mx_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older
                             px_done_cb cb, void *arg)
 {
     size_t n;
-    if (!c || !cb || !gtrid_prefix || (n = strlen(gtrid_prefix)) == 0 ||
-        n >= sizeof c->prune_from)
+    if (!c || !cb || !gtrid_prefix || (n = strlen(gtrid_prefix)) == 0 || n >= sizeof c->prune_from)
         return PX_EINVAL;
     if (busy(c) || c->prune_cb)
         return PX_EBUSY;
@@ -1767,13 +1790,20 @@ static int advance(px_conn *c)
         c->phase = CL_START;
     }
     switch (c->op) {
-    case OP_CONNECT: return connect_step(c);
-    case OP_EXEC: return exec_step(c);
-    case OP_XA: return xa_step(c);
-    case OP_RECOVER: return recover_step(c);
-    case OP_RESET: return reset_step(c);
-    case OP_CLOSE: return close_step(c);
-    case OP_NONE: break;
+    case OP_CONNECT:
+        return connect_step(c);
+    case OP_EXEC:
+        return exec_step(c);
+    case OP_XA:
+        return xa_step(c);
+    case OP_RECOVER:
+        return recover_step(c);
+    case OP_RESET:
+        return reset_step(c);
+    case OP_CLOSE:
+        return close_step(c);
+    case OP_NONE:
+        break;
     }
     return ST_DONE;
 }

@@ -35,11 +35,16 @@ void px_error_set(px_error *err, px_errclass cls, bool conn_broken, int code, co
 const char *px_errclass_name(px_errclass cls)
 {
     switch (cls) {
-    case PX_OK: return "ok";
-    case PX_BUSINESS: return "business";
-    case PX_RETRYABLE: return "retryable";
-    case PX_XID_NOT_FOUND: return "xid-not-found";
-    case PX_FATAL: return "fatal";
+    case PX_OK:
+        return "ok";
+    case PX_BUSINESS:
+        return "business";
+    case PX_RETRYABLE:
+        return "retryable";
+    case PX_XID_NOT_FOUND:
+        return "xid-not-found";
+    case PX_FATAL:
+        return "fatal";
     }
     return "unknown";
 }

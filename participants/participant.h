@@ -38,11 +38,11 @@ typedef enum px_errclass {
 
 typedef struct px_error {
     px_errclass cls;
-    bool conn_broken;  /* the connection is unusable now: discard it, never reuse it */
+    bool conn_broken;   /* the connection is unusable now: discard it, never reuse it */
     bool rows_mismatch; /* PX_BUSINESS: the statement ran, but not on expect_rows rows */
-    int code;          /* MySQL error number; 0 for PostgreSQL */
-    char sqlstate[6];  /* "" when unknown (e.g. a connection failure) */
-    char message[256]; /* the server's or library's message; never holds a password */
+    int code;           /* MySQL error number; 0 for PostgreSQL */
+    char sqlstate[6];   /* "" when unknown (e.g. a connection failure) */
+    char message[256];  /* the server's or library's message; never holds a password */
 } px_error;
 
 /* A bound statement parameter. Text need not be NUL-terminated: len counts its bytes. */
@@ -95,9 +95,9 @@ typedef struct px_result {
     int64_t rows_affected;
     int ncols;
     int nrows;
-    char **colnames;     /* ncols strings */
+    char **colnames;      /* ncols strings */
     px_coltype *coltypes; /* ncols */
-    char **cells;        /* nrows * ncols, row-major; NULL for SQL NULL; text form */
+    char **cells;         /* nrows * ncols, row-major; NULL for SQL NULL; text form */
 } px_result;
 
 void px_result_free(px_result *r); /* frees the contents, not r itself */
@@ -120,12 +120,12 @@ XA_MUST_CHECK bool px_xid_parse_gid(px_xid *x, const char *gid);
 /* Where and how to connect. Strings are owned by the caller and must outlive every connection
  * made from the target. */
 typedef struct px_target {
-    const char *name;     /* participant name (the bqual of its branches) */
-    const char *driver;   /* "postgres" | "mysql" | "memory" */
+    const char *name;   /* participant name (the bqual of its branches) */
+    const char *driver; /* "postgres" | "mysql" | "memory" */
     /* postgres */
     const char *conninfo; /* libpq conninfo; the password comes from `password`, not from here */
     /* mysql */
-    const char *host;     /* numeric address: name lookup would block the loop */
+    const char *host; /* numeric address: name lookup would block the loop */
     int port;
     const char *database;
     const char *user;
@@ -138,8 +138,8 @@ typedef struct px_target {
     uint32_t connect_timeout_ms;
     uint32_t lock_timeout_ms; /* per-session lock wait limit, applied at connect; 0: server default.
                                  MySQL's innodb_lock_wait_timeout has whole seconds (rounded up). */
-    bool without_markers; /* prepare writes no marker row: only for the benchmark's baseline of
-                             plain XA without a coordinator */
+    bool without_markers;     /* prepare writes no marker row: only for the benchmark's baseline of
+                                 plain XA without a coordinator */
 } px_target;
 
 typedef struct px_conn px_conn;
@@ -169,7 +169,8 @@ struct px_driver {
     /* Opens a connection. On success cb gets the connection; on failure cb gets NULL and err. */
     XA_MUST_CHECK int (*connect)(uv_loop_t *loop, const px_target *t, px_connect_cb cb, void *arg);
     /* Runs statements in order inside the current branch, stopping at the first failure
-     * (error or expect_rows mismatch, which is PX_BUSINESS with message "expected N rows, got M"). */
+     * (error or expect_rows mismatch, which is PX_BUSINESS with message "expected N rows, got M").
+     */
     XA_MUST_CHECK int (*exec)(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg);
     XA_MUST_CHECK int (*begin)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Writes the branch's marker row (xacoord.marker / xacoord_marker), ends the branch's work
@@ -183,8 +184,8 @@ struct px_driver {
     XA_MUST_CHECK int (*rollback_prepared)(px_conn *c, const px_xid *x, px_done_cb cb, void *arg);
     /* Lists the prepared branches whose gtrid starts with gtrid_prefix and whose bqual equals
      * bqual (PostgreSQL: only those of current_database()). */
-    XA_MUST_CHECK int (*recover)(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
-                   void *arg);
+    XA_MUST_CHECK int (*recover)(px_conn *c, const char *gtrid_prefix, const char *bqual,
+                                 px_recover_cb cb, void *arg);
     /* Whether the marker row of branch x exists. prepare writes it inside the branch (in the
      * same round trip), so it commits or rolls back with the branch's work: after COMMIT/ROLLBACK
      * PREPARED answered "not found" and the branch is no longer listed, it tells which one
@@ -232,6 +233,9 @@ const char *px_errclass_name(px_errclass cls);
 const char *px_connect_cause(const px_error *err);
 
 /* The base header of any connection. */
-static inline struct px_conn_base *px_conn_base(px_conn *c) { return (struct px_conn_base *)c; }
+static inline struct px_conn_base *px_conn_base(px_conn *c)
+{
+    return (struct px_conn_base *)c;
+}
 
 #endif

@@ -24,7 +24,7 @@ typedef void (*px_acquire_cb)(px_pool_req *req, px_conn *conn, const px_error *e
 /* Embedded in the caller's object; must stay valid until its callback ran or it was cancelled. */
 struct px_pool_req {
     px_acquire_cb cb;
-    void *data;           /* free for the caller */
+    void *data; /* free for the caller */
     /* private */
     px_pool *pool;
     struct px_pool_req *next, *prev;
@@ -32,12 +32,12 @@ struct px_pool_req {
 };
 
 typedef struct px_pool_stats {
-    int size;        /* the configured limit */
-    int open;        /* connections that exist (idle + busy + connecting) */
+    int size; /* the configured limit */
+    int open; /* connections that exist (idle + busy + connecting) */
     int idle;
     int busy;
-    int waiting;     /* queued acquire requests */
-    bool up;         /* false after a failed connect, until a connect succeeds */
+    int waiting; /* queued acquire requests */
+    bool up;     /* false after a failed connect, until a connect succeeds */
     uint64_t connects, connect_failures, discards;
 } px_pool_stats;
 

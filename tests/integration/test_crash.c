@@ -147,7 +147,6 @@ static void test_crash_matrix(void **state)
     }
 }
 
-
 /* Ships order 1001 with a read-only check of the customer's balance on payment: that branch ends
  * at prepare time and takes no part in phase 2 (docs/design.md). */
 static char *ship_with_check_json(const char *id)
@@ -190,8 +189,8 @@ static void run_read_only_crash(const crash_case *cc)
     (void)tu_http(d.port, "POST", "/v1/transactions", ship, NULL, &resp);
     ws = tu_daemon_wait_exit(&d, 20000);
     if (!WIFSIGNALED(ws) || WTERMSIG(ws) != SIGKILL)
-        fail_msg("read-only, %s: the daemon did not die at the crash point (status %d)",
-                 cc->point, ws);
+        fail_msg("read-only, %s: the daemon did not die at the crash point (status %d)", cc->point,
+                 ws);
     tu_daemon_start(&d, NULL);
     wait_consistent(20000);
     committed = daemon_outcome(&d, "ro-ship");
@@ -282,7 +281,6 @@ static void test_connection_cut_after_prepare(void **state)
 
 /* ---- database servers killed mid-transaction ------------------------------------------- */
 
-
 /* payment prepares at once; warehouse waits for the row lock; meanwhile `victim` dies. */
 static void run_server_kill(const char *victim, int expect_committed)
 {
@@ -318,7 +316,10 @@ static void run_server_kill(const char *victim, int expect_committed)
 }
 
 /* Phase 1: the warehouse dies while its statement waits: everything rolls back. */
-static void test_server_killed_in_phase1(void **state) { run_server_kill("warehouse", 0); }
+static void test_server_killed_in_phase1(void **state)
+{
+    run_server_kill("warehouse", 0);
+}
 
 /* After payment prepared, before its COMMIT: phase 2 retries until the server is back. With a
  * decision store on that same server (store mode), the store dies with it before the decision:
@@ -333,8 +334,8 @@ static void test_server_killed_before_commit(void **state)
 static int prepared_with_prefix(const char *prefix)
 {
     char sql[160];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '%s%%'", prefix);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '%s%%'",
+             prefix);
     return (int)tu_shop_long("payment", sql);
 }
 
@@ -459,9 +460,8 @@ static void test_in_doubt_listing_and_resolution(void **state)
     assert_int_equal(tu_http(d.port, "POST", path, "", NULL, &resp), 502);
     assert_non_null(strstr(resp, "\"payment\":\"error"));
     free(resp);
-    assert_int_equal(tu_http(d.port, "POST", "/v1/in-doubt/xa1.other.1.1/rollback", "", NULL,
-                             &resp),
-                     404);
+    assert_int_equal(
+        tu_http(d.port, "POST", "/v1/in-doubt/xa1.other.1.1/rollback", "", NULL, &resp), 404);
     free(resp);
     /* the owner finishes it; the next scan (every second here) forgets it */
     snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s.payment'", gtrid);

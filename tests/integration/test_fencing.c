@@ -59,7 +59,8 @@ static int foreign_listed(const tu_daemon *d, const char *identity, const char *
     assert_int_equal(tu_http(d->port, "GET", "/v1/in-doubt", NULL, NULL, &resp), 200);
     j = json_loads(resp, 0, NULL);
     assert_non_null(j);
-    json_array_foreach(json_object_get(j, "branches"), i, b) {
+    json_array_foreach(json_object_get(j, "branches"), i, b)
+    {
         const char *dec = json_string_value(json_object_get(b, "decision"));
         const char *id = json_string_value(json_object_get(b, "identity"));
         const char *part = json_string_value(json_object_get(b, "participant"));
@@ -168,7 +169,6 @@ static void test_second_directory_never_resolves_the_first(void **state)
 }
 
 /* ---- a live first daemon that owes a commit, its lock sessions killed ---------------------- */
-
 
 /* A commits a checkout whose order branch is prepared when the order server dies: the reply is
  * "committed", order pending, and A's lock session on order is gone with the server. */

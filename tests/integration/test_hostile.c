@@ -894,8 +894,8 @@ static void test_session_mysql_named_lock(void **state)
  * ("xa" and a digit, any case), so a replay or GET can never name another transaction. */
 static void test_id_namespace(void **state)
 {
-    static const char *const reserved[] = {"xa1.c1.1.1", "xa2.c1.abcdefgh.1.1", "XA9", "xa9",
-                                           "Xa1.x", "xA0"};
+    static const char *const reserved[] = {
+        "xa1.c1.1.1", "xa2.c1.abcdefgh.1.1", "XA9", "xa9", "Xa1.x", "xA0"};
     char gen[80];
     reply r =
         post_req(NULL, json_pack("[o]", branch_sql("payment", "SELECT 1 AS one", NULL)), "no id");

@@ -33,7 +33,7 @@ typedef struct call {
     size_t nxids;
 } call;
 
-static char g_prefix[32]; /* gtrid prefix of this run: branches of other runs are ignored */
+static char g_prefix[32];  /* gtrid prefix of this run: branches of other runs are ignored */
 static px_target g_target; /* filled once: tu_target's strings live until exit */
 static int g_seq;
 
@@ -180,7 +180,10 @@ static void new_xid(px_xid *x, const char *bqual)
     assert_true(px_xid_set(x, g, bqual));
 }
 
-static px_param p_int(int64_t v) { return (px_param){.type = PX_P_INT, .i = v}; }
+static px_param p_int(int64_t v)
+{
+    return (px_param){.type = PX_P_INT, .i = v};
+}
 static px_param p_text(const char *s)
 {
     return (px_param){.type = PX_P_TEXT, .text = s, .len = strlen(s)};
@@ -518,9 +521,18 @@ static void test_expect_rows(void **state)
 static void test_parameters_stored_verbatim(void **state)
 {
     static const char *const values[] = {
-        "it's", "\"double\"", "back\\slash\\", "semi;colon;", "'; DROP TABLE mxt_kv; --",
-        "SELECT * FROM mxt_kv WHERE 1=1 OR ''=''", "?", "NULL", "Zürich ✓ 東京", "",
-        "%s%n\\0\\'", "\x01\x7f tab\tnewline\n",
+        "it's",
+        "\"double\"",
+        "back\\slash\\",
+        "semi;colon;",
+        "'; DROP TABLE mxt_kv; --",
+        "SELECT * FROM mxt_kv WHERE 1=1 OR ''=''",
+        "?",
+        "NULL",
+        "Zürich ✓ 東京",
+        "",
+        "%s%n\\0\\'",
+        "\x01\x7f tab\tnewline\n",
     };
     const size_t n = sizeof values / sizeof values[0];
     static const char blob[] = {'a', '\0', '\'', '\\', (char)0xff, 'z'};
@@ -1027,7 +1039,6 @@ static void test_reset_restores_settings(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
-
 /* A transaction whose statements are session-neutral (the engine proved it, guard.h) skips the
  * reset: the cached statements stay. The server's own flag still forces the reset when a
  * statement changed the session after all - here a SET that claims to be neutral. */
@@ -1065,7 +1076,6 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     call_reset(&k);
     close_and_finish(&loop, &c, 1);
 }
-
 
 static void on_marker(px_conn *c, const px_error *err, bool found, void *arg)
 {
@@ -1334,8 +1344,8 @@ static void worker_done(px_conn *c, const px_error *err, void *arg)
     worker_next(w);
 }
 
-static void worker_exec(px_conn *c, const px_error *err, int failed_index,
-                        const px_result *results, int nresults, void *arg)
+static void worker_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                        int nresults, void *arg)
 {
     worker_done(c, err, arg);
 }

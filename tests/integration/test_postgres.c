@@ -1591,7 +1591,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-
 /* A statement that switches to another role (set_config('role', ...), possible for a member)
  * must not make that role the owner of the prepared branch: only the owner or a superuser can
  * finish it, so the branch would stay prepared, holding its locks. */
@@ -1625,7 +1624,6 @@ static void test_prepared_branch_keeps_the_session_owner(void **state)
                "DROP ROLE pgt_owner;"));
     tu_loop_close(&loop);
 }
-
 
 /* A branch whose statements are session-neutral (the engine proved it, guard.h) needs no DISCARD
  * ALL: the session a test's mislabelled set_config leaves behind shows that none was sent. The
@@ -1664,7 +1662,6 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     loop_wait(&loop, 50);
     tu_loop_close(&loop);
 }
-
 
 static void w_marker(px_conn *c, const px_error *err, bool found, void *arg)
 {

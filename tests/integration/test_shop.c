@@ -245,8 +245,7 @@ static void test_same_id_twice(void **state)
     free(other);
     assert_int_equal(tu_balance(7), 100);
     assert_int_equal(tu_shop_long("payment", "SELECT count(*) FROM payment"), 1);
-    assert_int_equal(tu_http(daemon_.port, "GET", "/v1/transactions/once", NULL, NULL, &resp),
-                     200);
+    assert_int_equal(tu_http(daemon_.port, "GET", "/v1/transactions/once", NULL, NULL, &resp), 200);
     assert_non_null(strstr(resp, "\"committed\""));
     free(resp);
     assert_int_equal(tu_http(daemon_.port, "GET", "/v1/transactions/never", NULL, NULL, &resp),
@@ -313,7 +312,8 @@ static void test_concurrent_checkouts_one_balance(void **state)
         committed += racers[i].final_status == 200;
         assert_true(racers[i].final_status == 200 || racers[i].final_status == 409);
     }
-    /* user 9 holds 500: exactly five orders of 100 can be paid, and the balance never goes below 0 */
+    /* user 9 holds 500: exactly five orders of 100 can be paid, and the balance never goes below 0
+     */
     assert_int_equal(committed, 5);
     assert_int_equal(tu_balance(9), 0);
     assert_int_equal(tu_shop_long("payment", "SELECT count(*) FROM payment WHERE user_id = 9"), 5);
@@ -367,9 +367,11 @@ static void test_malformed_requests(void **state)
                   400, "params[0]");
     expect_status("{\"bogus\":1,\"branches\":[]}", 400, "unknown field");
     /* more statements than max_statements (64) */
-    int pos = snprintf(big, sizeof big, "{\"branches\":[{\"participant\":\"payment\",\"statements\":[");
+    int pos =
+        snprintf(big, sizeof big, "{\"branches\":[{\"participant\":\"payment\",\"statements\":[");
     for (int i = 0; i < 65; i++)
-        pos += snprintf(big + pos, sizeof big - (size_t)pos, "%s{\"sql\":\"SELECT 1\"}", i ? "," : "");
+        pos +=
+            snprintf(big + pos, sizeof big - (size_t)pos, "%s{\"sql\":\"SELECT 1\"}", i ? "," : "");
     snprintf(big + pos, sizeof big - (size_t)pos, "]}]}");
     expect_status(big, 400, "more than 64 statements");
     assert_int_equal(tu_balance(7), 200);

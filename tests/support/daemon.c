@@ -427,7 +427,10 @@ char *tu_ship_json(const char *id, long order)
     return s;
 }
 
-const char *tu_source_dir(void) { return XACOORD_SOURCE_DIR; }
+const char *tu_source_dir(void)
+{
+    return XACOORD_SOURCE_DIR;
+}
 
 int tu_xactl(const tu_daemon *d, const char *args, char **out)
 {

@@ -13,10 +13,10 @@ typedef struct tu_daemon {
     pid_t pid;
     int port;
     char node[17];
-    char dir[256];      /* data_dir and config live here */
+    char dir[256]; /* data_dir and config live here */
     char config[320];
     char log[320];
-    char token[64];     /* "" when the API has no token */
+    char token[64]; /* "" when the API has no token */
 } tu_daemon;
 
 /* Store mode (XA_TEST_DECISION_LOG=postgres in the environment): every daemon keeps its decisions
@@ -78,7 +78,8 @@ void *tu_post_thread(void *arg);
 /* Holds the warehouse's SKU-1 row for hold_s seconds from another session, in the background. */
 void tu_hold_stock_row(double hold_s);
 
-/* The JSON of a checkout of order `order` (user, amount, sku, qty) with client id `id` (NULL: none). */
+/* The JSON of a checkout of order `order` (user, amount, sku, qty) with client id `id` (NULL:
+ * none). */
 char *tu_checkout_json(const char *id, long order, long user, long amount, const char *sku,
                        long qty);
 /* The JSON of shipping order `order`. */

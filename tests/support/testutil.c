@@ -10,7 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void on_deadline(uv_timer_t *t) { *(bool *)t->data = true; }
+static void on_deadline(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
 
 static void run_until(uv_loop_t *loop, bool (*done)(const void *), const void *arg,
                       unsigned timeout_ms)
@@ -28,7 +31,10 @@ static void run_until(uv_loop_t *loop, bool (*done)(const void *), const void *a
         fail_msg("condition not reached within %u ms", timeout_ms);
 }
 
-static bool flag_done(const void *arg) { return *(const volatile bool *)arg; }
+static bool flag_done(const void *arg)
+{
+    return *(const volatile bool *)arg;
+}
 
 void tu_run_until(uv_loop_t *loop, const volatile bool *flag, unsigned timeout_ms)
 {
@@ -156,8 +162,8 @@ char *tu_admin_sql(const char *which, const char *db, const char *sql)
                  port, db, tmpl);
     else
         snprintf(cmd, sizeof cmd,
-                 "mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot -N -B %s < %s",
-                 port, db, tmpl);
+                 "mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot -N -B %s < %s", port,
+                 db, tmpl);
     p = popen(cmd, "r");
     if (p) {
         char buf[4096];

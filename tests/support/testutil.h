@@ -32,7 +32,8 @@ const char *tu_env(const char *name);
 void tu_target(px_target *t, const char *which);
 
 /* Runs one SQL string as an administrator through the server's command-line client
- * (psql / mariadb) against database db; returns its stdout (malloc'ed, trimmed), NULL on failure. */
+ * (psql / mariadb) against database db; returns its stdout (malloc'ed, trimmed), NULL on failure.
+ */
 char *tu_admin_sql(const char *which, const char *db, const char *sql);
 
 /* Runs a shell command; returns its exit status. */

@@ -650,7 +650,6 @@ static void test_timeouts(void **state)
     config_free(&cfg);
 }
 
-
 /* allow_unsafe: off unless set, a boolean, and only for database drivers (preflight.h). */
 static void test_allow_unsafe(void **state)
 {

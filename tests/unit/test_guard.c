@@ -325,7 +325,6 @@ static void test_allowed_lists(void **state)
     assert_false(guard_dialect_of("sqlite", &d));
 }
 
-
 /* Statements that provably leave the session alone skip the reset; anything that may call a
  * function with session effects, use a user variable or SELECT ... INTO does not. */
 static void test_session_neutral(void **state)
@@ -362,10 +361,13 @@ static void test_session_neutral(void **state)
         "INSERT t (a) VALUES (?) ON DUPLICATE KEY UPDATE a = VALUES(a)",
         "SELECT @@session.tx_read_only, unhex('ff'), concat(a, 'x')",
         NULL};
-    static const char *const effects_my[] = {
-        "SELECT @x := 5", "SELECT GET_LOCK('k', 0)", "SELECT a INTO @v FROM t",
-        "SELECT `GET_LOCK`('k', 0)", "SELECT LAST_INSERT_ID(5)", "SELECT a FROM t WHERE b = @x",
-        NULL};
+    static const char *const effects_my[] = {"SELECT @x := 5",
+                                             "SELECT GET_LOCK('k', 0)",
+                                             "SELECT a INTO @v FROM t",
+                                             "SELECT `GET_LOCK`('k', 0)",
+                                             "SELECT LAST_INSERT_ID(5)",
+                                             "SELECT a FROM t WHERE b = @x",
+                                             NULL};
     for (const char *const *p = neutral_pg; *p; p++)
         if (!guard_session_neutral(*p, GUARD_POSTGRES))
             fail_msg("should be neutral on PostgreSQL: %s", *p);
@@ -380,36 +382,40 @@ static void test_session_neutral(void **state)
             fail_msg("may change the session on MySQL: %s", *p);
 }
 
-
 /* The coordinator's markers decide lost replies: no client statement may name them. */
 static void test_reserved_names(void **state)
 {
     char kw[32];
     assert_int_equal(guard_check("DELETE FROM xacoord.marker", GUARD_POSTGRES, kw, sizeof kw),
                      GUARD_RESERVED);
-    assert_int_equal(guard_check("SELECT * FROM \"XaCoord\".marker", GUARD_POSTGRES, kw,
-                                 sizeof kw),
+    assert_int_equal(guard_check("SELECT * FROM \"XaCoord\".marker", GUARD_POSTGRES, kw, sizeof kw),
                      GUARD_RESERVED);
-    assert_int_equal(guard_check("INSERT INTO xacoord_marker VALUES ('a','b')", GUARD_MYSQL, kw,
-                                 sizeof kw),
-                     GUARD_RESERVED);
-    assert_int_equal(guard_check("SELECT * FROM U&\"\\0078acoord\".marker", GUARD_POSTGRES, kw,
-                                 sizeof kw),
-                     GUARD_RESERVED);
+    assert_int_equal(
+        guard_check("INSERT INTO xacoord_marker VALUES ('a','b')", GUARD_MYSQL, kw, sizeof kw),
+        GUARD_RESERVED);
+    assert_int_equal(
+        guard_check("SELECT * FROM U&\"\\0078acoord\".marker", GUARD_POSTGRES, kw, sizeof kw),
+        GUARD_RESERVED);
     assert_int_equal(guard_check("SELECT 1 FROM t", GUARD_POSTGRES, kw, sizeof kw), GUARD_OK);
 }
 
-
 static void test_read_only(void **state)
 {
-    static const char *const ro[] = {"SELECT a FROM t WHERE id = $1", "VALUES (1, 2)", "TABLE t",
-                                     "(SELECT count(*) FROM t)", "SELECT 'for update' AS s",
+    static const char *const ro[] = {"SELECT a FROM t WHERE id = $1",
+                                     "VALUES (1, 2)",
+                                     "TABLE t",
+                                     "(SELECT count(*) FROM t)",
+                                     "SELECT 'for update' AS s",
                                      NULL};
-    static const char *const rw[] = {"SELECT a FROM t FOR UPDATE", "SELECT a FROM t FOR SHARE",
+    static const char *const rw[] = {"SELECT a FROM t FOR UPDATE",
+                                     "SELECT a FROM t FOR SHARE",
                                      "SELECT a FROM t LOCK IN SHARE MODE",
-                                     "SELECT nextval('s')", "SELECT * INTO t2 FROM t",
+                                     "SELECT nextval('s')",
+                                     "SELECT * INTO t2 FROM t",
                                      "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
-                                     "UPDATE t SET a = 1", "INSERT INTO t VALUES (1)", NULL};
+                                     "UPDATE t SET a = 1",
+                                     "INSERT INTO t VALUES (1)",
+                                     NULL};
     for (const char *const *p = ro; *p; p++)
         if (!guard_read_only(*p, GUARD_POSTGRES) || !guard_read_only(*p, GUARD_MYSQL))
             fail_msg("should be read-only: %s", *p);
@@ -424,13 +430,20 @@ int main(void)
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_reserved_names),
         cmocka_unit_test(test_session_neutral),
-        cmocka_unit_test(test_allowed_keywords), cmocka_unit_test(test_refused_keywords),
-        cmocka_unit_test(test_keyword_boundary), cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_parentheses),      cmocka_unit_test(test_line_comments),
-        cmocka_unit_test(test_block_comments),   cmocka_unit_test(test_mysql_server_comments),
-        cmocka_unit_test(test_quotes),           cmocka_unit_test(test_backslash_readings),
-        cmocka_unit_test(test_dollar_quotes),    cmocka_unit_test(test_multiple_statements),
-        cmocka_unit_test(test_unicode_spaces),   cmocka_unit_test(test_keyword_name),
+        cmocka_unit_test(test_allowed_keywords),
+        cmocka_unit_test(test_refused_keywords),
+        cmocka_unit_test(test_keyword_boundary),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_parentheses),
+        cmocka_unit_test(test_line_comments),
+        cmocka_unit_test(test_block_comments),
+        cmocka_unit_test(test_mysql_server_comments),
+        cmocka_unit_test(test_quotes),
+        cmocka_unit_test(test_backslash_readings),
+        cmocka_unit_test(test_dollar_quotes),
+        cmocka_unit_test(test_multiple_statements),
+        cmocka_unit_test(test_unicode_spaces),
+        cmocka_unit_test(test_keyword_name),
         cmocka_unit_test(test_allowed_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -861,8 +861,8 @@ static void on_replay_first(const journal_rec *r, void *arg)
 /* Compacts with the owner's payloads (or not at all) and reopens in self-contained mode. */
 static void compact_with_owner(fx *f, owner_state *os, collect *c, journal_stats *st)
 {
-    journal_opts o = {.segment_bytes = SEGMENT_BYTES, .retention_s = 60,
-                      .payload = owner_payload, .arg = os};
+    journal_opts o = {
+        .segment_bytes = SEGMENT_BYTES, .retention_s = 60, .payload = owner_payload, .arg = os};
     driver d = {.f = f, .old_ms = wall_ms() - 3600 * 1000};
     journal_rec owed = {JOURNAL_COMMIT, 1, 1, wall_ms(), "original", 8};
     journal_rec kept = mkrec(JOURNAL_ABORT, 1, 2, "original", 8);
@@ -878,9 +878,8 @@ static void compact_with_owner(fx *f, owner_state *os, collect *c, journal_stats
     tu_run_until_count(&f->loop, &d.committed, TXNS, 60000);
     journal_get_stats(d.j, st);
     close_ok(f, d.j);
-    assert_int_equal(journal_open(&d.j, &f->loop, f->dir, NULL, on_replay_first, c, err,
-                                  sizeof err),
-                     0);
+    assert_int_equal(
+        journal_open(&d.j, &f->loop, f->dir, NULL, on_replay_first, c, err, sizeof err), 0);
     close_ok(f, d.j);
 }
 

@@ -42,7 +42,10 @@ static void test_lookups(void **state)
     outcomes_free(os);
 }
 
-static void on_settled(outcome *o, void *arg) { ++*(int *)arg; }
+static void on_settled(outcome *o, void *arg)
+{
+    ++*(int *)arg;
+}
 
 static void test_waiters(void **state)
 {

@@ -441,9 +441,9 @@ static void test_close_idle_pool(void **state)
     tu_run_until(&f->loop, &f->closed, 2000);
 }
 
-
 /* Every returned connection is reset before anyone can borrow it again, and one whose reset
- * fails is discarded, never lent (docs/design.md: the session at the start of every transaction). */
+ * fails is discarded, never lent (docs/design.md: the session at the start of every transaction).
+ */
 static void test_release_resets_or_discards(void **state)
 {
     fx *f = *state;

@@ -161,8 +161,9 @@ static void test_errors_name_the_field(void **state)
     expect_error("{\"branches\":[{\"participant\":\"order\",\"statements\":[{\"sql\":\"SELECT x\","
                  "\"bogus\":1}]}]}",
                  "branches[0].statements[0]: unknown field 'bogus'");
-    expect_error("{\"branches\":[{\"participant\":\"order\",\"statements\":[{\"sql\":\"x\\u0000y\"}]}]}",
-                 "NUL");
+    expect_error(
+        "{\"branches\":[{\"participant\":\"order\",\"statements\":[{\"sql\":\"x\\u0000y\"}]}]}",
+        "NUL");
     expect_error("{\"id\":\"a\",\"id\":\"b\",\"branches\":[]}", "invalid JSON");
 }
 
@@ -296,14 +297,10 @@ static void test_repeated_parses(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_request),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_digest),
-        cmocka_unit_test(test_errors_name_the_field),
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_statement_guard),
-        cmocka_unit_test(test_reserved_ids),
-        cmocka_unit_test(test_repeated_parses),
+        cmocka_unit_test(test_valid_request), cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_digest),        cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_limits),        cmocka_unit_test(test_statement_guard),
+        cmocka_unit_test(test_reserved_ids),  cmocka_unit_test(test_repeated_parses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,7 +42,10 @@ static void write_config(fixture *f, const char *extra)
     fclose(fp);
 }
 
-static bool ready_flag(const coord *c) { return coord_ready(c); }
+static bool ready_flag(const coord *c)
+{
+    return coord_ready(c);
+}
 
 static void open_coord(fixture *f)
 {
@@ -57,7 +60,10 @@ static void open_coord(fixture *f)
     assert_true(coord_ready(&f->c));
 }
 
-static void on_closed(void *arg) { *(bool *)arg = true; }
+static void on_closed(void *arg)
+{
+    *(bool *)arg = true;
+}
 
 static void close_coord(fixture *f)
 {
@@ -122,8 +128,8 @@ static bool lookup(const char *name, void *arg, request_participant *out)
 }
 
 /* Starts a transaction with one statement per participant; returns its gtrid in gtrid. */
-static void start(fixture *f, const char *id, const char *sql_a, const char *sql_b, uint32_t timeout,
-                  result *r, char *gtrid)
+static void start(fixture *f, const char *id, const char *sql_a, const char *sql_b,
+                  uint32_t timeout, result *r, char *gtrid)
 {
     request_limits lim = {16, 64, 256, 65536, timeout, 60000};
     char body[1024], err[256], g[80];
@@ -242,7 +248,8 @@ static void test_commit_wait_reports_pending(void **state)
     fixture *f = *state;
     result r;
     open_coord(f);
-    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 6); /* > commit_wait_ms of backoff */
+    px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE,
+                   6); /* > commit_wait_ms of backoff */
     run(f, "w1", "rows 1", "rows 1", &r, NULL);
     assert_int_equal(r.status, 200);
     outcome *o = outcome_find(f->c.outcomes, "w1");
@@ -361,14 +368,18 @@ static void test_replay_after_restart(void **state)
     assert_true(f->c.boot >= 2);
 }
 
-static void on_journal_closed(void *arg) { *(bool *)arg = true; }
+static void on_journal_closed(void *arg)
+{
+    *(bool *)arg = true;
+}
 
 /* Writes the journal a crash after the commit decision leaves: boot 1 with a commit record for
  * transaction 7 on alpha and beta. */
 static void plant_commit_record(fixture *f)
 {
-    static const char payload[] = "crash\n000102030405060708090a0b0c0d0e0f\n200\nalpha,beta\n"
-                                  "{\"id\":\"crash\",\"xid\":\"xa1.t1.1.7\",\"outcome\":\"committed\"";
+    static const char payload[] =
+        "crash\n000102030405060708090a0b0c0d0e0f\n200\nalpha,beta\n"
+        "{\"id\":\"crash\",\"xid\":\"xa1.t1.1.7\",\"outcome\":\"committed\"";
     char dir[96], err[256];
     uv_loop_t loop;
     journal *j;
@@ -529,7 +540,6 @@ static void test_many_concurrent(void **state)
     assert_int_equal(px_memory_prepared_count("beta"), 0);
 }
 
-
 /* Under sustained commits every journal batch holds the COMMIT of a transaction still waiting for
  * that record's fsync; compaction must not give up on it, or the segment grows without bound. */
 static void test_compaction_under_sustained_commits(void **state)
@@ -636,7 +646,6 @@ static void test_replay_keeps_commit_of_repeated_id(void **state)
     assert_int_equal(f->c.journal_conflicts, 1);
 }
 
-
 /* MariaDB answers 1402 (XA_RBROLLBACK) to the COMMIT of a prepared branch the server rolled
  * back: harmless for a branch that only read, a heuristic outcome - reported - for one that
  * changed rows. */
@@ -683,17 +692,23 @@ static void round_trip(const gtrid_parts *g, const char *want)
 static void test_gtrid_format_and_parse(void **state)
 {
     static const char *const bad[] = {
-        "xa2.t1.abcdefgh.1",            /* a field missing */
-        "xa2.t1.abcdefgh.1.2.3",        /* one too many */
-        "xa2.t1.abcdefg1.1.2",          /* identity outside [a-z2-7] */
-        "xa2.t1.abcdefg.1.2",           /* identity too short */
-        "xa2.t1.abcdefgh.01.2",         /* leading zero */
-        "xa2.t1.abcdefgh.1.A",          /* upper case */
-        "xa2.t1.abcdefgh.3w5e11264sgsg.1", /* 2^64 */
-        "xa2.T1.abcdefgh.1.2",          /* node outside [a-z0-9] */
+        "xa2.t1.abcdefgh.1",                  /* a field missing */
+        "xa2.t1.abcdefgh.1.2.3",              /* one too many */
+        "xa2.t1.abcdefg1.1.2",                /* identity outside [a-z2-7] */
+        "xa2.t1.abcdefg.1.2",                 /* identity too short */
+        "xa2.t1.abcdefgh.01.2",               /* leading zero */
+        "xa2.t1.abcdefgh.1.A",                /* upper case */
+        "xa2.t1.abcdefgh.3w5e11264sgsg.1",    /* 2^64 */
+        "xa2.T1.abcdefgh.1.2",                /* node outside [a-z0-9] */
         "xa2.aaaaaaaaaaaaaaaaa.abcdefgh.1.2", /* node of 17 */
-        "xa2..abcdefgh.1.2", "xa2.t1.abcdefgh..2", "xa2.t1.abcdefgh.1.",
-        "xa1.t1.1.z", "xa1.t1.1.-1", "xa1.t1.18446744073709551616.1", "xa3.t1.1.2", "xa1.t1.1",
+        "xa2..abcdefgh.1.2",
+        "xa2.t1.abcdefgh..2",
+        "xa2.t1.abcdefgh.1.",
+        "xa1.t1.1.z",
+        "xa1.t1.1.-1",
+        "xa1.t1.18446744073709551616.1",
+        "xa3.t1.1.2",
+        "xa1.t1.1",
         "",
     };
     gtrid_parts max2 = {2, "abcdefghijklmnop", "zz7zz7zz", UINT64_MAX, UINT64_MAX};
@@ -751,7 +766,8 @@ static void test_recovery_fences_other_identities(void **state)
     seen s = {0};
     identity_gtrid(&id, "t1", 1, 5, own, sizeof own);
     px_xid mine = xid_of(own, "alpha"), theirs = xid_of("xa2.t1.zzzzzzzz.1.5", "alpha");
-    px_xid legacy = xid_of("xa1.t1.1.5", "beta"), other_node = xid_of("xa2.zz.zzzzzzzz.1.5", "alpha");
+    px_xid legacy = xid_of("xa1.t1.1.5", "beta"),
+           other_node = xid_of("xa2.zz.zzzzzzzz.1.5", "alpha");
     assert_true(id.legacy_boot == 0);
     assert_true(px_memory_add_prepared("alpha", &mine));
     assert_true(px_memory_add_prepared("alpha", &theirs));
@@ -820,9 +836,13 @@ static void write_file(const char *path, const char *text)
  * (the daemon then refuses to start: tests/integration/test_fencing.c). */
 static void test_corrupt_identity_is_refused(void **state)
 {
-    static const char *const corrupt[] = {"", "abcdefg\n", "ABCDEFGH\n", "abcdefgh",
+    static const char *const corrupt[] = {"",
+                                          "abcdefg\n",
+                                          "ABCDEFGH\n",
+                                          "abcdefgh",
                                           "abcdefgh\nlegacy_boot x\n",
-                                          "abcdefgh\nlegacy_boot 0\n", "abcdefgh\n\n"};
+                                          "abcdefgh\nlegacy_boot 0\n",
+                                          "abcdefgh\n\n"};
     fixture *f = *state;
     char path[128], err[512];
     dir_identity id;
@@ -841,7 +861,6 @@ static void test_corrupt_identity_is_refused(void **state)
         assert_non_null(strstr(err, "identity is corrupt"));
     }
 }
-
 
 /* After a crash, a committed transaction's branch that is no longer prepared either committed
  * before the crash (its marker is there) or was rolled back by someone else (no marker): the
@@ -879,7 +898,6 @@ static void test_recovery_reads_markers_of_vanished_branches(void **state)
     assert_int_equal(o->heuristic, 0);
     assert_int_equal(f->c.heuristics.total, 0);
 }
-
 
 /* A branch that only reads ends at prepare time (one phase) and takes no part in phase 2; one
  * with FOR UPDATE keeps its locks until the decision like any writer. */
@@ -936,8 +954,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_does_not_trust_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compaction_under_sustained_commits, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_under_sustained_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abandon_while_deciding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_keeps_commit_of_repeated_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_1402_after_writes_is_heuristic, setup, teardown),
