@@ -26,7 +26,7 @@ typedef struct parser {
     size_t errlen;
 } parser;
 
-static int fail(parser *p, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int fail(parser *p, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -40,7 +40,8 @@ static int fail(parser *p, const char *fmt, ...)
     return -1;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     va_list ap;
     va_start(ap, fmt);
