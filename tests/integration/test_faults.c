@@ -160,7 +160,7 @@ static long prepared_anywhere(void)
 static const char *get_outcome(tu_daemon *d, const char *id, bool *pending)
 {
     char path[160], *resp = NULL;
-    const char *o;
+    const char *o = NULL;
     int status;
     snprintf(path, sizeof path, "/v1/transactions/%s", id);
     status = tu_http(d->port, "GET", path, NULL, NULL, &resp);

@@ -741,8 +741,8 @@ static void test_guard_accepts_data_statements(void **state)
         "VALUES (1)",
         "UPDATE orders SET status = status WHERE id = 1001",
         "DELETE FROM orders WHERE id = -1",
-        "REPLACE INTO orders(id, user_id, amount, sku, qty, status) "
-        "SELECT id, user_id, amount, sku, qty, status FROM orders WHERE id = -1",
+        ("REPLACE INTO orders(id, user_id, amount, sku, qty, status) "
+         "SELECT id, user_id, amount, sku, qty, status FROM orders WHERE id = -1"),
     };
     for (size_t i = 0; i < sizeof pg / sizeof pg[0]; i++) {
         reply r = post1("payment", pg[i], pg[i]);

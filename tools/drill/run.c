@@ -50,7 +50,8 @@ typedef struct run {
     size_t errlen;
 } run;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -58,7 +59,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static void add_check(drill_result *r, bool ok, const char *name, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void add_check(drill_result *r, bool ok,
+                                                            const char *name, const char *fmt, ...)
 {
     drill_check *k;
     va_list ap;
@@ -323,7 +325,7 @@ typedef struct misses {
     char text[480];
 } misses;
 
-static void miss(misses *m, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void miss(misses *m, const char *fmt, ...)
 {
     size_t len = strlen(m->text);
     va_list ap;

@@ -16,7 +16,8 @@ struct drill_db {
     MYSQL *my[CONFIG_MAX_PARTICIPANTS];
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     va_list ap;
     va_start(ap, fmt);
