@@ -543,6 +543,38 @@ static int settle_identity(coord *c, char *err, size_t errlen)
     return 0;
 }
 
+/* How long the 503 answers of a failed journal get to leave before the process exits. */
+#define JOURNAL_FATAL_EXIT_MS 200
+
+static void on_fatal_exit(uv_timer_t *t)
+{
+    exit(1);
+}
+
+/* A failed journal write or fdatasync (journal.h): nothing may be decided any more, and what was
+ * being written is not provably durable - as PostgreSQL does on a failed fsync, the process
+ * stops. Before it does, every client still waiting is told so (503: the outcome is what the next
+ * start finds in the journal; never "committed"), new transactions are refused, and no COMMIT is
+ * sent for a decision of the failed batch (its callbacks never run). The exit follows once those
+ * answers had a moment to leave. */
+static void on_journal_fatal(const char *msg, void *arg)
+{
+    coord *c = arg;
+    int waiting = coord_inflight(c);
+    log_error("journal",
+              "%s; exiting: no decision is taken on a journal that cannot be made durable "
+              "(restart once the disk works: recovery finishes every branch)",
+              msg);
+    if (waiting == 0 || c->journal_failed)
+        exit(1);
+    c->journal_failed = true;
+    c->draining = true;
+    txn_abandon_all(c, "the journal could not make decisions durable and the coordinator stops: "
+                       "this transaction's outcome is what its next start finds; ask for it then");
+    uv_timer_init(c->loop, &c->fatal_timer);
+    uv_timer_start(&c->fatal_timer, on_fatal_exit, JOURNAL_FATAL_EXIT_MS, 0);
+}
+
 int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
 {
     journal_opts jopts = {0};
@@ -567,6 +599,7 @@ int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t e
     jopts.retention_s = cfg->outcome_retention_s;
     jopts.segment_bytes = cfg->journal_segment_bytes;
     jopts.on_sync = on_sync;
+    jopts.on_fatal = on_journal_fatal;
     jopts.payload = journal_payload;
     jopts.locked = load_identity;
     jopts.arg = c;

@@ -85,6 +85,8 @@ typedef struct coord {
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
     txn_list lists[TXN_NSTATES];
     bool draining;
+    bool journal_failed;    /* a journal write or fdatasync failed: exiting (on_journal_fatal) */
+    uv_timer_t fatal_timer; /* ... once the waiting clients were answered */
     uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in coord.c) */
     heuristics heuristics;      /* the most recent heuristic outcomes, for GET /v1/heuristics */
     uv_timer_t prune_timer;

@@ -107,7 +107,7 @@ static void drain_step(daemon_state *d)
                  "%d transactions still unfinished after %d ms: the journal keeps their "
                  "decisions and the next start resolves them",
                  left, DRAIN_LIMIT_MS);
-        txn_abandon_all(&d->coord);
+        txn_abandon_all(&d->coord, TXN_ASK_LATER);
         left = 0;
     }
     if (left == 0 && d->http == NULL)

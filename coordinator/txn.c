@@ -103,7 +103,7 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err);
 static void branch_abort(branch *b, bool hard);
 static void maybe_free(struct txn *t);
 static void txn_release(struct txn *t);
-static void txn_abandon(struct txn *t);
+static void txn_abandon(struct txn *t, const char *why);
 static void discard_conn(branch *b);
 
 /* ---- state lists ------------------------------------------------------------------------- */
@@ -764,7 +764,7 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
         /* Shutting down: the prepared branches stay for the next start's recovery, which
          * finds the row (commit) or its absence (roll back); nothing here may touch them. */
         if (!t->abandoned)
-            txn_abandon(t); /* connections closed, the client told to ask later */
+            txn_abandon(t, TXN_ASK_LATER); /* connections closed, the client told to ask later */
         txn_release(t);
         return;
     }
@@ -1640,7 +1640,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
 /* Shutdown after the drain limit: every decision is durable or presumed abort, so dropping the
  * process state loses nothing - the next start finishes what is left. Closing the connections ends
  * the operations in flight. A client still waiting is told the outcome is not known here. */
-static void txn_abandon(struct txn *t)
+static void txn_abandon(struct txn *t, const char *why)
 {
     for (int i = 0; i < t->nbranches; i++) {
         branch *b = &t->b[i];
@@ -1651,9 +1651,7 @@ static void txn_abandon(struct txn *t)
     }
     if (!t->replied) {
         json_t *head = base_reply(t, "unknown");
-        json_object_set_new(head, "error",
-                            json_string("the coordinator is shutting down; ask "
-                                        "for this transaction's outcome later"));
+        json_object_set_new(head, "error", json_string(why));
         settle(t, OUTCOME_IN_PROGRESS, 503, dump_head(head));
     }
     if (t->state == TXN_DECIDING) {
@@ -1666,11 +1664,11 @@ static void txn_abandon(struct txn *t)
     txn_release(t);
 }
 
-void txn_abandon_all(coord *c)
+void txn_abandon_all(coord *c, const char *why)
 {
     for (int s = 0; s < TXN_NSTATES; s++)
         while (c->lists[s].head)
-            txn_abandon(c->lists[s].head);
+            txn_abandon(c->lists[s].head, why);
 }
 
 void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)

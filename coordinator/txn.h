@@ -31,9 +31,11 @@ XA_MUST_CHECK int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq
  * xa1 for the boots of a journal written before identities). */
 void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);
 
-/* Drops every live transaction (shutdown after the drain limit): connections are closed, waiting
- * clients get 503, and the journal keeps what the next start needs. */
-void txn_abandon_all(coord *c);
+/* Drops every live transaction (shutdown after the drain limit, or a failed journal): connections
+ * are closed, waiting clients get 503 saying why, and the journal keeps what the next start
+ * needs. */
+#define TXN_ASK_LATER "the coordinator is shutting down; ask for this transaction's outcome later"
+void txn_abandon_all(coord *c, const char *why);
 
 /* Calls fn for every prepared, unfinished branch of a live transaction; decision is "commit",
  * "abort" or "unknown" (not decided yet). */

@@ -446,7 +446,7 @@ static void test_compaction_asks_the_engine(void **state)
     assert_true(st.compactions >= 2);
     for (int i = 0; i < 50 && coord_inflight(&f->c) > 0; i++)
         uv_run(&f->loop, UV_RUN_NOWAIT);
-    txn_abandon_all(&f->c); /* the process "dies" with the commit owed */
+    txn_abandon_all(&f->c, TXN_ASK_LATER); /* the process "dies" with the commit owed */
     close_coord(f);
     px_memory_fail("beta", PX_MEM_COMMIT_PREPARED, PX_RETRYABLE, 0);
     open_coord(f);
@@ -592,7 +592,7 @@ static void test_abandon_while_deciding(void **state)
     for (int i = 0; i < 10000 && f->c.lists[TXN_DECIDING].count == 0; i++)
         uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(f->c.lists[TXN_DECIDING].count, 1);
-    txn_abandon_all(&f->c);
+    txn_abandon_all(&f->c, TXN_ASK_LATER);
     assert_true(r.settled);
     assert_int_equal(r.status, 503);
     assert_int_equal(coord_inflight(&f->c), 0);
