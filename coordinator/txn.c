@@ -751,11 +751,26 @@ static void pending_names(const coord *c, uint32_t mask, char *buf, size_t len)
                                     c->parts[i].cfg->name);
 }
 
+/* The store took no decision for t (fenced, failed, or the id taken by another transaction): t
+ * aborts, answering with the winner's reply when there is one. */
+static void store_undecided(struct txn *t, store_verdict v, const store_row *winner,
+                            const char *why)
+{
+    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
+    char reason[400];
+    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
+    a.reason = reason;
+    if (v == STORE_TAKEN)
+        a.winner = winner;
+    else
+        log_error(t->ctx, "%s", reason);
+    set_state(t, TXN_WORKING);
+    txn_abort(t, &a);
+}
+
 static void on_store_decided(void *arg, store_verdict v, const store_row *winner, const char *why)
 {
     struct txn *t = arg;
-    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
-    char reason[400];
     if (v == STORE_DECIDED) {
         on_commit_durable(t);
         return;
@@ -768,14 +783,7 @@ static void on_store_decided(void *arg, store_verdict v, const store_row *winner
         txn_release(t);
         return;
     }
-    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
-    a.reason = reason;
-    if (v == STORE_TAKEN)
-        a.winner = winner;
-    else
-        log_error(t->ctx, "%s", reason);
-    set_state(t, TXN_WORKING);
-    txn_abort(t, &a);
+    store_undecided(t, v, winner, why);
 }
 
 /* The decision row of t; pending must hold CONFIG_MAX_PARTICIPANTS * 34 bytes. */
@@ -814,17 +822,7 @@ static branch *last_resource_of(struct txn *t)
 
 static void lr_undecided(branch *b, store_verdict v, const store_row *winner, const char *why)
 {
-    struct txn *t = b->t;
-    abort_info a = {503, true, false, NULL, NULL, -1, NULL, NULL};
-    char reason[400];
-    snprintf(reason, sizeof reason, "the decision store did not take the decision: %s", why);
-    a.reason = reason;
-    if (v == STORE_TAKEN)
-        a.winner = winner;
-    else
-        log_error(t->ctx, "%s", reason);
-    set_state(t, TXN_WORKING);
-    txn_abort(t, &a);
+    store_undecided(b->t, v, winner, why);
 }
 
 /* The COMMIT that carried the decision row is known to have committed. */
