@@ -3,6 +3,7 @@
  * problem, and what it loads, config_dump writes back in a form that loads to the same dump.
  */
 #include "config.h"
+#include "scratch.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[1024] = "";
     size_t n1, n2;
     if (!path[0])
-        snprintf(path, sizeof path, "/tmp/xacoord-fuzz-config-%d.ini", (int)getpid());
+        snprintf(path, sizeof path, "%s/xacoord-fuzz-config-%d.ini", scratch_dir(), (int)getpid());
     write_file(path, data, size);
     if (config_load(path, &cfg, err, sizeof err) != 0) {
         assert(err[0] != '\0');

@@ -5,6 +5,7 @@
  * takes a boot record and closes cleanly.
  */
 #include "journal.h"
+#include "scratch.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -71,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool closed = false;
     int segs;
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/xacoord-fuzz-journal-%d", (int)getpid());
+        snprintf(dir, sizeof dir, "%s/xacoord-fuzz-journal-%d", scratch_dir(), (int)getpid());
         mkdir(dir, 0700);
     }
     if (size == 0)
