@@ -34,9 +34,10 @@ typedef enum branch_state {
     BR_WORKING,   /* begin / statements */
     BR_PREPARING, /* PREPARE sent */
     BR_PREPARED,
-    BR_FINISHING, /* COMMIT/ROLLBACK PREPARED sent or scheduled for retry */
+    BR_FINISHING, /* COMMIT/ROLLBACK PREPARED sent or scheduled for retry; or one-phase COMMIT */
     BR_DONE,
 } branch_state;
+#define BR_NSTATES (BR_DONE + 1)
 
 typedef struct branch {
     struct txn *t;
@@ -135,9 +136,58 @@ static void list_insert(coord *c, struct txn *t)
     l->count++;
 }
 
+/* ---- checked moves ----------------------------------------------------------------------- */
+
+#define TO(s) (1u << (s))
+
+/* Where a transaction may go from each state. DECIDING -> ABORTING is the decision that was not
+ * taken: the journal refused the commit record, or the store did not take the decision row. */
+static const unsigned txn_moves[TXN_NSTATES] = {
+    [TXN_WORKING] = TO(TXN_DECIDING) | TO(TXN_COMMITTING) /* one-phase */ | TO(TXN_ABORTING),
+    [TXN_DECIDING] = TO(TXN_COMMITTING) | TO(TXN_ABORTING),
+};
+
+/* Where a branch may go from each state: forward, plus one documented step back.
+ * - WORKING -> ACQUIRING: its idle connection had died before any work was kept, and it starts
+ *   over once on a fresh one (retry_on_fresh_conn).
+ * - FINISHING -> FINISHING: phase 2 retried after a backoff.
+ * - any -> DONE: ended, including by shutdown's abandon; never twice (it is counted).
+ * A PREPARE that failed or lost its answer leaves the branch PREPARING (maybe_prepared says
+ * which), and a one-phase COMMIT that failed ends the branch before the transaction aborts. */
+static const unsigned branch_moves[BR_NSTATES] = {
+    [BR_IDLE] = TO(BR_ACQUIRING) | TO(BR_DONE),
+    [BR_ACQUIRING] = TO(BR_WORKING) | TO(BR_DONE),
+    [BR_WORKING] = TO(BR_ACQUIRING) | TO(BR_PREPARING) | TO(BR_FINISHING) | TO(BR_DONE),
+    [BR_PREPARING] = TO(BR_PREPARED) | TO(BR_FINISHING) | TO(BR_DONE),
+    [BR_PREPARED] = TO(BR_FINISHING) | TO(BR_DONE),
+    [BR_FINISHING] = TO(BR_FINISHING) | TO(BR_DONE),
+};
+
+static const char *const branch_names[BR_NSTATES] = {
+    "idle", "acquiring", "working", "preparing", "prepared", "finishing", "done"};
+
+/* A move no table allows is a bug here: the process stops rather than act from a state it cannot
+ * be in. Every decision is durable before it is acted on, so the next start loses nothing. */
+static void check_move(const unsigned *moves, int from, int to, const char *const *names,
+                       const char *ctx)
+{
+    if (moves[from] & TO(to))
+        return;
+    log_error(ctx, "impossible state change %s -> %s: stopping", names[from], names[to]);
+    abort();
+}
+
+/* The only place a branch changes state. */
+static void branch_set_state(branch *b, branch_state s)
+{
+    check_move(branch_moves, b->state, s, branch_names, b->t->ctx);
+    b->state = s;
+}
+
 /* The only place a transaction changes state. */
 static void set_state(struct txn *t, txn_state s)
 {
+    check_move(txn_moves, t->state, s, state_names, t->ctx);
     list_remove(t->c, t);
     t->state = s;
     list_insert(t->c, t);
@@ -319,10 +369,8 @@ static void settle_abort_via_store(struct txn *t, int status, char *head)
 
 /* Presumed abort: nothing here needs to be durable before the answer. A business abort is logged
  * lazily so that a repeated id replays it after a restart; a transient one is forgotten. */
-static void txn_abort(struct txn *t, const abort_info *a)
+static void abort_now(struct txn *t, const abort_info *a)
 {
-    if (t->state != TXN_WORKING)
-        return;
     set_state(t, TXN_ABORTING);
     uv_timer_stop(&t->timer);
     log_abort(t, a);
@@ -354,6 +402,21 @@ static void txn_abort(struct txn *t, const abort_info *a)
     for (int i = 0; i < t->nbranches; i++)
         branch_abort(&t->b[i], a->hard);
     maybe_free(t);
+}
+
+/* Phase 1 failed. Once the transaction is deciding or decided, a late failure changes nothing:
+ * the decision (or its failure, decision_failed) says what happens to every branch. */
+static void txn_abort(struct txn *t, const abort_info *a)
+{
+    if (t->state == TXN_WORKING)
+        abort_now(t, a);
+}
+
+/* The commit decision was not taken (the journal refused its record, or the store did not take
+ * the row): nothing is committed anywhere, and t aborts from DECIDING. */
+static void decision_failed(struct txn *t, const abort_info *a)
+{
+    abort_now(t, a);
 }
 
 /* The connection failed, not the request. A business error may also leave the connection unfit
@@ -388,7 +451,7 @@ static bool retry_on_fresh_conn(branch *b, const px_error *err)
     px_pool_discard(b->part->pool, b->conn);
     px_pool_flush_idle(b->part->pool);
     b->conn = NULL;
-    b->state = BR_ACQUIRING;
+    branch_set_state(b, BR_ACQUIRING);
     b->preq.data = b;
     return px_pool_acquire(b->part->pool, &b->preq, on_acquired) == 0;
 }
@@ -491,7 +554,7 @@ static void discard_conn(branch *b)
 static void branch_done(branch *b)
 {
     struct txn *t = b->t;
-    b->state = BR_DONE;
+    branch_set_state(b, BR_DONE);
     release_conn(b);
     t->ndone++;
     if (t->committed) {
@@ -634,7 +697,7 @@ static void on_finish_conn(px_pool_req *req, px_conn *conn, const px_error *err)
 /* Drives a prepared (or maybe prepared) branch to the transaction's outcome; never gives up. */
 static void branch_finish(branch *b)
 {
-    b->state = BR_FINISHING;
+    branch_set_state(b, BR_FINISHING);
     if (b->conn) {
         send_finish(b);
         return;
@@ -764,8 +827,7 @@ static void store_undecided(struct txn *t, store_verdict v, const store_row *win
         a.winner = winner;
     else
         log_error(t->ctx, "%s", reason);
-    set_state(t, TXN_WORKING);
-    txn_abort(t, &a);
+    decision_failed(t, &a);
 }
 
 static void on_store_decided(void *arg, store_verdict v, const store_row *winner, const char *why)
@@ -974,8 +1036,7 @@ static void decide_commit(struct txn *t)
         abort_info a = {503,  true, false, "the journal is not accepting decisions",
                         NULL, -1,   NULL,  NULL};
         free(payload);
-        set_state(t, TXN_WORKING);
-        txn_abort(t, &a);
+        decision_failed(t, &a);
         return;
     }
     free(payload);
@@ -995,14 +1056,15 @@ static void on_prepared(px_conn *conn, const px_error *err, void *arg)
         b->uncertain = true;
     }
     if (err) {
-        b->state = BR_WORKING; /* not prepared: the server rolled it back or will on rollback */
+        /* Not prepared (or maybe, when the answer was lost): it stays PREPARING, and the abort
+         * rolls it back by XID or ends its session. */
         if (t->state == TXN_WORKING)
             branch_failed(b, err, -1);
         else
             branch_abort(b, false);
         return;
     }
-    b->state = BR_PREPARED;
+    branch_set_state(b, BR_PREPARED);
     b->prepared_ns = uv_hrtime();
     t->nprepared++;
     if (t->state != TXN_WORKING) {
@@ -1027,7 +1089,6 @@ static void on_read_only_ended(px_conn *conn, const px_error *err, void *arg)
     bool working = t->state == TXN_WORKING, all;
     b->busy = false;
     if (err) {
-        b->state = BR_WORKING;
         if (err->conn_broken)
             discard_conn(b);
         if (working)
@@ -1127,8 +1188,7 @@ static void one_phase_failed(branch *b)
     px_error e;
     px_error_set(&e, PX_RETRYABLE, false, 0, "",
                  "the connection was lost during COMMIT, and the transaction did not commit");
-    b->state = BR_WORKING;
-    b->begun = false;
+    branch_done(b); /* nothing left to roll back: the server ended it */
     branch_failed(b, &e, -1);
 }
 
@@ -1220,9 +1280,8 @@ static void on_one_phase_done(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     if (!err->conn_broken) {
-        /* The server answered: the transaction did not commit. */
-        b->state = BR_WORKING;
-        b->begun = false;
+        /* The server answered: the transaction did not commit, and nothing is left of it. */
+        branch_done(b);
         branch_failed(b, err, -1);
         return;
     }
@@ -1240,15 +1299,14 @@ static void commit_one_phase(branch *b)
     /* From here on only the database decides: no timeout may abandon the COMMIT in flight. */
     uv_timer_stop(&t->timer);
     t->o->reply_head = commit_head(t);
-    b->state = BR_FINISHING;
     if (drv->commit_one_phase(b->conn, &b->xid, on_one_phase_done, b) != 0) {
         px_error e;
         b->busy = false;
-        b->state = BR_WORKING;
         px_error_set(&e, PX_FATAL, false, 0, "", "driver refused COMMIT");
         branch_failed(b, &e, -1);
         return;
     }
+    branch_set_state(b, BR_FINISHING); /* the answer comes from the loop, never from the call */
     if (fault_point("cut-after-one-phase-commit")) {
         /* Test only: the connection dies after COMMIT went out, before its answer came. */
         px_error e;
@@ -1410,7 +1468,7 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
         commit_one_phase(b);
         return;
     }
-    b->state = BR_PREPARING;
+    branch_set_state(b, BR_PREPARING);
     b->busy = true;
     if (b->req->read_only) {
         end_read_only(b);
@@ -1477,12 +1535,12 @@ static void on_acquired(px_pool_req *req, px_conn *conn, const px_error *err)
         char reason[320];
         snprintf(reason, sizeof reason, "participant unavailable: %s", err->message);
         a.reason = reason;
-        b->state = BR_IDLE;
+        branch_done(b); /* nothing was begun */
         txn_abort(t, &a);
         return;
     }
     b->conn = conn;
-    b->state = BR_WORKING;
+    branch_set_state(b, BR_WORKING);
     b->busy = true;
     if (drv->begin(conn, &b->xid, on_begun, b) != 0) {
         px_error e;
@@ -1502,11 +1560,11 @@ static void acquire_next(struct txn *t)
     if (t->state != TXN_WORKING || t->next_acquire >= t->nbranches)
         return;
     b = &t->b[t->next_acquire++];
-    b->state = BR_ACQUIRING;
+    branch_set_state(b, BR_ACQUIRING);
     b->preq.data = b;
     if (px_pool_acquire(b->part->pool, &b->preq, on_acquired) != 0) {
         abort_info a = {503, true, false, "participant pool is closing", b, -1, NULL, NULL};
-        b->state = BR_IDLE;
+        branch_done(b); /* nothing was begun */
         txn_abort(t, &a);
     }
 }
@@ -1645,7 +1703,8 @@ static void txn_abandon(struct txn *t, const char *why)
         if (b->state == BR_ACQUIRING || b->state == BR_FINISHING)
             px_pool_cancel(&b->preq);
         discard_conn(b);
-        b->state = BR_DONE;
+        if (b->state != BR_DONE)
+            branch_set_state(b, BR_DONE); /* not counted: t is dropped whole */
     }
     if (!t->replied) {
         json_t *head = base_reply(t, "unknown");
