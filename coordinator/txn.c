@@ -60,6 +60,7 @@ typedef struct branch {
     bool last_resource;  /* on the store's participant: not prepared; the decision row is
                             written inside it and its one-phase COMMIT is the decision */
     bool lr_settling;    /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
+    bool lr_written;     /* ... its decision row is inserted (not committed): COMMIT may go */
     store_decision *lr_dec;
     char lr_xact[32];  /* the branch's transaction id, read before its COMMIT */
     px_stmt *claimed;  /* one-phase: the claim of the client id, then the request's statements */
@@ -87,6 +88,7 @@ struct txn {
     int open_handles;
     int next_acquire;
     int nprepared;
+    int nworked; /* branches whose statements all ran */
     int ndone;
     int acks; /* phase-2 acknowledgements (the crash point after the first) */
     bool committed;
@@ -803,6 +805,16 @@ static void on_commit_durable(void *arg)
     maybe_free(t); /* every branch only read: nothing to wait for */
 }
 
+/* The participants that take part in phase 2: every branch that wrote and was prepared. */
+static uint32_t phase2_mask(const struct txn *t)
+{
+    uint32_t mask = 0;
+    for (int i = 0; i < t->nbranches; i++)
+        if (!t->b[i].req->read_only && !t->b[i].last_resource)
+            mask |= 1u << t->b[i].part->index;
+    return mask;
+}
+
 /* The participant names of a mask, comma-separated (the store's "pending"). */
 static void pending_names(const coord *c, uint32_t mask, char *buf, size_t len)
 {
@@ -859,7 +871,7 @@ static store_row decision_row(struct txn *t, char *pending)
                    .pending = pending,
                    .time_ms = coord_now_ms()};
     memcpy(r.digest, t->o->digest, REQUEST_DIGEST_LEN);
-    pending_names(t->c, t->o->pending, pending, CONFIG_MAX_PARTICIPANTS * 34);
+    pending_names(t->c, phase2_mask(t), pending, CONFIG_MAX_PARTICIPANTS * 34);
     return r;
 }
 
@@ -939,29 +951,11 @@ static void on_lr_committed(px_conn *conn, const px_error *err, void *arg)
     lr_undecided(b, STORE_FAILED, NULL, err->message);
 }
 
-static void on_lr_decided(px_conn *conn, const px_error *err, int failed_index,
-                          const px_result *results, int nresults, void *arg)
+/* Every branch is prepared and the decision row is in the last resource's transaction: its
+ * COMMIT is the decision. */
+static void lr_commit(branch *b)
 {
-    branch *b = arg;
     const px_driver *drv = px_pool_driver(b->part->pool);
-    store_row winner;
-    store_verdict v;
-    const char *why;
-    (void)conn, (void)failed_index;
-    b->busy = false;
-    if (err) {
-        if (err->conn_broken)
-            discard_conn(b); /* the server rolls the open transaction back */
-        lr_undecided(b, STORE_FAILED, NULL, err->message);
-        return;
-    }
-    v = store_decision_verdict(b->lr_dec, results, nresults, &winner, &why);
-    if (v != STORE_DECIDED || nresults < 3 || results[2].nrows != 1 || !results[2].cells[0]) {
-        lr_undecided(b, v == STORE_DECIDED ? STORE_FAILED : v, v == STORE_FENCED ? NULL : &winner,
-                     why ? why : "no transaction id");
-        return;
-    }
-    snprintf(b->lr_xact, sizeof b->lr_xact, "%s", results[2].cells[0]);
     crash_point("before-last-resource-commit");
     b->busy = true;
     if (drv->commit_one_phase(b->conn, &b->xid, on_lr_committed, b) != 0) {
@@ -978,25 +972,64 @@ static void on_lr_decided(px_conn *conn, const px_error *err, int failed_index,
     }
 }
 
-/* Every other branch is prepared: the decision row goes into the last resource's own
- * transaction (under this node's epoch, as in the store), then that transaction commits. */
-static void decide_last_resource(branch *b)
+static void on_lr_written(px_conn *conn, const px_error *err, int failed_index,
+                          const px_result *results, int nresults, void *arg)
+{
+    branch *b = arg;
+    struct txn *t = b->t;
+    store_row winner;
+    store_verdict v;
+    const char *why;
+    (void)conn, (void)failed_index;
+    b->busy = false;
+    if (t->state == TXN_ABORTING) {
+        branch_abort(b,
+                     false); /* another branch failed meanwhile: the row goes with the rollback */
+        return;
+    }
+    if (err) {
+        if (err->conn_broken)
+            discard_conn(b); /* the server rolls the open transaction back */
+        lr_undecided(b, STORE_FAILED, NULL, err->message);
+        return;
+    }
+    v = store_decision_verdict(b->lr_dec, results, nresults, &winner, &why);
+    if (v != STORE_DECIDED || nresults < 3 || results[2].nrows != 1 || !results[2].cells[0]) {
+        lr_undecided(b, v == STORE_DECIDED ? STORE_FAILED : v, v == STORE_FENCED ? NULL : &winner,
+                     why ? why : "no transaction id");
+        return;
+    }
+    snprintf(b->lr_xact, sizeof b->lr_xact, "%s", results[2].cells[0]);
+    b->lr_written = true;
+    if (t->state == TXN_DECIDING)
+        lr_commit(b); /* the last PREPARE came back first */
+}
+
+/* As soon as every branch's statements ran, while the other branches still prepare, the decision
+ * row goes into the last resource's own transaction (under this node's epoch, as in the store):
+ * then only its COMMIT waits for the last PREPARE. Written early, the row decides nothing - it
+ * commits or vanishes with that transaction. */
+static void write_lr_decision(branch *b)
 {
     struct txn *t = b->t;
     const px_driver *drv = px_pool_driver(b->part->pool);
     char pending[CONFIG_MAX_PARTICIPANTS * 34];
+    char *head = commit_head(t);
     store_row r = decision_row(t, pending);
     const px_stmt *stmts;
     int n;
+    r.reply = head;
     if (!store_holds_lease(t->c->store)) {
+        free(head);
         lr_undecided(b, STORE_FAILED, NULL, "this coordinator does not hold its node's lease");
         return;
     }
     if (!(b->lr_dec = store_decision_new(t->c->store, &r)))
         abort(); /* nothing decided: dying loses nothing */
+    free(head);
     stmts = store_decision_stmts(b->lr_dec, true, &n);
     b->busy = true;
-    if (drv->exec(b->conn, stmts, n, on_lr_decided, b) != 0) {
+    if (drv->exec(b->conn, stmts, n, on_lr_written, b) != 0) {
         b->busy = false;
         lr_undecided(b, STORE_FAILED, NULL, "the driver refused the decision statements");
     }
@@ -1010,10 +1043,7 @@ static void decide_commit(struct txn *t)
 
     set_state(t, TXN_DECIDING);
     uv_timer_stop(&t->timer);
-    t->o->pending = 0;
-    for (int i = 0; i < t->nbranches; i++)
-        if (!t->b[i].read_only && !t->b[i].last_resource)
-            t->o->pending |= 1u << t->b[i].part->index;
+    t->o->pending = phase2_mask(t);
     /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
      * that a repeated id can be answered after a restart. */
     t->o->reply_head = commit_head(t);
@@ -1021,9 +1051,9 @@ static void decide_commit(struct txn *t)
     crash_point("before-commit-record");
     if (t->c->store) {
         branch *lr = last_resource_of(t);
-        if (lr)
-            decide_last_resource(lr);
-        else
+        if (lr && lr->lr_written)
+            lr_commit(lr);
+        else if (!lr)
             decide_in_store(t);
         return;
     }
@@ -1434,6 +1464,7 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     struct txn *t = b->t;
     const px_driver *drv = px_pool_driver(b->part->pool);
     int first = t->one_phase ? 1 : 0;
+    branch *lr;
     b->busy = false;
     if (t->state != TXN_WORKING) {
         branch_abort(b, false);
@@ -1457,6 +1488,11 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
     for (int i = first; i < nresults; i++)
         b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
     crash_point("after-work");
+    if (++t->nworked == t->nbranches && t->c->store && (lr = last_resource_of(t))) {
+        write_lr_decision(lr);
+        if (t->state != TXN_WORKING)
+            return; /* the row could not be written: t aborted, b with it */
+    }
     if (b->last_resource) {
         /* Holds its transaction open until every other branch prepared (decide_commit). */
         if (++t->nprepared == t->nbranches)
