@@ -257,12 +257,26 @@ typedef struct asked {
     char id[REQUEST_ID_MAX + 1];
 } asked;
 
+/* Nobody here knows the id: 503 when the place asked could not say (why names it and the
+ * reason), 404 when it said there is no such id. */
+static void respond_unknown(asked *a, int status, const char *why)
+{
+    char msg[480];
+    if (status == 503) {
+        snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: %s", a->id, why);
+        http_respond_error(a->req, 503, msg);
+    } else {
+        http_respond_error(a->req, 404,
+                           "unknown transaction id: not committed, or older than the retention");
+    }
+}
+
 /* The journal does not know the id; the markers did answer (markers_find). */
 static void on_markers(void *arg, int status, const char *participant, const char *gtrid,
                        const char *why)
 {
     asked *a = arg;
-    char msg[480], *body = NULL;
+    char *body = NULL;
     int n;
     if (status == 200) {
         /* A one-phase commit whose record the journal lost in a crash: the marker is its proof;
@@ -277,13 +291,8 @@ static void on_markers(void *arg, int status, const char *participant, const cha
         else
             http_respond(a->req, 200, NULL, body, (size_t)n);
         free(body);
-    } else if (status == 503) {
-        snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: %s", a->id, why);
-        http_respond_error(a->req, 503, msg);
     } else {
-        http_respond_error(a->req, 404,
-                           "unknown transaction id: not committed, or older than "
-                           "the retention");
+        respond_unknown(a, status == 503 ? 503 : 404, why);
     }
     free(a);
 }
@@ -292,18 +301,14 @@ static void on_markers(void *arg, int status, const char *participant, const cha
 static void on_store_shown(void *arg, int status, const store_row *r, const char *why)
 {
     asked *a = arg;
-    char msg[480];
+    char reason[400];
     outcome *o = status == 200 ? coord_outcome_from_row(a->c, r, false) : NULL;
     if (o && o->state != OUTCOME_IN_PROGRESS) {
         respond_outcome(a->c, a->req, o, 200, false);
-    } else if (status == 200 || status == 503) {
-        snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: decision store: %s",
-                 a->id, why ? why : "out of memory");
-        http_respond_error(a->req, 503, msg);
     } else {
-        http_respond_error(a->req, 404,
-                           "unknown transaction id: not committed, or older than "
-                           "the retention");
+        /* A row that does not decode (200 without an outcome) cannot tell either. */
+        snprintf(reason, sizeof reason, "decision store: %s", why ? why : "out of memory");
+        respond_unknown(a, status == 200 || status == 503 ? 503 : 404, reason);
     }
     free(a);
 }

@@ -82,17 +82,6 @@ int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *l
     return 0;
 }
 
-static bool hex_digest(const char *hex, uint8_t *out)
-{
-    for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
-}
-
 typedef struct decoded {
     char id[REQUEST_ID_MAX + 1];
     uint8_t digest[REQUEST_DIGEST_LEN];
@@ -141,7 +130,7 @@ static bool decode_outcome(coord *c, const journal_rec *rec, const char *gtrid, 
     char *id = next_line(&p), *digest = next_line(&p), *status = next_line(&p);
     char *parts = next_line(&p);
     bool ok = id && digest && status && parts && request_id_valid(id) &&
-              strlen(digest) == 2 * REQUEST_DIGEST_LEN && hex_digest(digest, d->digest);
+              request_digest_parse(digest, d->digest);
     if (ok) {
         snprintf(d->id, sizeof d->id, "%s", id);
         d->status = atoi(status);

@@ -152,6 +152,32 @@ void request_digest_hex(const uint8_t *digest, char *out)
     out[2 * REQUEST_DIGEST_LEN] = '\0';
 }
 
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Strict where sscanf("%2x") is not: no sign, no space, no short or long text - the digest comes
+ * from the journal or the store, never trusted. */
+bool request_digest_parse(const char *hex, uint8_t *out)
+{
+    if (!hex || strlen(hex) != 2 * REQUEST_DIGEST_LEN)
+        return false;
+    for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
+        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
 /* ---- scratch memory for jansson's parse tree ---------------------------------------------- */
 
 /* jansson allocates every value, key and string of a document separately; on the hot path that

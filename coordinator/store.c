@@ -150,19 +150,6 @@ static bool row_copy_set(row_copy *c, const store_row *r)
     return false;
 }
 
-static bool hex_digest(const char *hex, uint8_t *out)
-{
-    if (!hex || strlen(hex) != 2 * REQUEST_DIGEST_LEN)
-        return false;
-    for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
-}
-
 /* Reads the 8 columns of the SELECTs above; false when a cell is not what the schema promises
  * (a row written by something else: it is refused, never guessed at). */
 static bool row_from_cells(char *const *cells, store_row *r)
@@ -181,7 +168,7 @@ static bool row_from_cells(char *const *cells, store_row *r)
     r->reply = cells[5];
     r->pending = cells[6];
     r->time_ms = strtoll(cells[7], NULL, 10);
-    return hex_digest(cells[2], r->digest) && request_id_valid(r->client_id) &&
+    return request_digest_parse(cells[2], r->digest) && request_id_valid(r->client_id) &&
            strlen(r->gtrid) <= PX_XID_PART_MAX;
 }
 

@@ -7,6 +7,7 @@
 
 #include "request.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,35 @@ static void test_reserved_ids(void **state)
 }
 
 /* Many requests in a row, large and small, through the parser's scratch memory. */
+/* The digest's text form, read back from the journal and the store: exact, or refused. */
+static void test_digest_parse(void **state)
+{
+    uint8_t d[REQUEST_DIGEST_LEN], back[REQUEST_DIGEST_LEN];
+    char hex[2 * REQUEST_DIGEST_LEN + 1], bad[2 * REQUEST_DIGEST_LEN + 2];
+    (void)state;
+    for (int i = 0; i < REQUEST_DIGEST_LEN; i++)
+        d[i] = (uint8_t)(i * 37 + 5);
+    request_digest_hex(d, hex);
+    assert_true(request_digest_parse(hex, back));
+    assert_memory_equal(d, back, REQUEST_DIGEST_LEN);
+    for (char *p = hex; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    assert_true(request_digest_parse(hex, back));
+    assert_memory_equal(d, back, REQUEST_DIGEST_LEN);
+    assert_false(request_digest_parse(NULL, back));
+    assert_false(request_digest_parse("", back));
+    hex[2 * REQUEST_DIGEST_LEN - 1] = '\0'; /* one digit short */
+    assert_false(request_digest_parse(hex, back));
+    request_digest_hex(d, hex);
+    snprintf(bad, sizeof bad, "%s0", hex); /* one digit long */
+    assert_false(request_digest_parse(bad, back));
+    for (const char *junk = " +-gx"; *junk; junk++) { /* what sscanf("%2x") would let through */
+        snprintf(bad, sizeof bad, "%s", hex);
+        bad[4] = *junk;
+        assert_false(request_digest_parse(bad, back));
+    }
+}
+
 static void test_repeated_parses(void **state)
 {
     size_t n = 300000;
@@ -301,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_digest),        cmocka_unit_test(test_errors_name_the_field),
         cmocka_unit_test(test_limits),        cmocka_unit_test(test_statement_guard),
         cmocka_unit_test(test_reserved_ids),  cmocka_unit_test(test_repeated_parses),
+        cmocka_unit_test(test_digest_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
