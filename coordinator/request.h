@@ -79,6 +79,6 @@ bool request_id_reserved(const char *id);
 void request_digest_hex(const uint8_t *digest, char *out);
 /* The digest of exactly 2 * REQUEST_DIGEST_LEN hex digits (what request_digest_hex writes, in
  * either case) into out; false for anything else, out then undefined. hex may be NULL. */
-bool request_digest_parse(const char *hex, uint8_t *out);
+XA_MUST_CHECK bool request_digest_parse(const char *hex, uint8_t *out);
 
 #endif
