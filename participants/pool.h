@@ -53,7 +53,9 @@ XA_MUST_CHECK int px_pool_acquire(px_pool *pool, px_pool_req *req, px_acquire_cb
 void px_pool_cancel(px_pool_req *req);
 
 /* Returns a healthy connection with no branch open on it. Handing back (release or discard) a
- * connection that is not lent from this pool - a second release - is fatal (check.h). */
+ * connection this pool has but has not lent - a second release while the first one's reset runs
+ * or after it - is fatal (check.h); one the pool already closed is gone, and touching it is a
+ * use after free that only the sanitizers see. */
 void px_pool_release(px_pool *pool, px_conn *conn);
 
 /* Closes a lent connection that broke or whose state is unknown; its slot becomes free. */
