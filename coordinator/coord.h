@@ -16,6 +16,7 @@
 #include "heuristics.h"
 #include "identity.h"
 #include "journal.h"
+#include "list.h"
 #include "metrics.h"
 #include "outcome.h"
 #include "pool.h"
@@ -40,11 +41,6 @@ typedef enum txn_state {
     TXN_ABORTING,    /* decided abort; rolling back the branches that did work */
     TXN_NSTATES
 } txn_state;
-
-typedef struct txn_list {
-    txn *head;
-    int count;
-} txn_list;
 
 typedef struct coord_part {
     struct coord *owner;
@@ -83,7 +79,7 @@ typedef struct coord {
     char prefix[32];       /* "xa2.<node_id>.<identity>." : the gtrids of new transactions */
     int nparts;
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
-    txn_list lists[TXN_NSTATES];
+    list_head lists[TXN_NSTATES]; /* struct txn by txn_state, through its node */
     bool draining;
     bool journal_failed;    /* a journal write or fdatasync failed: exiting (on_journal_fatal) */
     uv_timer_t fatal_timer; /* ... once the waiting clients were answered */

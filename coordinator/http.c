@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 
+#include "list.h"
 #include "log.h"
 
 /* Per-connection input buffer: one read's worth plus pipelined requests waiting their turn. */
@@ -53,8 +54,46 @@ typedef struct sbuf {
 
 enum hdr_target { HDR_NONE, HDR_AUTH, HDR_CTYPE, HDR_EXPECT };
 
-/* What the connection's timer is the deadline of. */
-enum conn_phase { PH_IDLE, PH_HEADERS, PH_BODY, PH_SERVED };
+/* A connection's state; conn_move is its only writer and checks each move against conn_moves.
+ * The states that receive a request each run their deadline on the connection's timer. */
+enum conn_state {
+    CS_NEW = 0,    /* allocated, not yet accepted */
+    CS_IDLE,       /* between requests: the idle deadline */
+    CS_HEADERS,    /* a request's headers are arriving: the header deadline */
+    CS_BODY,       /* its body is arriving: the body deadline */
+    CS_SERVED,     /* the handler has the request */
+    CS_WRITING,    /* the answer is being written; the connection stays for the next request */
+    CS_LAST_WRITE, /* the answer is being written; the connection ends after it */
+    CS_LINGERING,  /* half-closed after the last answer, draining the peer for a moment */
+    CS_CLOSING,    /* its handles are closing; freed once both are closed */
+    CS_NSTATES
+};
+
+static const char *const conn_state_names[CS_NSTATES] = {
+    "new", "idle", "headers", "body", "served", "writing", "last write", "lingering", "closing"};
+
+/* The moves conn_move allows: forward through one request, back to IDLE after a kept answer, and
+ * closing from anywhere (a peer that left, a failed write, eviction, the server stopping).
+ *   NEW        -> IDLE                       accepted
+ *   IDLE       -> HEADERS                    a request's first byte
+ *   HEADERS    -> BODY                       headers complete and accepted
+ *   BODY       -> SERVED                     request complete, handed to the handler
+ *   SERVED     -> WRITING or LAST_WRITE      the handler answered (keep-alive or not)
+ *   IDLE, HEADERS, BODY -> LAST_WRITE        the server refuses the request (4xx, 408, 503)
+ *   WRITING    -> IDLE                       answer written, the connection is kept
+ *   LAST_WRITE -> LINGERING                  answer written, the peer is drained
+ *   any but CLOSING -> CLOSING */
+#define CS_TO(s) (1u << (s))
+static const unsigned conn_moves[CS_NSTATES] = {
+    [CS_NEW] = CS_TO(CS_IDLE) | CS_TO(CS_CLOSING),
+    [CS_IDLE] = CS_TO(CS_HEADERS) | CS_TO(CS_LAST_WRITE) | CS_TO(CS_CLOSING),
+    [CS_HEADERS] = CS_TO(CS_BODY) | CS_TO(CS_LAST_WRITE) | CS_TO(CS_CLOSING),
+    [CS_BODY] = CS_TO(CS_SERVED) | CS_TO(CS_LAST_WRITE) | CS_TO(CS_CLOSING),
+    [CS_SERVED] = CS_TO(CS_WRITING) | CS_TO(CS_LAST_WRITE) | CS_TO(CS_CLOSING),
+    [CS_WRITING] = CS_TO(CS_IDLE) | CS_TO(CS_CLOSING),
+    [CS_LAST_WRITE] = CS_TO(CS_LINGERING) | CS_TO(CS_CLOSING),
+    [CS_LINGERING] = CS_TO(CS_CLOSING),
+};
 
 struct http_server {
     uv_loop_t *loop;
@@ -63,14 +102,13 @@ struct http_server {
     http_handler handler;
     void *arg;
     int port;
-    int nconns; /* allocated, also those closing */
-    int nlive;  /* not closing: what the connection limit counts */
+    list_head live;    /* http_conn not closing: what the connection limit counts */
+    list_head closing; /* http_conn whose handles are closing */
     int pending;
     size_t buffered, buffered_peak; /* bytes of body buffers, all connections */
     char discard[HTTP_DISCARD_CAP]; /* where lingering connections read: no buffer of their own */
     bool stopping;
     bool listener_closed;
-    http_conn *conns;
     void (*stop_cb)(void *arg);
     void *stop_arg;
 };
@@ -100,12 +138,12 @@ struct http_conn {
     uv_shutdown_t shutdown;
     http_parser parser;
     http_server *srv;
-    http_conn *prev, *next;
+    list_node node; /* on srv->live, then srv->closing */
     int handles_open;
-    bool reading, closing, lingering, close_after_write, resp_writing;
+    enum conn_state state;
+    uint64_t since;   /* uv_now() when the state began: the oldest idle one goes first */
+    bool reading;     /* reads are started on tcp (follows the input buffer's room) */
     size_t discarded; /* bytes drained while lingering */
-    enum conn_phase phase;
-    uint64_t phase_since; /* uv_now() when the phase began: the oldest idle one goes first */
 
     /* The request being received. */
     sbuf url, auth, ctype, expect;
@@ -168,7 +206,8 @@ static void srv_maybe_done(http_server *srv)
 {
     void (*cb)(void *);
     void *arg;
-    if (!srv->stopping || !srv->listener_closed || srv->nconns > 0 || srv->pending > 0)
+    if (!srv->stopping || !srv->listener_closed || !list_empty(&srv->live) ||
+        !list_empty(&srv->closing) || srv->pending > 0)
         return;
     cb = srv->stop_cb;
     arg = srv->stop_arg;
@@ -179,19 +218,32 @@ static void srv_maybe_done(http_server *srv)
 
 /* ---------------------------------------------------------------- connection lifecycle */
 
+/* The only place a connection changes state. */
+static void conn_move(http_conn *c, enum conn_state to)
+{
+    XA_CHECK(conn_moves[c->state] & CS_TO(to), "http connection %p: %s -> %s", (void *)c,
+             conn_state_names[c->state], conn_state_names[to]);
+    if (to == CS_CLOSING) {
+        list_remove(&c->srv->live, &c->node);
+        list_push_tail(&c->srv->closing, &c->node);
+    }
+    c->state = to;
+    c->since = uv_now(c->srv->loop);
+}
+
+/* Whether the connection reads a request now (the parser may run). */
+static bool conn_receiving(const http_conn *c)
+{
+    return c->state == CS_IDLE || c->state == CS_HEADERS || c->state == CS_BODY;
+}
+
 static void on_conn_handle_closed(uv_handle_t *h)
 {
     http_conn *c = h->data;
     http_server *srv = c->srv;
     if (--c->handles_open > 0)
         return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    srv->nconns--;
+    list_remove(&srv->closing, &c->node);
     free(c->url.p);
     free(c->auth.p);
     free(c->ctype.p);
@@ -205,10 +257,9 @@ static void on_conn_handle_closed(uv_handle_t *h)
 /* The request in the handler's hands (if any) outlives the connection: it is only detached. */
 static void conn_close(http_conn *c)
 {
-    if (c->closing)
+    if (c->state == CS_CLOSING)
         return;
-    c->closing = true;
-    c->srv->nlive--;
+    conn_move(c, CS_CLOSING);
     if (c->building) {
         req_free(c->building);
         c->building = NULL;
@@ -225,15 +276,10 @@ static void conn_close(http_conn *c)
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
 
-static bool conn_busy(const http_conn *c)
-{
-    return c->current || c->resp_writing || c->close_after_write;
-}
-
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     http_conn *c = h->data;
-    if (c->lingering) {
+    if (c->state == CS_LINGERING) {
         *buf = uv_buf_init(c->srv->discard, sizeof c->srv->discard);
         return;
     }
@@ -260,8 +306,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
  * disconnects is noticed; a full buffer stops them until the parser has consumed some. */
 static void conn_update_reading(http_conn *c)
 {
-    bool want = c->lingering || c->in_len < HTTP_IN_CAP;
-    if (c->closing || want == c->reading)
+    bool want = c->state == CS_LINGERING || c->in_len < HTTP_IN_CAP;
+    if (c->state == CS_CLOSING || want == c->reading)
         return;
     if (want) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
@@ -280,33 +326,33 @@ static void conn_fail(http_conn *c, int status, const char *message);
 static void on_timer(uv_timer_t *t)
 {
     http_conn *c = t->data;
-    if (c->lingering || c->phase == PH_IDLE)
+    if (c->state == CS_LINGERING || c->state == CS_IDLE)
         conn_close(c);
-    else if ((c->phase == PH_HEADERS || c->phase == PH_BODY) && !conn_busy(c))
+    else if (c->state == CS_HEADERS || c->state == CS_BODY)
         conn_fail(c, 408,
-                  c->phase == PH_HEADERS ? "request headers not received in time"
+                  c->state == CS_HEADERS ? "request headers not received in time"
                                          : "request body not received in time");
 }
 
-/* Starts a phase and its deadline; reads never re-arm it. */
-static void conn_enter(http_conn *c, enum conn_phase phase)
+/* Moves to a state of the request flow (IDLE, HEADERS, BODY, SERVED) and starts its deadline;
+ * reads never re-arm it. */
+static void conn_enter(http_conn *c, enum conn_state state)
 {
     const http_limits *lim = &c->srv->lim;
-    c->phase = phase;
-    c->phase_since = uv_now(c->srv->loop);
-    if (phase == PH_SERVED)
+    conn_move(c, state);
+    if (state == CS_SERVED)
         uv_timer_stop(&c->timer);
     else
         uv_timer_start(&c->timer, on_timer,
-                       phase == PH_IDLE      ? lim->idle_timeout_ms
-                       : phase == PH_HEADERS ? lim->header_timeout_ms
+                       state == CS_IDLE      ? lim->idle_timeout_ms
+                       : state == CS_HEADERS ? lim->header_timeout_ms
                                              : lim->body_timeout_ms,
                        0);
 }
 
 static void conn_arm_idle(http_conn *c)
 {
-    conn_enter(c, PH_IDLE);
+    conn_enter(c, CS_IDLE);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -320,9 +366,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * response the peer has not read yet. */
 static void conn_linger(http_conn *c)
 {
-    c->lingering = true;
-    c->phase = PH_IDLE;
-    c->phase_since = uv_now(c->srv->loop);
+    conn_move(c, CS_LINGERING);
     c->in_len = 0;
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -342,19 +386,18 @@ static void on_response_written(uv_write_t *w, int status)
     http_write *hw = (http_write *)w;
     http_conn *c = hw->conn;
     free(hw);
-    c->resp_writing = false;
-    if (c->closing)
+    if (c->state == CS_CLOSING)
         return;
     if (status < 0) {
         conn_close(c);
-    } else if (c->close_after_write) {
+    } else if (c->state == CS_LAST_WRITE) {
         conn_linger(c);
     } else if (c->srv->stopping) {
         conn_close(c);
     } else {
         conn_arm_idle(c);
         conn_process(c);
-        if (!c->closing)
+        if (c->state != CS_CLOSING)
             conn_trim_input(c);
         conn_update_reading(c);
     }
@@ -365,7 +408,7 @@ static void on_interim_written(uv_write_t *w, int status)
     http_write *hw = (http_write *)w;
     http_conn *c = hw->conn;
     free(hw);
-    if (status < 0 && !c->closing)
+    if (status < 0 && c->state != CS_CLOSING)
         conn_close(c);
 }
 
@@ -419,12 +462,11 @@ static void conn_send(http_conn *c, int status, const char *content_type, const 
         conn_close(c);
         return;
     }
-    c->close_after_write = !keep;
     if (conn_write(c, head, (size_t)hlen, body, body_len, on_response_written) != 0) {
         conn_close(c);
         return;
     }
-    c->resp_writing = true;
+    conn_move(c, keep ? CS_WRITING : CS_LAST_WRITE);
     uv_timer_stop(&c->timer);
 }
 
@@ -479,7 +521,7 @@ static int on_message_begin(http_parser *p)
     body_free(c->srv, c->body, c->body_cap);
     c->body = NULL;
     c->body_len = c->body_cap = 0;
-    conn_enter(c, PH_HEADERS);
+    conn_enter(c, CS_HEADERS);
     return 0;
 }
 
@@ -646,7 +688,7 @@ static int on_headers_complete(http_parser *p)
         return fail_cb(c, 503, "out of memory");
     if (lim->authorize && !lim->authorize(&c->building->pub, c->srv->arg))
         return fail_cb(c, 401, "missing or invalid bearer token");
-    conn_enter(c, PH_BODY);
+    conn_enter(c, CS_BODY);
     if (c->expect.len > 0 && strcasecmp(c->expect.p, "100-continue") == 0 && p->http_minor >= 1 &&
         ((has_length && p->content_length > 0) || (p->flags & F_CHUNKED))) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -737,7 +779,7 @@ static void conn_dispatch(http_conn *c)
     c->ready = NULL;
     c->current = r;
     srv->pending++;
-    conn_enter(c, PH_SERVED);
+    conn_enter(c, CS_SERVED);
     srv->handler(&r->pub, srv->arg);
 }
 
@@ -748,7 +790,7 @@ static void conn_process(http_conn *c)
     size_t n;
     enum http_errno err;
 
-    if (c->closing || c->lingering || conn_busy(c) || c->in_len == 0)
+    if (!conn_receiving(c) || c->in_len == 0)
         return;
     http_parser_pause(&c->parser, 0);
     n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
@@ -774,8 +816,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (nread == 0 || c->lingering) {
-        c->in_len = c->lingering ? 0 : c->in_len; /* lingering input is discarded */
+    if (nread == 0 || c->state == CS_LINGERING) {
+        c->in_len = c->state == CS_LINGERING ? 0 : c->in_len; /* lingering input is discarded */
         conn_trim_input(c);
         c->discarded += (size_t)nread;
         if (c->discarded > HTTP_LINGER_MAX_BYTES)
@@ -783,9 +825,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->in_len += (size_t)nread;
-    if (!conn_busy(c))
-        conn_process(c); /* no deadline is re-armed here: a trickle cannot extend one */
-    if (!c->closing)
+    conn_process(c); /* no deadline is re-armed here: a trickle cannot extend one */
+    if (c->state != CS_CLOSING)
         conn_trim_input(c);
     conn_update_reading(c);
 }
@@ -813,13 +854,17 @@ static void reject_connection(uv_stream_t *server)
  * still sending its request; -1 for one the handler is working for. */
 static int evict_rank(const http_conn *c)
 {
-    if (c->closing)
-        return -1;
-    if (c->lingering)
+    switch (c->state) {
+    case CS_LINGERING:
         return 0;
-    if (conn_busy(c) || c->ready)
+    case CS_IDLE:
+        return 1;
+    case CS_HEADERS:
+    case CS_BODY:
+        return 2;
+    default:
         return -1;
-    return c->phase == PH_IDLE ? 1 : 2;
+    }
 }
 
 /* At the connection limit: closes the connection that serves nobody the longest (a slow or idle
@@ -828,18 +873,20 @@ static bool make_room(http_server *srv)
 {
     http_conn *victim = NULL;
     int best = 3;
-    for (http_conn *c = srv->conns; c; c = c->next) {
+    list_each(n, &srv->live) {
+        http_conn *c = list_entry(n, http_conn, node);
         int rank = evict_rank(c);
         if (rank < 0)
             continue;
-        if (rank < best || (rank == best && c->phase_since < victim->phase_since)) {
+        if (rank < best || (rank == best && c->since < victim->since)) {
             victim = c;
             best = rank;
         }
     }
     if (!victim)
         return false;
-    log_debug("http", "connection limit (%d) reached: closing the %s connection", srv->nlive,
+    log_debug("http", "connection limit (%zu) reached: closing the %s connection",
+              list_count(&srv->live),
               best == 0   ? "lingering"
               : best == 1 ? "longest idle"
                           : "slowest");
@@ -858,7 +905,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (srv->stopping)
         return;
-    if ((srv->nlive >= srv->lim.max_connections && !make_room(srv)) ||
+    if ((list_count(&srv->live) >= (size_t)srv->lim.max_connections && !make_room(srv)) ||
         !(c = calloc(1, sizeof *c))) {
         reject_connection(server);
         return;
@@ -868,12 +915,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(srv->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles_open = 2;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
-    srv->nlive++;
+    list_push_head(&srv->live, &c->node);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -1053,9 +1095,11 @@ void http_server_stop(http_server *srv, void (*cb)(void *arg), void *arg)
     srv->stopping = true;
     srv->stop_cb = cb;
     srv->stop_arg = arg;
-    /* conn_close only schedules the close, so walking the list stays safe. */
-    for (http_conn *c = srv->conns; c; c = c->next) {
-        if (!c->closing && !c->lingering && !conn_busy(c))
+    /* A connection that receives a request closes now; one the handler works for, or whose
+     * answer is on its way, closes after its answer. conn_close moves c to srv->closing. */
+    list_each_safe(n, next, &srv->live) {
+        http_conn *c = list_entry(n, http_conn, node);
+        if (conn_receiving(c))
             conn_close(c);
     }
     uv_close((uv_handle_t *)&srv->listener, on_listener_closed);

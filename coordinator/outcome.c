@@ -13,9 +13,8 @@
 struct outcomes {
     strmap *by_id;
     strmap *by_gtrid; /* every indexed outcome */
-    outcome *oldest, *newest;
+    list_head all;    /* every indexed outcome, oldest first */
     int64_t retention_ms;
-    size_t count;
 };
 
 outcomes *outcomes_new(int64_t retention_s)
@@ -33,26 +32,23 @@ outcomes *outcomes_new(int64_t retention_s)
     return os;
 }
 
-static void unlink_outcome(outcomes *os, outcome *o)
+static outcome *oldest(const outcomes *os)
 {
-    if (o->prev)
-        o->prev->next = o->next;
-    else if (os->oldest == o)
-        os->oldest = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
-    else if (os->newest == o)
-        os->newest = o->prev;
-    o->prev = o->next = NULL;
+    return list_entry(list_first(&os->all), outcome, node);
+}
+
+/* Takes the first waiter off o's list; the caller frees it. */
+static outcome_waiter *pop_waiter(outcome *o)
+{
+    outcome_waiter *w = list_entry(list_first(&o->waiters), outcome_waiter, node);
+    list_remove(&o->waiters, &w->node);
+    return w;
 }
 
 static void free_outcome(outcome *o)
 {
-    while (o->waiters) {
-        outcome_waiter *w = o->waiters;
-        o->waiters = w->next;
-        free(w);
-    }
+    while (!list_empty(&o->waiters))
+        free(pop_waiter(o));
     free(o->reply_head);
     free(o);
 }
@@ -61,9 +57,9 @@ void outcomes_free(outcomes *os)
 {
     if (!os)
         return;
-    while (os->oldest) {
-        outcome *o = os->oldest;
-        unlink_outcome(os, o);
+    while (!list_empty(&os->all)) {
+        outcome *o = oldest(os);
+        list_remove(&os->all, &o->node);
         free_outcome(o);
     }
     strmap_free(os->by_id);
@@ -91,13 +87,7 @@ static outcome *create(outcomes *os, const char *id, const char *gtrid, const ui
         return NULL;
     }
     o->indexed = true;
-    o->prev = os->newest;
-    if (os->newest)
-        os->newest->next = o;
-    else
-        os->oldest = o;
-    os->newest = o;
-    os->count++;
+    list_push_tail(&os->all, &o->node);
     return o;
 }
 
@@ -146,9 +136,8 @@ void outcome_settle(outcomes *os, outcome *o, outcome_state state, int status, c
         free(o->reply_head);
         o->reply_head = reply_head;
     }
-    while (o->waiters) {
-        outcome_waiter *w = o->waiters;
-        o->waiters = w->next;
+    while (!list_empty(&o->waiters)) {
+        outcome_waiter *w = pop_waiter(o);
         w->cb(o, w->arg);
         free(w);
     }
@@ -162,9 +151,8 @@ void outcome_unindex(outcomes *os, outcome *o)
         strmap_del(os->by_id, o->id);
     if (strmap_get(os->by_gtrid, o->gtrid) == o)
         strmap_del(os->by_gtrid, o->gtrid);
-    unlink_outcome(os, o);
+    list_remove(&os->all, &o->node);
     o->indexed = false;
-    os->count--;
 }
 
 void outcome_release(outcomes *os, outcome *o)
@@ -181,16 +169,16 @@ void outcome_wait(outcome *o, outcome_waiter_cb cb, void *arg)
         abort();
     w->cb = cb;
     w->arg = arg;
-    w->next = o->waiters;
-    o->waiters = w;
+    w->node = (list_node){0};
+    list_push_head(&o->waiters, &w->node);
 }
 
 void outcome_unwait(outcome *o, outcome_waiter_cb cb, void *arg)
 {
-    for (outcome_waiter **p = &o->waiters; *p; p = &(*p)->next) {
-        if ((*p)->cb == cb && (*p)->arg == arg) {
-            outcome_waiter *w = *p;
-            *p = w->next;
+    list_each(n, &o->waiters) {
+        outcome_waiter *w = list_entry(n, outcome_waiter, node);
+        if (w->cb == cb && w->arg == arg) {
+            list_remove(&o->waiters, n);
             free(w);
             return;
         }
@@ -199,8 +187,8 @@ void outcome_unwait(outcome *o, outcome_waiter_cb cb, void *arg)
 
 void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), void *arg)
 {
-    for (outcome *o = os->oldest, *next; o; o = next) {
-        next = o->next;
+    list_each_safe(n, next, &os->all) {
+        outcome *o = list_entry(n, outcome, node);
         if (o->state == OUTCOME_COMMITTED && o->pending && !o->live)
             fn(o, arg);
     }
@@ -220,21 +208,21 @@ static bool past_retention(int64_t now_ms, int64_t time_ms, int64_t retention_ms
  * flight, or committed with a participant still owed its COMMIT - are stepped over. */
 void outcomes_prune(outcomes *os, int64_t now_ms, int budget)
 {
-    outcome *o = os->oldest;
-    while (o && budget-- > 0) {
-        outcome *next = o->next;
-        bool settled = o->state != OUTCOME_IN_PROGRESS && !o->live && !o->waiters;
+    list_each_safe(n, next, &os->all) {
+        outcome *o = list_entry(n, outcome, node);
+        bool settled = o->state != OUTCOME_IN_PROGRESS && !o->live && list_empty(&o->waiters);
+        if (budget-- <= 0)
+            break;
         if (settled && o->pending == 0) {
             if (!past_retention(now_ms, o->time_ms, os->retention_ms))
                 break;
             outcome_unindex(os, o);
             free_outcome(o);
         }
-        o = next;
     }
 }
 
 size_t outcomes_count(const outcomes *os)
 {
-    return os->count;
+    return list_count(&os->all);
 }

@@ -15,6 +15,7 @@
 
 #include "compiler.h"
 
+#include "list.h"
 #include "request.h"
 
 #include <stdbool.h>
@@ -32,7 +33,7 @@ typedef void (*outcome_waiter_cb)(outcome *o, void *arg);
 typedef struct outcome_waiter {
     outcome_waiter_cb cb;
     void *arg;
-    struct outcome_waiter *next;
+    list_node node; /* on its outcome's waiters */
 } outcome_waiter;
 
 struct outcome {
@@ -50,8 +51,8 @@ struct outcome {
     bool indexed;       /* reachable through outcome_find (by id) */
     bool replayed;      /* the reply is an earlier transaction's, found by its marker */
     void *live;         /* the in-flight transaction, or NULL */
-    outcome_waiter *waiters;
-    struct outcome *prev, *next; /* retention order */
+    list_head waiters;  /* outcome_waiter, the latest first */
+    list_node node;     /* in the table's retention order while indexed */
 };
 
 typedef struct outcomes outcomes;

@@ -78,7 +78,7 @@ typedef struct branch {
 struct txn {
     coord *c;
     txn_state state;
-    struct txn *prev, *next;
+    list_node node; /* on c->lists[state] */
     txn_request *req;
     outcome *o;
     uint64_t seq;
@@ -113,30 +113,6 @@ static void discard_conn(branch *b);
 
 static const char *const state_names[TXN_NSTATES] = {"working", "deciding", "committing",
                                                      "aborting"};
-
-static void list_remove(coord *c, struct txn *t)
-{
-    txn_list *l = &c->lists[t->state];
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        l->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    t->prev = t->next = NULL;
-    l->count--;
-}
-
-static void list_insert(coord *c, struct txn *t)
-{
-    txn_list *l = &c->lists[t->state];
-    t->prev = NULL;
-    t->next = l->head;
-    if (l->head)
-        l->head->prev = t;
-    l->head = t;
-    l->count++;
-}
 
 /* ---- checked moves ----------------------------------------------------------------------- */
 
@@ -190,9 +166,9 @@ static void branch_set_state(branch *b, branch_state s)
 static void set_state(struct txn *t, txn_state s)
 {
     check_move(txn_moves, t->state, s, state_names, t->ctx);
-    list_remove(t->c, t);
+    list_remove(&t->c->lists[t->state], &t->node);
     t->state = s;
-    list_insert(t->c, t);
+    list_push_head(&t->c->lists[s], &t->node);
     log_debug(t->ctx, "-> %s", state_names[s]);
 }
 
@@ -1650,7 +1626,7 @@ static void txn_release(struct txn *t)
     coord *c = t->c;
     t->freeing = true;
     if (!t->abandoned)
-        list_remove(c, t);
+        list_remove(&c->lists[t->state], &t->node);
     strmap_del(c->live, t->gtrid);
     t->o->live = NULL;
     outcome_release(c->outcomes, t->o);
@@ -1719,7 +1695,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
     t->one_phase = one_phase_eligible(t);
     mark_last_resource(t);
     t->state = TXN_WORKING;
-    list_insert(c, t);
+    list_push_head(&c->lists[TXN_WORKING], &t->node);
     uv_timer_init(c->loop, &t->timer);
     t->timer.data = t;
     t->open_handles = 1;
@@ -1750,7 +1726,7 @@ static void txn_abandon(struct txn *t, const char *why)
     if (t->state == TXN_DECIDING) {
         /* The journal still holds t for the completion of its commit record, which runs
          * before the journal finishes closing: t leaves the lists now and is freed then. */
-        list_remove(t->c, t);
+        list_remove(&t->c->lists[t->state], &t->node);
         t->abandoned = true;
         return;
     }
@@ -1760,15 +1736,16 @@ static void txn_abandon(struct txn *t, const char *why)
 void txn_abandon_all(coord *c, const char *why)
 {
     for (int s = 0; s < TXN_NSTATES; s++)
-        while (c->lists[s].head)
-            txn_abandon(c->lists[s].head, why);
+        while (!list_empty(&c->lists[s]))
+            txn_abandon(list_entry(list_first(&c->lists[s]), struct txn, node), why);
 }
 
 void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)
 {
     uint64_t now = uv_hrtime();
     for (int s = 0; s < TXN_NSTATES; s++) {
-        for (const struct txn *t = c->lists[s].head; t; t = t->next) {
+        list_each(n, &c->lists[s]) {
+            const struct txn *t = list_entry(n, struct txn, node);
             const char *decision = t->committed               ? "commit"
                                    : t->state == TXN_ABORTING ? "abort"
                                                               : "unknown";
@@ -1790,7 +1767,8 @@ void txn_in_doubt(const coord *c, int *counts, double *oldest_s)
 {
     uint64_t now = uv_hrtime();
     for (int s = 0; s < TXN_NSTATES; s++) {
-        for (const struct txn *t = c->lists[s].head; t; t = t->next) {
+        list_each(n, &c->lists[s]) {
+            const struct txn *t = list_entry(n, struct txn, node);
             for (int i = 0; i < t->nbranches; i++) {
                 const branch *b = &t->b[i];
                 if (b->state < BR_PREPARED || b->state == BR_DONE)

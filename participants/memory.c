@@ -8,6 +8,8 @@
  */
 #include "memory.h"
 
+#include "list.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +23,8 @@
 typedef struct mem_branch {
     px_xid xid;
     px_memory_state state;
-    struct mem_branch *hnext;         /* hash chain */
-    struct mem_branch *fprev, *fnext; /* finished FIFO, oldest first; unused while prepared */
+    struct mem_branch *hnext; /* hash chain */
+    list_node fin;            /* on the server's finished FIFO; unlinked while prepared */
 } mem_branch;
 
 typedef struct mem_fault {
@@ -34,22 +36,21 @@ typedef struct mem_fault {
 
 typedef struct mem_server {
     char *name;
-    struct mem_server *next;
-    unsigned refs; /* connections that point at it */
-    bool detached; /* dropped by px_memory_reset while connections still used it */
+    list_node node; /* in the registry */
+    unsigned refs;  /* connections that point at it */
+    bool detached;  /* dropped by px_memory_reset while connections still used it */
     bool down;
     unsigned latency_ms;
     mem_fault fault[PX_MEM_NOPS];
     px_memory_stats st;
     mem_branch **buckets;
     size_t nbuckets, nentries;
-    mem_branch *fin_head, *fin_tail;
-    size_t nfinished;
-    mem_branch *spare; /* the last evicted entry, reused so that steady state allocates nothing */
+    list_head finished; /* mem_branch, oldest first */
+    mem_branch *spare;  /* the last evicted entry, reused so that steady state allocates nothing */
 } mem_server;
 
 /* The process-wide registry of servers by name (the one global state memory.h documents). */
-static mem_server *registry;
+static list_head registry;
 
 static const char *const op_names[PX_MEM_NOPS] = {
     "connect",          "begin",    "exec",    "prepare", "commit_prepared", "rollback_prepared",
@@ -107,20 +108,6 @@ static bool table_grow(mem_server *s)
     return true;
 }
 
-static void fifo_unlink(mem_server *s, mem_branch *b)
-{
-    if (b->fprev)
-        b->fprev->fnext = b->fnext;
-    else
-        s->fin_head = b->fnext;
-    if (b->fnext)
-        b->fnext->fprev = b->fprev;
-    else
-        s->fin_tail = b->fprev;
-    b->fprev = b->fnext = NULL;
-    s->nfinished--;
-}
-
 /* Finds x's entry or adds one (state PX_MEM_NONE). A finished entry leaves the FIFO: its caller
  * is about to give it a new state. NULL when out of memory. */
 static mem_branch *branch_put(mem_server *s, const px_xid *x)
@@ -131,7 +118,7 @@ static mem_branch *branch_put(mem_server *s, const px_xid *x)
     link = branch_link(s, x);
     if ((b = *link)) {
         if (b->state != PX_MEM_PREPARED)
-            fifo_unlink(s, b);
+            list_remove(&s->finished, &b->fin);
         return b;
     }
     b = s->spare ? s->spare : malloc(sizeof *b);
@@ -149,16 +136,10 @@ static mem_branch *branch_put(mem_server *s, const px_xid *x)
 static void branch_finish(mem_server *s, mem_branch *b, px_memory_state state)
 {
     b->state = state;
-    b->fprev = s->fin_tail;
-    b->fnext = NULL;
-    if (s->fin_tail)
-        s->fin_tail->fnext = b;
-    else
-        s->fin_head = b;
-    s->fin_tail = b;
-    if (++s->nfinished > PX_MEMORY_OUTCOMES_MAX) {
-        mem_branch *old = s->fin_head;
-        fifo_unlink(s, old);
+    list_push_tail(&s->finished, &b->fin);
+    if (list_count(&s->finished) > PX_MEMORY_OUTCOMES_MAX) {
+        mem_branch *old = list_entry(list_first(&s->finished), mem_branch, fin);
+        list_remove(&s->finished, &old->fin);
         *branch_link(s, &old->xid) = old->hnext;
         s->nentries--;
         free(s->spare);
@@ -192,9 +173,13 @@ static void server_free(mem_server *s)
 
 static mem_server *server_find(const char *name)
 {
-    for (mem_server *s = registry; s && name; s = s->next)
+    if (!name)
+        return NULL;
+    list_each(n, &registry) {
+        mem_server *s = list_entry(n, mem_server, node);
         if (strcmp(s->name, name) == 0)
             return s;
+    }
     return NULL;
 }
 
@@ -207,8 +192,7 @@ static mem_server *server_get(const char *name)
         free(s);
         return NULL;
     }
-    s->next = registry;
-    registry = s;
+    list_push_head(&registry, &s->node);
     return s;
 }
 
@@ -220,9 +204,9 @@ static void server_unref(mem_server *s)
 
 void px_memory_reset(void)
 {
-    while (registry) {
-        mem_server *s = registry;
-        registry = s->next;
+    while (!list_empty(&registry)) {
+        mem_server *s = list_entry(list_first(&registry), mem_server, node);
+        list_remove(&registry, &s->node);
         if (s->refs == 0)
             server_free(s);
         else

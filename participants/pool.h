@@ -12,6 +12,7 @@
 
 #include "compiler.h"
 
+#include "list.h"
 #include "participant.h"
 
 typedef struct px_pool px_pool;
@@ -27,15 +28,14 @@ struct px_pool_req {
     void *data; /* free for the caller */
     /* private */
     px_pool *pool;
-    struct px_pool_req *next, *prev;
-    bool queued;
+    list_node node; /* on the pool's waiters while queued (zeroed: not queued) */
 };
 
 typedef struct px_pool_stats {
     int size; /* the configured limit */
-    int open; /* connections that exist (idle + busy + connecting) */
+    int open; /* connections that exist or are being made (idle + busy + connecting) */
     int idle;
-    int busy;
+    int busy;    /* lent, or returned and having their session reset */
     int waiting; /* queued acquire requests */
     bool up;     /* false after a failed connect, until a connect succeeds */
     uint64_t connects, connect_failures, discards;
@@ -52,15 +52,18 @@ XA_MUST_CHECK int px_pool_acquire(px_pool *pool, px_pool_req *req, px_acquire_cb
 /* Withdraws a request still waiting; its callback will not be called. No-op once it ran. */
 void px_pool_cancel(px_pool_req *req);
 
-/* Returns a healthy connection with no branch open on it. */
+/* Returns a healthy connection with no branch open on it. Handing back (release or discard) a
+ * connection this pool has but has not lent - a second release while the first one's reset runs
+ * or after it - is fatal (check.h); one the pool already closed is gone, and touching it is a
+ * use after free that only the sanitizers see. */
 void px_pool_release(px_pool *pool, px_conn *conn);
 
-/* Closes a connection that broke or whose state is unknown; its slot becomes free. */
+/* Closes a lent connection that broke or whose state is unknown; its slot becomes free. */
 void px_pool_discard(px_pool *pool, px_conn *conn);
 
 /* Changes the limit (a configuration reload). Growing lets waiters connect at once; shrinking
  * closes idle connections beyond the new limit now and lent ones when they come back. Returns 0,
- * or -1 (size < 1, out of memory) with nothing changed. */
+ * or -1 (size < 1) with nothing changed. */
 XA_MUST_CHECK int px_pool_resize(px_pool *pool, int size);
 
 /* Opens connections in the background until n exist (at most the limit), so that the first

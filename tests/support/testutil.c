@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,4 +203,53 @@ int tu_sh(const char *fmt, ...)
     va_end(ap);
     rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The child's stderr, up to cap - 1 bytes (the rest is drained and dropped). */
+static void read_all(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    char sink[512];
+    ssize_t n;
+    while ((n = read(fd, len + 1 < cap ? buf + len : sink,
+                     len + 1 < cap ? cap - 1 - len : sizeof sink)) > 0)
+        len += len + 1 < cap ? (size_t)n : 0;
+    buf[len] = '\0';
+}
+
+void tu_expect_abort(void (*fn)(void *arg), void *arg, ...)
+{
+    int fds[2], status;
+    char out[4096];
+    const char *want, *missing = NULL;
+    va_list ap;
+    pid_t pid;
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGABRT, SIG_DFL);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        fn(arg);
+        _exit(0); /* came back: the test below fails */
+    }
+    close(fds[1]);
+    read_all(fds[0], out, sizeof out);
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+        fail_msg("expected an abort, the child %s %d; stderr: %s",
+                 WIFSIGNALED(status) ? "died of signal" : "exited with",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), out);
+    va_start(ap, arg);
+    while (!missing && (want = va_arg(ap, const char *)))
+        if (!strstr(out, want))
+            missing = want;
+    va_end(ap);
+    if (missing)
+        fail_msg("the abort message lacks \"%s\": %s", missing, out);
 }

@@ -39,4 +39,9 @@ char *tu_admin_sql(const char *which, const char *db, const char *sql);
 /* Runs a shell command; returns its exit status. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Runs fn(arg) in a child process and fails the test unless the child aborts (SIGABRT) with a
+ * message on stderr that contains each of the NULL-terminated strings: how a test shows that a
+ * broken invariant is fatal (check.h) without ending the test program. */
+void tu_expect_abort(void (*fn)(void *arg), void *arg, ...) __attribute__((sentinel));
+
 #endif

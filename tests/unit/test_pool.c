@@ -1,6 +1,7 @@
 /*
  * The connection pool (participants/pool.c), over the in-memory driver: the size limit under load,
- * FIFO order, release and discard, down / fail fast / recovery with backoff, cancel and close.
+ * FIFO order, release and discard, down / fail fast / recovery with backoff, cancel and close, and
+ * a connection handed back twice.
  */
 #include "testutil.h"
 
@@ -477,6 +478,54 @@ static void test_release_resets_or_discards(void **state)
     close_pool(f);
 }
 
+/* ---- handing a connection back twice is fatal (check.h), in a child process ---- */
+
+/* How a child hands w[0]'s connection back a second time. */
+typedef struct second_return {
+    fx *f;
+    bool settle_first; /* after the first one's reset completed */
+    bool discard;      /* by px_pool_discard, else px_pool_release */
+} second_return;
+
+static void hand_back_twice(void *arg)
+{
+    const second_return *r = arg;
+    px_pool_release(r->f->pool, r->f->w[0].conn);
+    if (r->settle_first)
+        settle_resets(r->f);
+    if (r->discard)
+        px_pool_discard(r->f->pool, r->f->w[0].conn);
+    else
+        px_pool_release(r->f->pool, r->f->w[0].conn);
+}
+
+static void release_to_other_pool(void *arg)
+{
+    fx *f = arg;
+    px_pool *other = px_pool_new(&f->loop, &f->t, 1);
+    px_pool_release(other, f->w[0].conn);
+}
+
+static void test_double_release_is_fatal(void **state)
+{
+    fx *f = *state;
+    px_pool_stats st;
+
+    assert_int_equal(acquire(f, 0), 0);
+    tu_run_until_count(&f->loop, &f->w[0].calls, 1, 2000);
+    tu_expect_abort(hand_back_twice, &(second_return){f, false, false},
+                    "pool pooled: connection 0x", ": resetting -> released", NULL);
+    tu_expect_abort(hand_back_twice, &(second_return){f, true, false}, ": idle -> released", NULL);
+    tu_expect_abort(hand_back_twice, &(second_return){f, false, true}, ": resetting -> discarded",
+                    NULL);
+    tu_expect_abort(release_to_other_pool, f, "released but not lent by this pool", NULL);
+    px_pool_get_stats(f->pool, &st); /* the children changed nothing here */
+    assert_int_equal(st.busy, 1);
+    assert_int_equal(st.open, 1);
+    px_pool_release(f->pool, f->w[0].conn); /* the first return is fine */
+    close_pool(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_with_lent_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_idle_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_resets_or_discards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_double_release_is_fatal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
