@@ -59,6 +59,7 @@ typedef struct coord_part {
     px_pool_req marker_req; /* markers.c: the connection of a prune */
     bool marker_pruning;
     uint64_t markers_pruned_ms; /* loop time of the last prune started, 0: never */
+    list_head in_doubt;         /* txn.c: its live branches prepared or finishing, oldest first */
 } coord_part;
 
 typedef struct coord {

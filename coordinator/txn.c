@@ -72,7 +72,9 @@ typedef struct branch {
     uv_timer_t retry;
     bool retry_open;
     unsigned attempts;
-    uint64_t prepared_ns;
+    uint64_t prepared_ns; /* when PREPARE was sent, then when it answered (the listing's age) */
+    uint64_t doubt_ns;    /* when it joined its participant's in_doubt list */
+    list_node doubt_node; /* on part->in_doubt while prepared or finishing */
 } branch;
 
 struct txn {
@@ -149,16 +151,28 @@ static const char *const branch_names[BR_NSTATES] = {
 static void check_move(const unsigned *moves, int from, int to, const char *const *names,
                        const char *ctx)
 {
-    if (moves[from] & TO(to))
-        return;
-    log_error(ctx, "impossible state change %s -> %s: stopping", names[from], names[to]);
-    abort();
+    XA_CHECK(moves[from] & TO(to), "%s: impossible state change %s -> %s", ctx, names[from],
+             names[to]);
 }
 
-/* The only place a branch changes state. */
+static bool in_doubt(branch_state s)
+{
+    return s == BR_PREPARED || s == BR_FINISHING;
+}
+
+/* The only place a branch changes state. It also keeps the participant's in_doubt list, so that
+ * the gauges read a count and the list's first branch instead of walking every transaction. */
 static void branch_set_state(branch *b, branch_state s)
 {
     check_move(branch_moves, b->state, s, branch_names, b->t->ctx);
+    if (!in_doubt(b->state) && in_doubt(s)) {
+        b->doubt_ns = uv_hrtime();
+        list_push_tail(&b->part->in_doubt, &b->doubt_node);
+    } else if (in_doubt(b->state) && !in_doubt(s)) {
+        list_remove(&b->part->in_doubt, &b->doubt_node);
+    }
+    if (s == BR_PREPARING || s == BR_PREPARED)
+        b->prepared_ns = uv_hrtime();
     b->state = s;
 }
 
@@ -1071,7 +1085,6 @@ static void on_prepared(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     branch_set_state(b, BR_PREPARED);
-    b->prepared_ns = uv_hrtime();
     t->nprepared++;
     if (t->state != TXN_WORKING) {
         branch_abort(b, false);
@@ -1588,6 +1601,9 @@ static void on_handle_closed(uv_handle_t *h)
     struct txn *t = h->data;
     if (--t->open_handles > 0)
         return;
+    for (int i = 0; i < t->nbranches; i++)
+        XA_CHECK(!list_linked(&t->b[i].doubt_node), "%s: branch %d freed while in doubt", t->ctx,
+                 i);
     request_free(t->req);
     free(t);
 }
@@ -1766,18 +1782,14 @@ bool txn_is_live(const coord *c, const char *gtrid)
 void txn_in_doubt(const coord *c, int *counts, double *oldest_s)
 {
     uint64_t now = uv_hrtime();
-    for (int s = 0; s < TXN_NSTATES; s++) {
-        list_each(n, &c->lists[s]) {
-            const struct txn *t = list_entry(n, struct txn, node);
-            for (int i = 0; i < t->nbranches; i++) {
-                const branch *b = &t->b[i];
-                if (b->state < BR_PREPARED || b->state == BR_DONE)
-                    continue;
-                double age = (double)(now - b->prepared_ns) / 1e9;
-                counts[b->part->index]++;
-                if (age > oldest_s[b->part->index])
-                    oldest_s[b->part->index] = age;
-            }
-        }
+    for (int i = 0; i < c->nparts; i++) {
+        const list_head *l = &c->parts[i].in_doubt;
+        double age;
+        if (list_empty(l))
+            continue;
+        counts[i] += (int)list_count(l);
+        age = (double)(now - list_entry(list_first(l), branch, doubt_node)->doubt_ns) / 1e9;
+        if (age > oldest_s[i])
+            oldest_s[i] = age;
     }
 }
