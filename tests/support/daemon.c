@@ -32,6 +32,23 @@
 
 extern char **environ;
 
+/* Whether port belongs to a database server of the tests (or a fault proxy in front of one):
+ * free while a test has that server killed, yet never the daemon's to take - the server's
+ * restart would find it bound. */
+static bool server_port(int port)
+{
+    static const char *const vars[] = {"XA_PG_PORT", "XA_ORDER_PORT", "XA_WAREHOUSE_PORT",
+                                       "XA_FAULT_PROXY_PORT"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        int p = v ? atoi(v) : 0;
+        /* the fault proxies listen on the port given and the next two */
+        if (p > 0 && port >= p && port <= p + (i == 3 ? 2 : 0))
+            return true;
+    }
+    return port == 28401 || port == 28402 || port == 28403; /* the proxies' default */
+}
+
 /* A free port below the kernel's ephemeral range (32768 and up here): a port from that range can
  * be taken by an outgoing connection - or its TIME_WAIT - between this check and the daemon's
  * bind. */
@@ -42,8 +59,11 @@ int tu_free_port(void)
         next = 20000 + (int)(getpid() % 1000) * 10;
     for (int tries = 0; tries < 1000; tries++) {
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int fd = socket(AF_INET, SOCK_STREAM, 0), port = next;
+        int fd, port = next;
         next = next >= 31999 ? 20000 : next + 1;
+        if (server_port(port))
+            continue;
+        fd = socket(AF_INET, SOCK_STREAM, 0);
         sa.sin_port = htons((uint16_t)port);
         assert_true(fd >= 0);
         if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
