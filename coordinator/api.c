@@ -261,7 +261,7 @@ typedef struct asked {
  * reason), 404 when it said there is no such id. */
 static void respond_unknown(asked *a, int status, const char *why)
 {
-    char msg[480];
+    char msg[REQUEST_ID_MAX + 512];
     if (status == 503) {
         snprintf(msg, sizeof msg, "cannot tell whether id '%s' committed: %s", a->id, why);
         http_respond_error(a->req, 503, msg);
