@@ -6,6 +6,7 @@
  *   coordonly  decisions per second, daemon CPU per transaction and group-commit size, on
  *              memory participants
  *   memory     the daemon's resident memory with N transactions in flight
+ *   idle       the daemon's resident memory per idle keep-alive HTTP connection
  *   recovery   plants N in-doubt branches per participant, starts the daemon, and times it
  *              until /readyz answers 200 and no branch of its prefix is left
  * Results go to stdout as CSV lines (one header line per subcommand), for scripts/bench.
@@ -360,6 +361,62 @@ static int cmd_memory(const opts *o)
     return 0;
 }
 
+/* ---- idle connections ------------------------------------------------------------------ */
+
+/* One keep-alive connection that has been through a request (GET /healthz) and then waits, as
+ * a client's pooled connection does between requests; -1 on failure. */
+static int idle_conn(int port)
+{
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    char buf[1024];
+    ssize_t n;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    /* /healthz answers in one small packet: its status line is enough to know it was served. */
+    n = read(fd, buf, sizeof buf - 1);
+    if (n <= 0 || strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int cmd_idle(const opts *o)
+{
+    int *fds, open_n = 0;
+    long rss0, rss1;
+    if (!o->port || !o->pid || o->n <= 0)
+        return fail("idle needs --port, --pid and --n");
+    fds = calloc((size_t)o->n, sizeof *fds);
+    if (!fds)
+        return fail("out of memory");
+    /* One connection first: what every connection shares (the first accept's buffers, the
+     * handler's first allocations) is not counted per connection. */
+    fds[open_n] = idle_conn(o->port);
+    if (fds[open_n] >= 0)
+        open_n++;
+    usleep(200000);
+    rss0 = proc_kib(o->pid, "VmRSS");
+    while (open_n < o->n && (fds[open_n] = idle_conn(o->port)) >= 0)
+        open_n++;
+    usleep(500000);
+    rss1 = proc_kib(o->pid, "VmRSS");
+    printf("n,open,rss_before_kib,rss_after_kib,bytes_per_idle_conn\n");
+    printf("%d,%d,%ld,%ld,%.0f\n", o->n, open_n, rss0, rss1,
+           open_n > 1 ? (double)(rss1 - rss0) * 1024.0 / (open_n - 1) : 0.0);
+    for (int i = 0; i < open_n; i++)
+        close(fds[i]);
+    free(fds);
+    return open_n == o->n ? 0 : fail("not every connection was served");
+}
+
 /* ---- recovery --------------------------------------------------------------------------- */
 
 static int cmd_recovery(const opts *o)
@@ -381,7 +438,7 @@ static int cmd_recovery(const opts *o)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: xabench shop|single|coordonly|memory|recovery [options]\n"
+            "usage: xabench shop|single|coordonly|memory|idle|recovery [options]\n"
             "  --port N            the daemon's HTTP port\n"
             "  --store-port N      shop: also measure a daemon with decision_log = postgres and\n"
             "                      payment as the last resource (mode xacoord-store-lr)\n"
@@ -391,8 +448,9 @@ static void usage(FILE *f)
             "  --conc LIST         shop: concurrencies (default 1,8,32,128); coordonly: one\n"
             "  --seconds S         time bound of each run (default 5)\n"
             "  --orders N          shop: orders per run, split among the clients (default 60000)\n"
-            "  --pid PID           coordonly, memory: the daemon's process\n"
+            "  --pid PID           coordonly, memory, idle: the daemon's process\n"
             "  --n N --sleep-ms MS memory: transactions in flight and their sleep (2000)\n"
+            "  --n N               idle: keep-alive connections to open and leave idle\n"
             "  --n N --node ID --identity ID --xacoord BIN --config FILE --log FILE\n"
             "                      recovery: branches to plant (as the data directory of that\n"
             "                      identity), and the daemon to start\n");
@@ -508,6 +566,8 @@ int main(int argc, char **argv)
         return cmd_coordonly(&o);
     if (strcmp(cmd, "memory") == 0)
         return cmd_memory(&o);
+    if (strcmp(cmd, "idle") == 0)
+        return cmd_idle(&o);
     if (strcmp(cmd, "recovery") == 0)
         return cmd_recovery(&o);
     usage(stderr);

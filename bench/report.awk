@@ -155,6 +155,15 @@ END {
         print "|---:|---:|---:|---:|---:|---:|"
         printf "| %s | %s | %s | %s | %s | %s |\n", v[1], v[4], v[5], v[7], v[8], v[9]
     }
+    if ((k = read_csv(out "/idle.csv", id)) > 1) {
+        split(id[1], v, ",")
+        print ""
+        print "## Memory per idle keep-alive HTTP connection"
+        print ""
+        print "| connections | open | VmRSS before KiB | VmRSS after KiB | bytes per idle connection |"
+        print "|---:|---:|---:|---:|---:|"
+        printf "| %s | %s | %s | %s | %s |\n", v[1], v[2], v[3], v[4], v[5]
+    }
     if ((k = read_csv(out "/recovery.csv", re)) > 1) {
         print ""
         print "## Recovery: restart to all resolved"
