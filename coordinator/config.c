@@ -474,12 +474,25 @@ static int store_int(const key_desc *k, void *field, const char *v, char *prob)
     return 0;
 }
 
+/* The longest line the reader takes: inih's INI_MAX_LINE (200) less the newline and the NUL. */
+#define LINE_MAX_CHARS 198
+/* What config_dump adds after a secret's file name. */
+#define SECRET_NOTE "   ; content: (set)"
+
 /* Parses v for key k into obj (a config or a config_participant); cfg is the whole config. */
 static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, char *prob)
 {
     void *field = (char *)obj + k->off;
+    size_t room = LINE_MAX_CHARS - strlen(k->name) - strlen(" = ") -
+                  (k->kind == K_SECRET ? strlen(SECRET_NOTE) : 0);
     if (*v == '\0') {
         snprintf(prob, PROBLEM_MAX, "is empty");
+        return -1;
+    }
+    /* "key=v" fits where "key = v" (how config_dump writes it) would not load back. */
+    if (strlen(v) > room) {
+        snprintf(prob, PROBLEM_MAX, "is %zu characters long; at most %zu fit on its line",
+                 strlen(v), room);
         return -1;
     }
     /* "key =;x" reads as ";x", but "key = ;x" (how config_dump writes it) as a comment. */
@@ -1066,7 +1079,7 @@ static void dump_key(FILE *out, const key_desc *k, const void *obj, const config
         break;
     case K_SECRET:
         if (*(char *const *)field)
-            fprintf(out, "%s = %s   ; content: (set)\n", k->name, *(char *const *)field);
+            fprintf(out, "%s = %s" SECRET_NOTE "\n", k->name, *(char *const *)field);
         break;
     case K_INT:
         fprintf(out, "%s = %d\n", k->name, *(const int *)field);

@@ -781,10 +781,47 @@ static void test_dump_reloads_what_loaded(void **state)
                  "must not start with ';'");
 }
 
+/* A value as long as its line allows when written "key=value" would not fit once config_dump
+ * writes "key = value" (found by fuzz_config): the longest that loads must dump to a line that
+ * loads back, and one character more is refused, naming the limit. */
+static void test_long_value_dumps_back(void **state)
+{
+    fixture *fx = *state;
+    char user[200], text[1024], err[512], *dumped = NULL;
+    size_t room = 198 - strlen("user = "), len = 0;
+    config cfg;
+    FILE *f;
+    memset(user, 'u', room);
+    user[room] = '\0';
+    snprintf(text, sizeof text,
+             COORD "[participant.m]\ndriver = mysql\nhost = 127.0.0.1\ndatabase = d\nuser=%s\n"
+                   "password_file = @DIR@/pw\n",
+             user);
+    if (load_text(fx, text, &cfg, err, sizeof err) != 0)
+        fail_msg("the longest value that fits was refused: %s", err);
+    f = open_memstream(&dumped, &len);
+    assert_non_null(f);
+    config_dump(&cfg, f);
+    assert_int_equal(fclose(f), 0);
+    config_free(&cfg);
+    if (load_text(fx, dumped, &cfg, err, sizeof err) != 0)
+        fail_msg("its dump does not load back: %s", err);
+    config_free(&cfg);
+    free(dumped);
+    user[room] = 'u';
+    user[room + 1] = '\0';
+    snprintf(text, sizeof text,
+             COORD "[participant.m]\ndriver = mysql\nhost = 127.0.0.1\ndatabase = d\nuser=%s\n"
+                   "password_file = @DIR@/pw\n",
+             user);
+    expect_error(fx, text, 8, "user", "at most 191 fit on its line");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_long_value_dumps_back),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_dump_masks_secrets_and_reloads),
