@@ -109,9 +109,11 @@ static void drain_step(daemon_state *d)
     int left = coord_inflight(&d->coord);
     if (left > 0 && uv_now(d->loop) - d->drain_started > d->drain_limit_ms) {
         log_warn(NULL,
-                 "%d transactions still unfinished after %" PRIu64 " ms: the journal keeps "
-                 "their decisions and the next start resolves them",
+                 "%d transactions still unfinished after %" PRIu64 " ms: their decisions "
+                 "are durable; the next start resolves them (with a decision store, a "
+                 "peer's takeover may come first)",
                  left, d->drain_limit_ms);
+        d->coord.abandoned_in_doubt += txn_count_maybe_prepared(&d->coord);
         txn_abandon_all(&d->coord, TXN_ASK_LATER);
         left = 0;
     }
