@@ -1274,38 +1274,45 @@ static long count_unfinished(store *s, PGconn *pg)
  * when something is, over to a peer: the holder stays and the lease lapses now, so that a live
  * peer's next look takes the node and resolves its branches as after a crash (the node may never
  * start again). Only while this process still holds the epoch. */
-static void hand_on_node(store *s, const char *left)
+static void hand_on(store *s, PGconn *pg, const char *left)
 {
-    char err[256];
+    char err[256], count[24] = "an unknown number of";
     const char *p[2] = {s->node_id, s->epoch_text};
-    PGconn *pg = connect_blocking(&s->cfg->store, err, sizeof err);
-    PGresult *res;
-    long unfinished;
-    bool free_node;
-    if (!pg) {
-        log_warn("store", "%s: node %s is taken over once its lease lapses", err, s->node_id);
-        return;
-    }
-    write_queued(s, pg);
-    unfinished = s->lost ? 0 : count_unfinished(s, pg);
-    free_node = !*left && unfinished == 0;
-    res = s->lost ? NULL
-                  : run(pg, "handing the node on",
+    long unfinished = count_unfinished(s, pg);
+    bool free_node = !*left && unfinished == 0;
+    if (unfinished >= 0)
+        snprintf(count, sizeof count, "%ld", unfinished);
+    PGresult *res = run(pg, "handing the node on",
                         free_node ? "UPDATE xacoord_nodes SET holder = '', expires_at = now() "
                                     "WHERE node_id = $1 AND epoch = $2"
                                   : "UPDATE xacoord_nodes SET expires_at = now() "
                                     "WHERE node_id = $1 AND epoch = $2",
                         2, p, err, sizeof err);
-    if (!s->lost && !res)
+    if (!res)
         log_warn("store", "%s: node %s is taken over once its lease lapses", err, s->node_id);
-    else if (!s->lost && free_node)
+    else if (strcmp(PQcmdTuples(res), "1") != 0)
+        log_warn("store", "node %s was taken by another process meanwhile", s->node_id);
+    else if (free_node)
         log_info("store", "node %s handed back: nothing is left on the participants", s->node_id);
-    else if (!s->lost)
+    else
         log_warn("store",
-                 "node %s handed over to a peer's takeover (its lease lapses now): %s%s%ld "
+                 "node %s handed over to a peer's takeover (its lease lapses now): %s%s%s "
                  "decisions with branches pending in the store",
-                 s->node_id, left, *left ? "; " : "", unfinished);
+                 s->node_id, left, *left ? "; " : "", count);
     PQclear(res);
+}
+
+static void hand_on_node(store *s, const char *left)
+{
+    char err[256];
+    PGconn *pg = connect_blocking(&s->cfg->store, err, sizeof err);
+    if (!pg) {
+        log_warn("store", "%s: node %s is taken over once its lease lapses", err, s->node_id);
+        return;
+    }
+    write_queued(s, pg);
+    if (!s->lost)
+        hand_on(s, pg, left);
     PQfinish(pg);
 }
 
