@@ -536,7 +536,7 @@ static void expect_node_row(const char *node, const char *want)
 }
 
 /* On a fresh shop, node an (through the proxies; env for its start) and node bn; an's COMMIT
- * PREPARED on payment hangs, and body commits on an with payment left pending. */
+ * PREPARED on payment hangs, and body (unless NULL) commits on an with payment left pending. */
 static void start_commit_pending(tu_daemon *a, const char *an, const char *const *env, tu_daemon *b,
                                  const char *bn, const char *body)
 {
@@ -548,35 +548,37 @@ static void start_commit_pending(tu_daemon *a, const char *an, const char *const
     tu_daemon_start(a, env);
     tu_daemon_start(b, NULL);
     fp_set(pay_proxy, &hang_commit);
-    post(a, body, 200, "\"pending\":[\"payment\"]");
+    if (body)
+        post(a, body, 200, "\"pending\":[\"payment\"]");
 }
 
-/* Node ha stops cleanly with work left: a commit whose COMMIT PREPARED on payment hangs (the
- * client was answered "committed", payment pending) and a checkout held in phase 1 at the
- * warehouse's XA PREPARE, with payment and order prepared and no decision row. After the drain
- * limit both are dropped; ha never starts again. hb takes ha's node at its next look and
- * finishes both by the store: the commit commits, the other rolls back. */
-static void test_clean_stop_hands_over(void **state)
+/* Node an stops cleanly with work left, and never starts again: a checkout held in phase 1 at
+ * the warehouse's XA PREPARE, with payment and order prepared and no decision row, and (with
+ * commit) a commit whose COMMIT PREPARED on payment hangs (the client was answered "committed",
+ * payment pending). After the drain limit both are dropped. Peer bn takes an's node at its next
+ * look and finishes them by the store: the commit commits, the other rolls back. */
+static void run_clean_stop(const char *an, const char *bn, bool commit)
 {
     tu_daemon a, b;
     char *done = tu_checkout_json("ho-1", 1004, 8, 100, "SKU-3", 2);
     char *held = tu_checkout_json("ho-2", 1001, 7, 100, "SKU-1", 1);
     fp_rule hang_prepare = {.action = FP_HANG, .match = "XA PREPARE"};
     tu_poster p = {&a, held, 0, NULL};
+    char prefix[16], sql[128], *row;
     pthread_t th;
     struct timespec t0;
-    (void)state;
 
-    start_commit_pending(&a, "ha", short_drain, &b, "hb", done);
+    snprintf(prefix, sizeof prefix, "xa2.%s.", an);
+    start_commit_pending(&a, an, short_drain, &b, bn, commit ? done : NULL);
     fp_set(wh_proxy, &hang_prepare);
     assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
     assert_true(fp_wait_hits(wh_proxy, 1, 15000));
-    for (int i = 0;
-         i < 150 && (tu_prepared("order", "xa2.ha.") == 0 || tu_prepared("payment", "xa2.ha.") < 2);
+    for (int i = 0; i < 150 && (tu_prepared("order", prefix) == 0 ||
+                                tu_prepared("payment", prefix) < 1 + commit);
          i++)
         usleep(100000);
-    assert_int_equal(tu_prepared("payment", "xa2.ha."), 2); /* ho-1 and ho-2 */
-    assert_int_equal(tu_prepared("order", "xa2.ha."), 1);   /* ho-2 */
+    assert_int_equal(tu_prepared("payment", prefix), 1 + commit); /* ho-2 (and ho-1) */
+    assert_int_equal(tu_prepared("order", prefix), 1);            /* ho-2 */
 
     assert_int_equal(tu_daemon_stop(&a), 0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -585,28 +587,30 @@ static void test_clean_stop_hands_over(void **state)
         fail_msg("the held checkout was answered 200: %s", p.resp ? p.resp : "");
     fp_heal(pay_proxy);
     fp_heal(wh_proxy);
-    wait_resolved("xa2.ha.", 10 * TU_STORE_LEASE_MS);
-    fprintf(stderr, "ha's branches resolved by hb %.2f s after ha stopped (lease %u ms)\n",
+    wait_resolved(prefix, 10 * TU_STORE_LEASE_MS);
+    fprintf(stderr, "%s's branches resolved by %s %.2f s after it stopped (lease %u ms)\n", an, bn,
             since_s(&t0), TU_STORE_LEASE_MS);
     assert_int_equal(tu_sh("grep -q 'handed over' %s", a.log), 0);
-    assert_int_equal(tu_sh("grep -q 'node ha.*taken at epoch 2' %s", b.log), 0);
+    assert_int_equal(tu_sh("grep -q 'node %s.*taken at epoch 2' %s", an, b.log), 0);
     /* every answer holds: ho-1 committed, ho-2 never decided */
-    assert_int_equal(tu_balance(8), 400);
-    assert_int_equal(tu_order_status(1004), 'P');
+    assert_int_equal(tu_balance(8), commit ? 400 : 500);
+    assert_int_equal(tu_order_status(1004), commit ? 'P' : 'I');
     assert_int_equal(tu_balance(7), 200);
     assert_int_equal(tu_order_status(1001), 'I');
-    get(&b, "ho-1", 200, "\"outcome\":\"committed\"");
-    post(&b, done, 200, "\"replayed\":true");
+    if (commit) {
+        get(&b, "ho-1", 200, "\"outcome\":\"committed\"");
+        post(&b, done, 200, "\"replayed\":true");
+    }
     get(&b, "ho-2", 404, NULL);
+    snprintf(sql, sizeof sql, "SELECT holder FROM xacoord_nodes WHERE node_id = '%s'", an);
     for (int i = 0; i < 50; i++) { /* handed back once resolved */
-        char *row = store_sql("SELECT holder FROM xacoord_nodes WHERE node_id = 'ha'");
-        bool back = row && !*row;
+        bool back = (row = store_sql(sql)) && !*row;
         free(row);
         if (back)
             break;
         usleep(100000);
     }
-    expect_node_row("ha", "2|");
+    expect_node_row(an, "2|");
     assert_int_equal(tu_invariants(), 0);
     assert_int_equal(tu_daemon_stop(&b), 0);
     proxies_stop();
@@ -615,6 +619,20 @@ static void test_clean_stop_hands_over(void **state)
     free(p.resp);
     free(done);
     free(held);
+}
+
+static void test_clean_stop_hands_over(void **state)
+{
+    (void)state;
+    run_clean_stop("ha", "hb", true);
+}
+
+/* Only the transaction dropped in phase 1 is left: no decision row names it, and the process's
+ * own count of what it dropped is what hands the node over. */
+static void test_clean_stop_hands_over_phase1(void **state)
+{
+    (void)state;
+    run_clean_stop("hc", "hd", false);
 }
 
 /* Nothing left: the node is handed back (holder ''), and a peer that looks several times does
@@ -687,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_last_resource),
         cmocka_unit_test(test_last_resource_lost_commit_answer),
         cmocka_unit_test(test_clean_stop_hands_over),
+        cmocka_unit_test(test_clean_stop_hands_over_phase1),
         cmocka_unit_test(test_clean_stop_releases),
         cmocka_unit_test(test_released_with_unfinished_is_taken),
     };
