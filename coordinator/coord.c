@@ -629,7 +629,47 @@ typedef struct close_state {
     int pending;
     void (*cb)(void *arg);
     void *arg;
+    char left[256]; /* what the stop leaves on the participants, "" when nothing (store_close) */
 } close_state;
+
+/* ---- what a stop leaves behind ----------------------------------------------------------- */
+
+static void count_outcome(outcome *o, void *arg)
+{
+    (void)o;
+    ++*(int *)arg;
+}
+
+static void count_left(const coord_part *p, const px_xid *x, int64_t since_ms, void *arg)
+{
+    (void)p, (void)x, (void)since_ms;
+    ++*(int *)arg;
+}
+
+static void say(char *buf, size_t len, int n, const char *what)
+{
+    size_t used = strlen(buf);
+    if (n > 0 && used < len)
+        snprintf(buf + used, len - used, "%s%d %s", used ? ", " : "", n, what);
+}
+
+/* What this process knows to be left on the participants as it stops ("" when nothing): a
+ * transaction dropped at the drain limit may have prepared branches with no decision row (or a
+ * decision whose answer was lost), a commit may wait for a participant, a recovery scan may have
+ * failed to resolve a branch, and a participant never scanned may hold older branches. */
+static void describe_left(coord *c, char *buf, size_t len)
+{
+    int unfinished = 0, left = 0, unscanned = 0;
+    outcomes_each_unfinished(c->outcomes, count_outcome, &unfinished);
+    recovery_each_left(c, count_left, &left);
+    for (int i = 0; i < c->nparts; i++)
+        unscanned += !c->parts[i].ready;
+    buf[0] = '\0';
+    say(buf, len, c->abandoned_in_doubt, "transactions dropped with branches maybe prepared");
+    say(buf, len, unfinished, "commits with branches unacknowledged");
+    say(buf, len, left, "branches the recovery scans could not resolve");
+    say(buf, len, unscanned, "participants never scanned");
+}
 
 static void close_step(void *arg)
 {
@@ -661,7 +701,7 @@ static void on_pools_closed(void *arg)
     if (--s->pending > 1)
         return;
     if (s->c->store)
-        store_close(s->c->store, close_journal, s);
+        store_close(s->c->store, s->left, close_journal, s);
     else
         close_journal(s);
 }
@@ -715,6 +755,8 @@ void coord_close(coord *c, void (*cb)(void *arg), void *arg)
     s->c = c;
     s->cb = cb;
     s->arg = arg;
+    if (c->store)
+        describe_left(c, s->left, sizeof s->left);
     failover_stop(c);
     c->prune_timer.data = s;
     uv_close((uv_handle_t *)&c->prune_timer, on_prune_closed);

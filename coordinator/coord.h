@@ -82,6 +82,7 @@ typedef struct coord {
     coord_part parts[CONFIG_MAX_PARTICIPANTS];
     list_head lists[TXN_NSTATES]; /* struct txn by txn_state, through its node */
     bool draining;
+    int abandoned_in_doubt; /* transactions the stop dropped with a branch that may be prepared */
     bool journal_failed;    /* a journal write or fdatasync failed: exiting (on_journal_fatal) */
     uv_timer_t fatal_timer; /* ... once the waiting clients were answered */
     uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in coord.c) */
@@ -106,7 +107,8 @@ int coord_inflight(const coord *c);
 /* Finds a participant index by name (-1 when unknown). */
 int coord_part_index(const coord *c, const char *name);
 /* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone.
- */
+ * With a decision store, the node is handed back free when this process knows of nothing left
+ * on the participants, and handed over to a peer's takeover otherwise (store_close). */
 void coord_close(coord *c, void (*cb)(void *arg), void *arg);
 
 /* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a

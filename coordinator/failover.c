@@ -49,12 +49,6 @@ typedef struct job {
 static void part_next(job *j);
 static void resolve_next(job *j);
 
-static void mark_done(const char *gtrid, void *value, void *arg)
-{
-    (void)value;
-    store_done(arg, gtrid);
-}
-
 static void job_end(job *j)
 {
     struct failover *f = j->f;
@@ -64,8 +58,7 @@ static void job_end(job *j)
                  "node %s (epoch %" PRIu64 "): %d branches committed, %d rolled "
                  "back; handed back",
                  j->node, j->epoch, j->committed, j->rolled_back);
-        strmap_each(j->commits, mark_done, c->store); /* every branch of them is finished */
-        store_release(c->store, j->node, j->epoch);
+        store_release(c->store, j->node, j->epoch); /* also: nothing of it is pending */
     } else if (!f->stopping) {
         log_warn("failover",
                  "node %s (epoch %" PRIu64 "): %d branches could not be resolved "
@@ -227,9 +220,10 @@ static void on_taken(void *arg, int status, const store_taken *t, const char *wh
         j->ngtrids++;
     }
     log_warn("failover",
-             "node %s's lease lapsed: taken at epoch %" PRIu64 ", %d committed "
-             "decisions with branches pending; resolving its prepared branches",
-             j->node, j->epoch, t->ncommits);
+             "node %s (%s%s%s): taken at epoch %" PRIu64 ", %d committed decisions with "
+             "branches pending; resolving its prepared branches",
+             j->node, *t->holder ? "lease lapsed, held by \"" : "released with work left",
+             t->holder, *t->holder ? "\"" : "", j->epoch, t->ncommits);
     part_next(j);
 }
 

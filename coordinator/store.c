@@ -853,10 +853,31 @@ static int batch_stmts(store *s)
     return n;
 }
 
+/* A batch that was never sent goes back to the head of the queue while closing: the clean stop
+ * writes it (running, it is dropped as before - a dead store must not make the loop spin). */
+static void requeue_batch(store *s)
+{
+    lazy **tail = &s->flush_batch;
+    while (*tail) {
+        tail = &(*tail)->next;
+        s->queued++;
+    }
+    *tail = s->queue;
+    if (!s->queue)
+        s->queue_tail = tail;
+    s->queue = s->flush_batch;
+    s->flush_batch = NULL;
+}
+
 static void on_flush_conn(px_pool_req *req, px_conn *conn, const px_error *err)
 {
     store *s = req->data;
     int n = batch_stmts(s);
+    if (!conn && s->closing) {
+        requeue_batch(s);
+        flush_again(s);
+        return;
+    }
     if (!conn || px_conn_base(conn)->driver->exec(conn, s->flush_stmts, n, on_flushed, s) != 0) {
         log_warn("store", "lazy decision records not written: %s",
                  conn  ? "the driver refused them"
@@ -923,21 +944,34 @@ void store_done(store *s, const char *gtrid)
 
 /* ---- taking over lapsed nodes ------------------------------------------------------------ */
 
-/* The FOR UPDATE waits for every decision transaction of the node still in flight (they hold
- * its row FOR KEY SHARE), and re-checks the lapse on the newest row version: a holder that
- * renewed meanwhile keeps its node. Then the epoch moves on. */
+/* A node is left with work when its lease lapsed while held (a crash, or a clean stop that
+ * handed it over), or when it was released free while commit rows of it still have branches
+ * pending (a stop of an older version, which released it whatever was left; the partial index
+ * xacoord_decisions_unfinished answers that). The FOR UPDATE waits for every decision
+ * transaction of the node still in flight (they hold its row FOR KEY SHARE), and re-checks the
+ * lapse on the newest row version: a holder that renewed meanwhile keeps its node. Then the
+ * epoch moves on. */
 static const char take_lapsed_sql[] =
-    "WITH lapsed AS (SELECT node_id FROM xacoord_nodes WHERE node_id <> $1 AND holder <> '' "
-    "AND expires_at < now() ORDER BY expires_at LIMIT 1 FOR UPDATE) "
+    "WITH lapsed AS (SELECT node_id, holder FROM xacoord_nodes l WHERE node_id <> $1 "
+    "AND expires_at < now() AND (holder <> '' OR EXISTS (SELECT 1 FROM xacoord_decisions d "
+    "WHERE d.node_id = l.node_id AND d.pending <> '' AND d.outcome = 'commit')) "
+    "ORDER BY expires_at LIMIT 1 FOR UPDATE OF l) "
     "UPDATE xacoord_nodes n SET epoch = n.epoch + 1, holder = $2, "
     "expires_at = now() + $3 * interval '1 millisecond' FROM lapsed "
-    "WHERE n.node_id = lapsed.node_id RETURNING n.node_id, n.epoch";
+    "WHERE n.node_id = lapsed.node_id RETURNING n.node_id, n.epoch, lapsed.holder";
 /* In the same transaction, with a snapshot taken after the lock: final for the old epoch. */
 static const char taken_commits_sql[] =
     "SELECT d.gtrid FROM xacoord_decisions d JOIN xacoord_nodes n ON n.node_id = d.node_id "
     "WHERE n.holder = $2 AND n.node_id <> $1 AND d.outcome = 'commit' AND d.pending <> ''";
 static const char release_sql[] =
     "UPDATE xacoord_nodes SET holder = '', expires_at = now() WHERE node_id = $1 AND epoch = $2";
+/* A takeover that resolved every branch of the node also finished every commit row it listed,
+ * and no row of the node can be added under the epoch it holds: nothing of the node is pending
+ * any more. Cleared in the release's transaction, so that a node released free never looks
+ * unfinished (which would make it taken again); only while the epoch is still the taker's. */
+static const char release_done_sql[] =
+    "UPDATE xacoord_decisions SET pending = '' WHERE node_id = $1 AND pending <> '' "
+    "AND EXISTS (SELECT 1 FROM xacoord_nodes WHERE node_id = $1 AND epoch = $2)";
 
 typedef struct take_op {
     store *s;
@@ -961,13 +995,14 @@ static void on_taken(px_conn *conn, const px_error *err, int failed_index, const
         else
             px_pool_release(k->s->pool, conn);
         k->cb(k->arg, 503, NULL, err->message);
-    } else if (nresults < 2 || results[0].nrows == 0 || results[0].ncols != 2) {
+    } else if (nresults < 2 || results[0].nrows == 0 || results[0].ncols != 3) {
         px_pool_release(k->s->pool, conn);
         k->cb(k->arg, 404, NULL, NULL);
     } else {
         px_pool_release(k->s->pool, conn);
         t.node_id = results[0].cells[0];
         t.epoch = strtoull(results[0].cells[1], NULL, 10);
+        t.holder = results[0].cells[2] ? results[0].cells[2] : "";
         t.commits = results[1].cells;
         t.ncommits = results[1].ncols == 1 ? results[1].nrows : 0;
         k->cb(k->arg, 200, &t, NULL);
@@ -1023,7 +1058,7 @@ typedef struct release_op {
     px_pool_req req;
     char node[17], epoch[24];
     px_param params[2];
-    px_stmt stmt;
+    px_stmt stmts[2];
 } release_op;
 
 static void on_released(px_conn *conn, const px_error *err, int failed_index,
@@ -1045,7 +1080,7 @@ static void on_release_conn(px_pool_req *req, px_conn *conn, const px_error *err
 {
     release_op *r = req->data;
     (void)err;
-    if (!conn || px_conn_base(conn)->driver->exec(conn, &r->stmt, 1, on_released, r) != 0) {
+    if (!conn || px_conn_base(conn)->driver->exec(conn, r->stmts, 2, on_released, r) != 0) {
         if (conn)
             px_pool_discard(r->s->pool, conn);
         free(r);
@@ -1062,11 +1097,12 @@ void store_release(store *s, const char *node_id, uint64_t epoch)
     snprintf(r->epoch, sizeof r->epoch, "%" PRIu64, epoch);
     text_param(&r->params[0], r->node);
     text_param(&r->params[1], r->epoch);
-    r->stmt = (px_stmt){.sql = release_sql,
-                        .params = r->params,
-                        .nparams = 2,
-                        .expect_rows = -1,
-                        .session_neutral = true};
+    for (int i = 0; i < 2; i++)
+        r->stmts[i] = (px_stmt){.sql = i ? release_sql : release_done_sql,
+                                .params = r->params,
+                                .nparams = 2,
+                                .expect_rows = -1,
+                                .session_neutral = true};
     r->req.data = r;
     if (px_pool_acquire(s->pool, &r->req, on_release_conn) != 0)
         free(r);
@@ -1193,37 +1229,101 @@ void store_tick(store *s, int64_t retention_s)
 
 typedef struct close_op {
     store *s;
+    char left[256];
     void (*cb)(void *arg);
     void *arg;
 } close_op;
 
+/* The lazy records still queued at a clean stop are written before the node is handed on: a
+ * "done" lost here would leave the node looking unfinished. One statement each, autocommit. */
+static void write_queued(store *s, PGconn *pg)
+{
+    char err[256];
+    int failed = 0;
+    for (lazy *l = s->queue; l; l = l->next) {
+        const char *p[7] = {l->r.gtrid, l->r.client_id, l->r.digest_hex, l->r.status,
+                            l->r.reply, s->node_id,     s->epoch_text};
+        PGresult *res = l->done ? run(pg, "done record", done_sql, 1, p, err, sizeof err)
+                                : run(pg, "abort record", abort_sql, 7, p, err, sizeof err);
+        failed += !res;
+        PQclear(res);
+    }
+    if (failed)
+        log_warn("store", "%d of %d lazy decision records not written at shutdown (last: %s)",
+                 failed, s->queued, err);
+}
+
+/* This node's commit rows with branches pending, or -1 when the store cannot say. */
+static long count_unfinished(store *s, PGconn *pg)
+{
+    char err[256];
+    const char *p[1] = {s->node_id};
+    PGresult *res = run(pg, "counting unfinished decisions",
+                        "SELECT count(*) FROM xacoord_decisions WHERE node_id = $1 "
+                        "AND pending <> '' AND outcome = 'commit'",
+                        1, p, err, sizeof err);
+    long n = res && PQntuples(res) == 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+    if (!res)
+        log_warn("store", "%s", err);
+    PQclear(res);
+    return n;
+}
+
+/* A clean stop hands the node on at once, so that nobody waits for its lease: back free when
+ * nothing is left - the next start of this node, whenever it comes, has nothing to finish - or,
+ * when something is, over to a peer: the holder stays and the lease lapses now, so that a live
+ * peer's next look takes the node and resolves its branches as after a crash (the node may never
+ * start again). Only while this process still holds the epoch. */
+static void hand_on(store *s, PGconn *pg, const char *left)
+{
+    char err[256], count[24] = "an unknown number of";
+    const char *p[2] = {s->node_id, s->epoch_text};
+    long unfinished = count_unfinished(s, pg);
+    bool free_node = !*left && unfinished == 0;
+    if (unfinished >= 0)
+        snprintf(count, sizeof count, "%ld", unfinished);
+    PGresult *res = run(pg, "handing the node on",
+                        free_node ? "UPDATE xacoord_nodes SET holder = '', expires_at = now() "
+                                    "WHERE node_id = $1 AND epoch = $2"
+                                  : "UPDATE xacoord_nodes SET expires_at = now() "
+                                    "WHERE node_id = $1 AND epoch = $2",
+                        2, p, err, sizeof err);
+    if (!res)
+        log_warn("store", "%s: node %s is taken over once its lease lapses", err, s->node_id);
+    else if (strcmp(PQcmdTuples(res), "1") != 0)
+        log_warn("store", "node %s was taken by another process meanwhile", s->node_id);
+    else if (free_node)
+        log_info("store", "node %s handed back: nothing is left on the participants", s->node_id);
+    else
+        log_warn("store",
+                 "node %s handed over to a peer's takeover (its lease lapses now): %s%s%s "
+                 "decisions with branches pending in the store",
+                 s->node_id, left, *left ? "; " : "", count);
+    PQclear(res);
+}
+
+static void hand_on_node(store *s, const char *left)
+{
+    char err[256];
+    PGconn *pg = connect_blocking(&s->cfg->store, err, sizeof err);
+    if (!pg) {
+        log_warn("store", "%s: node %s is taken over once its lease lapses", err, s->node_id);
+        return;
+    }
+    write_queued(s, pg);
+    if (!s->lost)
+        hand_on(s, pg, left);
+    PQfinish(pg);
+}
+
 static void on_store_pool_closed(void *arg)
 {
     close_op *c = arg;
+    hand_on_node(c->s, c->left);
     lazy_free_list(c->s->queue);
     free(c->s);
     c->cb(c->arg);
     free(c);
-}
-
-/* A clean stop hands the node back at once: the next start of this node need not wait for the
- * lease to lapse. Only while this process still holds the epoch. */
-static void release_node(store *s)
-{
-    char err[256];
-    const char *p[2] = {s->node_id, s->epoch_text};
-    PGconn *pg = s->lost ? NULL : connect_blocking(&s->cfg->store, err, sizeof err);
-    PGresult *res;
-    if (!pg)
-        return;
-    res = run(pg, "releasing the node",
-              "UPDATE xacoord_nodes SET holder = '', expires_at = now() "
-              "WHERE node_id = $1 AND epoch = $2",
-              2, p, err, sizeof err);
-    if (!res)
-        log_warn("store", "%s", err);
-    PQclear(res);
-    PQfinish(pg);
 }
 
 static void on_store_timer_closed(uv_handle_t *h)
@@ -1231,16 +1331,17 @@ static void on_store_timer_closed(uv_handle_t *h)
     close_op *c = h->data;
     if (h == (uv_handle_t *)&c->s->flush_timer)
         return; /* the renew timer closes last */
-    release_node(c->s);
+    /* waits for what is in flight: a lazy flush, a renew, a decision */
     px_pool_close(c->s->pool, on_store_pool_closed, c);
 }
 
-void store_close(store *s, void (*cb)(void *arg), void *arg)
+void store_close(store *s, const char *left, void (*cb)(void *arg), void *arg)
 {
     close_op *c = malloc(sizeof *c);
     if (!c)
         abort();
-    *c = (close_op){s, cb, arg};
+    *c = (close_op){.s = s, .cb = cb, .arg = arg};
+    snprintf(c->left, sizeof c->left, "%s", left ? left : "");
     s->closing = true;
     /* A decision waiting to ask again after a lost answer is not asked any more. */
     for (decide_op *d = s->decides, *next; d; d = next) {
@@ -1250,8 +1351,6 @@ void store_close(store *s, void (*cb)(void *arg), void *arg)
             decide_finish(d, STORE_UNKNOWN, NULL, "the store is closing");
         }
     }
-    if (s->queued)
-        log_warn("store", "%d lazy decision records not written at shutdown", s->queued);
     s->flush_timer.data = c;
     s->renew_timer.data = c;
     uv_close((uv_handle_t *)&s->flush_timer, on_store_timer_closed);

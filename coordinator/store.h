@@ -96,25 +96,33 @@ bool store_holds_lease(const store *s);
 /* cb runs once if a renew finds the epoch raised by another process (the node was taken). */
 void store_on_lost(store *s, void (*cb)(void *arg), void *arg);
 
-/* A node whose lease lapsed without a clean stop, taken by this process (failover.h): its epoch
- * raised (after every decision of the old one ended) and the gtrids of its committed decisions
- * with branches pending. status 200 taken, 404 none lapsed, 503 the store failed (why). */
+/* A node left with work, taken by this process (failover.h): one whose lease lapsed (a crash, or
+ * a clean stop that handed it over), or one released free while commit rows of it still have
+ * branches pending (an older version's stop). Its epoch raised (after every decision of the old
+ * one ended), and the gtrids of its committed decisions with branches pending. status 200
+ * taken, 404 none, 503 the store failed (why). */
 typedef struct store_taken {
     const char *node_id;
+    const char *holder; /* who held it before: "" when it had been released */
     uint64_t epoch;
     char **commits; /* gtrids */
     int ncommits;
 } store_taken;
 typedef void (*store_take_cb)(void *arg, int status, const store_taken *t, const char *why);
 void store_take_lapsed(store *s, store_take_cb cb, void *arg);
-/* Hands node_id back after its branches were resolved (holder '', lease expired), if it is still
- * at epoch; lazily, a failure is logged. */
+/* Hands node_id back after its branches were resolved (holder '', lease expired, and nothing
+ * pending in its commit rows: they were all resolved), if it is still at epoch; lazily, a
+ * failure is logged. */
 void store_release(store *s, const char *node_id, uint64_t epoch);
 
 /* Periodic upkeep: deletes up to a batch of rows past retention_s with nothing pending. */
 void store_tick(store *s, int64_t retention_s);
-/* Flushes nothing more, closes the pool; cb runs when done. */
-void store_close(store *s, void (*cb)(void *arg), void *arg);
+/* A clean stop: closes the pool (waiting for what is in flight), writes the lazy records still
+ * queued, and then - while this process holds the epoch - hands the node back free (holder '')
+ * when left is "" and the store holds no commit row of the node with branches pending, or else
+ * over to a peer's takeover (holder kept, lease lapsed now). left says what the process knows
+ * to be left on the participants. Blocking at the end; cb runs when done. */
+void store_close(store *s, const char *left, void (*cb)(void *arg), void *arg);
 
 /* Creates the store's tables (sql/xacoord-store.sql) in the configured database (blocking; for
  * --init-participants). Returns 0, or -1 with a message in err. */

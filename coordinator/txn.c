@@ -1756,6 +1756,23 @@ void txn_abandon_all(coord *c, const char *why)
             txn_abandon(list_entry(list_first(&c->lists[s]), struct txn, node), why);
 }
 
+int txn_count_maybe_prepared(const coord *c)
+{
+    int n = 0;
+    for (int s = 0; s < TXN_NSTATES; s++) {
+        list_each(node, &c->lists[s]) {
+            const struct txn *t = list_entry(node, struct txn, node);
+            for (int i = 0; i < t->nbranches; i++) {
+                if (t->b[i].state >= BR_PREPARING && t->b[i].state != BR_DONE) {
+                    n++;
+                    break;
+                }
+            }
+        }
+    }
+    return n;
+}
+
 void txn_each_prepared(const coord *c, txn_prepared_fn fn, void *arg)
 {
     uint64_t now = uv_hrtime();

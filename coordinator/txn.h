@@ -36,6 +36,9 @@ void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, si
  * needs. */
 #define TXN_ASK_LATER "the coordinator is shutting down; ask for this transaction's outcome later"
 void txn_abandon_all(coord *c, const char *why);
+/* How many live transactions have a branch that may be prepared (its PREPARE sent, prepared, or
+ * being finished): what dropping them now would leave on the participants. */
+int txn_count_maybe_prepared(const coord *c);
 
 /* Calls fn for every prepared, unfinished branch of a live transaction; decision is "commit",
  * "abort" or "unknown" (not decided yet). */

@@ -3,9 +3,12 @@
  * the real servers: the decision row is written before phase 2; any coordinator sharing the store
  * answers GET, replay and 422 for any id; a node whose epoch was raised decides nothing and
  * stops; the same id sent to two coordinators at once commits once and both answers agree; a
- * restart of a node waits for its lease only while the crashed process's lease lasts.
+ * restart of a node waits for its lease only while the crashed process's lease lasts; a node
+ * stopped cleanly with work left is handed over to a peer at once, and one with nothing left is
+ * not.
  */
 #include "daemon.h"
+#include "faultproxy.h"
 #include "testutil.h"
 
 #include <pthread.h>
@@ -472,6 +475,222 @@ static void test_last_resource_lost_commit_answer(void **state)
     setenv("XA_TEST_DECISION_LOG", "postgres", 1);
 }
 
+/* ---- clean stop: handed back or handed over ---------------------------------------------- */
+
+/* Fault proxies in front of payment and the warehouse, on XA_FAULT_PROXY_PORT and the port two
+ * above it (default 28401), for the node that is to leave work behind. */
+static fp_proxy *pay_proxy, *wh_proxy;
+
+static void proxies_start(void)
+{
+    const char *base = getenv("XA_FAULT_PROXY_PORT");
+    int port = base ? atoi(base) : 28401;
+    pay_proxy = fp_start(FP_POSTGRES, port, atoi(tu_env("XA_PG_PORT")));
+    wh_proxy = fp_start(FP_MYSQL, port + 2, atoi(tu_env("XA_WAREHOUSE_PORT")));
+    assert_non_null(pay_proxy);
+    assert_non_null(wh_proxy);
+}
+
+static void proxies_stop(void)
+{
+    fp_stop(pay_proxy);
+    fp_stop(wh_proxy);
+    pay_proxy = wh_proxy = NULL;
+}
+
+/* A node whose payment and warehouse go through the proxies, answering a commit 1 s after its
+ * decision with what is still pending, and with a drain limit of 1 s (fault point short-drain). */
+static void init_proxied(tu_daemon *d, const char *node)
+{
+    char port[16];
+    const char *base = getenv("XA_FAULT_PROXY_PORT");
+    int first = base ? atoi(base) : 28401;
+    tu_daemon_init(d, node, NULL);
+    tu_daemon_set_key(d, "coordinator", "commit_wait_ms", "1000");
+    /* phase 1 must outlive the drain: the stop, not a timeout, drops the transaction */
+    tu_daemon_set_key(d, "coordinator", "default_timeout_ms", "60000");
+    snprintf(port, sizeof port, "%d", first);
+    tu_daemon_set_key(d, "participant.payment", "port", port);
+    snprintf(port, sizeof port, "%d", first + 2);
+    tu_daemon_set_key(d, "participant.warehouse", "port", port);
+}
+
+static const char *const short_drain[] = {"XACOORD_FAULT_AT=short-drain", NULL};
+
+static double since_s(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void expect_node_row(const char *node, const char *want)
+{
+    char sql[160], *row;
+    snprintf(sql, sizeof sql,
+             "SELECT epoch || '|' || holder FROM xacoord_nodes WHERE node_id = '%s'", node);
+    row = store_sql(sql);
+    if (!row || strcmp(row, want) != 0)
+        fail_msg("node %s's row is '%s', expected '%s'", node, row ? row : "", want);
+    free(row);
+}
+
+/* On a fresh shop, node an (through the proxies; env for its start) and node bn; an's COMMIT
+ * PREPARED on payment hangs, and body (unless NULL) commits on an with payment left pending. */
+static void start_commit_pending(tu_daemon *a, const char *an, const char *const *env, tu_daemon *b,
+                                 const char *bn, const char *body)
+{
+    fp_rule hang_commit = {.action = FP_HANG, .match = "COMMIT PREPARED"};
+    tu_shop_reset();
+    proxies_start();
+    init_proxied(a, an);
+    tu_daemon_init(b, bn, NULL);
+    tu_daemon_start(a, env);
+    tu_daemon_start(b, NULL);
+    fp_set(pay_proxy, &hang_commit);
+    if (body)
+        post(a, body, 200, "\"pending\":[\"payment\"]");
+}
+
+/* Node an stops cleanly with work left, and never starts again: a checkout held in phase 1 at
+ * the warehouse's XA PREPARE, with payment and order prepared and no decision row, and (with
+ * commit) a commit whose COMMIT PREPARED on payment hangs (the client was answered "committed",
+ * payment pending). After the drain limit both are dropped. Peer bn takes an's node at its next
+ * look and finishes them by the store: the commit commits, the other rolls back. */
+static void run_clean_stop(const char *an, const char *bn, bool commit)
+{
+    tu_daemon a, b;
+    char *done = tu_checkout_json("ho-1", 1004, 8, 100, "SKU-3", 2);
+    char *held = tu_checkout_json("ho-2", 1001, 7, 100, "SKU-1", 1);
+    fp_rule hang_prepare = {.action = FP_HANG, .match = "XA PREPARE"};
+    tu_poster p = {&a, held, 0, NULL};
+    char prefix[16], sql[128], *row;
+    pthread_t th;
+    struct timespec t0;
+
+    snprintf(prefix, sizeof prefix, "xa2.%s.", an);
+    start_commit_pending(&a, an, short_drain, &b, bn, commit ? done : NULL);
+    fp_set(wh_proxy, &hang_prepare);
+    assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
+    assert_true(fp_wait_hits(wh_proxy, 1, 15000));
+    for (int i = 0; i < 150 && (tu_prepared("order", prefix) == 0 ||
+                                tu_prepared("payment", prefix) < 1 + commit);
+         i++)
+        usleep(100000);
+    assert_int_equal(tu_prepared("payment", prefix), 1 + commit); /* ho-2 (and ho-1) */
+    assert_int_equal(tu_prepared("order", prefix), 1);            /* ho-2 */
+
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_join(th, NULL);
+    if (p.status == 200)
+        fail_msg("the held checkout was answered 200: %s", p.resp ? p.resp : "");
+    fp_heal(pay_proxy);
+    fp_heal(wh_proxy);
+    wait_resolved(prefix, 10 * TU_STORE_LEASE_MS);
+    fprintf(stderr, "%s's branches resolved by %s %.2f s after it stopped (lease %u ms)\n", an, bn,
+            since_s(&t0), TU_STORE_LEASE_MS);
+    assert_int_equal(tu_sh("grep -q 'handed over' %s", a.log), 0);
+    assert_int_equal(tu_sh("grep -q 'node %s.*taken at epoch 2' %s", an, b.log), 0);
+    /* every answer holds: ho-1 committed, ho-2 never decided */
+    assert_int_equal(tu_balance(8), commit ? 400 : 500);
+    assert_int_equal(tu_order_status(1004), commit ? 'P' : 'I');
+    assert_int_equal(tu_balance(7), 200);
+    assert_int_equal(tu_order_status(1001), 'I');
+    if (commit) {
+        get(&b, "ho-1", 200, "\"outcome\":\"committed\"");
+        post(&b, done, 200, "\"replayed\":true");
+    }
+    get(&b, "ho-2", 404, NULL);
+    snprintf(sql, sizeof sql, "SELECT holder FROM xacoord_nodes WHERE node_id = '%s'", an);
+    for (int i = 0; i < 50; i++) { /* handed back once resolved */
+        bool back = (row = store_sql(sql)) && !*row;
+        free(row);
+        if (back)
+            break;
+        usleep(100000);
+    }
+    expect_node_row(an, "2|");
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    proxies_stop();
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(p.resp);
+    free(done);
+    free(held);
+}
+
+static void test_clean_stop_hands_over(void **state)
+{
+    (void)state;
+    run_clean_stop("ha", "hb", true);
+}
+
+/* Only the transaction dropped in phase 1 is left: no decision row names it, and the process's
+ * own count of what it dropped is what hands the node over. */
+static void test_clean_stop_hands_over_phase1(void **state)
+{
+    (void)state;
+    run_clean_stop("hc", "hd", false);
+}
+
+/* Nothing left: the node is handed back (holder ''), and a peer that looks several times does
+ * not take it. */
+static void test_clean_stop_releases(void **state)
+{
+    tu_daemon a, b;
+    char *body = tu_checkout_json("hp-1", 1001, 7, 100, "SKU-1", 1);
+    (void)state;
+
+    tu_shop_reset();
+    tu_daemon_init(&a, "hp", NULL);
+    tu_daemon_init(&b, "hq", NULL);
+    tu_daemon_start(&a, short_drain);
+    tu_daemon_start(&b, NULL);
+    post(&a, body, 200, "\"outcome\":\"committed\"");
+    assert_int_equal(tu_daemon_stop(&a), 0);
+    expect_node_row("hp", "1|");
+    assert_int_equal(tu_sh("grep -q 'handed back' %s", a.log), 0);
+    /* hb looks every lease_ms / 2: four looks */
+    usleep(2 * TU_STORE_LEASE_MS * 1000);
+    expect_node_row("hp", "1|");
+    assert_int_equal(tu_sh("grep -q 'node hp' %s", b.log), 1);
+    get(&b, "hp-1", 200, "\"outcome\":\"committed\"");
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+}
+
+/* A node released (holder '') with a commit still pending - as an older version's clean stop
+ * left it, or a crash in the middle of the stop - is taken too, and its branch committed. */
+static void test_released_with_unfinished_is_taken(void **state)
+{
+    tu_daemon a, b;
+    char *body = tu_checkout_json("hr-1", 1004, 8, 100, "SKU-3", 2), *out;
+    (void)state;
+
+    start_commit_pending(&a, "hr", NULL, &b, "hs", body);
+    tu_daemon_kill(&a);
+    out = store_sql("UPDATE xacoord_nodes SET holder = '', expires_at = now() "
+                    "WHERE node_id = 'hr'");
+    free(out);
+    fp_heal(pay_proxy);
+    assert_int_equal(tu_prepared("payment", "xa2.hr."), 1);
+    wait_resolved("xa2.hr.", 10 * TU_STORE_LEASE_MS);
+    assert_int_equal(tu_balance(8), 400);
+    get(&b, "hr-1", 200, "\"outcome\":\"committed\"");
+    assert_int_equal(tu_sh("grep -q 'node hr.*taken at epoch 2' %s", b.log), 0);
+    assert_int_equal(tu_invariants(), 0);
+    assert_int_equal(tu_daemon_stop(&b), 0);
+    proxies_stop();
+    tu_daemon_cleanup(&a);
+    tu_daemon_cleanup(&b);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,7 +704,13 @@ int main(void)
         cmocka_unit_test(test_paused_node_does_not_act),
         cmocka_unit_test(test_last_resource),
         cmocka_unit_test(test_last_resource_lost_commit_answer),
+        cmocka_unit_test(test_clean_stop_hands_over),
+        cmocka_unit_test(test_clean_stop_hands_over_phase1),
+        cmocka_unit_test(test_clean_stop_releases),
+        cmocka_unit_test(test_released_with_unfinished_is_taken),
     };
     setenv("XA_TEST_DECISION_LOG", "postgres", 1);
+    if (getenv("XA_TEST_FILTER")) /* a cmocka name pattern: runs a subset */
+        cmocka_set_test_filter(getenv("XA_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
