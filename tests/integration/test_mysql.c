@@ -5,7 +5,7 @@
  * session reset, recovery after a server crash, concurrency, and closing in every state. Each test
  * runs its own loop and ends by checking that the loop closed cleanly.
  */
-#include "testutil.h"
+#include "contract.h"
 
 #include <netinet/in.h>
 #include <stdio.h>
@@ -1456,6 +1456,46 @@ static void test_server_crash_recovery(void **state)
     close_and_finish(&loop, &c2, 1);
 }
 
+/* ---- the driver contract (tests/support/contract.h) ---- */
+
+static void ct_target(px_target *t)
+{
+    tu_target(t, "order");
+}
+
+static void ct_unreachable(px_target *t)
+{
+    t->port = contract_free_port();
+}
+
+static void ct_setup(void)
+{
+    free(admin("DROP TABLE IF EXISTS ct_item;"
+               "CREATE TABLE ct_item (id BIGINT PRIMARY KEY, v VARCHAR(100))"
+               " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"));
+}
+
+static const contract_driver mysql_contract = {
+    .name = "mysql",
+    .d = D,
+    .bqual = "order",
+    .bqual_other = "warehouse",
+    .target = ct_target,
+    .unreachable = ct_unreachable,
+    .setup = ct_setup,
+    .admin = "order",
+    .write = "INSERT INTO ct_item (id, v) VALUES (?, ?)",
+    .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
+    .echo_text = "SELECT ? AS v",
+    .business = "SELECT nosuchcolumn FROM ct_item",
+    .fatal = "SELECT * FROM mysql.user",
+    .slow = "SELECT SLEEP(0.2)",
+    .dirty = "SET @ct_v = 'dirty'",
+    .probe = "SELECT CAST(IFNULL(@ct_v, 'clean') AS CHAR)",
+    .probe_clean = "clean",
+    .detach_after_close = true,
+};
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1486,5 +1526,5 @@ int main(void)
         cmocka_unit_test(test_many_branches),
         cmocka_unit_test(test_server_crash_recovery),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return contract_run(&mysql_contract) + cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -9,7 +9,7 @@
  * commands that kill and restart the server (default: scripts/db kill|restart payment);
  * XA_TEST_FILTER (a cmocka name pattern) runs a subset.
  */
-#include "testutil.h"
+#include "contract.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1712,6 +1712,52 @@ static void test_markers(void **state)
     tu_loop_close(&loop);
 }
 
+/* ---- the driver contract (tests/support/contract.h) ---- */
+
+static void ct_target(px_target *t)
+{
+    tu_target(t, "payment");
+}
+
+static void ct_unreachable(px_target *t)
+{
+    static char ci[160];
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1 port=%d dbname=xatest user=xacoord sslmode=disable "
+             "gssencmode=disable",
+             contract_free_port());
+    t->conninfo = ci;
+}
+
+static void ct_setup(void)
+{
+    free(admin("SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts "
+               "WHERE gid LIKE 'xa1.ct%' AND database = current_database() \\gexec\n"
+               "DROP TABLE IF EXISTS ct_item;\n"
+               "CREATE TABLE ct_item (id bigint PRIMARY KEY, v text);\n"
+               "ALTER TABLE ct_item OWNER TO xacoord;\n"));
+}
+
+static const contract_driver postgres_contract = {
+    .name = "postgres",
+    .d = D,
+    .bqual = "payment",
+    .bqual_other = "warehouse",
+    .target = ct_target,
+    .unreachable = ct_unreachable,
+    .setup = ct_setup,
+    .admin = "payment",
+    .write = "INSERT INTO ct_item (id, v) VALUES ($1, $2)",
+    .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
+    .echo_text = "SELECT $1::text AS v",
+    .business = "SELECT 1 / 0",
+    .fatal = "SELECT * FROM pg_authid",
+    .slow = "SELECT pg_sleep(0.2)",
+    .dirty = "SELECT set_config('search_path', 'pg_catalog', false)",
+    .probe = "SHOW search_path",
+    .probe_clean = "\"$user\", public",
+};
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1741,5 +1787,6 @@ int main(void)
     };
     if (getenv("XA_TEST_FILTER"))
         cmocka_set_test_filter(getenv("XA_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return contract_run(&postgres_contract) +
+           cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

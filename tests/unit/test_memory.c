@@ -3,8 +3,7 @@
  * latency, the statement language, closing with an operation in flight, and prepared branches
  * that outlive their connection.
  */
-#include "testutil.h"
-
+#include "contract.h"
 #include "memory.h"
 
 #include <stdlib.h>
@@ -619,6 +618,45 @@ static void test_reset_with_open_connection(void **state)
     assert_int_equal(ms.connects, 0);
 }
 
+/* ---- the driver contract (tests/support/contract.h) ---- */
+
+static void ct_target(px_target *t)
+{
+    *t = (px_target){.name = "ct", .driver = "memory"};
+}
+
+/* Another server's name, and that server is down. */
+static void ct_unreachable(px_target *t)
+{
+    t->name = "ct_down";
+    px_memory_set_down("ct_down", true);
+}
+
+/* The memory server keeps each branch's outcome; it has no rows. */
+static int ct_count_committed(const px_xid *xs, const int64_t *ids, int n)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++)
+        count += px_memory_outcome("ct", &xs[i]) == PX_MEM_COMMITTED;
+    return count;
+}
+
+static const contract_driver memory_contract = {
+    .name = "memory",
+    .d = &px_memory_driver,
+    .bqual = "ct",
+    .bqual_other = "ct2",
+    .target = ct_target,
+    .unreachable = ct_unreachable,
+    .count_committed = ct_count_committed,
+    .write = "rows 1",
+    .no_rows = "rows 0",
+    .echo_text = "echo",
+    .business = "error business",
+    .fatal = "error fatal",
+    .slow = "sleep 200",
+};
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -641,5 +679,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_with_open_connection, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = contract_run(&memory_contract);
+    px_memory_reset();
+    return failed + cmocka_run_group_tests(tests, NULL, NULL);
 }

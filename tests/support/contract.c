@@ -1,0 +1,792 @@
+/*
+ * The driver contract suite (contract.h). Every test runs its own loop and ends by closing its
+ * connections and checking that the loop closes cleanly: a driver that leaks a handle fails.
+ */
+#include "contract.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define WAIT_MS 15000
+#define MAX_RES 8
+#define MAX_XIDS 64
+
+static const contract_driver *g_drv;
+static px_target g_target;
+static char g_prefix[40]; /* gtrid prefix of this run: leftovers of other runs never match */
+
+/* What one callback reported, copied out of the driver's memory. */
+typedef struct call {
+    bool done;
+    int calls;
+    px_conn *conn;
+    bool failed;
+    px_error err;
+    int failed_index, nresults;
+    px_result res[MAX_RES];
+    px_xid xids[MAX_XIDS];
+    size_t nxids;
+    bool close_in_cb;
+} call;
+
+/* ---------------------------------------------------------------- recording */
+
+static void copy_result(px_result *dst, const px_result *src)
+{
+    size_t ncells = (size_t)src->nrows * src->ncols;
+    dst->rows_affected = src->rows_affected;
+    dst->ncols = src->ncols;
+    dst->nrows = src->nrows;
+    dst->colnames = calloc((size_t)src->ncols + 1, sizeof *dst->colnames);
+    dst->coltypes = calloc((size_t)src->ncols + 1, sizeof *dst->coltypes);
+    dst->cells = calloc(ncells + 1, sizeof *dst->cells);
+    for (int j = 0; j < src->ncols; j++) {
+        dst->colnames[j] = strdup(src->colnames[j]);
+        dst->coltypes[j] = src->coltypes[j];
+    }
+    for (size_t i = 0; i < ncells; i++)
+        dst->cells[i] = src->cells[i] ? strdup(src->cells[i]) : NULL;
+}
+
+static void call_reset(call *k)
+{
+    for (int i = 0; i < MAX_RES; i++)
+        px_result_free(&k->res[i]);
+    memset(k, 0, sizeof *k);
+}
+
+static void record(call *k, const px_error *err)
+{
+    k->calls++;
+    k->done = true;
+    k->failed = err != NULL;
+    if (err)
+        k->err = *err;
+}
+
+static void on_connect(px_conn *c, const px_error *err, void *arg)
+{
+    call *k = arg;
+    record(k, err);
+    k->conn = c;
+    if (c && k->close_in_cb)
+        g_drv->d->close(c);
+}
+
+static void on_done(px_conn *c, const px_error *err, void *arg)
+{
+    record(arg, err);
+}
+
+static void on_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                    int nresults, void *arg)
+{
+    call *k = arg;
+    record(k, err);
+    k->failed_index = failed_index;
+    k->nresults = nresults;
+    for (int i = 0; i < nresults && i < MAX_RES; i++)
+        copy_result(&k->res[i], &results[i]);
+    if (k->close_in_cb)
+        g_drv->d->close(c);
+}
+
+static void on_recover(px_conn *c, const px_error *err, const px_xid *xids, size_t n, void *arg)
+{
+    call *k = arg;
+    record(k, err);
+    k->nxids = n < MAX_XIDS ? n : MAX_XIDS;
+    if (k->nxids)
+        memcpy(k->xids, xids, k->nxids * sizeof *xids);
+}
+
+static void on_never(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                     int nresults, void *arg)
+{
+    fail_msg("the callback of an abandoned operation ran");
+}
+
+/* ---------------------------------------------------------------- one step, waited for */
+
+static void check_ok(const call *k, const char *what)
+{
+    if (k->failed)
+        fail_msg("%s: %s: %s [%s %d]", what, px_errclass_name(k->err.cls), k->err.message,
+                 k->err.sqlstate, k->err.code);
+}
+
+static void wait_one(uv_loop_t *loop, call *k)
+{
+    tu_run_until(loop, &k->done, WAIT_MS);
+    assert_int_equal(k->calls, 1);
+}
+
+static px_conn *try_connect(uv_loop_t *loop, const px_target *t, call *k)
+{
+    call_reset(k);
+    assert_int_equal(g_drv->d->connect(loop, t, on_connect, k), 0);
+    wait_one(loop, k);
+    return k->conn;
+}
+
+static px_conn *connect_ok(uv_loop_t *loop)
+{
+    call k = {0};
+    px_conn *c = try_connect(loop, &g_target, &k);
+    check_ok(&k, "connect");
+    assert_non_null(c);
+    assert_ptr_equal(px_conn_base(c)->driver, g_drv->d);
+    return c;
+}
+
+static px_errclass exec_wait(uv_loop_t *loop, px_conn *c, const px_stmt *s, int n, call *k)
+{
+    call_reset(k);
+    assert_int_equal(g_drv->d->exec(c, s, n, on_exec, k), 0);
+    wait_one(loop, k);
+    return k->failed ? k->err.cls : PX_OK;
+}
+
+typedef int (*xid_fn)(px_conn *, const px_xid *, px_done_cb, void *);
+
+static px_errclass xid_wait(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x, call *k)
+{
+    call_reset(k);
+    assert_int_equal(fn(c, x, on_done, k), 0);
+    wait_one(loop, k);
+    return k->failed ? k->err.cls : PX_OK;
+}
+
+static void xid_ok(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x)
+{
+    call k = {0};
+    xid_wait(loop, fn, c, x, &k);
+    check_ok(&k, x->gtrid);
+}
+
+static size_t recover_ok(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
+                         call *k)
+{
+    call_reset(k);
+    assert_int_equal(g_drv->d->recover(c, prefix, bqual, on_recover, k), 0);
+    wait_one(loop, k);
+    check_ok(k, "recover");
+    return k->nxids;
+}
+
+static bool listed(const call *k, const px_xid *x)
+{
+    for (size_t i = 0; i < k->nxids; i++)
+        if (strcmp(k->xids[i].gtrid, x->gtrid) == 0 && strcmp(k->xids[i].bqual, x->bqual) == 0)
+            return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------- statements and XIDs */
+
+/* gtrid "<prefix><tag>.<n>". */
+static void mkxid(px_xid *x, const char *tag, int n, const char *bqual)
+{
+    char g[PX_XID_PART_MAX + 1];
+    snprintf(g, sizeof g, "%s%s.%d", g_prefix, tag, n);
+    assert_true(px_xid_set(x, g, bqual));
+}
+
+static void mkprefix(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "%s%s.", g_prefix, tag);
+}
+
+/* The write of row id, parameters in p (two of them, kept by the caller). */
+static px_stmt write_stmt(px_param p[2], int64_t id, int64_t expect)
+{
+    p[0] = (px_param){.type = PX_P_INT, .i = id};
+    p[1] = (px_param){.type = PX_P_TEXT, .text = "contract", .len = 8};
+    return (px_stmt){.sql = g_drv->write, .params = p, .nparams = 2, .expect_rows = expect};
+}
+
+static px_stmt plain(const char *sql, int64_t expect)
+{
+    return (px_stmt){.sql = sql, .expect_rows = expect};
+}
+
+/* How many of the n branches committed (see contract_driver.admin). */
+static int count_committed(const px_xid *xs, const int64_t *ids, int n)
+{
+    size_t len = 64 + (size_t)n * 24, off;
+    char *sql, *out;
+    int count;
+    if (!g_drv->admin)
+        return g_drv->count_committed(xs, ids, n);
+    sql = malloc(len);
+    assert_non_null(sql);
+    off = (size_t)snprintf(sql, len, "SELECT count(*) FROM ct_item WHERE id IN (");
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(sql + off, len - off, "%s%lld", i ? "," : "", (long long)ids[i]);
+    snprintf(sql + off, len - off, ")");
+    out = tu_admin_sql(g_drv->admin, "xatest", sql);
+    if (!out)
+        fail_msg("admin SQL failed: %s", sql);
+    count = atoi(out);
+    free(out);
+    free(sql);
+    return count;
+}
+
+static int committed(const px_xid *x, int64_t id)
+{
+    return count_committed(x, &id, 1);
+}
+
+/* begin, the write of row id, prepare. */
+static void prepare_branch(uv_loop_t *loop, px_conn *c, const px_xid *x, int64_t id)
+{
+    call k = {0};
+    px_param p[2];
+    px_stmt s = write_stmt(p, id, 1);
+    xid_ok(loop, g_drv->d->begin, c, x);
+    exec_wait(loop, c, &s, 1, &k);
+    check_ok(&k, "write");
+    call_reset(&k);
+    xid_ok(loop, g_drv->d->prepare, c, x);
+}
+
+/* COMMIT/ROLLBACK PREPARED from a connection that did not prepare: where the server attaches
+ * the branch to its session until the close is processed, "not found" is retried for 5 s. */
+static px_errclass finish_elsewhere(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x,
+                                    call *k)
+{
+    uint64_t deadline = uv_hrtime() + 5000000000ULL;
+    px_errclass cls;
+    while ((cls = xid_wait(loop, fn, c, x, k)) == PX_XID_NOT_FOUND && g_drv->detach_after_close &&
+           uv_hrtime() < deadline)
+        usleep(20000);
+    return cls;
+}
+
+/* ---------------------------------------------------------------- loop end */
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+    uv_stop(t->loop);
+}
+
+/* Closes the connections, runs the loop until they have released their handles (the deadline
+ * timer is unreferenced, so it does not keep the loop alive) and checks that it closes. */
+static void finish(uv_loop_t *loop, px_conn **conns, int n)
+{
+    uv_timer_t deadline;
+    bool expired = false;
+    for (int i = 0; i < n; i++)
+        if (conns[i])
+            g_drv->d->close(conns[i]);
+    uv_timer_init(loop, &deadline);
+    deadline.data = &expired;
+    uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
+    uv_unref((uv_handle_t *)&deadline);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (expired)
+        fail_msg("connections did not finish closing within 10 s");
+    tu_loop_close(loop);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* Statements run in order inside a branch with bound parameters; each has its result. */
+static void test_connect_exec(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_param p[2], echo[] = {{.type = PX_P_TEXT, .text = "it's ? $1; --", .len = 13}};
+    px_stmt s[3];
+    px_conn *c;
+    px_xid x;
+    uv_loop_init(&loop);
+    assert_ptr_equal(px_driver_find(g_drv->d->name), g_drv->d);
+    mkxid(&x, "exec", 1, g_drv->bqual);
+    c = connect_ok(&loop);
+    s[0] = write_stmt(p, 100, 1);
+    s[1] = (px_stmt){.sql = g_drv->echo_text, .params = echo, .nparams = 1, .expect_rows = 1};
+    s[2] = plain(g_drv->no_rows, 0);
+    xid_ok(&loop, g_drv->d->begin, c, &x);
+    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_OK);
+    assert_int_equal(k.nresults, 3);
+    assert_int_equal(k.failed_index, -1);
+    assert_int_equal(k.res[0].rows_affected, 1);
+    assert_int_equal(k.res[1].rows_affected, 1);
+    assert_int_equal(k.res[1].nrows, 1);
+    assert_true(k.res[1].ncols >= 1);
+    assert_int_equal(k.res[1].coltypes[0], PX_COL_TEXT);
+    assert_string_equal(k.res[1].cells[0], "it's ? $1; --");
+    assert_int_equal(k.res[2].rows_affected, 0);
+    assert_int_equal(committed(&x, 100), 0);
+    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
+    assert_int_equal(committed(&x, 100), 1);
+    call_reset(&k);
+    finish(&loop, &c, 1);
+}
+
+/* Prepared on one connection, committed from another after the first closed; a second COMMIT
+ * PREPARED (a lost reply replayed) and an unknown XID are "not found" and harm nothing. */
+static void test_prepare_commit_elsewhere(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c[2];
+    px_xid x, unknown;
+    char prefix[64];
+    uv_loop_init(&loop);
+    mkxid(&x, "pc", 1, g_drv->bqual);
+    mkxid(&unknown, "pc", 2, g_drv->bqual);
+    mkprefix(prefix, sizeof prefix, "pc");
+    c[0] = connect_ok(&loop);
+    c[1] = connect_ok(&loop);
+    prepare_branch(&loop, c[0], &x, 200);
+    assert_int_equal(committed(&x, 200), 0);
+    recover_ok(&loop, c[1], prefix, g_drv->bqual, &k);
+    assert_true(listed(&k, &x));
+    g_drv->d->close(c[0]);
+    c[0] = NULL;
+
+    assert_int_equal(finish_elsewhere(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_OK);
+    assert_int_equal(committed(&x, 200), 1);
+    assert_int_equal(recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
+
+    assert_int_equal(xid_wait(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
+    assert_false(k.err.conn_broken);
+    assert_int_equal(xid_wait(&loop, g_drv->d->rollback_prepared, c[1], &unknown, &k),
+                     PX_XID_NOT_FOUND);
+    assert_false(k.err.conn_broken);
+    /* The connection is still good for a branch. */
+    prepare_branch(&loop, c[1], &unknown, 201);
+    xid_ok(&loop, g_drv->d->rollback_prepared, c[1], &unknown);
+    assert_int_equal(committed(&unknown, 201), 0);
+    call_reset(&k);
+    finish(&loop, c, 2);
+}
+
+/* ROLLBACK PREPARED from another connection leaves nothing of the branch. */
+static void test_rollback_prepared_elsewhere(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c[2];
+    px_xid x;
+    char prefix[64];
+    uv_loop_init(&loop);
+    mkxid(&x, "rp", 1, g_drv->bqual);
+    mkprefix(prefix, sizeof prefix, "rp");
+    c[0] = connect_ok(&loop);
+    c[1] = connect_ok(&loop);
+    prepare_branch(&loop, c[0], &x, 300);
+    g_drv->d->close(c[0]);
+    c[0] = NULL;
+    assert_int_equal(finish_elsewhere(&loop, g_drv->d->rollback_prepared, c[1], &x, &k), PX_OK);
+    assert_int_equal(committed(&x, 300), 0);
+    assert_int_equal(recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
+    call_reset(&k);
+    finish(&loop, c, 2);
+}
+
+/* A single branch commits in one phase; an unprepared branch rolls back; a prepared one rolls
+ * back on its own connection. */
+static void test_one_phase_and_rollback(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c;
+    px_xid x[3];
+    px_param p[2];
+    px_stmt s;
+    uv_loop_init(&loop);
+    for (int i = 0; i < 3; i++)
+        mkxid(&x[i], "op", i, g_drv->bqual);
+    c = connect_ok(&loop);
+    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    s = write_stmt(p, 400, 1);
+    assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
+    assert_int_equal(committed(&x[0], 400), 1);
+
+    xid_ok(&loop, g_drv->d->begin, c, &x[1]);
+    s = write_stmt(p, 401, 1);
+    assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+    xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
+    assert_int_equal(committed(&x[1], 401), 0);
+
+    prepare_branch(&loop, c, &x[2], 402);
+    xid_ok(&loop, g_drv->d->rollback_prepared, c, &x[2]);
+    assert_int_equal(committed(&x[2], 402), 0);
+    call_reset(&k);
+    finish(&loop, &c, 1);
+}
+
+/* The listing names only the branches of the gtrid prefix and the bqual asked for. */
+static void test_recover_filters(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c[4] = {NULL, NULL, NULL, NULL};
+    px_xid x[3];
+    char prefix[64], longer[64];
+    uv_loop_init(&loop);
+    mkxid(&x[0], "rec", 1, g_drv->bqual);
+    mkxid(&x[1], "rec", 2, g_drv->bqual_other);
+    mkxid(&x[2], "recx", 1, g_drv->bqual); /* its prefix starts with the other as a string */
+    mkprefix(prefix, sizeof prefix, "rec");
+    mkprefix(longer, sizeof longer, "recx");
+    for (int i = 0; i < 4; i++)
+        c[i] = connect_ok(&loop);
+    for (int i = 0; i < 3; i++) {
+        xid_ok(&loop, g_drv->d->begin, c[i], &x[i]);
+        xid_ok(&loop, g_drv->d->prepare, c[i], &x[i]);
+    }
+    assert_int_equal(recover_ok(&loop, c[3], prefix, g_drv->bqual, &k), 1);
+    assert_string_equal(k.xids[0].gtrid, x[0].gtrid);
+    assert_string_equal(k.xids[0].bqual, g_drv->bqual);
+    assert_int_equal(recover_ok(&loop, c[3], prefix, g_drv->bqual_other, &k), 1);
+    assert_string_equal(k.xids[0].gtrid, x[1].gtrid);
+    assert_string_equal(k.xids[0].bqual, g_drv->bqual_other);
+    assert_int_equal(recover_ok(&loop, c[3], longer, g_drv->bqual, &k), 1);
+    assert_string_equal(k.xids[0].gtrid, x[2].gtrid);
+    recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k);
+    assert_true(listed(&k, &x[0]) && listed(&k, &x[2]) && !listed(&k, &x[1]));
+    for (int i = 0; i < 3; i++)
+        xid_ok(&loop, g_drv->d->rollback_prepared, c[i], &x[i]);
+    assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k), 0);
+    assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual_other, &k), 0);
+    call_reset(&k);
+    finish(&loop, c, 4);
+}
+
+/* A statement's failure is the request's (business) or not (fatal); a wrong row count is the
+ * request's, with a message that names both counts; the failing statement's index is reported
+ * with the results of those before it, and the connection stays usable. */
+static void test_error_classes(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c;
+    px_xid x[4];
+    px_param p[2];
+    px_stmt s[3];
+    uv_loop_init(&loop);
+    for (int i = 0; i < 4; i++)
+        mkxid(&x[i], "err", i, g_drv->bqual);
+    c = connect_ok(&loop);
+
+    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    s[0] = write_stmt(p, 500, 1);
+    s[1] = plain(g_drv->business, -1);
+    s[2] = plain(g_drv->echo_text, -1);
+    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_BUSINESS);
+    assert_int_equal(k.failed_index, 1);
+    assert_int_equal(k.nresults, 1);
+    assert_int_equal(k.res[0].rows_affected, 1);
+    assert_false(k.err.conn_broken);
+    assert_false(k.err.rows_mismatch);
+    assert_true(k.err.message[0] != '\0');
+    xid_ok(&loop, g_drv->d->rollback, c, &x[0]);
+    assert_int_equal(committed(&x[0], 500), 0);
+
+    xid_ok(&loop, g_drv->d->begin, c, &x[1]);
+    s[0] = write_stmt(p, 501, 1);
+    s[1] = plain(g_drv->no_rows, 1);
+    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_BUSINESS);
+    assert_int_equal(k.failed_index, 1);
+    assert_int_equal(k.nresults, 1);
+    assert_true(k.err.rows_mismatch);
+    assert_false(k.err.conn_broken);
+    assert_string_equal(k.err.message, "expected 1 rows, got 0");
+    xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
+
+    xid_ok(&loop, g_drv->d->begin, c, &x[2]);
+    s[0] = plain(g_drv->fatal, -1);
+    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_FATAL);
+    assert_int_equal(k.failed_index, 0);
+    assert_int_equal(k.nresults, 0);
+    xid_ok(&loop, g_drv->d->rollback, c, &x[2]);
+
+    /* After all that a branch still commits. */
+    xid_ok(&loop, g_drv->d->begin, c, &x[3]);
+    s[0] = write_stmt(p, 502, 1);
+    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_OK);
+    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[3]);
+    assert_int_equal(committed(&x[3], 502), 1);
+    call_reset(&k);
+    finish(&loop, &c, 1);
+}
+
+/* No server: the connect fails once, retryable, and hands out no connection. */
+static void test_unreachable_is_retryable(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_target t = g_target;
+    uv_loop_init(&loop);
+    g_drv->unreachable(&t);
+    assert_null(try_connect(&loop, &t, &k));
+    assert_true(k.failed);
+    assert_int_equal(k.err.cls, PX_RETRYABLE);
+    assert_true(k.err.conn_broken);
+    assert_true(k.err.message[0] != '\0');
+    call_reset(&k);
+    finish(&loop, NULL, 0);
+}
+
+/* One operation at a time; a refused call never calls back; a call never reports from inside
+ * itself; close works from inside a callback and with an operation in flight (whose callback
+ * then never comes). */
+static void test_async_rules(void **state)
+{
+    uv_loop_t loop;
+    call k = {0}, k2 = {0};
+    px_conn *c;
+    px_xid x;
+    px_stmt slow = plain(g_drv->slow, 1);
+    uv_loop_init(&loop);
+    mkxid(&x, "busy", 1, g_drv->bqual);
+    c = connect_ok(&loop);
+    xid_ok(&loop, g_drv->d->begin, c, &x);
+
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k), 0);
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->rollback(c, &x, on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->prepare(c, &x, on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->commit_prepared(c, &x, on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->recover(c, g_prefix, g_drv->bqual, on_recover, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->reset(c, on_done, &k2), PX_EBUSY);
+    wait_one(&loop, &k);
+    check_ok(&k, "slow");
+    assert_int_equal(k2.calls, 0);
+    xid_ok(&loop, g_drv->d->rollback, c, &x);
+
+    call_reset(&k);
+    assert_int_equal(g_drv->d->begin(c, &x, on_done, &k), 0);
+    assert_int_equal(k.calls, 0);
+    wait_one(&loop, &k);
+    check_ok(&k, "begin");
+    xid_ok(&loop, g_drv->d->rollback, c, &x);
+
+    /* The exec callback closes the connection (with its branch open). */
+    xid_ok(&loop, g_drv->d->begin, c, &x);
+    call_reset(&k);
+    k.close_in_cb = true;
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k), 0);
+    wait_one(&loop, &k);
+    check_ok(&k, "slow");
+
+    /* Closed while a statement runs. */
+    c = connect_ok(&loop);
+    mkxid(&x, "busy", 2, g_drv->bqual);
+    xid_ok(&loop, g_drv->d->begin, c, &x);
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_never, NULL), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    g_drv->d->close(c);
+
+    /* Closed from inside the connect callback. */
+    call_reset(&k);
+    k.close_in_cb = true;
+    assert_int_equal(g_drv->d->connect(&loop, &g_target, on_connect, &k), 0);
+    wait_one(&loop, &k);
+    check_ok(&k, "connect");
+    call_reset(&k);
+    finish(&loop, NULL, 0); /* the abandoned exec's callback must not run while it drains */
+}
+
+/* reset reports later, never from inside the call, and the next branch starts from the session
+ * connect made, whatever a committed branch changed in it. */
+static void test_reset(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    px_conn *c;
+    px_xid x[3];
+    px_stmt s;
+    uv_loop_init(&loop);
+    for (int i = 0; i < 3; i++)
+        mkxid(&x[i], "reset", i, g_drv->bqual);
+    c = connect_ok(&loop);
+    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    if (g_drv->dirty) {
+        s = plain(g_drv->dirty, -1);
+        assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+    }
+    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
+    for (int i = 1; i < 3; i++) {
+        /* The second time nothing changed the session: reset still reports. */
+        call_reset(&k);
+        assert_int_equal(g_drv->d->reset(c, on_done, &k), 0);
+        assert_int_equal(k.calls, 0);
+        wait_one(&loop, &k);
+        check_ok(&k, "reset");
+        xid_ok(&loop, g_drv->d->begin, c, &x[i]);
+        if (g_drv->probe) {
+            s = plain(g_drv->probe, 1);
+            assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+            assert_string_equal(k.res[0].cells[0], g_drv->probe_clean);
+        }
+        xid_ok(&loop, g_drv->d->rollback, c, &x[i]);
+    }
+    call_reset(&k);
+    finish(&loop, &c, 1);
+}
+
+/* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
+
+#define BRANCHES 200
+#define CONNS 8
+#define MANY_BASE 10000
+
+typedef struct fleet fleet;
+
+typedef struct worker {
+    fleet *fl;
+    px_conn *c;
+    int step, seq;
+    px_param p[2];
+    px_stmt s;
+} worker;
+
+struct fleet {
+    int next, completed, errors;
+    char first_error[300];
+    px_xid x[BRANCHES];
+    int64_t ids[BRANCHES];
+    worker w[CONNS];
+};
+
+static void worker_next(worker *w);
+
+static void worker_fail(worker *w, const px_error *err)
+{
+    if (w->fl->errors++ == 0)
+        snprintf(w->fl->first_error, sizeof w->fl->first_error, "step %d of %d: %s", w->step,
+                 w->seq, err ? err->message : "refused");
+    w->fl->completed++; /* so the test ends; counted as an error */
+}
+
+static void worker_done(px_conn *c, const px_error *err, void *arg)
+{
+    worker *w = arg;
+    if (err)
+        return worker_fail(w, err);
+    if (++w->step == 4) {
+        w->fl->completed++;
+        w->step = 0;
+    }
+    worker_next(w);
+}
+
+static void worker_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
+                        int nresults, void *arg)
+{
+    worker_done(c, err, arg);
+}
+
+/* begin, write, prepare, commit prepared: each step starts from the previous one's callback. */
+static void worker_next(worker *w)
+{
+    fleet *fl = w->fl;
+    int rc = 0;
+    switch (w->step) {
+    case 0:
+        if (fl->next == BRANCHES)
+            return;
+        w->seq = fl->next++;
+        rc = g_drv->d->begin(w->c, &fl->x[w->seq], worker_done, w);
+        break;
+    case 1:
+        w->s = write_stmt(w->p, fl->ids[w->seq], 1);
+        rc = g_drv->d->exec(w->c, &w->s, 1, worker_exec, w);
+        break;
+    case 2:
+        rc = g_drv->d->prepare(w->c, &fl->x[w->seq], worker_done, w);
+        break;
+    case 3:
+        rc = g_drv->d->commit_prepared(w->c, &fl->x[w->seq], worker_done, w);
+        break;
+    }
+    if (rc != 0)
+        worker_fail(w, NULL);
+}
+
+static void test_many_branches(void **state)
+{
+    uv_loop_t loop;
+    call k = {0};
+    fleet *fl = calloc(1, sizeof *fl);
+    px_conn *c[CONNS];
+    char prefix[64];
+    uv_loop_init(&loop);
+    for (int i = 0; i < BRANCHES; i++) {
+        mkxid(&fl->x[i], "many", i, g_drv->bqual);
+        fl->ids[i] = MANY_BASE + i;
+    }
+    for (int i = 0; i < CONNS; i++) {
+        c[i] = connect_ok(&loop);
+        fl->w[i] = (worker){.fl = fl, .c = c[i]};
+    }
+    for (int i = 0; i < CONNS; i++)
+        worker_next(&fl->w[i]);
+    tu_run_until_count(&loop, &fl->completed, BRANCHES, 60000);
+    if (fl->errors)
+        fail_msg("%d branches failed, first: %s", fl->errors, fl->first_error);
+    assert_int_equal(count_committed(fl->x, fl->ids, BRANCHES), BRANCHES);
+    mkprefix(prefix, sizeof prefix, "many");
+    assert_int_equal(recover_ok(&loop, c[0], prefix, g_drv->bqual, &k), 0);
+    free(fl);
+    finish(&loop, c, CONNS);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+int contract_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int group_setup(void **state)
+{
+    g_drv->target(&g_target);
+    if (g_drv->setup)
+        g_drv->setup();
+    return 0;
+}
+
+int contract_run(const contract_driver *drv)
+{
+    static const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_exec),
+        cmocka_unit_test(test_prepare_commit_elsewhere),
+        cmocka_unit_test(test_rollback_prepared_elsewhere),
+        cmocka_unit_test(test_one_phase_and_rollback),
+        cmocka_unit_test(test_recover_filters),
+        cmocka_unit_test(test_error_classes),
+        cmocka_unit_test(test_unreachable_is_retryable),
+        cmocka_unit_test(test_async_rules),
+        cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_many_branches),
+    };
+    char group[64];
+    g_drv = drv;
+    snprintf(g_prefix, sizeof g_prefix, "xa1.ct%d.", (int)getpid());
+    snprintf(group, sizeof group, "contract/%s", drv->name);
+    return _cmocka_run_group_tests(group, tests, sizeof tests / sizeof tests[0], group_setup, NULL);
+}
