@@ -350,40 +350,6 @@ static void test_statement_cache_eviction(void **state)
     close_and_finish(&loop, &c, 1);
 }
 
-static void test_prepare_close_commit_elsewhere(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_xid x;
-    px_param p[2] = {p_int(10), p_text("two-phase")};
-    px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
-    px_conn *c1, *c2;
-    px_errclass cls;
-    uint64_t deadline;
-    uv_loop_init(&loop);
-    t = g_target;
-    c1 = must_connect(&loop, &t);
-    c2 = must_connect(&loop, &t);
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c1, &x);
-    assert_int_equal(sync_exec(&loop, c1, &s, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c1, &x);
-    D->close(c1);
-    /* The server detaches the branch once it has processed the disconnect. */
-    deadline = uv_hrtime() + 5000000000ULL;
-    do {
-        cls = sync_xa(&loop, D->commit_prepared, c2, &x, &k);
-        if (cls == PX_XID_NOT_FOUND)
-            usleep(20000);
-    } while (cls == PX_XID_NOT_FOUND && uv_hrtime() < deadline);
-    assert_int_equal(cls, PX_OK);
-    admin_expect("SELECT v FROM mxt_kv WHERE id = 10", "two-phase");
-    sync_recover(&loop, c2, g_prefix, "order", &k);
-    assert_false(listed(&k, &x));
-    close_and_finish(&loop, &c2, 1);
-}
-
 static void test_prepared_branch_stays_attached(void **state)
 {
     uv_loop_t loop;
@@ -424,41 +390,6 @@ static void test_prepared_branch_stays_attached(void **state)
     close_and_finish(&loop, c, 2);
 }
 
-static void test_recover_filters(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_xid x[3];
-    char other[40], g[64];
-    px_conn *c[4];
-    uv_loop_init(&loop);
-    t = g_target;
-    for (int i = 0; i < 4; i++)
-        c[i] = must_connect(&loop, &t);
-    snprintf(other, sizeof other, "%sz", g_prefix); /* shares g_prefix as a string prefix */
-    new_xid(&x[0], "order");
-    new_xid(&x[1], "warehouse");
-    snprintf(g, sizeof g, "xa1.other%d.1", (int)getpid());
-    assert_true(px_xid_set(&x[2], g, "order"));
-    for (int i = 0; i < 3; i++) {
-        must_xa(&loop, D->begin, c[i], &x[i]);
-        must_xa(&loop, D->prepare, c[i], &x[i]);
-    }
-    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "order", &k), 1);
-    assert_string_equal(k.xids[0].gtrid, x[0].gtrid);
-    assert_string_equal(k.xids[0].bqual, "order");
-    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "warehouse", &k), 1);
-    assert_string_equal(k.xids[0].gtrid, x[1].gtrid);
-    assert_int_equal(sync_recover(&loop, c[3], other, "order", &k), 0);
-    sync_recover(&loop, c[3], "xa1.", "order", &k);
-    assert_true(listed(&k, &x[0]) && listed(&k, &x[2]) && !listed(&k, &x[1]));
-    for (int i = 0; i < 3; i++)
-        must_xa(&loop, D->rollback_prepared, c[i], &x[i]);
-    assert_int_equal(sync_recover(&loop, c[3], "xa1.", "order", &k), 0);
-    close_and_finish(&loop, c, 4);
-}
-
 static void test_constraint_violations_are_business(void **state)
 {
     uv_loop_t loop;
@@ -489,31 +420,6 @@ static void test_constraint_violations_are_business(void **state)
     /* the connection is still usable */
     must_exec(&loop, c, "UPDATE mxt_acct SET balance = balance WHERE id = 1", NULL, 0);
     admin_expect("SELECT balance FROM mxt_acct WHERE id = 1", "100");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
-}
-
-static void test_expect_rows(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_param id1[1] = {p_int(1)}, id999[1] = {p_int(999)};
-    px_stmt s[3] = {stmt("UPDATE mxt_acct SET balance = balance WHERE id = ?", id1, 1, 1),
-                    stmt("SELECT balance FROM mxt_acct WHERE id <= ?", id1, 1, 1),
-                    stmt("UPDATE mxt_acct SET balance = 0 WHERE id = ?", id999, 1, 1)};
-    px_conn *c;
-    uv_loop_init(&loop);
-    t = g_target;
-    c = must_connect(&loop, &t);
-    /* a no-op UPDATE counts its matched row (CLIENT_FOUND_ROWS) */
-    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
-    assert_int_equal(k.rows[0], 1);
-    assert_int_equal(k.rows[1], 1);
-    assert_int_equal(sync_exec(&loop, c, s, 3, &k), PX_BUSINESS);
-    assert_int_equal(k.failed_index, 2);
-    assert_int_equal(k.nresults, 2);
-    assert_string_equal(k.err.message, "expected 1 rows, got 0");
     call_reset(&k);
     close_and_finish(&loop, &c, 1);
 }
@@ -837,47 +743,22 @@ static void test_deadlock_victim_cannot_commit(void **state)
     close_and_finish(&loop, c, 2);
 }
 
-static void test_one_phase_and_rollback(void **state)
+/* XA state errors are fatal: XA START inside an active branch (1399). */
+static void test_xa_state_error_is_fatal(void **state)
 {
     uv_loop_t loop;
     px_target t;
     call k = {0};
-    px_xid x;
-    px_param p1[2] = {p_int(30), p_text("one-phase")}, p2[2] = {p_int(31), p_text("gone")};
-    px_param p3[2] = {p_int(32), p_text("gone too")};
-    px_stmt s1 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p1, 2, 1);
-    px_stmt s2 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p2, 2, 1);
-    px_stmt s3 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p3, 2, 1);
+    px_xid x, y;
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
     c = must_connect(&loop, &t);
     new_xid(&x, "order");
+    new_xid(&y, "order");
     must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s1, 1, &k), PX_OK);
-    must_xa(&loop, D->commit_one_phase, c, &x);
-    admin_expect("SELECT v FROM mxt_kv WHERE id = 30", "one-phase");
-    /* rollback of an active branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s2, 1, &k), PX_OK);
-    must_xa(&loop, D->rollback, c, &x);
-    /* rollback of a prepared branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s3, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c, &x);
-    must_xa(&loop, D->rollback_prepared, c, &x);
-    admin_expect("SELECT COUNT(*) FROM mxt_kv WHERE id IN (31, 32)", "0");
-    /* XA state errors are fatal: XA START inside an active branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    {
-        px_xid y;
-        new_xid(&y, "order");
-        assert_int_equal(sync_xa(&loop, D->begin, c, &y, &k), PX_FATAL);
-        assert_int_equal(k.err.code, 1399);
-    }
+    assert_int_equal(sync_xa(&loop, D->begin, c, &y, &k), PX_FATAL);
+    assert_int_equal(k.err.code, 1399);
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
     close_and_finish(&loop, &c, 1);
@@ -1180,32 +1061,24 @@ static void test_reset_drops_session_objects(void **state)
     close_and_finish(&loop, c, 2);
 }
 
-static void test_busy_and_bad_arguments(void **state)
+static void test_bad_arguments(void **state)
 {
     uv_loop_t loop;
     px_target t;
     call k = {0}, k2 = {0};
-    px_xid x, bad;
-    px_stmt s = stmt("SELECT SLEEP(0.2)", NULL, 0, 1);
+    px_xid bad;
+    px_stmt s = stmt("SELECT 1", NULL, 0, 1);
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
     c = must_connect(&loop, &t);
-    new_xid(&x, "order");
-    assert_int_equal(D->exec(c, &s, 1, on_exec, &k), 0);
-    assert_int_equal(D->exec(c, &s, 1, on_exec, &k2), PX_EBUSY);
-    assert_int_equal(D->begin(c, &x, on_done, &k2), PX_EBUSY);
-    assert_int_equal(D->recover(c, g_prefix, "order", on_recover, &k2), PX_EBUSY);
-    assert_int_equal(D->reset(c, on_done, &k2), PX_EBUSY);
-    tu_run_until(&loop, &k.done, 5000);
-    assert_false(k.failed);
-    assert_false(k2.done); /* refused calls never call back */
     /* an XID outside the charset never reaches the SQL text */
     memset(&bad, 0, sizeof bad);
     strcpy(bad.gtrid, "x','y'; DROP TABLE mxt_kv; --");
     strcpy(bad.bqual, "order");
     assert_int_equal(D->begin(c, &bad, on_done, &k2), PX_EINVAL);
     assert_int_equal(D->exec(c, &s, 0, on_exec, &k2), PX_EINVAL);
+    assert_false(k2.done); /* refused calls never call back */
     /* wrong parameter count is the request's fault */
     {
         px_stmt wrong = stmt("SELECT ? + ?", NULL, 0, -1);
@@ -1218,59 +1091,6 @@ static void test_busy_and_bad_arguments(void **state)
     }
     call_reset(&k);
     close_and_finish(&loop, &c, 1);
-}
-
-/* ---- closing ---- */
-
-static void on_exec_close(px_conn *c, const px_error *err, int failed_index,
-                          const px_result *results, int nresults, void *arg)
-{
-    call *k = arg;
-    k->rows[0] = nresults > 0 ? results[0].rows_affected : -1;
-    D->close(c);
-    k->done = true;
-}
-
-static void on_connect_close(px_conn *c, const px_error *err, void *arg)
-{
-    call *k = arg;
-    assert_non_null(c);
-    D->close(c);
-    k->done = true;
-}
-
-static void on_never(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                     int nresults, void *arg)
-{
-    fail_msg("callback of an abandoned operation ran");
-}
-
-static void test_close_in_callbacks_and_in_flight(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_stmt s = stmt("SELECT 1", NULL, 0, 1), slow = stmt("SELECT SLEEP(2)", NULL, 0, 1);
-    px_conn *c;
-    uint64_t t0;
-    uv_loop_init(&loop);
-    t = g_target;
-    /* close from inside connect's and exec's callbacks */
-    assert_int_equal(D->connect(&loop, &t, on_connect_close, &k), 0);
-    tu_run_until(&loop, &k.done, 5000);
-    c = must_connect(&loop, &t);
-    call_reset(&k);
-    assert_int_equal(D->exec(c, &s, 1, on_exec_close, &k), 0);
-    tu_run_until(&loop, &k.done, 5000);
-    assert_int_equal(k.rows[0], 1);
-    /* close while a statement runs: abandoned, no callback, handles close promptly */
-    c = must_connect(&loop, &t);
-    assert_int_equal(D->exec(c, &slow, 1, on_never, NULL), 0);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    t0 = uv_hrtime();
-    D->close(c);
-    drain_and_close(&loop); /* every handle of every connection closes */
-    assert_true(uv_hrtime() - t0 < 1000000000ULL);
 }
 
 static void test_connect_timeout(void **state)
@@ -1299,112 +1119,6 @@ static void test_connect_timeout(void **state)
     assert_true(uv_hrtime() - t0 >= 290000000ULL);
     drain_and_close(&loop);
     close(fd);
-}
-
-/* ---- load: 200 branches over 8 connections ---- */
-
-#define BULK_BRANCHES 200
-#define BULK_CONNS 8
-
-typedef struct bulk bulk;
-typedef struct worker {
-    bulk *b;
-    px_conn *c;
-    int step, seq;
-    px_xid x;
-    px_param p[2];
-    px_stmt s;
-} worker;
-
-struct bulk {
-    int next, completed, errors;
-    char first_error[300];
-    worker w[BULK_CONNS];
-};
-
-static void worker_next(worker *w);
-
-static void worker_fail(worker *w, const px_error *err)
-{
-    if (w->b->errors++ == 0)
-        snprintf(w->b->first_error, sizeof w->b->first_error, "step %d: %s", w->step,
-                 err ? err->message : "refused");
-    w->b->completed++; /* so the test ends; counted as an error */
-}
-
-static void worker_done(px_conn *c, const px_error *err, void *arg)
-{
-    worker *w = arg;
-    if (err)
-        return worker_fail(w, err);
-    if (++w->step == 4) {
-        w->b->completed++;
-        w->step = 0;
-    }
-    worker_next(w);
-}
-
-static void worker_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                        int nresults, void *arg)
-{
-    worker_done(c, err, arg);
-}
-
-static void worker_next(worker *w)
-{
-    int rc = 0;
-    char g[64];
-    switch (w->step) {
-    case 0:
-        if (w->b->next == BULK_BRANCHES)
-            return;
-        w->seq = w->b->next++;
-        snprintf(g, sizeof g, "%s.bulk.%d", g_prefix, w->seq);
-        assert_true(px_xid_set(&w->x, g, "order"));
-        rc = D->begin(w->c, &w->x, worker_done, w);
-        break;
-    case 1:
-        w->p[0] = p_int(w->seq);
-        w->p[1] = p_int((int64_t)(w - w->b->w));
-        w->s = stmt("INSERT INTO mxt_bulk (id, w) VALUES (?, ?)", w->p, 2, 1);
-        rc = D->exec(w->c, &w->s, 1, worker_exec, w);
-        break;
-    case 2:
-        rc = D->prepare(w->c, &w->x, worker_done, w);
-        break;
-    case 3:
-        rc = D->commit_prepared(w->c, &w->x, worker_done, w);
-        break;
-    }
-    if (rc != 0)
-        worker_fail(w, NULL);
-}
-
-static void test_many_branches(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    bulk *b = calloc(1, sizeof *b);
-    px_conn *c[BULK_CONNS];
-    char prefix[48];
-    uv_loop_init(&loop);
-    t = g_target;
-    for (int i = 0; i < BULK_CONNS; i++) {
-        c[i] = must_connect(&loop, &t);
-        b->w[i].b = b;
-        b->w[i].c = c[i];
-    }
-    for (int i = 0; i < BULK_CONNS; i++)
-        worker_next(&b->w[i]);
-    tu_run_until_count(&loop, &b->completed, BULK_BRANCHES, 60000);
-    if (b->errors)
-        fail_msg("%d branches failed, first: %s", b->errors, b->first_error);
-    admin_expect("SELECT COUNT(*), COUNT(DISTINCT w) FROM mxt_bulk", "200\t8");
-    snprintf(prefix, sizeof prefix, "%s.bulk.", g_prefix);
-    assert_int_equal(sync_recover(&loop, c[0], prefix, "order", &k), 0);
-    free(b);
-    close_and_finish(&loop, c, BULK_CONNS);
 }
 
 /* ---- the server dies with a prepared branch ---- */
@@ -1485,11 +1199,14 @@ static const contract_driver mysql_contract = {
     .setup = ct_setup,
     .admin = "order",
     .write = "INSERT INTO ct_item (id, v) VALUES (?, ?)",
+    .touch = "UPDATE ct_item SET v = v WHERE id = ?",
     .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
+    .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT ? AS v",
     .business = "SELECT nosuchcolumn FROM ct_item",
     .fatal = "SELECT * FROM mysql.user",
     .slow = "SELECT SLEEP(0.2)",
+    .not_found_sqlstate = "XAE04",
     .dirty = "SET @ct_v = 'dirty'",
     .probe = "SELECT CAST(IFNULL(@ct_v, 'clean') AS CHAR)",
     .probe_clean = "clean",
@@ -1503,27 +1220,22 @@ int main(void)
         cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_connect_exec_params),
         cmocka_unit_test(test_statement_cache_eviction),
-        cmocka_unit_test(test_prepare_close_commit_elsewhere),
         cmocka_unit_test(test_prepared_branch_stays_attached),
-        cmocka_unit_test(test_recover_filters),
         cmocka_unit_test(test_constraint_violations_are_business),
-        cmocka_unit_test(test_expect_rows),
         cmocka_unit_test(test_parameters_stored_verbatim),
         cmocka_unit_test(test_result_types),
         cmocka_unit_test(test_value_types),
         cmocka_unit_test(test_lock_wait_timeout_is_retryable),
         cmocka_unit_test(test_deadlock_is_retryable),
         cmocka_unit_test(test_deadlock_victim_cannot_commit),
-        cmocka_unit_test(test_one_phase_and_rollback),
+        cmocka_unit_test(test_xa_state_error_is_fatal),
         cmocka_unit_test(test_statement_cannot_end_branch),
         cmocka_unit_test(test_param_mismatch_keeps_connection),
         cmocka_unit_test(test_dupid_and_connect_errors_retryable),
         cmocka_unit_test(test_reset_restores_settings),
         cmocka_unit_test(test_reset_drops_session_objects),
-        cmocka_unit_test(test_busy_and_bad_arguments),
-        cmocka_unit_test(test_close_in_callbacks_and_in_flight),
+        cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_connect_timeout),
-        cmocka_unit_test(test_many_branches),
         cmocka_unit_test(test_server_crash_recovery),
     };
     return contract_run(&mysql_contract) + cmocka_run_group_tests(tests, setup, NULL);

@@ -334,111 +334,7 @@ static void test_connect_exec_params(void **state)
     assert_string_equal(w.res[0].cells[2], "false");
     assert_string_equal(w.res[0].cells[3], "5");
 
-    /* Several statements in one exec come back in order. */
-    {
-        px_stmt s[] = {{.sql = "SELECT 1 AS a", .expect_rows = 1},
-                       {.sql = "SELECT 2 AS b UNION ALL SELECT 3", .expect_rows = 2},
-                       {.sql = "DELETE FROM pgt_item WHERE id = 2", .expect_rows = 1}};
-        exec_wait(&loop, c, s, 3, &w);
-        check_ok(&w);
-        assert_int_equal(w.nresults, 3);
-        assert_int_equal(w.failed_index, -1);
-        assert_string_equal(w.res[0].cells[0], "1");
-        assert_string_equal(w.res[1].cells[1], "3");
-        assert_int_equal(w.res[2].rows_affected, 1);
-    }
     w_reset(&w);
-    D->close(c);
-    tu_loop_close(&loop);
-}
-
-static void test_prepare_commit_elsewhere_and_not_found(void **state)
-{
-    fixture *f = *state;
-    uv_loop_t loop;
-    waiter w = {0};
-    px_conn *a, *b;
-    px_xid x;
-    px_param p[] = {P_INT(10), P_TEXT("two-phase")};
-    px_stmt s = {.sql = "INSERT INTO pgt_item (id, name) VALUES ($1, $2)",
-                 .params = p,
-                 .nparams = 2,
-                 .expect_rows = 1};
-    uv_loop_init(&loop);
-    mkxid(&x, "pc", 1, "payment");
-    a = connect_ok(&loop, &f->t);
-    xid_ok(&loop, D->begin, a, &x);
-    exec_wait(&loop, a, &s, 1, &w);
-    check_ok(&w);
-    xid_ok(&loop, D->prepare, a, &x);
-    D->close(a);
-    loop_wait(&loop, 50);
-
-    assert_true(prepared_exists(&x));
-    admin_expect("SELECT count(*) FROM pgt_item WHERE id = 10", "0");
-
-    b = connect_ok(&loop, &f->t);
-    xid_ok(&loop, D->commit_prepared, b, &x);
-    admin_expect("SELECT name FROM pgt_item WHERE id = 10", "two-phase");
-    assert_false(prepared_exists(&x));
-
-    /* A second COMMIT PREPARED (a lost reply replayed) and an unknown gid: 42704. */
-    xid_wait(&loop, D->commit_prepared, b, &x, &w);
-    assert_true(w.failed);
-    assert_int_equal(w.err.cls, PX_XID_NOT_FOUND);
-    assert_string_equal(w.err.sqlstate, "42704");
-    assert_false(w.err.conn_broken);
-    mkxid(&x, "pc", 2, "payment");
-    xid_wait(&loop, D->rollback_prepared, b, &x, &w);
-    assert_int_equal(w.err.cls, PX_XID_NOT_FOUND);
-    /* The connection is still good. */
-    exec_ok(&loop, b, "SELECT 1", NULL, 0, &w);
-    w_reset(&w);
-    D->close(b);
-    tu_loop_close(&loop);
-}
-
-static void test_recover_lists_only_own_branches(void **state)
-{
-    fixture *f = *state;
-    uv_loop_t loop;
-    waiter w = {0};
-    px_conn *c;
-    px_xid mine[3], other_bqual, other_prefix;
-    char prefix[64];
-    bool seen[3] = {false, false, false};
-    uv_loop_init(&loop);
-    c = connect_ok(&loop, &f->t);
-    for (int i = 0; i < 3; i++)
-        mkxid(&mine[i], "rec", i, "payment");
-    mkxid(&other_bqual, "rec", 9, "warehouse");
-    mkxid(&other_prefix, "recx", 1, "payment");
-    /* Empty branches: PREPARE right after BEGIN. */
-    for (int i = 0; i < 5; i++) {
-        const px_xid *x = i < 3 ? &mine[i] : i == 3 ? &other_bqual : &other_prefix;
-        xid_ok(&loop, D->begin, c, x);
-        xid_ok(&loop, D->prepare, c, x);
-    }
-    mkprefix(prefix, sizeof prefix, "rec");
-    recover_wait(&loop, c, prefix, "payment", &w);
-    assert_int_equal(w.nxids, 3);
-    for (size_t i = 0; i < w.nxids; i++) {
-        assert_string_equal(w.xids[i].bqual, "payment");
-        for (int k = 0; k < 3; k++)
-            if (strcmp(w.xids[i].gtrid, mine[k].gtrid) == 0)
-                seen[k] = true;
-    }
-    assert_true(seen[0] && seen[1] && seen[2]);
-    recover_wait(&loop, c, prefix, "warehouse", &w);
-    assert_int_equal(w.nxids, 1);
-    assert_string_equal(w.xids[0].gtrid, other_bqual.gtrid);
-
-    for (int i = 0; i < 3; i++)
-        xid_ok(&loop, D->rollback_prepared, c, &mine[i]);
-    xid_ok(&loop, D->rollback_prepared, c, &other_bqual);
-    xid_ok(&loop, D->commit_prepared, c, &other_prefix);
-    recover_wait(&loop, c, prefix, "payment", &w);
-    assert_int_equal(w.nxids, 0);
     D->close(c);
     tu_loop_close(&loop);
 }
@@ -538,43 +434,6 @@ static void test_constraint_violations(void **state)
         assert_int_equal(w.err.cls, PX_FATAL);
         assert_string_equal(w.err.sqlstate, "42501");
     }
-    w_reset(&w);
-    D->close(c);
-    tu_loop_close(&loop);
-}
-
-static void test_expect_rows_mismatch(void **state)
-{
-    fixture *f = *state;
-    uv_loop_t loop;
-    waiter w = {0};
-    px_conn *c;
-    px_xid x;
-    px_param p[] = {P_INT(999999)};
-    px_stmt s[] = {{.sql = "SELECT 1", .expect_rows = 1},
-                   {.sql = "UPDATE pgt_item SET name = 'x' WHERE id = $1",
-                    .params = p,
-                    .nparams = 1,
-                    .expect_rows = 1},
-                   {.sql = "SELECT 3", .expect_rows = -1}};
-    px_stmt q = {.sql = "SELECT 1 UNION ALL SELECT 2", .expect_rows = 1};
-    uv_loop_init(&loop);
-    mkxid(&x, "rows", 1, "payment");
-    c = connect_ok(&loop, &f->t);
-    xid_ok(&loop, D->begin, c, &x);
-    exec_wait(&loop, c, s, 3, &w);
-    assert_true(w.failed);
-    assert_int_equal(w.err.cls, PX_BUSINESS);
-    assert_int_equal(w.failed_index, 1);
-    assert_int_equal(w.nresults, 1);
-    assert_string_equal(w.err.message, "expected 1 rows, got 0");
-    assert_string_equal(w.err.sqlstate, "");
-    xid_ok(&loop, D->rollback, c, &x);
-
-    /* Returned rows count for queries. */
-    exec_wait(&loop, c, &q, 1, &w);
-    assert_int_equal(w.err.cls, PX_BUSINESS);
-    assert_string_equal(w.err.message, "expected 1 rows, got 2");
     w_reset(&w);
     D->close(c);
     tu_loop_close(&loop);
@@ -713,18 +572,6 @@ static void test_lock_timeout(void **state)
     tu_loop_close(&loop);
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void connect_fail(uv_loop_t *loop, const px_target *t, waiter *w)
 {
     w_reset(w);
@@ -748,7 +595,7 @@ static void test_connect_failures(void **state)
     snprintf(ci, sizeof ci,
              "host=127.0.0.1 port=%d dbname=xatest user=xacoord sslmode=disable "
              "gssencmode=disable",
-             free_port());
+             contract_free_port());
     t.conninfo = ci;
     t0 = uv_hrtime();
     connect_fail(&loop, &t, &w);
@@ -857,186 +704,6 @@ static void test_kill_restart_then_recover(void **state)
     admin_expect("SELECT name FROM pgt_item WHERE id = 40", "survivor");
     w_reset(&w);
     D->close(c);
-    tu_loop_close(&loop);
-}
-
-/* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
-
-#define BRANCHES 200
-#define CONNS 8
-
-typedef struct fleet {
-    int next, completed, closed, failures;
-    char first_error[300];
-} fleet;
-
-typedef struct worker {
-    fleet *fl;
-    px_conn *c;
-    int id;
-    px_xid x;
-    px_param p[1];
-    px_stmt s;
-} worker;
-
-static void w_next(worker *k);
-
-static void w_fail(worker *k, const char *step, const px_error *err)
-{
-    if (k->fl->failures++ == 0)
-        snprintf(k->fl->first_error, sizeof k->fl->first_error, "%s of %d: %s [%s]", step, k->id,
-                 err->message, err->sqlstate);
-    D->close(k->c);
-    k->fl->closed++;
-}
-
-static void w_committed(px_conn *c, const px_error *err, void *arg)
-{
-    worker *k = arg;
-    if (err) {
-        w_fail(k, "commit", err);
-        return;
-    }
-    k->fl->completed++;
-    w_next(k);
-}
-
-static void w_prepared(px_conn *c, const px_error *err, void *arg)
-{
-    worker *k = arg;
-    if (err || D->commit_prepared(c, &k->x, w_committed, k) != 0)
-        w_fail(k, "prepare", err ? err : &(px_error){.message = "start failed"});
-}
-
-static void w_executed(px_conn *c, const px_error *err, int fi, const px_result *r, int n,
-                       void *arg)
-{
-    worker *k = arg;
-    if (err || n != 1 || r[0].rows_affected != 1 || D->prepare(c, &k->x, w_prepared, k) != 0)
-        w_fail(k, "exec", err ? err : &(px_error){.message = "bad result"});
-}
-
-static void w_begun(px_conn *c, const px_error *err, void *arg)
-{
-    worker *k = arg;
-    if (err || D->exec(c, &k->s, 1, w_executed, k) != 0)
-        w_fail(k, "begin", err ? err : &(px_error){.message = "start failed"});
-}
-
-static void w_next(worker *k)
-{
-    if (k->fl->next >= BRANCHES) {
-        D->close(k->c);
-        k->fl->closed++;
-        return;
-    }
-    k->id = k->fl->next++;
-    mkxid(&k->x, "many", k->id, "payment");
-    k->p[0] = P_INT(k->id);
-    k->s = (px_stmt){.sql = "INSERT INTO pgt_many (id) VALUES ($1)",
-                     .params = k->p,
-                     .nparams = 1,
-                     .expect_rows = 1};
-    if (D->begin(k->c, &k->x, w_begun, k) != 0)
-        w_fail(k, "begin", &(px_error){.message = "start failed"});
-}
-
-static void w_connected(px_conn *c, const px_error *err, void *arg)
-{
-    worker *k = arg;
-    if (err) {
-        k->fl->failures++;
-        k->fl->closed++;
-        snprintf(k->fl->first_error, sizeof k->fl->first_error, "connect: %s", err->message);
-        return;
-    }
-    k->c = c;
-    w_next(k);
-}
-
-static void test_many_branches_in_flight(void **state)
-{
-    fixture *f = *state;
-    uv_loop_t loop;
-    fleet fl = {0};
-    worker k[CONNS];
-    char prefix[64], sql[200], want[16];
-    uv_loop_init(&loop);
-    for (int i = 0; i < CONNS; i++) {
-        k[i] = (worker){.fl = &fl};
-        assert_int_equal(D->connect(&loop, &f->t, w_connected, &k[i]), 0);
-    }
-    tu_run_until_count(&loop, &fl.closed, CONNS, 60000);
-    if (fl.failures)
-        fail_msg("%d failures, first: %s", fl.failures, fl.first_error);
-    assert_int_equal(fl.completed, BRANCHES);
-    snprintf(want, sizeof want, "%d", BRANCHES);
-    admin_expect("SELECT count(*) FROM pgt_many", want);
-    mkprefix(prefix, sizeof prefix, "many");
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '%s%%'",
-             prefix);
-    admin_expect(sql, "0");
-    tu_loop_close(&loop);
-}
-
-static void test_busy_and_close_in_callbacks(void **state)
-{
-    fixture *f = *state;
-    uv_loop_t loop;
-    waiter w = {0}, w2 = {0};
-    px_conn *c;
-    px_xid x;
-    px_stmt slow = {.sql = "SELECT pg_sleep(0.2), 7 AS n", .expect_rows = 1};
-    uv_loop_init(&loop);
-    mkxid(&x, "busy", 1, "payment");
-    c = connect_ok(&loop, &f->t);
-
-    /* A second operation while one is in flight is refused and disturbs nothing. */
-    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
-    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w2), PX_EBUSY);
-    assert_int_equal(D->begin(c, &x, w_done, &w2), PX_EBUSY);
-    assert_int_equal(D->commit_prepared(c, &x, w_done, &w2), PX_EBUSY);
-    assert_int_equal(D->recover(c, "xa1.", "payment", w_recover, &w2), PX_EBUSY);
-    tu_run_until(&loop, &w.done, WAIT_MS);
-    check_ok(&w);
-    assert_int_equal(w.calls, 1);
-    assert_string_equal(w.res[0].cells[1], "7");
-    assert_int_equal(w2.calls, 0);
-
-    /* Begin reports later, never from inside the call. */
-    w_reset(&w);
-    assert_int_equal(D->begin(c, &x, w_done, &w), 0);
-    assert_int_equal(w.calls, 0);
-    tu_run_until(&loop, &w.done, WAIT_MS);
-    check_ok(&w);
-    xid_ok(&loop, D->rollback, c, &x);
-
-    /* The exec callback closes the connection. */
-    w_reset(&w);
-    w.close_in_cb = true;
-    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
-    tu_run_until(&loop, &w.done, WAIT_MS);
-    check_ok(&w);
-    loop_wait(&loop, 50);
-    assert_int_equal(w.calls, 1);
-
-    /* Closed while a statement runs: that callback never comes. */
-    c = connect_ok(&loop, &f->t);
-    w_reset(&w);
-    assert_int_equal(D->exec(c, &slow, 1, w_exec, &w), 0);
-    D->close(c);
-    loop_wait(&loop, 400);
-    assert_int_equal(w.calls, 0);
-
-    /* Closed from inside the connect callback. */
-    w_reset(&w);
-    w.close_in_cb = true;
-    assert_int_equal(D->connect(&loop, &f->t, w_connect, &w), 0);
-    tu_run_until(&loop, &w.done, WAIT_MS);
-    check_ok(&w);
-    loop_wait(&loop, 50);
-    assert_int_equal(w.calls, 1);
-    w_reset(&w);
     tu_loop_close(&loop);
 }
 
@@ -1748,11 +1415,14 @@ static const contract_driver postgres_contract = {
     .setup = ct_setup,
     .admin = "payment",
     .write = "INSERT INTO ct_item (id, v) VALUES ($1, $2)",
+    .touch = "UPDATE ct_item SET v = v WHERE id = $1",
     .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
+    .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT $1::text AS v",
     .business = "SELECT 1 / 0",
     .fatal = "SELECT * FROM pg_authid",
     .slow = "SELECT pg_sleep(0.2)",
+    .not_found_sqlstate = "42704",
     .dirty = "SELECT set_config('search_path', 'pg_catalog', false)",
     .probe = "SHOW search_path",
     .probe_clean = "\"$user\", public",
@@ -1765,15 +1435,11 @@ int main(void)
         cmocka_unit_test(test_markers),
         cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_prepared_branch_keeps_the_session_owner),
-        cmocka_unit_test(test_prepare_commit_elsewhere_and_not_found),
-        cmocka_unit_test(test_recover_lists_only_own_branches),
         cmocka_unit_test(test_failed_transaction_is_not_prepared),
         cmocka_unit_test(test_constraint_violations),
-        cmocka_unit_test(test_expect_rows_mismatch),
         cmocka_unit_test(test_parameters_stored_verbatim),
         cmocka_unit_test(test_lock_timeout),
         cmocka_unit_test(test_connect_failures),
-        cmocka_unit_test(test_busy_and_close_in_callbacks),
         cmocka_unit_test(test_copy_fails_promptly),
         cmocka_unit_test(test_transaction_control_in_branch_fails),
         cmocka_unit_test(test_reset_restores_session),
@@ -1782,7 +1448,6 @@ int main(void)
         cmocka_unit_test(test_phase2_reset_failure),
         cmocka_unit_test(test_protocol_error_is_business),
         cmocka_unit_test(test_column_types_exact),
-        cmocka_unit_test(test_many_branches_in_flight),
         cmocka_unit_test(test_kill_restart_then_recover),
     };
     if (getenv("XA_TEST_FILTER"))

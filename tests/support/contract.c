@@ -306,7 +306,7 @@ static void test_connect_exec(void **state)
     uv_loop_t loop;
     call k = {0};
     px_param p[2], echo[] = {{.type = PX_P_TEXT, .text = "it's ? $1; --", .len = 13}};
-    px_stmt s[3];
+    px_stmt s[4];
     px_conn *c;
     px_xid x;
     uv_loop_init(&loop);
@@ -316,9 +316,11 @@ static void test_connect_exec(void **state)
     s[0] = write_stmt(p, 100, 1);
     s[1] = (px_stmt){.sql = g_drv->echo_text, .params = echo, .nparams = 1, .expect_rows = 1};
     s[2] = plain(g_drv->no_rows, 0);
+    /* An UPDATE counts the rows it matched, even where it changed nothing. */
+    s[3] = (px_stmt){.sql = g_drv->touch, .params = p, .nparams = 1, .expect_rows = 1};
     xid_ok(&loop, g_drv->d->begin, c, &x);
-    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_OK);
-    assert_int_equal(k.nresults, 3);
+    assert_int_equal(exec_wait(&loop, c, s, 4, &k), PX_OK);
+    assert_int_equal(k.nresults, 4);
     assert_int_equal(k.failed_index, -1);
     assert_int_equal(k.res[0].rows_affected, 1);
     assert_int_equal(k.res[1].rows_affected, 1);
@@ -327,6 +329,7 @@ static void test_connect_exec(void **state)
     assert_int_equal(k.res[1].coltypes[0], PX_COL_TEXT);
     assert_string_equal(k.res[1].cells[0], "it's ? $1; --");
     assert_int_equal(k.res[2].rows_affected, 0);
+    assert_int_equal(k.res[3].rows_affected, 1);
     assert_int_equal(committed(&x, 100), 0);
     xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
     assert_int_equal(committed(&x, 100), 1);
@@ -362,9 +365,11 @@ static void test_prepare_commit_elsewhere(void **state)
 
     assert_int_equal(xid_wait(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
     assert_false(k.err.conn_broken);
+    assert_string_equal(k.err.sqlstate, g_drv->not_found_sqlstate);
     assert_int_equal(xid_wait(&loop, g_drv->d->rollback_prepared, c[1], &unknown, &k),
                      PX_XID_NOT_FOUND);
     assert_false(k.err.conn_broken);
+    assert_string_equal(k.err.sqlstate, g_drv->not_found_sqlstate);
     /* The connection is still good for a branch. */
     prepare_branch(&loop, c[1], &unknown, 201);
     xid_ok(&loop, g_drv->d->rollback_prepared, c[1], &unknown);
@@ -475,11 +480,11 @@ static void test_error_classes(void **state)
     uv_loop_t loop;
     call k = {0};
     px_conn *c;
-    px_xid x[4];
+    px_xid x[5];
     px_param p[2];
     px_stmt s[3];
     uv_loop_init(&loop);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         mkxid(&x[i], "err", i, g_drv->bqual);
     c = connect_ok(&loop);
 
@@ -506,7 +511,15 @@ static void test_error_classes(void **state)
     assert_true(k.err.rows_mismatch);
     assert_false(k.err.conn_broken);
     assert_string_equal(k.err.message, "expected 1 rows, got 0");
+    assert_string_equal(k.err.sqlstate, "");
     xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
+    /* Returned rows count for queries. */
+    xid_ok(&loop, g_drv->d->begin, c, &x[4]);
+    s[0] = plain(g_drv->two_rows, 1);
+    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_BUSINESS);
+    assert_true(k.err.rows_mismatch);
+    assert_string_equal(k.err.message, "expected 1 rows, got 2");
+    xid_ok(&loop, g_drv->d->rollback, c, &x[4]);
 
     xid_ok(&loop, g_drv->d->begin, c, &x[2]);
     s[0] = plain(g_drv->fatal, -1);
@@ -651,7 +664,7 @@ typedef struct fleet fleet;
 typedef struct worker {
     fleet *fl;
     px_conn *c;
-    int step, seq;
+    int step, seq, completed;
     px_param p[2];
     px_stmt s;
 } worker;
@@ -681,6 +694,7 @@ static void worker_done(px_conn *c, const px_error *err, void *arg)
         return worker_fail(w, err);
     if (++w->step == 4) {
         w->fl->completed++;
+        w->completed++;
         w->step = 0;
     }
     worker_next(w);
@@ -741,6 +755,8 @@ static void test_many_branches(void **state)
     if (fl->errors)
         fail_msg("%d branches failed, first: %s", fl->errors, fl->first_error);
     assert_int_equal(count_committed(fl->x, fl->ids, BRANCHES), BRANCHES);
+    for (int i = 0; i < CONNS; i++)
+        assert_true(fl->w[i].completed > 0); /* the branches were in flight together */
     mkprefix(prefix, sizeof prefix, "many");
     assert_int_equal(recover_ok(&loop, c[0], prefix, g_drv->bqual, &k), 0);
     free(fl);

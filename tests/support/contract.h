@@ -33,11 +33,14 @@ typedef struct contract_driver {
     int (*count_committed)(const px_xid *xs, const int64_t *ids, int n);
     /* Statements in the driver's dialect. */
     const char *write;     /* one row of ct_item written; parameter 1: its id, 2: a text */
+    const char *touch;     /* changes nothing in row id (parameter 1) but matches it: 1 row */
     const char *no_rows;   /* matches no row */
+    const char *two_rows;  /* returns two rows */
     const char *echo_text; /* one row whose first cell is parameter 1 (a text) */
     const char *business;  /* fails as PX_BUSINESS, the connection stays usable */
     const char *fatal;     /* fails as PX_FATAL (a missing privilege) */
     const char *slow;      /* takes about 200 ms, returns one row */
+    const char *not_found_sqlstate; /* of COMMIT/ROLLBACK PREPARED of an unknown XID */
     /* Session reset: a statement that changes the session and a probe whose first cell shows
      * the session's clean value (NULL: the driver has no session state). */
     const char *dirty;

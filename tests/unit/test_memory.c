@@ -333,25 +333,6 @@ static void test_outcome_memory_is_bounded(void **state)
     f->d->close(c);
 }
 
-static void test_prepared_survive_close(void **state)
-{
-    fx *f = *state;
-    px_xid x = xid("xa1.c1.3.1", "mem");
-    px_conn *c = connect_ok(f), *c2;
-
-    assert_int_equal(run_done(f, f->d->begin, c, &x), PX_OK);
-    assert_int_equal(run_done(f, f->d->prepare, c, &x), PX_OK);
-    f->d->close(c);
-    assert_true(px_memory_is_prepared("mem", &x));
-    c2 = connect_ok(f);
-    assert_int_equal(run_recover(f, c2, "xa1.c1.", "mem"), PX_OK);
-    assert_int_equal(f->nxids, 1);
-    assert_string_equal(f->xids[0].gtrid, "xa1.c1.3.1");
-    assert_int_equal(run_done(f, f->d->commit_prepared, c2, &x), PX_OK);
-    assert_int_equal(px_memory_outcome("mem", &x), PX_MEM_COMMITTED);
-    f->d->close(c2);
-}
-
 static void test_close_rolls_back_open_branch(void **state)
 {
     fx *f = *state;
@@ -364,30 +345,6 @@ static void test_close_rolls_back_open_branch(void **state)
     px_memory_stats_get("mem", &ms);
     assert_int_equal(ms.rolled_back, 1);
     assert_int_equal(px_memory_outcome("mem", &x), PX_MEM_ROLLED_BACK);
-}
-
-static void test_recover_filters(void **state)
-{
-    fx *f = *state;
-    px_xid a = xid("xa1.c1.4.1", "pay"), b = xid("xa1.c1.4.2", "pay"), o = xid("xa1.c1.4.3", "ord"),
-           other = xid("xa1.c2.4.1", "pay");
-    px_conn *c = connect_ok(f);
-
-    assert_true(px_memory_add_prepared("mem", &a));
-    assert_true(px_memory_add_prepared("mem", &b));
-    assert_true(px_memory_add_prepared("mem", &o));
-    assert_true(px_memory_add_prepared("mem", &other));
-    assert_int_equal(run_recover(f, c, "xa1.c1.", "pay"), PX_OK);
-    assert_int_equal(f->nxids, 2);
-    for (size_t i = 0; i < f->nxids; i++) {
-        assert_string_equal(f->xids[i].bqual, "pay");
-        assert_memory_equal(f->xids[i].gtrid, "xa1.c1.", 7);
-    }
-    assert_int_equal(run_recover(f, c, "xa1.c1.", "ord"), PX_OK);
-    assert_int_equal(f->nxids, 1);
-    assert_int_equal(run_recover(f, c, "xa9.", "pay"), PX_OK);
-    assert_int_equal(f->nxids, 0);
-    f->d->close(c);
 }
 
 static void test_injected_faults(void **state)
@@ -650,11 +607,14 @@ static const contract_driver memory_contract = {
     .unreachable = ct_unreachable,
     .count_committed = ct_count_committed,
     .write = "rows 1",
+    .touch = "rows 1",
     .no_rows = "rows 0",
+    .two_rows = "rows 2",
     .echo_text = "echo",
     .business = "error business",
     .fatal = "error fatal",
     .slow = "sleep 200",
+    .not_found_sqlstate = "42704",
 };
 
 int main(void)
@@ -666,9 +626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted_xid_collision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_memory_is_bounded, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prepared_survive_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_rolls_back_open_branch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recover_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_injected_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_down, setup, teardown),
