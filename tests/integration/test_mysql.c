@@ -218,38 +218,6 @@ static void admin_expect(const char *sql, const char *want)
     free(got);
 }
 
-static void on_drain_deadline(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-    uv_stop(t->loop);
-}
-
-/* Runs the loop until every closed connection has released its handles (the deadline timer is
- * unreferenced, so it does not keep the loop alive), then checks the loop closes cleanly. */
-static void drain_and_close(uv_loop_t *loop)
-{
-    uv_timer_t deadline;
-    bool expired = false;
-    uv_timer_init(loop, &deadline);
-    deadline.data = &expired;
-    uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
-    uv_unref((uv_handle_t *)&deadline);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&deadline, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    if (expired)
-        fail_msg("connections did not finish closing within 10 s");
-    tu_loop_close(loop);
-}
-
-static void close_and_finish(uv_loop_t *loop, px_conn **conns, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (conns[i])
-            D->close(conns[i]);
-    drain_and_close(loop);
-}
-
 /* ---- tests ---- */
 
 static int setup(void **state)
@@ -302,7 +270,7 @@ static void test_connect_exec_params(void **state)
     assert_int_equal(sync_exec(&loop, c, s, 1, &k), PX_OK);
     admin_expect("SELECT v FROM mxt_kv WHERE id = 2", "second");
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_statement_cache_eviction(void **state)
@@ -347,7 +315,7 @@ static void test_statement_cache_eviction(void **state)
     assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
     assert_int_equal(atol(k.cells[0]), v3);
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_prepared_branch_stays_attached(void **state)
@@ -387,7 +355,7 @@ static void test_prepared_branch_stays_attached(void **state)
     must_xa(&loop, D->begin, c[0], &x);
     must_xa(&loop, D->prepare, c[0], &x);
     must_xa(&loop, D->rollback_prepared, c[0], &x);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 static void test_constraint_violations_are_business(void **state)
@@ -421,7 +389,7 @@ static void test_constraint_violations_are_business(void **state)
     must_exec(&loop, c, "UPDATE mxt_acct SET balance = balance WHERE id = 1", NULL, 0);
     admin_expect("SELECT balance FROM mxt_acct WHERE id = 1", "100");
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_parameters_stored_verbatim(void **state)
@@ -480,7 +448,7 @@ static void test_parameters_stored_verbatim(void **state)
         admin_expect("SELECT HEX(b) FROM mxt_kv WHERE id = 200", "6100275CFF7A");
     }
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_result_types(void **state)
@@ -532,7 +500,7 @@ static void test_result_types(void **state)
     assert_string_equal(k.cells[9], "1");
     assert_string_equal(k.names[8], "big");
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 /* The exact text of every kind of value: integers beyond int64, exact decimals, binary bytes
@@ -584,7 +552,7 @@ static void test_value_types(void **state)
     assert_int_equal(k.types[5], PX_COL_TEXT);
     assert_string_equal(k.cells[5], "text");
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 /* Waits until the background admin session sleeps, which it does only once its SELECT ... FOR
@@ -635,7 +603,7 @@ static void test_lock_wait_timeout_is_retryable(void **state)
     /* only the statement was undone: the branch can still end */
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
     /* wait for the admin session to let go */
     for (int i = 0; i < 200; i++) {
         char *got = admin("SELECT COUNT(*) FROM information_schema.innodb_trx");
@@ -695,7 +663,7 @@ static void test_deadlock_is_retryable(void **state)
     admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
     call_reset(&ka);
     call_reset(&kb);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 static void test_deadlock_victim_cannot_commit(void **state)
@@ -740,7 +708,7 @@ static void test_deadlock_victim_cannot_commit(void **state)
     }
     call_reset(&ka);
     call_reset(&kb);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 /* XA state errors are fatal: XA START inside an active branch (1399). */
@@ -761,7 +729,7 @@ static void test_xa_state_error_is_fatal(void **state)
     assert_int_equal(k.err.code, 1399);
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 /* A statement that ends the branch itself - XA END and XA COMMIT ... ONE PHASE for the branch's
@@ -810,7 +778,7 @@ static void test_statement_cannot_end_branch(void **state)
     assert_int_equal(k.failed_index, 1);
     assert_true(k.err.conn_broken);
     call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 /* A parameter count that does not fit the statement is the request's fault: the connection
@@ -840,7 +808,7 @@ static void test_param_mismatch_keeps_connection(void **state)
     must_xa(&loop, D->prepare, c, &x);
     must_xa(&loop, D->rollback_prepared, c, &x);
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 /* Failures that a fresh connection gets past: a refused connect (whatever the server's code)
@@ -869,7 +837,7 @@ static void test_dupid_and_connect_errors_retryable(void **state)
     assert_true(k.err.conn_broken);
     must_xa(&loop, D->rollback, c[0], &x);
     call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 /* ---- session hygiene: reset ---- */
@@ -917,7 +885,7 @@ static void test_reset_restores_settings(void **state)
     must_xa(&loop, D->begin, c, &x);
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 /* A transaction whose statements are session-neutral (the engine proved it, guard.h) skips the
@@ -955,7 +923,7 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
     assert_string_equal(k.cells[0], "2");
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void on_marker(px_conn *c, const px_error *err, bool found, void *arg)
@@ -1009,7 +977,7 @@ static void test_markers(void **state)
     assert_false(k.failed);
     assert_false(marker_found(&loop, c, &a));
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_reset_drops_session_objects(void **state)
@@ -1058,7 +1026,7 @@ static void test_reset_drops_session_objects(void **state)
     assert_true(k.failed);
     assert_true(k.err.conn_broken);
     call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    contract_finish(&loop, D, c, 2);
 }
 
 static void test_bad_arguments(void **state)
@@ -1090,7 +1058,7 @@ static void test_bad_arguments(void **state)
         assert_int_equal(D->connect(&loop, &named, on_connect, &k2), PX_EINVAL);
     }
     call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    contract_finish(&loop, D, &c, 1);
 }
 
 static void test_connect_timeout(void **state)
@@ -1117,7 +1085,7 @@ static void test_connect_timeout(void **state)
     assert_true(k.err.conn_broken);
     assert_true(uv_hrtime() - t0 < 1500000000ULL);
     assert_true(uv_hrtime() - t0 >= 290000000ULL);
-    drain_and_close(&loop);
+    contract_finish(&loop, D, NULL, 0);
     close(fd);
 }
 
@@ -1167,51 +1135,8 @@ static void test_server_crash_recovery(void **state)
     admin_expect("SELECT v FROM mxt_kv WHERE id = 40", "survives");
     sync_recover(&loop, c2, g_prefix, "order", &k);
     assert_false(listed(&k, &x));
-    close_and_finish(&loop, &c2, 1);
+    contract_finish(&loop, D, &c2, 1);
 }
-
-/* ---- the driver contract (tests/support/contract.h) ---- */
-
-static void ct_target(px_target *t)
-{
-    tu_target(t, "order");
-}
-
-static void ct_unreachable(px_target *t)
-{
-    t->port = contract_free_port();
-}
-
-static void ct_setup(void)
-{
-    free(admin("DROP TABLE IF EXISTS ct_item;"
-               "CREATE TABLE ct_item (id BIGINT PRIMARY KEY, v VARCHAR(100))"
-               " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"));
-}
-
-static const contract_driver mysql_contract = {
-    .name = "mysql",
-    .d = D,
-    .bqual = "order",
-    .bqual_other = "warehouse",
-    .target = ct_target,
-    .unreachable = ct_unreachable,
-    .setup = ct_setup,
-    .admin = "order",
-    .write = "INSERT INTO ct_item (id, v) VALUES (?, ?)",
-    .touch = "UPDATE ct_item SET v = v WHERE id = ?",
-    .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
-    .two_rows = "SELECT 1 UNION ALL SELECT 2",
-    .echo_text = "SELECT ? AS v",
-    .business = "SELECT nosuchcolumn FROM ct_item",
-    .fatal = "SELECT * FROM mysql.user",
-    .slow = "SELECT SLEEP(0.2)",
-    .not_found_sqlstate = "XAE04",
-    .dirty = "SET @ct_v = 'dirty'",
-    .probe = "SELECT CAST(IFNULL(@ct_v, 'clean') AS CHAR)",
-    .probe_clean = "clean",
-    .detach_after_close = true,
-};
 
 int main(void)
 {
@@ -1238,5 +1163,5 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_server_crash_recovery),
     };
-    return contract_run(&mysql_contract) + cmocka_run_group_tests(tests, setup, NULL);
+    return contract_run(&contract_mysql) + cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -50,24 +50,6 @@ typedef struct waiter {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void copy_result(px_result *dst, const px_result *src)
-{
-    size_t ncells = (size_t)src->nrows * src->ncols;
-    memset(dst, 0, sizeof *dst);
-    dst->rows_affected = src->rows_affected;
-    dst->ncols = src->ncols;
-    dst->nrows = src->nrows;
-    dst->colnames = calloc((size_t)src->ncols + 1, sizeof *dst->colnames);
-    dst->coltypes = calloc((size_t)src->ncols + 1, sizeof *dst->coltypes);
-    dst->cells = calloc(ncells + 1, sizeof *dst->cells);
-    for (int j = 0; j < src->ncols; j++) {
-        dst->colnames[j] = strdup(src->colnames[j]);
-        dst->coltypes[j] = src->coltypes[j];
-    }
-    for (size_t i = 0; i < ncells; i++)
-        dst->cells[i] = src->cells[i] ? strdup(src->cells[i]) : NULL;
-}
-
 static void w_reset(waiter *w)
 {
     for (int i = 0; i < MAX_RES; i++)
@@ -107,7 +89,7 @@ static void w_exec(px_conn *c, const px_error *err, int failed_index, const px_r
     w->failed_index = failed_index;
     w->nresults = nresults;
     for (int i = 0; i < nresults && i < MAX_RES; i++)
-        copy_result(&w->res[i], &results[i]);
+        contract_copy_result(&w->res[i], &results[i]);
     if (w->close_in_cb)
         D->close(c);
 }
@@ -1379,55 +1361,6 @@ static void test_markers(void **state)
     tu_loop_close(&loop);
 }
 
-/* ---- the driver contract (tests/support/contract.h) ---- */
-
-static void ct_target(px_target *t)
-{
-    tu_target(t, "payment");
-}
-
-static void ct_unreachable(px_target *t)
-{
-    static char ci[160];
-    snprintf(ci, sizeof ci,
-             "host=127.0.0.1 port=%d dbname=xatest user=xacoord sslmode=disable "
-             "gssencmode=disable",
-             contract_free_port());
-    t->conninfo = ci;
-}
-
-static void ct_setup(void)
-{
-    free(admin("SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts "
-               "WHERE gid LIKE 'xa1.ct%' AND database = current_database() \\gexec\n"
-               "DROP TABLE IF EXISTS ct_item;\n"
-               "CREATE TABLE ct_item (id bigint PRIMARY KEY, v text);\n"
-               "ALTER TABLE ct_item OWNER TO xacoord;\n"));
-}
-
-static const contract_driver postgres_contract = {
-    .name = "postgres",
-    .d = D,
-    .bqual = "payment",
-    .bqual_other = "warehouse",
-    .target = ct_target,
-    .unreachable = ct_unreachable,
-    .setup = ct_setup,
-    .admin = "payment",
-    .write = "INSERT INTO ct_item (id, v) VALUES ($1, $2)",
-    .touch = "UPDATE ct_item SET v = v WHERE id = $1",
-    .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
-    .two_rows = "SELECT 1 UNION ALL SELECT 2",
-    .echo_text = "SELECT $1::text AS v",
-    .business = "SELECT 1 / 0",
-    .fatal = "SELECT * FROM pg_authid",
-    .slow = "SELECT pg_sleep(0.2)",
-    .not_found_sqlstate = "42704",
-    .dirty = "SELECT set_config('search_path', 'pg_catalog', false)",
-    .probe = "SHOW search_path",
-    .probe_clean = "\"$user\", public",
-};
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1452,6 +1385,6 @@ int main(void)
     };
     if (getenv("XA_TEST_FILTER"))
         cmocka_set_test_filter(getenv("XA_TEST_FILTER"));
-    return contract_run(&postgres_contract) +
+    return contract_run(&contract_postgres) +
            cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

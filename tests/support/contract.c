@@ -36,9 +36,10 @@ typedef struct call {
 
 /* ---------------------------------------------------------------- recording */
 
-static void copy_result(px_result *dst, const px_result *src)
+void contract_copy_result(px_result *dst, const px_result *src)
 {
     size_t ncells = (size_t)src->nrows * src->ncols;
+    memset(dst, 0, sizeof *dst);
     dst->rows_affected = src->rows_affected;
     dst->ncols = src->ncols;
     dst->nrows = src->nrows;
@@ -91,7 +92,7 @@ static void on_exec(px_conn *c, const px_error *err, int failed_index, const px_
     k->failed_index = failed_index;
     k->nresults = nresults;
     for (int i = 0; i < nresults && i < MAX_RES; i++)
-        copy_result(&k->res[i], &results[i]);
+        contract_copy_result(&k->res[i], &results[i]);
     if (k->close_in_cb)
         g_drv->d->close(c);
 }
@@ -277,15 +278,14 @@ static void on_drain_deadline(uv_timer_t *t)
     uv_stop(t->loop);
 }
 
-/* Closes the connections, runs the loop until they have released their handles (the deadline
- * timer is unreferenced, so it does not keep the loop alive) and checks that it closes. */
-static void finish(uv_loop_t *loop, px_conn **conns, int n)
+/* The deadline timer is unreferenced, so it does not keep the loop alive. */
+void contract_finish(uv_loop_t *loop, const px_driver *d, px_conn **conns, int n)
 {
     uv_timer_t deadline;
     bool expired = false;
     for (int i = 0; i < n; i++)
         if (conns[i])
-            g_drv->d->close(conns[i]);
+            d->close(conns[i]);
     uv_timer_init(loop, &deadline);
     deadline.data = &expired;
     uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
@@ -334,7 +334,7 @@ static void test_connect_exec(void **state)
     xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
     assert_int_equal(committed(&x, 100), 1);
     call_reset(&k);
-    finish(&loop, &c, 1);
+    contract_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* Prepared on one connection, committed from another after the first closed; a second COMMIT
@@ -375,7 +375,7 @@ static void test_prepare_commit_elsewhere(void **state)
     xid_ok(&loop, g_drv->d->rollback_prepared, c[1], &unknown);
     assert_int_equal(committed(&unknown, 201), 0);
     call_reset(&k);
-    finish(&loop, c, 2);
+    contract_finish(&loop, g_drv->d, c, 2);
 }
 
 /* ROLLBACK PREPARED from another connection leaves nothing of the branch. */
@@ -398,7 +398,7 @@ static void test_rollback_prepared_elsewhere(void **state)
     assert_int_equal(committed(&x, 300), 0);
     assert_int_equal(recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
     call_reset(&k);
-    finish(&loop, c, 2);
+    contract_finish(&loop, g_drv->d, c, 2);
 }
 
 /* A single branch commits in one phase; an unprepared branch rolls back; a prepared one rolls
@@ -431,7 +431,7 @@ static void test_one_phase_and_rollback(void **state)
     xid_ok(&loop, g_drv->d->rollback_prepared, c, &x[2]);
     assert_int_equal(committed(&x[2], 402), 0);
     call_reset(&k);
-    finish(&loop, &c, 1);
+    contract_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* The listing names only the branches of the gtrid prefix and the bqual asked for. */
@@ -469,7 +469,7 @@ static void test_recover_filters(void **state)
     assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k), 0);
     assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual_other, &k), 0);
     call_reset(&k);
-    finish(&loop, c, 4);
+    contract_finish(&loop, g_drv->d, c, 4);
 }
 
 /* A statement's failure is the request's (business) or not (fatal); a wrong row count is the
@@ -535,7 +535,7 @@ static void test_error_classes(void **state)
     xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[3]);
     assert_int_equal(committed(&x[3], 502), 1);
     call_reset(&k);
-    finish(&loop, &c, 1);
+    contract_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* No server: the connect fails once, retryable, and hands out no connection. */
@@ -552,7 +552,7 @@ static void test_unreachable_is_retryable(void **state)
     assert_true(k.err.conn_broken);
     assert_true(k.err.message[0] != '\0');
     call_reset(&k);
-    finish(&loop, NULL, 0);
+    contract_finish(&loop, g_drv->d, NULL, 0);
 }
 
 /* One operation at a time; a refused call never calls back; a call never reports from inside
@@ -612,7 +612,7 @@ static void test_async_rules(void **state)
     wait_one(&loop, &k);
     check_ok(&k, "connect");
     call_reset(&k);
-    finish(&loop, NULL, 0); /* the abandoned exec's callback must not run while it drains */
+    contract_finish(&loop, g_drv->d, NULL, 0); /* the abandoned exec's callback must not run while it drains */
 }
 
 /* reset reports later, never from inside the call, and the next branch starts from the session
@@ -650,7 +650,7 @@ static void test_reset(void **state)
         xid_ok(&loop, g_drv->d->rollback, c, &x[i]);
     }
     call_reset(&k);
-    finish(&loop, &c, 1);
+    contract_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
@@ -760,7 +760,7 @@ static void test_many_branches(void **state)
     mkprefix(prefix, sizeof prefix, "many");
     assert_int_equal(recover_ok(&loop, c[0], prefix, g_drv->bqual, &k), 0);
     free(fl);
-    finish(&loop, c, CONNS);
+    contract_finish(&loop, g_drv->d, c, CONNS);
 }
 
 /* ---------------------------------------------------------------- the run */

@@ -6,9 +6,10 @@
  * no callback from inside a call, close in a callback or with an operation in flight), session
  * reset, and 200 branches over 8 connections.
  *
- * A driver's test program describes its driver in a contract_driver - how to connect, the few
- * statements whose SQL differs, and an oracle that tells which branches committed without going
- * through the driver - and runs contract_run() next to its own driver-specific tests.
+ * A contract_driver describes a driver - how to connect, the few statements whose SQL differs,
+ * and an oracle that tells which branches committed without going through the driver
+ * (contract_drivers.c holds the three); each driver's test program runs contract_run() next to
+ * its own driver-specific tests.
  */
 #ifndef XA_CONTRACT_H
 #define XA_CONTRACT_H
@@ -51,10 +52,22 @@ typedef struct contract_driver {
     bool detach_after_close;
 } contract_driver;
 
+/* Copies a result out of a driver's callback (px_result_free frees it). */
+void contract_copy_result(px_result *dst, const px_result *src);
+
+/* Closes the n connections (NULLs skipped) with d, runs the loop until every handle they had is
+ * closed (10 s at most) and checks that the loop closes cleanly: a leaked handle fails. */
+void contract_finish(uv_loop_t *loop, const px_driver *d, px_conn **conns, int n);
+
 /* A loopback TCP port where nothing listens (bound once, then closed). */
 int contract_free_port(void);
 
 /* Runs the contract tests against drv; returns cmocka's count of failed tests. */
 int contract_run(const contract_driver *drv);
+
+/* The drivers (contract_drivers.c). */
+extern const contract_driver contract_postgres;
+extern const contract_driver contract_mysql;
+extern const contract_driver contract_memory;
 
 #endif

@@ -575,48 +575,6 @@ static void test_reset_with_open_connection(void **state)
     assert_int_equal(ms.connects, 0);
 }
 
-/* ---- the driver contract (tests/support/contract.h) ---- */
-
-static void ct_target(px_target *t)
-{
-    *t = (px_target){.name = "ct", .driver = "memory"};
-}
-
-/* Another server's name, and that server is down. */
-static void ct_unreachable(px_target *t)
-{
-    t->name = "ct_down";
-    px_memory_set_down("ct_down", true);
-}
-
-/* The memory server keeps each branch's outcome; it has no rows. */
-static int ct_count_committed(const px_xid *xs, const int64_t *ids, int n)
-{
-    int count = 0;
-    for (int i = 0; i < n; i++)
-        count += px_memory_outcome("ct", &xs[i]) == PX_MEM_COMMITTED;
-    return count;
-}
-
-static const contract_driver memory_contract = {
-    .name = "memory",
-    .d = &px_memory_driver,
-    .bqual = "ct",
-    .bqual_other = "ct2",
-    .target = ct_target,
-    .unreachable = ct_unreachable,
-    .count_committed = ct_count_committed,
-    .write = "rows 1",
-    .touch = "rows 1",
-    .no_rows = "rows 0",
-    .two_rows = "rows 2",
-    .echo_text = "echo",
-    .business = "error business",
-    .fatal = "error fatal",
-    .slow = "sleep 200",
-    .not_found_sqlstate = "42704",
-};
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,7 +595,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_with_open_connection, setup, teardown),
     };
-    int failed = contract_run(&memory_contract);
+    int failed = contract_run(&contract_memory);
     px_memory_reset();
     return failed + cmocka_run_group_tests(tests, NULL, NULL);
 }
