@@ -6,6 +6,7 @@
  * runs its own loop and ends by checking that the loop closed cleanly.
  */
 #include "contract.h"
+#include "pxcall.h"
 
 #include <netinet/in.h>
 #include <stdio.h>
@@ -270,7 +271,7 @@ static void test_connect_exec_params(void **state)
     assert_int_equal(sync_exec(&loop, c, s, 1, &k), PX_OK);
     admin_expect("SELECT v FROM mxt_kv WHERE id = 2", "second");
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_statement_cache_eviction(void **state)
@@ -315,7 +316,7 @@ static void test_statement_cache_eviction(void **state)
     assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
     assert_int_equal(atol(k.cells[0]), v3);
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_prepared_branch_stays_attached(void **state)
@@ -355,7 +356,7 @@ static void test_prepared_branch_stays_attached(void **state)
     must_xa(&loop, D->begin, c[0], &x);
     must_xa(&loop, D->prepare, c[0], &x);
     must_xa(&loop, D->rollback_prepared, c[0], &x);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 static void test_constraint_violations_are_business(void **state)
@@ -389,7 +390,7 @@ static void test_constraint_violations_are_business(void **state)
     must_exec(&loop, c, "UPDATE mxt_acct SET balance = balance WHERE id = 1", NULL, 0);
     admin_expect("SELECT balance FROM mxt_acct WHERE id = 1", "100");
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_parameters_stored_verbatim(void **state)
@@ -448,7 +449,7 @@ static void test_parameters_stored_verbatim(void **state)
         admin_expect("SELECT HEX(b) FROM mxt_kv WHERE id = 200", "6100275CFF7A");
     }
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_result_types(void **state)
@@ -500,7 +501,7 @@ static void test_result_types(void **state)
     assert_string_equal(k.cells[9], "1");
     assert_string_equal(k.names[8], "big");
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* The exact text of every kind of value: integers beyond int64, exact decimals, binary bytes
@@ -552,7 +553,7 @@ static void test_value_types(void **state)
     assert_int_equal(k.types[5], PX_COL_TEXT);
     assert_string_equal(k.cells[5], "text");
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* Waits until the background admin session sleeps, which it does only once its SELECT ... FOR
@@ -603,7 +604,7 @@ static void test_lock_wait_timeout_is_retryable(void **state)
     /* only the statement was undone: the branch can still end */
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
     /* wait for the admin session to let go */
     for (int i = 0; i < 200; i++) {
         char *got = admin("SELECT COUNT(*) FROM information_schema.innodb_trx");
@@ -663,7 +664,7 @@ static void test_deadlock_is_retryable(void **state)
     admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
     call_reset(&ka);
     call_reset(&kb);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 static void test_deadlock_victim_cannot_commit(void **state)
@@ -708,7 +709,7 @@ static void test_deadlock_victim_cannot_commit(void **state)
     }
     call_reset(&ka);
     call_reset(&kb);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 /* XA state errors are fatal: XA START inside an active branch (1399). */
@@ -729,7 +730,7 @@ static void test_xa_state_error_is_fatal(void **state)
     assert_int_equal(k.err.code, 1399);
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* A statement that ends the branch itself - XA END and XA COMMIT ... ONE PHASE for the branch's
@@ -778,7 +779,7 @@ static void test_statement_cannot_end_branch(void **state)
     assert_int_equal(k.failed_index, 1);
     assert_true(k.err.conn_broken);
     call_reset(&k);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 /* A parameter count that does not fit the statement is the request's fault: the connection
@@ -808,7 +809,7 @@ static void test_param_mismatch_keeps_connection(void **state)
     must_xa(&loop, D->prepare, c, &x);
     must_xa(&loop, D->rollback_prepared, c, &x);
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* Failures that a fresh connection gets past: a refused connect (whatever the server's code)
@@ -837,7 +838,7 @@ static void test_dupid_and_connect_errors_retryable(void **state)
     assert_true(k.err.conn_broken);
     must_xa(&loop, D->rollback, c[0], &x);
     call_reset(&k);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 /* ---- session hygiene: reset ---- */
@@ -885,7 +886,7 @@ static void test_reset_restores_settings(void **state)
     must_xa(&loop, D->begin, c, &x);
     must_xa(&loop, D->rollback, c, &x);
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* A transaction whose statements are session-neutral (the engine proved it, guard.h) skips the
@@ -923,7 +924,7 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
     assert_string_equal(k.cells[0], "2");
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void on_marker(px_conn *c, const px_error *err, bool found, void *arg)
@@ -977,7 +978,7 @@ static void test_markers(void **state)
     assert_false(k.failed);
     assert_false(marker_found(&loop, c, &a));
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_reset_drops_session_objects(void **state)
@@ -1026,7 +1027,7 @@ static void test_reset_drops_session_objects(void **state)
     assert_true(k.failed);
     assert_true(k.err.conn_broken);
     call_reset(&k);
-    contract_finish(&loop, D, c, 2);
+    pxc_finish(&loop, D, c, 2);
 }
 
 static void test_bad_arguments(void **state)
@@ -1058,7 +1059,7 @@ static void test_bad_arguments(void **state)
         assert_int_equal(D->connect(&loop, &named, on_connect, &k2), PX_EINVAL);
     }
     call_reset(&k);
-    contract_finish(&loop, D, &c, 1);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_connect_timeout(void **state)
@@ -1085,7 +1086,7 @@ static void test_connect_timeout(void **state)
     assert_true(k.err.conn_broken);
     assert_true(uv_hrtime() - t0 < 1500000000ULL);
     assert_true(uv_hrtime() - t0 >= 290000000ULL);
-    contract_finish(&loop, D, NULL, 0);
+    pxc_finish(&loop, D, NULL, 0);
     close(fd);
 }
 
@@ -1135,7 +1136,7 @@ static void test_server_crash_recovery(void **state)
     admin_expect("SELECT v FROM mxt_kv WHERE id = 40", "survives");
     sync_recover(&loop, c2, g_prefix, "order", &k);
     assert_false(listed(&k, &x));
-    contract_finish(&loop, D, &c2, 1);
+    pxc_finish(&loop, D, &c2, 1);
 }
 
 int main(void)

@@ -3,6 +3,7 @@
  * connections and checking that the loop closes cleanly: a driver that leaks a handle fails.
  */
 #include "contract.h"
+#include "pxcall.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,180 +13,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define WAIT_MS 15000
-#define MAX_RES 8
-#define MAX_XIDS 64
-
 static const contract_driver *g_drv;
 static px_target g_target;
 static char g_prefix[40]; /* gtrid prefix of this run: leftovers of other runs never match */
 
-/* What one callback reported, copied out of the driver's memory. */
-typedef struct call {
-    bool done;
-    int calls;
-    px_conn *conn;
-    bool failed;
-    px_error err;
-    int failed_index, nresults;
-    px_result res[MAX_RES];
-    px_xid xids[MAX_XIDS];
-    size_t nxids;
-    bool close_in_cb;
-} call;
-
-/* ---------------------------------------------------------------- recording */
-
-void contract_copy_result(px_result *dst, const px_result *src)
+static px_conn *connect_ok(uv_loop_t *loop)
 {
-    size_t ncells = (size_t)src->nrows * src->ncols;
-    memset(dst, 0, sizeof *dst);
-    dst->rows_affected = src->rows_affected;
-    dst->ncols = src->ncols;
-    dst->nrows = src->nrows;
-    dst->colnames = calloc((size_t)src->ncols + 1, sizeof *dst->colnames);
-    dst->coltypes = calloc((size_t)src->ncols + 1, sizeof *dst->coltypes);
-    dst->cells = calloc(ncells + 1, sizeof *dst->cells);
-    for (int j = 0; j < src->ncols; j++) {
-        dst->colnames[j] = strdup(src->colnames[j]);
-        dst->coltypes[j] = src->coltypes[j];
-    }
-    for (size_t i = 0; i < ncells; i++)
-        dst->cells[i] = src->cells[i] ? strdup(src->cells[i]) : NULL;
-}
-
-static void call_reset(call *k)
-{
-    for (int i = 0; i < MAX_RES; i++)
-        px_result_free(&k->res[i]);
-    memset(k, 0, sizeof *k);
-}
-
-static void record(call *k, const px_error *err)
-{
-    k->calls++;
-    k->done = true;
-    k->failed = err != NULL;
-    if (err)
-        k->err = *err;
-}
-
-static void on_connect(px_conn *c, const px_error *err, void *arg)
-{
-    call *k = arg;
-    record(k, err);
-    k->conn = c;
-    if (c && k->close_in_cb)
-        g_drv->d->close(c);
-}
-
-static void on_done(px_conn *c, const px_error *err, void *arg)
-{
-    record(arg, err);
-}
-
-static void on_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                    int nresults, void *arg)
-{
-    call *k = arg;
-    record(k, err);
-    k->failed_index = failed_index;
-    k->nresults = nresults;
-    for (int i = 0; i < nresults && i < MAX_RES; i++)
-        contract_copy_result(&k->res[i], &results[i]);
-    if (k->close_in_cb)
-        g_drv->d->close(c);
-}
-
-static void on_recover(px_conn *c, const px_error *err, const px_xid *xids, size_t n, void *arg)
-{
-    call *k = arg;
-    record(k, err);
-    k->nxids = n < MAX_XIDS ? n : MAX_XIDS;
-    if (k->nxids)
-        memcpy(k->xids, xids, k->nxids * sizeof *xids);
+    return pxc_connect_ok(loop, g_drv->d, &g_target);
 }
 
 static void on_never(px_conn *c, const px_error *err, int failed_index, const px_result *results,
                      int nresults, void *arg)
 {
     fail_msg("the callback of an abandoned operation ran");
-}
-
-/* ---------------------------------------------------------------- one step, waited for */
-
-static void check_ok(const call *k, const char *what)
-{
-    if (k->failed)
-        fail_msg("%s: %s: %s [%s %d]", what, px_errclass_name(k->err.cls), k->err.message,
-                 k->err.sqlstate, k->err.code);
-}
-
-static void wait_one(uv_loop_t *loop, call *k)
-{
-    tu_run_until(loop, &k->done, WAIT_MS);
-    assert_int_equal(k->calls, 1);
-}
-
-static px_conn *try_connect(uv_loop_t *loop, const px_target *t, call *k)
-{
-    call_reset(k);
-    assert_int_equal(g_drv->d->connect(loop, t, on_connect, k), 0);
-    wait_one(loop, k);
-    return k->conn;
-}
-
-static px_conn *connect_ok(uv_loop_t *loop)
-{
-    call k = {0};
-    px_conn *c = try_connect(loop, &g_target, &k);
-    check_ok(&k, "connect");
-    assert_non_null(c);
-    assert_ptr_equal(px_conn_base(c)->driver, g_drv->d);
-    return c;
-}
-
-static px_errclass exec_wait(uv_loop_t *loop, px_conn *c, const px_stmt *s, int n, call *k)
-{
-    call_reset(k);
-    assert_int_equal(g_drv->d->exec(c, s, n, on_exec, k), 0);
-    wait_one(loop, k);
-    return k->failed ? k->err.cls : PX_OK;
-}
-
-typedef int (*xid_fn)(px_conn *, const px_xid *, px_done_cb, void *);
-
-static px_errclass xid_wait(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x, call *k)
-{
-    call_reset(k);
-    assert_int_equal(fn(c, x, on_done, k), 0);
-    wait_one(loop, k);
-    return k->failed ? k->err.cls : PX_OK;
-}
-
-static void xid_ok(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x)
-{
-    call k = {0};
-    xid_wait(loop, fn, c, x, &k);
-    check_ok(&k, x->gtrid);
-}
-
-static size_t recover_ok(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
-                         call *k)
-{
-    call_reset(k);
-    assert_int_equal(g_drv->d->recover(c, prefix, bqual, on_recover, k), 0);
-    wait_one(loop, k);
-    check_ok(k, "recover");
-    return k->nxids;
-}
-
-static bool listed(const call *k, const px_xid *x)
-{
-    for (size_t i = 0; i < k->nxids; i++)
-        if (strcmp(k->xids[i].gtrid, x->gtrid) == 0 && strcmp(k->xids[i].bqual, x->bqual) == 0)
-            return true;
-    return false;
 }
 
 /* ---------------------------------------------------------------- statements and XIDs */
@@ -247,55 +87,27 @@ static int committed(const px_xid *x, int64_t id)
 /* begin, the write of row id, prepare. */
 static void prepare_branch(uv_loop_t *loop, px_conn *c, const px_xid *x, int64_t id)
 {
-    call k = {0};
+    px_call k = {0};
     px_param p[2];
     px_stmt s = write_stmt(p, id, 1);
-    xid_ok(loop, g_drv->d->begin, c, x);
-    exec_wait(loop, c, &s, 1, &k);
-    check_ok(&k, "write");
-    call_reset(&k);
-    xid_ok(loop, g_drv->d->prepare, c, x);
+    pxc_xid_ok(loop, g_drv->d->begin, c, x);
+    pxc_exec(loop, c, &s, 1, &k);
+    pxc_check_ok(&k);
+    pxc_reset(&k);
+    pxc_xid_ok(loop, g_drv->d->prepare, c, x);
 }
 
 /* COMMIT/ROLLBACK PREPARED from a connection that did not prepare: where the server attaches
  * the branch to its session until the close is processed, "not found" is retried for 5 s. */
-static px_errclass finish_elsewhere(uv_loop_t *loop, xid_fn fn, px_conn *c, const px_xid *x,
-                                    call *k)
+static px_errclass finish_elsewhere(uv_loop_t *loop, pxc_xid_fn fn, px_conn *c, const px_xid *x,
+                                    px_call *k)
 {
     uint64_t deadline = uv_hrtime() + 5000000000ULL;
     px_errclass cls;
-    while ((cls = xid_wait(loop, fn, c, x, k)) == PX_XID_NOT_FOUND && g_drv->detach_after_close &&
+    while ((cls = pxc_xid(loop, fn, c, x, k)) == PX_XID_NOT_FOUND && g_drv->detach_after_close &&
            uv_hrtime() < deadline)
         usleep(20000);
     return cls;
-}
-
-/* ---------------------------------------------------------------- loop end */
-
-static void on_drain_deadline(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-    uv_stop(t->loop);
-}
-
-/* The deadline timer is unreferenced, so it does not keep the loop alive. */
-void contract_finish(uv_loop_t *loop, const px_driver *d, px_conn **conns, int n)
-{
-    uv_timer_t deadline;
-    bool expired = false;
-    for (int i = 0; i < n; i++)
-        if (conns[i])
-            d->close(conns[i]);
-    uv_timer_init(loop, &deadline);
-    deadline.data = &expired;
-    uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
-    uv_unref((uv_handle_t *)&deadline);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&deadline, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    if (expired)
-        fail_msg("connections did not finish closing within 10 s");
-    tu_loop_close(loop);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -304,7 +116,7 @@ void contract_finish(uv_loop_t *loop, const px_driver *d, px_conn **conns, int n
 static void test_connect_exec(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_param p[2], echo[] = {{.type = PX_P_TEXT, .text = "it's ? $1; --", .len = 13}};
     px_stmt s[4];
     px_conn *c;
@@ -318,8 +130,8 @@ static void test_connect_exec(void **state)
     s[2] = plain(g_drv->no_rows, 0);
     /* An UPDATE counts the rows it matched, even where it changed nothing. */
     s[3] = (px_stmt){.sql = g_drv->touch, .params = p, .nparams = 1, .expect_rows = 1};
-    xid_ok(&loop, g_drv->d->begin, c, &x);
-    assert_int_equal(exec_wait(&loop, c, s, 4, &k), PX_OK);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
+    assert_int_equal(pxc_exec(&loop, c, s, 4, &k), PX_OK);
     assert_int_equal(k.nresults, 4);
     assert_int_equal(k.failed_index, -1);
     assert_int_equal(k.res[0].rows_affected, 1);
@@ -331,10 +143,10 @@ static void test_connect_exec(void **state)
     assert_int_equal(k.res[2].rows_affected, 0);
     assert_int_equal(k.res[3].rows_affected, 1);
     assert_int_equal(committed(&x, 100), 0);
-    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
+    pxc_xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
     assert_int_equal(committed(&x, 100), 1);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* Prepared on one connection, committed from another after the first closed; a second COMMIT
@@ -342,7 +154,7 @@ static void test_connect_exec(void **state)
 static void test_prepare_commit_elsewhere(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c[2];
     px_xid x, unknown;
     char prefix[64];
@@ -354,35 +166,35 @@ static void test_prepare_commit_elsewhere(void **state)
     c[1] = connect_ok(&loop);
     prepare_branch(&loop, c[0], &x, 200);
     assert_int_equal(committed(&x, 200), 0);
-    recover_ok(&loop, c[1], prefix, g_drv->bqual, &k);
-    assert_true(listed(&k, &x));
+    pxc_recover_ok(&loop, c[1], prefix, g_drv->bqual, &k);
+    assert_true(pxc_listed(&k, &x));
     g_drv->d->close(c[0]);
     c[0] = NULL;
 
     assert_int_equal(finish_elsewhere(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_OK);
     assert_int_equal(committed(&x, 200), 1);
-    assert_int_equal(recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
+    assert_int_equal(pxc_recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
 
-    assert_int_equal(xid_wait(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
+    assert_int_equal(pxc_xid(&loop, g_drv->d->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
     assert_false(k.err.conn_broken);
     assert_string_equal(k.err.sqlstate, g_drv->not_found_sqlstate);
-    assert_int_equal(xid_wait(&loop, g_drv->d->rollback_prepared, c[1], &unknown, &k),
+    assert_int_equal(pxc_xid(&loop, g_drv->d->rollback_prepared, c[1], &unknown, &k),
                      PX_XID_NOT_FOUND);
     assert_false(k.err.conn_broken);
     assert_string_equal(k.err.sqlstate, g_drv->not_found_sqlstate);
     /* The connection is still good for a branch. */
     prepare_branch(&loop, c[1], &unknown, 201);
-    xid_ok(&loop, g_drv->d->rollback_prepared, c[1], &unknown);
+    pxc_xid_ok(&loop, g_drv->d->rollback_prepared, c[1], &unknown);
     assert_int_equal(committed(&unknown, 201), 0);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, c, 2);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, c, 2);
 }
 
 /* ROLLBACK PREPARED from another connection leaves nothing of the branch. */
 static void test_rollback_prepared_elsewhere(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c[2];
     px_xid x;
     char prefix[64];
@@ -396,9 +208,9 @@ static void test_rollback_prepared_elsewhere(void **state)
     c[0] = NULL;
     assert_int_equal(finish_elsewhere(&loop, g_drv->d->rollback_prepared, c[1], &x, &k), PX_OK);
     assert_int_equal(committed(&x, 300), 0);
-    assert_int_equal(recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, c, 2);
+    assert_int_equal(pxc_recover_ok(&loop, c[1], prefix, g_drv->bqual, &k), 0);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, c, 2);
 }
 
 /* A single branch commits in one phase; an unprepared branch rolls back; a prepared one rolls
@@ -406,7 +218,7 @@ static void test_rollback_prepared_elsewhere(void **state)
 static void test_one_phase_and_rollback(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c;
     px_xid x[3];
     px_param p[2];
@@ -415,30 +227,30 @@ static void test_one_phase_and_rollback(void **state)
     for (int i = 0; i < 3; i++)
         mkxid(&x[i], "op", i, g_drv->bqual);
     c = connect_ok(&loop);
-    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[0]);
     s = write_stmt(p, 400, 1);
-    assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
-    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
+    assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
     assert_int_equal(committed(&x[0], 400), 1);
 
-    xid_ok(&loop, g_drv->d->begin, c, &x[1]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[1]);
     s = write_stmt(p, 401, 1);
-    assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
-    xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
+    assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
     assert_int_equal(committed(&x[1], 401), 0);
 
     prepare_branch(&loop, c, &x[2], 402);
-    xid_ok(&loop, g_drv->d->rollback_prepared, c, &x[2]);
+    pxc_xid_ok(&loop, g_drv->d->rollback_prepared, c, &x[2]);
     assert_int_equal(committed(&x[2], 402), 0);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* The listing names only the branches of the gtrid prefix and the bqual asked for. */
 static void test_recover_filters(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c[4] = {NULL, NULL, NULL, NULL};
     px_xid x[3];
     char prefix[64], longer[64];
@@ -451,25 +263,25 @@ static void test_recover_filters(void **state)
     for (int i = 0; i < 4; i++)
         c[i] = connect_ok(&loop);
     for (int i = 0; i < 3; i++) {
-        xid_ok(&loop, g_drv->d->begin, c[i], &x[i]);
-        xid_ok(&loop, g_drv->d->prepare, c[i], &x[i]);
+        pxc_xid_ok(&loop, g_drv->d->begin, c[i], &x[i]);
+        pxc_xid_ok(&loop, g_drv->d->prepare, c[i], &x[i]);
     }
-    assert_int_equal(recover_ok(&loop, c[3], prefix, g_drv->bqual, &k), 1);
+    assert_int_equal(pxc_recover_ok(&loop, c[3], prefix, g_drv->bqual, &k), 1);
     assert_string_equal(k.xids[0].gtrid, x[0].gtrid);
     assert_string_equal(k.xids[0].bqual, g_drv->bqual);
-    assert_int_equal(recover_ok(&loop, c[3], prefix, g_drv->bqual_other, &k), 1);
+    assert_int_equal(pxc_recover_ok(&loop, c[3], prefix, g_drv->bqual_other, &k), 1);
     assert_string_equal(k.xids[0].gtrid, x[1].gtrid);
     assert_string_equal(k.xids[0].bqual, g_drv->bqual_other);
-    assert_int_equal(recover_ok(&loop, c[3], longer, g_drv->bqual, &k), 1);
+    assert_int_equal(pxc_recover_ok(&loop, c[3], longer, g_drv->bqual, &k), 1);
     assert_string_equal(k.xids[0].gtrid, x[2].gtrid);
-    recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k);
-    assert_true(listed(&k, &x[0]) && listed(&k, &x[2]) && !listed(&k, &x[1]));
+    pxc_recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k);
+    assert_true(pxc_listed(&k, &x[0]) && pxc_listed(&k, &x[2]) && !pxc_listed(&k, &x[1]));
     for (int i = 0; i < 3; i++)
-        xid_ok(&loop, g_drv->d->rollback_prepared, c[i], &x[i]);
-    assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k), 0);
-    assert_int_equal(recover_ok(&loop, c[3], g_prefix, g_drv->bqual_other, &k), 0);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, c, 4);
+        pxc_xid_ok(&loop, g_drv->d->rollback_prepared, c[i], &x[i]);
+    assert_int_equal(pxc_recover_ok(&loop, c[3], g_prefix, g_drv->bqual, &k), 0);
+    assert_int_equal(pxc_recover_ok(&loop, c[3], g_prefix, g_drv->bqual_other, &k), 0);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, c, 4);
 }
 
 /* A statement's failure is the request's (business) or not (fatal); a wrong row count is the
@@ -478,7 +290,7 @@ static void test_recover_filters(void **state)
 static void test_error_classes(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c;
     px_xid x[5];
     px_param p[2];
@@ -488,71 +300,71 @@ static void test_error_classes(void **state)
         mkxid(&x[i], "err", i, g_drv->bqual);
     c = connect_ok(&loop);
 
-    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[0]);
     s[0] = write_stmt(p, 500, 1);
     s[1] = plain(g_drv->business, -1);
     s[2] = plain(g_drv->echo_text, -1);
-    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_BUSINESS);
+    assert_int_equal(pxc_exec(&loop, c, s, 3, &k), PX_BUSINESS);
     assert_int_equal(k.failed_index, 1);
     assert_int_equal(k.nresults, 1);
     assert_int_equal(k.res[0].rows_affected, 1);
     assert_false(k.err.conn_broken);
     assert_false(k.err.rows_mismatch);
     assert_true(k.err.message[0] != '\0');
-    xid_ok(&loop, g_drv->d->rollback, c, &x[0]);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[0]);
     assert_int_equal(committed(&x[0], 500), 0);
 
-    xid_ok(&loop, g_drv->d->begin, c, &x[1]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[1]);
     s[0] = write_stmt(p, 501, 1);
     s[1] = plain(g_drv->no_rows, 1);
-    assert_int_equal(exec_wait(&loop, c, s, 3, &k), PX_BUSINESS);
+    assert_int_equal(pxc_exec(&loop, c, s, 3, &k), PX_BUSINESS);
     assert_int_equal(k.failed_index, 1);
     assert_int_equal(k.nresults, 1);
     assert_true(k.err.rows_mismatch);
     assert_false(k.err.conn_broken);
     assert_string_equal(k.err.message, "expected 1 rows, got 0");
     assert_string_equal(k.err.sqlstate, "");
-    xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[1]);
     /* Returned rows count for queries. */
-    xid_ok(&loop, g_drv->d->begin, c, &x[4]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[4]);
     s[0] = plain(g_drv->two_rows, 1);
-    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_BUSINESS);
+    assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_BUSINESS);
     assert_true(k.err.rows_mismatch);
     assert_string_equal(k.err.message, "expected 1 rows, got 2");
-    xid_ok(&loop, g_drv->d->rollback, c, &x[4]);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[4]);
 
-    xid_ok(&loop, g_drv->d->begin, c, &x[2]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[2]);
     s[0] = plain(g_drv->fatal, -1);
-    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_FATAL);
+    assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_FATAL);
     assert_int_equal(k.failed_index, 0);
     assert_int_equal(k.nresults, 0);
-    xid_ok(&loop, g_drv->d->rollback, c, &x[2]);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[2]);
 
     /* After all that a branch still commits. */
-    xid_ok(&loop, g_drv->d->begin, c, &x[3]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[3]);
     s[0] = write_stmt(p, 502, 1);
-    assert_int_equal(exec_wait(&loop, c, s, 1, &k), PX_OK);
-    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[3]);
+    assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[3]);
     assert_int_equal(committed(&x[3], 502), 1);
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* No server: the connect fails once, retryable, and hands out no connection. */
 static void test_unreachable_is_retryable(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_target t = g_target;
     uv_loop_init(&loop);
     g_drv->unreachable(&t);
-    assert_null(try_connect(&loop, &t, &k));
+    assert_null(pxc_try_connect(&loop, g_drv->d, &t, &k));
     assert_true(k.failed);
     assert_int_equal(k.err.cls, PX_RETRYABLE);
     assert_true(k.err.conn_broken);
     assert_true(k.err.message[0] != '\0');
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, NULL, 0);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, NULL, 0);
 }
 
 /* One operation at a time; a refused call never calls back; a call never reports from inside
@@ -561,58 +373,59 @@ static void test_unreachable_is_retryable(void **state)
 static void test_async_rules(void **state)
 {
     uv_loop_t loop;
-    call k = {0}, k2 = {0};
+    px_call k = {0}, k2 = {0};
     px_conn *c;
     px_xid x;
     px_stmt slow = plain(g_drv->slow, 1);
     uv_loop_init(&loop);
     mkxid(&x, "busy", 1, g_drv->bqual);
     c = connect_ok(&loop);
-    xid_ok(&loop, g_drv->d->begin, c, &x);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
 
-    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k), 0);
-    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->rollback(c, &x, on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->prepare(c, &x, on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->commit_prepared(c, &x, on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->recover(c, g_prefix, g_drv->bqual, on_recover, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->reset(c, on_done, &k2), PX_EBUSY);
-    wait_one(&loop, &k);
-    check_ok(&k, "slow");
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, pxc_on_exec, &k), 0);
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, pxc_on_exec, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->rollback(c, &x, pxc_on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->prepare(c, &x, pxc_on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->commit_prepared(c, &x, pxc_on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->recover(c, g_prefix, g_drv->bqual, pxc_on_recover, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->reset(c, pxc_on_done, &k2), PX_EBUSY);
+    pxc_wait(&loop, &k);
+    pxc_check_ok(&k);
     assert_int_equal(k2.calls, 0);
-    xid_ok(&loop, g_drv->d->rollback, c, &x);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x);
 
-    call_reset(&k);
-    assert_int_equal(g_drv->d->begin(c, &x, on_done, &k), 0);
+    pxc_reset(&k);
+    assert_int_equal(g_drv->d->begin(c, &x, pxc_on_done, &k), 0);
     assert_int_equal(k.calls, 0);
-    wait_one(&loop, &k);
-    check_ok(&k, "begin");
-    xid_ok(&loop, g_drv->d->rollback, c, &x);
+    pxc_wait(&loop, &k);
+    pxc_check_ok(&k);
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x);
 
     /* The exec callback closes the connection (with its branch open). */
-    xid_ok(&loop, g_drv->d->begin, c, &x);
-    call_reset(&k);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
+    pxc_reset(&k);
     k.close_in_cb = true;
-    assert_int_equal(g_drv->d->exec(c, &slow, 1, on_exec, &k), 0);
-    wait_one(&loop, &k);
-    check_ok(&k, "slow");
+    assert_int_equal(g_drv->d->exec(c, &slow, 1, pxc_on_exec, &k), 0);
+    pxc_wait(&loop, &k);
+    pxc_check_ok(&k);
 
     /* Closed while a statement runs. */
     c = connect_ok(&loop);
     mkxid(&x, "busy", 2, g_drv->bqual);
-    xid_ok(&loop, g_drv->d->begin, c, &x);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
     assert_int_equal(g_drv->d->exec(c, &slow, 1, on_never, NULL), 0);
     uv_run(&loop, UV_RUN_NOWAIT);
     g_drv->d->close(c);
 
     /* Closed from inside the connect callback. */
-    call_reset(&k);
+    pxc_reset(&k);
     k.close_in_cb = true;
-    assert_int_equal(g_drv->d->connect(&loop, &g_target, on_connect, &k), 0);
-    wait_one(&loop, &k);
-    check_ok(&k, "connect");
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, NULL, 0); /* the abandoned exec's callback must not run while it drains */
+    assert_int_equal(g_drv->d->connect(&loop, &g_target, pxc_on_connect, &k), 0);
+    pxc_wait(&loop, &k);
+    pxc_check_ok(&k);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, NULL,
+               0); /* the abandoned exec's callback must not run while it drains */
 }
 
 /* reset reports later, never from inside the call, and the next branch starts from the session
@@ -620,7 +433,7 @@ static void test_async_rules(void **state)
 static void test_reset(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     px_conn *c;
     px_xid x[3];
     px_stmt s;
@@ -628,29 +441,29 @@ static void test_reset(void **state)
     for (int i = 0; i < 3; i++)
         mkxid(&x[i], "reset", i, g_drv->bqual);
     c = connect_ok(&loop);
-    xid_ok(&loop, g_drv->d->begin, c, &x[0]);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x[0]);
     if (g_drv->dirty) {
         s = plain(g_drv->dirty, -1);
-        assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+        assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
     }
-    xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
+    pxc_xid_ok(&loop, g_drv->d->commit_one_phase, c, &x[0]);
     for (int i = 1; i < 3; i++) {
         /* The second time nothing changed the session: reset still reports. */
-        call_reset(&k);
-        assert_int_equal(g_drv->d->reset(c, on_done, &k), 0);
+        pxc_reset(&k);
+        assert_int_equal(g_drv->d->reset(c, pxc_on_done, &k), 0);
         assert_int_equal(k.calls, 0);
-        wait_one(&loop, &k);
-        check_ok(&k, "reset");
-        xid_ok(&loop, g_drv->d->begin, c, &x[i]);
+        pxc_wait(&loop, &k);
+        pxc_check_ok(&k);
+        pxc_xid_ok(&loop, g_drv->d->begin, c, &x[i]);
         if (g_drv->probe) {
             s = plain(g_drv->probe, 1);
-            assert_int_equal(exec_wait(&loop, c, &s, 1, &k), PX_OK);
+            assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
             assert_string_equal(k.res[0].cells[0], g_drv->probe_clean);
         }
-        xid_ok(&loop, g_drv->d->rollback, c, &x[i]);
+        pxc_xid_ok(&loop, g_drv->d->rollback, c, &x[i]);
     }
-    call_reset(&k);
-    contract_finish(&loop, g_drv->d, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, &c, 1);
 }
 
 /* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
@@ -736,7 +549,7 @@ static void worker_next(worker *w)
 static void test_many_branches(void **state)
 {
     uv_loop_t loop;
-    call k = {0};
+    px_call k = {0};
     fleet *fl = calloc(1, sizeof *fl);
     px_conn *c[CONNS];
     char prefix[64];
@@ -758,9 +571,9 @@ static void test_many_branches(void **state)
     for (int i = 0; i < CONNS; i++)
         assert_true(fl->w[i].completed > 0); /* the branches were in flight together */
     mkprefix(prefix, sizeof prefix, "many");
-    assert_int_equal(recover_ok(&loop, c[0], prefix, g_drv->bqual, &k), 0);
+    assert_int_equal(pxc_recover_ok(&loop, c[0], prefix, g_drv->bqual, &k), 0);
     free(fl);
-    contract_finish(&loop, g_drv->d, c, CONNS);
+    pxc_finish(&loop, g_drv->d, c, CONNS);
 }
 
 /* ---------------------------------------------------------------- the run */

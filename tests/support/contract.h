@@ -52,13 +52,6 @@ typedef struct contract_driver {
     bool detach_after_close;
 } contract_driver;
 
-/* Copies a result out of a driver's callback (px_result_free frees it). */
-void contract_copy_result(px_result *dst, const px_result *src);
-
-/* Closes the n connections (NULLs skipped) with d, runs the loop until every handle they had is
- * closed (10 s at most) and checks that the loop closes cleanly: a leaked handle fails. */
-void contract_finish(uv_loop_t *loop, const px_driver *d, px_conn **conns, int n);
-
 /* A loopback TCP port where nothing listens (bound once, then closed). */
 int contract_free_port(void);
 
