@@ -3,6 +3,7 @@
  * connections and checking that the loop closes cleanly: a driver that leaks a handle fails.
  */
 #include "contract.h"
+#include "admin.h"
 #include "pxcall.h"
 
 #include <arpa/inet.h>
@@ -70,9 +71,7 @@ static int count_committed(const px_xid *xs, const int64_t *ids, int n)
     for (int i = 0; i < n; i++)
         off += (size_t)snprintf(sql + off, len - off, "%s%lld", i ? "," : "", (long long)ids[i]);
     snprintf(sql + off, len - off, ")");
-    out = tu_admin_sql(g_drv->admin, "xatest", sql);
-    if (!out)
-        fail_msg("admin SQL failed: %s", sql);
+    out = adm_sql(g_drv->admin, sql);
     count = atoi(out);
     free(out);
     free(sql);
@@ -108,6 +107,27 @@ static px_errclass finish_elsewhere(uv_loop_t *loop, pxc_xid_fn fn, px_conn *c, 
            uv_hrtime() < deadline)
         usleep(20000);
     return cls;
+}
+
+/* Row id holds exactly the bytes of want: read back through the driver with the server's count
+ * of bytes, and as hex through the administrator's client. */
+static void assert_read_back(uv_loop_t *loop, px_conn *c, int64_t id, const char *want)
+{
+    px_call k = {0};
+    px_param p[] = {{.type = PX_P_INT, .i = id}};
+    px_stmt s = {.sql = g_drv->read_text, .params = p, .nparams = 1, .expect_rows = 1};
+    char sql[300], hex[600], *h = hex, *got;
+    assert_int_equal(pxc_exec(loop, c, &s, 1, &k), PX_OK);
+    assert_string_equal(k.res[0].cells[0], want);
+    assert_int_equal(atoi(k.res[0].cells[1]), (int)strlen(want));
+    pxc_reset(&k);
+    for (const unsigned char *b = (const unsigned char *)want; *b; b++)
+        h += sprintf(h, "%02X", *b);
+    strcpy(h, "=");
+    snprintf(sql, sizeof sql, "%s%lld", g_drv->stored_hex, (long long)id);
+    got = adm_sql(g_drv->admin, sql);
+    assert_string_equal(got, hex);
+    free(got);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -466,6 +486,62 @@ static void test_reset(void **state)
     pxc_finish(&loop, g_drv->d, &c, 1);
 }
 
+/* A text parameter reaches the server as exactly its bytes (len of them: no NUL needed), whatever
+ * quotes, placeholders or SQL it holds, and comes back so. */
+static void test_parameters_verbatim(void **state)
+{
+    static const char *const values[] = {
+        "it's",
+        "O''Brien",
+        "\"double\" `back` E'\\x00'",
+        "back\\slash\\",
+        "semi;colon; ;",
+        "'; DROP TABLE ct_item; --",
+        "SELECT * FROM ct_item WHERE 1=1 OR ''=''; COMMIT; ROLLBACK PREPARED 'x'",
+        "$1 $2 ? :name %s %n",
+        "NULL",
+        "Z\xc3\xbcrich \xe2\x9c\x93 \xe6\x9d\xb1\xe4\xba\xac",
+        "%s%n\\0\\'",
+        "\x01\x7f tab\tnewline\ncr\r",
+        "",
+    };
+    enum { N = sizeof values / sizeof values[0] };
+    uv_loop_t loop;
+    px_call k = {0};
+    px_conn *c;
+    px_xid x;
+    px_param p[N][2], part[] = {{.type = PX_P_TEXT, .text = "abcdef", .len = 3}};
+    px_stmt s[N];
+    uv_loop_init(&loop);
+    c = connect_ok(&loop);
+    for (int i = 0; i < N; i++) {
+        s[i] = write_stmt(p[i], 700 + i, 1);
+        p[i][1] = (px_param){.type = PX_P_TEXT, .text = values[i], .len = strlen(values[i])};
+    }
+    mkxid(&x, "text", 1, g_drv->bqual);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
+    assert_int_equal(pxc_exec(&loop, c, s, N, &k), PX_OK);
+    assert_int_equal(k.nresults, N);
+    pxc_xid_ok(&loop, g_drv->d->commit_one_phase, c, &x);
+
+    mkxid(&x, "text", 2, g_drv->bqual);
+    pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
+    for (int i = 0; i < N; i++) {
+        s[0] =
+            (px_stmt){.sql = g_drv->echo_text, .params = &p[i][1], .nparams = 1, .expect_rows = 1};
+        assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_OK);
+        assert_string_equal(k.res[0].cells[0], values[i]);
+        if (g_drv->read_text)
+            assert_read_back(&loop, c, 700 + i, values[i]);
+    }
+    s[0] = (px_stmt){.sql = g_drv->echo_text, .params = part, .nparams = 1, .expect_rows = 1};
+    assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_OK);
+    assert_string_equal(k.res[0].cells[0], "abc");
+    pxc_xid_ok(&loop, g_drv->d->rollback, c, &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, g_drv->d, &c, 1);
+}
+
 /* ---- many branches in flight: 8 connections, each runs its branches back to back ---- */
 
 #define BRANCHES 200
@@ -611,6 +687,7 @@ int contract_run(const contract_driver *drv)
         cmocka_unit_test(test_unreachable_is_retryable),
         cmocka_unit_test(test_async_rules),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_parameters_verbatim),
         cmocka_unit_test(test_many_branches),
     };
     char group[64];

@@ -38,6 +38,11 @@ typedef struct contract_driver {
     const char *no_rows;   /* matches no row */
     const char *two_rows;  /* returns two rows */
     const char *echo_text; /* one row whose first cell is parameter 1 (a text) */
+    /* Reading row id (parameter 1) back: v and its length in bytes as the server counts it; and
+     * the start of the administrator's query, to be followed by the id, for the bytes of v
+     * in upper-case hex followed by '='. NULL: the server keeps no rows. */
+    const char *read_text;
+    const char *stored_hex;
     const char *business;  /* fails as PX_BUSINESS, the connection stays usable */
     const char *fatal;     /* fails as PX_FATAL (a missing privilege) */
     const char *slow;      /* takes about 200 ms, returns one row */

@@ -2,20 +2,11 @@
  * The three drivers as the contract suite sees them (contract.h): where each one's server is,
  * the statements in its dialect, and how a test learns what committed without the driver.
  */
+#include "admin.h"
 #include "contract.h"
 #include "memory.h"
 
 #include <stdio.h>
-#include <stdlib.h>
-
-/* Runs SQL as the administrator of server which; the test fails when it cannot. */
-static void admin_run(const char *which, const char *sql)
-{
-    char *out = tu_admin_sql(which, "xatest", sql);
-    if (!out)
-        fail_msg("admin SQL failed on %s: %s", which, sql);
-    free(out);
-}
 
 /* ---------------------------------------------------------------- PostgreSQL */
 
@@ -37,11 +28,11 @@ static void pg_unreachable(px_target *t)
 /* Leftovers of an earlier run hold locks that would block the DROP. */
 static void pg_setup(void)
 {
-    admin_run("payment", "SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts "
-                         "WHERE gid LIKE 'xa1.ct%' AND database = current_database() \\gexec\n"
-                         "DROP TABLE IF EXISTS ct_item;\n"
-                         "CREATE TABLE ct_item (id bigint PRIMARY KEY, v text);\n"
-                         "ALTER TABLE ct_item OWNER TO xacoord;\n");
+    adm_run("payment", "SELECT format('ROLLBACK PREPARED %L', gid) FROM pg_prepared_xacts "
+                       "WHERE gid LIKE 'xa1.ct%' AND database = current_database() \\gexec\n"
+                       "DROP TABLE IF EXISTS ct_item;\n"
+                       "CREATE TABLE ct_item (id bigint PRIMARY KEY, v text);\n"
+                       "ALTER TABLE ct_item OWNER TO xacoord;\n");
 }
 
 const contract_driver contract_postgres = {
@@ -58,6 +49,9 @@ const contract_driver contract_postgres = {
     .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
     .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT $1::text AS v",
+    .read_text = "SELECT v, octet_length(v) FROM ct_item WHERE id = $1",
+    .stored_hex = "SELECT upper(encode(convert_to(v, 'UTF8'), 'hex')) || '=' FROM ct_item "
+                  "WHERE id = ",
     .business = "SELECT 1 / 0",
     .fatal = "SELECT * FROM pg_authid",
     .slow = "SELECT pg_sleep(0.2)",
@@ -81,9 +75,9 @@ static void my_unreachable(px_target *t)
 
 static void my_setup(void)
 {
-    admin_run("order", "DROP TABLE IF EXISTS ct_item;"
-                       "CREATE TABLE ct_item (id BIGINT PRIMARY KEY, v VARCHAR(100))"
-                       " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;");
+    adm_run("order", "DROP TABLE IF EXISTS ct_item;"
+                     "CREATE TABLE ct_item (id BIGINT PRIMARY KEY, v VARCHAR(400))"
+                     " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;");
 }
 
 /* The user variable's value comes back as binary without the CAST. */
@@ -101,6 +95,8 @@ const contract_driver contract_mysql = {
     .no_rows = "UPDATE ct_item SET v = v WHERE id = -1",
     .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT ? AS v",
+    .read_text = "SELECT v, LENGTH(v) FROM ct_item WHERE id = ?",
+    .stored_hex = "SELECT CONCAT(HEX(v), '=') FROM ct_item WHERE id = ",
     .business = "SELECT nosuchcolumn FROM ct_item",
     .fatal = "SELECT * FROM mysql.user",
     .slow = "SELECT SLEEP(0.2)",
