@@ -1,9 +1,11 @@
 /*
- * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: statements with bound
- * parameters, XA branches and their MariaDB-specific attachment to the preparing session, error
- * classes, exact values of every column type, statements that try to end their own branch,
- * session reset, recovery after a server crash, concurrency, and closing in every state. Each test
- * runs its own loop and ends by checking that the loop closed cleanly.
+ * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: first the driver
+ * contract (tests/support/contract.c, group contract/mysql), then what is MariaDB's own: the
+ * statement cache, a prepared branch attached to its preparing session, error numbers, exact
+ * values of every column type, binary parameters, lock waits and deadlocks, XA state errors,
+ * statements that try to end their own branch, session reset, markers, bad arguments, connect
+ * timeouts and recovery after a server crash. Each test runs its own loop and ends by checking
+ * that the loop closed cleanly.
  */
 #include "admin.h"
 #include "contract.h"

@@ -1,13 +1,13 @@
 /*
- * The PostgreSQL driver (participants/postgres.c) against a real server: connecting, pipelined
- * statements with bound parameters, two-phase commit across connections, recovery listing,
- * error classification, lock timeouts, a server that is down or killed, many branches in
- * flight, COPY and transaction control in a client's SQL, session reset, clean sessions for
- * COMMIT/ROLLBACK PREPARED and the recovery listing, exact column values,
- * and the rules of the asynchronous API (one operation at a time, close from inside a
- * callback). Needs XA_PG_PORT and XA_DB_DIR; XA_PG_KILL_CMD / XA_PG_START_CMD override the
- * commands that kill and restart the server (default: scripts/db kill|restart payment);
- * XA_TEST_FILTER (a cmocka name pattern) runs a subset.
+ * The PostgreSQL driver (participants/postgres.c) against a real server: first the driver
+ * contract (tests/support/contract.c, group contract/postgres), then what is PostgreSQL's own:
+ * column types and values, SQLSTATEs of constraint, syntax, privilege and protocol errors, a
+ * PREPARE in a failed transaction, lock timeouts, connect failures and timeouts, a server that is
+ * killed, COPY and transaction control in a client's SQL, DISCARD ALL (what it undoes, when it is
+ * skipped, when it fails), clean sessions for COMMIT/ROLLBACK PREPARED and the recovery listing,
+ * the owner of a prepared branch, and markers. Needs XA_PG_PORT and XA_DB_DIR; XA_PG_KILL_CMD /
+ * XA_PG_START_CMD override the commands that kill and restart the server (default: scripts/db
+ * kill|restart payment); XA_TEST_FILTER (a cmocka name pattern) runs a subset of both groups.
  */
 #include "admin.h"
 #include "contract.h"

@@ -39,13 +39,13 @@ typedef struct contract_driver {
     const char *two_rows;  /* returns two rows */
     const char *echo_text; /* one row whose first cell is parameter 1 (a text) */
     /* Reading row id (parameter 1) back: v and its length in bytes as the server counts it; and
-     * the start of the administrator's query, to be followed by the id, for the bytes of v
-     * in upper-case hex followed by '='. NULL: the server keeps no rows. */
+     * the administrator's query for v of rows 700 to 799 in id order, each in upper-case hex
+     * followed by '=', all in one cell. NULL: the server keeps no rows. */
     const char *read_text;
     const char *stored_hex;
     const char *business;  /* fails as PX_BUSINESS, the connection stays usable */
     const char *fatal;     /* fails as PX_FATAL (a missing privilege) */
-    const char *slow;      /* takes about 200 ms, returns one row */
+    const char *slow;      /* takes about 50 ms, returns one row */
     const char *not_found_sqlstate; /* of COMMIT/ROLLBACK PREPARED of an unknown XID */
     /* Session reset: a statement that changes the session and a probe whose first cell shows
      * the session's clean value (NULL: the driver has no session state). */

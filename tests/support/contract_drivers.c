@@ -50,11 +50,11 @@ const contract_driver contract_postgres = {
     .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT $1::text AS v",
     .read_text = "SELECT v, octet_length(v) FROM ct_item WHERE id = $1",
-    .stored_hex = "SELECT upper(encode(convert_to(v, 'UTF8'), 'hex')) || '=' FROM ct_item "
-                  "WHERE id = ",
+    .stored_hex = "SELECT string_agg(upper(encode(convert_to(v, 'UTF8'), 'hex')) || '=', '' "
+                  "ORDER BY id) FROM ct_item WHERE id BETWEEN 700 AND 799",
     .business = "SELECT 1 / 0",
     .fatal = "SELECT * FROM pg_authid",
-    .slow = "SELECT pg_sleep(0.2)",
+    .slow = "SELECT pg_sleep(0.05)",
     .not_found_sqlstate = "42704",
     .dirty = "SELECT set_config('search_path', 'pg_catalog', false)",
     .probe = "SHOW search_path",
@@ -96,10 +96,11 @@ const contract_driver contract_mysql = {
     .two_rows = "SELECT 1 UNION ALL SELECT 2",
     .echo_text = "SELECT ? AS v",
     .read_text = "SELECT v, LENGTH(v) FROM ct_item WHERE id = ?",
-    .stored_hex = "SELECT CONCAT(HEX(v), '=') FROM ct_item WHERE id = ",
+    .stored_hex = "SELECT GROUP_CONCAT(CONCAT(HEX(v), '=') ORDER BY id SEPARATOR '') "
+                  "FROM ct_item WHERE id BETWEEN 700 AND 799",
     .business = "SELECT nosuchcolumn FROM ct_item",
     .fatal = "SELECT * FROM mysql.user",
-    .slow = "SELECT SLEEP(0.2)",
+    .slow = "SELECT SLEEP(0.05)",
     .not_found_sqlstate = "XAE04",
     .dirty = "SET @ct_v = 'dirty'",
     .probe = "SELECT CAST(IFNULL(@ct_v, 'clean') AS CHAR)",
@@ -146,6 +147,6 @@ const contract_driver contract_memory = {
     .echo_text = "echo",
     .business = "error business",
     .fatal = "error fatal",
-    .slow = "sleep 200",
+    .slow = "sleep 50",
     .not_found_sqlstate = "42704",
 };

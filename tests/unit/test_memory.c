@@ -1,7 +1,8 @@
 /*
- * The in-memory participant driver (participants/memory.c): branch state rules, outcomes, faults,
- * latency, the statement language, closing with an operation in flight, and prepared branches
- * that outlive their connection.
+ * The in-memory participant driver (participants/memory.c): first the driver contract
+ * (tests/support/contract.c, group contract/memory), then what is the memory driver's own: branch
+ * state rules, outcomes and their bounded memory, statistics, injected faults and lost replies, a
+ * server that is down, latency, the statement language, and closing with an operation in flight.
  */
 #include "contract.h"
 #include "memory.h"
