@@ -28,7 +28,7 @@ typedef struct contract_driver {
     /* Once before the tests: an empty table ct_item (id, v) for `write` (NULL: none). */
     void (*setup)(void);
     /* Which branches committed is asked of the server on another path than the driver: an SQL
-     * server's ct_item through its administrator's client (tu_admin_sql(admin, ...)), or else
+     * server's ct_item through its administrator's client (adm_sql(admin, ...)), or else
      * count_committed: how many of the n branches xs[i] committed their write of row ids[i]. */
     const char *admin;
     int (*count_committed)(const px_xid *xs, const int64_t *ids, int n);
@@ -43,9 +43,9 @@ typedef struct contract_driver {
      * followed by '=', all in one cell. NULL: the server keeps no rows. */
     const char *read_text;
     const char *stored_hex;
-    const char *business;  /* fails as PX_BUSINESS, the connection stays usable */
-    const char *fatal;     /* fails as PX_FATAL (a missing privilege) */
-    const char *slow;      /* takes about 50 ms, returns one row */
+    const char *business;           /* fails as PX_BUSINESS, the connection stays usable */
+    const char *fatal;              /* fails as PX_FATAL (a missing privilege) */
+    const char *slow;               /* takes about 50 ms, returns one row */
     const char *not_found_sqlstate; /* of COMMIT/ROLLBACK PREPARED of an unknown XID */
     /* Session reset: a statement that changes the session and a probe whose first cell shows
      * the session's clean value (NULL: the driver has no session state). */
