@@ -55,6 +55,7 @@ const contract_driver contract_postgres = {
     .business = "SELECT 1 / 0",
     .fatal = "SELECT * FROM pg_authid",
     .slow = "SELECT pg_sleep(0.05)",
+    .slow_2s = "SELECT pg_sleep(2)",
     .not_found_sqlstate = "42704",
     .dirty = "SELECT set_config('search_path', 'pg_catalog', false)",
     .probe = "SHOW search_path",
@@ -101,6 +102,7 @@ const contract_driver contract_mysql = {
     .business = "SELECT nosuchcolumn FROM ct_item",
     .fatal = "SELECT * FROM mysql.user",
     .slow = "SELECT SLEEP(0.05)",
+    .slow_2s = "SELECT SLEEP(2)",
     .not_found_sqlstate = "XAE04",
     .dirty = "SET @ct_v = 'dirty'",
     .probe = "SELECT CAST(IFNULL(@ct_v, 'clean') AS CHAR)",
@@ -148,5 +150,6 @@ const contract_driver contract_memory = {
     .business = "error business",
     .fatal = "error fatal",
     .slow = "sleep 50",
+    .slow_2s = "sleep 2000",
     .not_found_sqlstate = "42704",
 };
