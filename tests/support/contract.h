@@ -45,8 +45,7 @@ typedef struct contract_driver {
     const char *stored_hex;
     const char *business;           /* fails as PX_BUSINESS, the connection stays usable */
     const char *fatal;              /* fails as PX_FATAL (a missing privilege) */
-    const char *slow;               /* takes about 50 ms, returns one row */
-    const char *slow_2s;            /* takes 2 s, returns one row */
+    const char *slow;               /* takes 2 s, returns one row */
     const char *not_found_sqlstate; /* of COMMIT/ROLLBACK PREPARED of an unknown XID */
     /* Session reset: a statement that changes the session and a probe whose first cell shows
      * the session's clean value (NULL: the driver has no session state). */
