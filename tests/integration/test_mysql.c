@@ -1,11 +1,15 @@
 /*
- * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: statements with bound
- * parameters, XA branches and their MariaDB-specific attachment to the preparing session, error
- * classes, exact values of every column type, statements that try to end their own branch,
- * session reset, recovery after a server crash, concurrency, and closing in every state. Each test
- * runs its own loop and ends by checking that the loop closed cleanly.
+ * The MySQL/MariaDB driver (participants/mysql.c) against a real MariaDB: first the driver
+ * contract (tests/support/contract.c, group contract/mysql), then what is MariaDB's own: the
+ * statement cache, a prepared branch attached to its preparing session, error numbers, exact
+ * values of every column type, binary parameters, lock waits and deadlocks, XA state errors,
+ * statements that try to end their own branch, session reset, markers, bad arguments, connect
+ * timeouts and recovery after a server crash. Each test runs its own loop and ends by checking
+ * that the loop closed cleanly.
  */
-#include "testutil.h"
+#include "admin.h"
+#include "contract.h"
+#include "pxcall.h"
 
 #include <netinet/in.h>
 #include <stdio.h>
@@ -15,163 +19,20 @@
 #include <unistd.h>
 
 #define D (&px_mysql_driver)
-#define MAX_CELLS 256
 
-/* What a callback saw, copied out (results are only valid inside the callback). */
-typedef struct call {
-    bool done;
-    px_conn *conn;
-    bool failed;
-    px_error err;
-    int failed_index, nresults;
-    int64_t rows[8];
-    int ncols, nrows; /* of the last result that had columns */
-    px_coltype types[16];
-    char *names[16];
-    char *cells[MAX_CELLS];
-    px_xid xids[64];
-    size_t nxids;
-} call;
+/* The last result of k that has columns: where a query's rows are. */
+static const px_result *rows_of(const px_call *k)
+{
+    for (int i = k->nresults < PXC_MAX_RES ? k->nresults : PXC_MAX_RES; i-- > 0;)
+        if (k->res[i].ncols > 0)
+            return &k->res[i];
+    fail_msg("no result with columns");
+    return NULL;
+}
 
 static char g_prefix[32];  /* gtrid prefix of this run: branches of other runs are ignored */
 static px_target g_target; /* filled once: tu_target's strings live until exit */
 static int g_seq;
-
-static void call_reset(call *k)
-{
-    for (int i = 0; i < MAX_CELLS; i++)
-        free(k->cells[i]);
-    for (int i = 0; i < 16; i++)
-        free(k->names[i]);
-    memset(k, 0, sizeof *k);
-}
-
-static void record_err(call *k, const px_error *err)
-{
-    k->failed = err != NULL;
-    if (err)
-        k->err = *err;
-}
-
-static void on_connect(px_conn *c, const px_error *err, void *arg)
-{
-    call *k = arg;
-    k->conn = c;
-    record_err(k, err);
-    k->done = true;
-}
-
-static void on_done(px_conn *c, const px_error *err, void *arg)
-{
-    call *k = arg;
-    record_err(k, err);
-    k->done = true;
-}
-
-static void on_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                    int nresults, void *arg)
-{
-    call *k = arg;
-    record_err(k, err);
-    k->failed_index = failed_index;
-    k->nresults = nresults;
-    for (int i = 0; i < nresults && i < 8; i++) {
-        const px_result *r = &results[i];
-        k->rows[i] = r->rows_affected;
-        if (r->ncols == 0)
-            continue;
-        assert_true(r->ncols <= 16 && (long)r->nrows * r->ncols <= MAX_CELLS);
-        for (int j = 0; j < MAX_CELLS; j++) {
-            free(k->cells[j]);
-            k->cells[j] = NULL;
-        }
-        for (int j = 0; j < 16; j++) {
-            free(k->names[j]);
-            k->names[j] = NULL;
-        }
-        k->ncols = r->ncols;
-        k->nrows = r->nrows;
-        for (int j = 0; j < r->ncols; j++) {
-            k->types[j] = r->coltypes[j];
-            k->names[j] = strdup(r->colnames[j]);
-        }
-        for (int j = 0; j < r->nrows * r->ncols; j++)
-            k->cells[j] = r->cells[j] ? strdup(r->cells[j]) : NULL;
-    }
-    k->done = true;
-}
-
-static void on_recover(px_conn *c, const px_error *err, const px_xid *xids, size_t n, void *arg)
-{
-    call *k = arg;
-    record_err(k, err);
-    k->nxids = n < 64 ? n : 64;
-    if (k->nxids)
-        memcpy(k->xids, xids, k->nxids * sizeof *xids);
-    k->done = true;
-}
-
-/* ---- synchronous wrappers ---- */
-
-static px_conn *sync_connect(uv_loop_t *loop, const px_target *t, call *k)
-{
-    call_reset(k);
-    assert_int_equal(D->connect(loop, t, on_connect, k), 0);
-    tu_run_until(loop, &k->done, 15000);
-    return k->conn;
-}
-
-static px_conn *must_connect(uv_loop_t *loop, const px_target *t)
-{
-    call k = {0};
-    px_conn *c = sync_connect(loop, t, &k);
-    if (!c)
-        fail_msg("connect failed: %s", k.err.message);
-    return c;
-}
-
-static px_errclass sync_exec(uv_loop_t *loop, px_conn *c, const px_stmt *s, int n, call *k)
-{
-    call_reset(k);
-    assert_int_equal(D->exec(c, s, n, on_exec, k), 0);
-    tu_run_until(loop, &k->done, 15000);
-    return k->failed ? k->err.cls : PX_OK;
-}
-
-typedef int (*xa_fn)(px_conn *, const px_xid *, px_done_cb, void *);
-
-static px_errclass sync_xa(uv_loop_t *loop, xa_fn fn, px_conn *c, const px_xid *x, call *k)
-{
-    call_reset(k);
-    assert_int_equal(fn(c, x, on_done, k), 0);
-    tu_run_until(loop, &k->done, 15000);
-    return k->failed ? k->err.cls : PX_OK;
-}
-
-static void must_xa(uv_loop_t *loop, xa_fn fn, px_conn *c, const px_xid *x)
-{
-    call k = {0};
-    if (sync_xa(loop, fn, c, x, &k) != PX_OK)
-        fail_msg("XA step on %s failed: %d %s", x->gtrid, k.err.code, k.err.message);
-}
-
-static size_t sync_recover(uv_loop_t *loop, px_conn *c, const char *prefix, const char *bqual,
-                           call *k)
-{
-    call_reset(k);
-    assert_int_equal(D->recover(c, prefix, bqual, on_recover, k), 0);
-    tu_run_until(loop, &k->done, 15000);
-    assert_false(k->failed);
-    return k->nxids;
-}
-
-static bool listed(const call *k, const px_xid *x)
-{
-    for (size_t i = 0; i < k->nxids; i++)
-        if (strcmp(k->xids[i].gtrid, x->gtrid) == 0 && strcmp(k->xids[i].bqual, x->bqual) == 0)
-            return true;
-    return false;
-}
 
 static void new_xid(px_xid *x, const char *bqual)
 {
@@ -196,58 +57,21 @@ static px_stmt stmt(const char *sql, const px_param *p, int n, int64_t expect)
 
 static void must_exec(uv_loop_t *loop, px_conn *c, const char *sql, const px_param *p, int n)
 {
-    call k = {0};
+    px_call k = {0};
     px_stmt s = stmt(sql, p, n, -1);
-    if (sync_exec(loop, c, &s, 1, &k) != PX_OK)
+    if (pxc_exec(loop, c, &s, 1, &k) != PX_OK)
         fail_msg("%s: %d %s", sql, k.err.code, k.err.message);
-    call_reset(&k);
+    pxc_reset(&k);
 }
 
 static char *admin(const char *sql)
 {
-    char *out = tu_admin_sql("order", "xatest", sql);
-    if (!out)
-        fail_msg("admin SQL failed: %s", sql);
-    return out;
+    return adm_sql("order", sql);
 }
 
 static void admin_expect(const char *sql, const char *want)
 {
-    char *got = admin(sql);
-    assert_string_equal(got, want);
-    free(got);
-}
-
-static void on_drain_deadline(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-    uv_stop(t->loop);
-}
-
-/* Runs the loop until every closed connection has released its handles (the deadline timer is
- * unreferenced, so it does not keep the loop alive), then checks the loop closes cleanly. */
-static void drain_and_close(uv_loop_t *loop)
-{
-    uv_timer_t deadline;
-    bool expired = false;
-    uv_timer_init(loop, &deadline);
-    deadline.data = &expired;
-    uv_timer_start(&deadline, on_drain_deadline, 10000, 0);
-    uv_unref((uv_handle_t *)&deadline);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&deadline, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    if (expired)
-        fail_msg("connections did not finish closing within 10 s");
-    tu_loop_close(loop);
-}
-
-static void close_and_finish(uv_loop_t *loop, px_conn **conns, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (conns[i])
-            D->close(conns[i]);
-    drain_and_close(loop);
+    adm_expect("order", sql, want);
 }
 
 /* ---- tests ---- */
@@ -275,7 +99,7 @@ static void test_connect_exec_params(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_param p[2] = {p_int(1), p_text("first")};
     px_param q[1] = {p_int(1)};
     px_stmt s[2] = {stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1),
@@ -284,32 +108,32 @@ static void test_connect_exec_params(void **state)
     uv_loop_init(&loop);
     t = g_target;
     assert_ptr_equal(px_driver_find("mysql"), D);
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     assert_ptr_equal(px_conn_base(c)->driver, D);
-    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, s, 2, &k), PX_OK);
     assert_int_equal(k.nresults, 2);
-    assert_int_equal(k.rows[0], 1);
-    assert_int_equal(k.rows[1], 1);
-    assert_int_equal(k.ncols, 2);
-    assert_string_equal(k.names[0], "id");
-    assert_string_equal(k.cells[0], "1");
-    assert_string_equal(k.cells[1], "first");
+    assert_int_equal(k.res[0].rows_affected, 1);
+    assert_int_equal(k.res[1].rows_affected, 1);
+    assert_int_equal(rows_of(&k)->ncols, 2);
+    assert_string_equal(rows_of(&k)->colnames[0], "id");
+    assert_string_equal(rows_of(&k)->cells[0], "1");
+    assert_string_equal(rows_of(&k)->cells[1], "first");
     /* autocommit outside a branch: another session sees it */
     admin_expect("SELECT v FROM mxt_kv WHERE id = 1", "first");
     /* the same statement again comes from the cache and still binds fresh values */
     p[0] = p_int(2);
     p[1] = p_text("second");
-    assert_int_equal(sync_exec(&loop, c, s, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, s, 1, &k), PX_OK);
     admin_expect("SELECT v FROM mxt_kv WHERE id = 2", "second");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_statement_cache_eviction(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_conn *c;
     char sql[80];
     long v1, v2, v3;
@@ -318,18 +142,18 @@ static void test_statement_cache_eviction(void **state)
                           NULL, 0, 1);
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
-    v1 = atol(k.cells[0]);
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, &status, 1, &k), PX_OK);
+    v1 = atol(rows_of(&k)->cells[0]);
     /* a hot statement is prepared once */
     for (int i = 0; i < 10; i++) {
         px_param p[1] = {p_int(i)};
         px_stmt s = stmt("SELECT ? + 0 AS v", p, 1, 1);
-        assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_OK);
-        assert_int_equal(atoi(k.cells[0]), i);
+        assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
+        assert_int_equal(atoi(rows_of(&k)->cells[0]), i);
     }
-    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
-    v2 = atol(k.cells[0]);
+    assert_int_equal(pxc_exec(&loop, c, &status, 1, &k), PX_OK);
+    v2 = atol(rows_of(&k)->cells[0]);
     assert_int_equal(v2, v1 + 1);
     /* more distinct statements than the cache holds: the least recently used are evicted */
     for (int i = 0; i < 40; i++) {
@@ -337,133 +161,64 @@ static void test_statement_cache_eviction(void **state)
         px_stmt s;
         snprintf(sql, sizeof sql, "SELECT ? + %d AS w", i);
         s = stmt(sql, p, 1, 1);
-        assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_OK);
-        assert_int_equal(atoi(k.cells[0]), 2 * i);
+        assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_OK);
+        assert_int_equal(atoi(rows_of(&k)->cells[0]), 2 * i);
     }
-    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
-    v3 = atol(k.cells[0]);
+    assert_int_equal(pxc_exec(&loop, c, &status, 1, &k), PX_OK);
+    v3 = atol(rows_of(&k)->cells[0]);
     assert_int_equal(v3, v2 + 41); /* the status query itself was evicted too */
     /* and the server holds at most the cache's worth of statements for us */
-    assert_int_equal(sync_exec(&loop, c, &status, 1, &k), PX_OK);
-    assert_int_equal(atol(k.cells[0]), v3);
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
-}
-
-static void test_prepare_close_commit_elsewhere(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_xid x;
-    px_param p[2] = {p_int(10), p_text("two-phase")};
-    px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
-    px_conn *c1, *c2;
-    px_errclass cls;
-    uint64_t deadline;
-    uv_loop_init(&loop);
-    t = g_target;
-    c1 = must_connect(&loop, &t);
-    c2 = must_connect(&loop, &t);
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c1, &x);
-    assert_int_equal(sync_exec(&loop, c1, &s, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c1, &x);
-    D->close(c1);
-    /* The server detaches the branch once it has processed the disconnect. */
-    deadline = uv_hrtime() + 5000000000ULL;
-    do {
-        cls = sync_xa(&loop, D->commit_prepared, c2, &x, &k);
-        if (cls == PX_XID_NOT_FOUND)
-            usleep(20000);
-    } while (cls == PX_XID_NOT_FOUND && uv_hrtime() < deadline);
-    assert_int_equal(cls, PX_OK);
-    admin_expect("SELECT v FROM mxt_kv WHERE id = 10", "two-phase");
-    sync_recover(&loop, c2, g_prefix, "order", &k);
-    assert_false(listed(&k, &x));
-    close_and_finish(&loop, &c2, 1);
+    assert_int_equal(pxc_exec(&loop, c, &status, 1, &k), PX_OK);
+    assert_int_equal(atol(rows_of(&k)->cells[0]), v3);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_prepared_branch_stays_attached(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_param p[2] = {p_int(11), p_text("attached")};
     px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
     px_conn *c[2];
     uv_loop_init(&loop);
     t = g_target;
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c[0], &x);
-    assert_int_equal(sync_exec(&loop, c[0], &s, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c[0], &x);
+    pxc_xid_ok(&loop, D->begin, c[0], &x);
+    assert_int_equal(pxc_exec(&loop, c[0], &s, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, D->prepare, c[0], &x);
     /* another session cannot finish it while the preparing one lives, but sees it listed */
-    assert_int_equal(sync_xa(&loop, D->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
+    assert_int_equal(pxc_xid(&loop, D->commit_prepared, c[1], &x, &k), PX_XID_NOT_FOUND);
     assert_int_equal(k.err.code, 1397);
     assert_false(k.err.conn_broken);
-    sync_recover(&loop, c[1], g_prefix, "order", &k);
-    assert_true(listed(&k, &x));
+    pxc_recover_ok(&loop, c[1], g_prefix, "order", &k);
+    assert_true(pxc_listed(&k, &x));
     /* the preparing session can */
-    must_xa(&loop, D->commit_prepared, c[0], &x);
+    pxc_xid_ok(&loop, D->commit_prepared, c[0], &x);
     admin_expect("SELECT v FROM mxt_kv WHERE id = 11", "attached");
-    sync_recover(&loop, c[1], g_prefix, "order", &k);
-    assert_false(listed(&k, &x));
+    pxc_recover_ok(&loop, c[1], g_prefix, "order", &k);
+    assert_false(pxc_listed(&k, &x));
     /* a second XA COMMIT: 1397, "not found" (the lost-reply case) */
-    assert_int_equal(sync_xa(&loop, D->commit_prepared, c[0], &x, &k), PX_XID_NOT_FOUND);
+    assert_int_equal(pxc_xid(&loop, D->commit_prepared, c[0], &x, &k), PX_XID_NOT_FOUND);
     assert_int_equal(k.err.code, 1397);
     assert_string_equal(k.err.sqlstate, "XAE04");
     /* the connection is free for a new branch */
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c[0], &x);
-    must_xa(&loop, D->prepare, c[0], &x);
-    must_xa(&loop, D->rollback_prepared, c[0], &x);
-    close_and_finish(&loop, c, 2);
-}
-
-static void test_recover_filters(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_xid x[3];
-    char other[40], g[64];
-    px_conn *c[4];
-    uv_loop_init(&loop);
-    t = g_target;
-    for (int i = 0; i < 4; i++)
-        c[i] = must_connect(&loop, &t);
-    snprintf(other, sizeof other, "%sz", g_prefix); /* shares g_prefix as a string prefix */
-    new_xid(&x[0], "order");
-    new_xid(&x[1], "warehouse");
-    snprintf(g, sizeof g, "xa1.other%d.1", (int)getpid());
-    assert_true(px_xid_set(&x[2], g, "order"));
-    for (int i = 0; i < 3; i++) {
-        must_xa(&loop, D->begin, c[i], &x[i]);
-        must_xa(&loop, D->prepare, c[i], &x[i]);
-    }
-    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "order", &k), 1);
-    assert_string_equal(k.xids[0].gtrid, x[0].gtrid);
-    assert_string_equal(k.xids[0].bqual, "order");
-    assert_int_equal(sync_recover(&loop, c[3], g_prefix, "warehouse", &k), 1);
-    assert_string_equal(k.xids[0].gtrid, x[1].gtrid);
-    assert_int_equal(sync_recover(&loop, c[3], other, "order", &k), 0);
-    sync_recover(&loop, c[3], "xa1.", "order", &k);
-    assert_true(listed(&k, &x[0]) && listed(&k, &x[2]) && !listed(&k, &x[1]));
-    for (int i = 0; i < 3; i++)
-        must_xa(&loop, D->rollback_prepared, c[i], &x[i]);
-    assert_int_equal(sync_recover(&loop, c[3], "xa1.", "order", &k), 0);
-    close_and_finish(&loop, c, 4);
+    pxc_xid_ok(&loop, D->begin, c[0], &x);
+    pxc_xid_ok(&loop, D->prepare, c[0], &x);
+    pxc_xid_ok(&loop, D->rollback_prepared, c[0], &x);
+    pxc_finish(&loop, D, c, 2);
 }
 
 static void test_constraint_violations_are_business(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_param ok[2] = {p_int(20), p_text("x")}, dup[2] = {p_int(20), p_text("y")};
     px_stmt s[2] = {stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", ok, 2, 1),
                     stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", dup, 2, 1)};
@@ -473,115 +228,50 @@ static void test_constraint_violations_are_business(void **state)
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_BUSINESS);
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, s, 2, &k), PX_BUSINESS);
     assert_int_equal(k.err.code, 1062);
     assert_string_equal(k.err.sqlstate, "23000");
     assert_false(k.err.conn_broken);
     assert_int_equal(k.failed_index, 1);
     assert_int_equal(k.nresults, 1);
-    assert_int_equal(k.rows[0], 1);
-    assert_int_equal(sync_exec(&loop, c, &check, 1, &k), PX_BUSINESS);
+    assert_int_equal(k.res[0].rows_affected, 1);
+    assert_int_equal(pxc_exec(&loop, c, &check, 1, &k), PX_BUSINESS);
     assert_int_equal(k.err.code, 4025);
     assert_int_equal(k.failed_index, 0);
-    assert_int_equal(sync_exec(&loop, c, &bad, 1, &k), PX_BUSINESS);
+    assert_int_equal(pxc_exec(&loop, c, &bad, 1, &k), PX_BUSINESS);
     assert_int_equal(k.err.code, 1054);
     /* the connection is still usable */
     must_exec(&loop, c, "UPDATE mxt_acct SET balance = balance WHERE id = 1", NULL, 0);
     admin_expect("SELECT balance FROM mxt_acct WHERE id = 1", "100");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
-static void test_expect_rows(void **state)
+/* A text parameter with any bytes (NUL, quote, backslash, 0xff) goes into a BLOB exactly. */
+static void test_binary_parameter_stored_verbatim(void **state)
 {
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_param id1[1] = {p_int(1)}, id999[1] = {p_int(999)};
-    px_stmt s[3] = {stmt("UPDATE mxt_acct SET balance = balance WHERE id = ?", id1, 1, 1),
-                    stmt("SELECT balance FROM mxt_acct WHERE id <= ?", id1, 1, 1),
-                    stmt("UPDATE mxt_acct SET balance = 0 WHERE id = ?", id999, 1, 1)};
-    px_conn *c;
-    uv_loop_init(&loop);
-    t = g_target;
-    c = must_connect(&loop, &t);
-    /* a no-op UPDATE counts its matched row (CLIENT_FOUND_ROWS) */
-    assert_int_equal(sync_exec(&loop, c, s, 2, &k), PX_OK);
-    assert_int_equal(k.rows[0], 1);
-    assert_int_equal(k.rows[1], 1);
-    assert_int_equal(sync_exec(&loop, c, s, 3, &k), PX_BUSINESS);
-    assert_int_equal(k.failed_index, 2);
-    assert_int_equal(k.nresults, 2);
-    assert_string_equal(k.err.message, "expected 1 rows, got 0");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
-}
-
-static void test_parameters_stored_verbatim(void **state)
-{
-    static const char *const values[] = {
-        "it's",
-        "\"double\"",
-        "back\\slash\\",
-        "semi;colon;",
-        "'; DROP TABLE mxt_kv; --",
-        "SELECT * FROM mxt_kv WHERE 1=1 OR ''=''",
-        "?",
-        "NULL",
-        "Zürich ✓ 東京",
-        "",
-        "%s%n\\0\\'",
-        "\x01\x7f tab\tnewline\n",
-    };
-    const size_t n = sizeof values / sizeof values[0];
     static const char blob[] = {'a', '\0', '\'', '\\', (char)0xff, 'z'};
     uv_loop_t loop;
     px_target t;
-    call k = {0};
-    char sql[160], hex[256];
+    px_call k = {0};
     px_conn *c;
+    px_param p[2] = {p_int(200), {.type = PX_P_TEXT, .text = blob, .len = sizeof blob}};
+    px_stmt ins = stmt("INSERT INTO mxt_kv (id, b) VALUES (?, ?)", p, 2, 1);
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    for (size_t i = 0; i < n; i++) {
-        px_param p[2] = {p_int(100 + (int)i), p_text(values[i])};
-        px_param q[1] = {p_int(100 + (int)i)};
-        px_stmt ins = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
-        px_stmt sel = stmt("SELECT v, LENGTH(v) FROM mxt_kv WHERE id = ?", q, 1, 1);
-        char *h = hex;
-        *h = '\0';
-        assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
-        assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
-        assert_memory_equal(k.cells[0], values[i], strlen(values[i]) + 1);
-        assert_int_equal(atoi(k.cells[1]), (int)strlen(values[i]));
-        /* and the server holds exactly those bytes */
-        for (const unsigned char *b = (const unsigned char *)values[i]; *b; b++)
-            h += sprintf(h, "%02X", *b);
-        snprintf(sql, sizeof sql, "SELECT CONCAT('=', HEX(v)) FROM mxt_kv WHERE id = %d",
-                 100 + (int)i);
-        {
-            char *got = admin(sql);
-            assert_string_equal(got + 1, hex);
-            free(got);
-        }
-    }
-    admin_expect("SELECT COUNT(*) > 0 FROM mxt_kv", "1"); /* the table survived */
-    {
-        px_param p[2] = {p_int(200), {.type = PX_P_TEXT, .text = blob, .len = sizeof blob}};
-        px_stmt ins = stmt("INSERT INTO mxt_kv (id, b) VALUES (?, ?)", p, 2, 1);
-        assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
-        admin_expect("SELECT HEX(b) FROM mxt_kv WHERE id = 200", "6100275CFF7A");
-    }
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, &ins, 1, &k), PX_OK);
+    admin_expect("SELECT HEX(b) FROM mxt_kv WHERE id = 200", "6100275CFF7A");
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_result_types(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     char big[301];
     px_param p[10];
     px_stmt ins, sel = stmt("SELECT i, u, d, f, m, s, dt, n, big, t FROM mxt_types", NULL, 0, 1);
@@ -601,32 +291,32 @@ static void test_result_types(void **state)
     ins = stmt("INSERT INTO mxt_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", p, 10, 1);
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c, &ins, 1, &k), PX_OK);
-    assert_int_equal(sync_exec(&loop, c, &sel, 1, &k), PX_OK);
-    assert_int_equal(k.ncols, 10);
-    assert_int_equal(k.nrows, 1);
-    assert_int_equal(k.types[0], PX_COL_INT);
-    assert_string_equal(k.cells[0], "-42");
-    assert_int_equal(k.types[1], PX_COL_INT);
-    assert_string_equal(k.cells[1], "18446744073709551615");
-    assert_int_equal(k.types[2], PX_COL_REAL);
-    assert_string_equal(k.cells[2], "1.5");
-    assert_int_equal(k.types[3], PX_COL_REAL);
-    assert_string_equal(k.cells[3], "0.1");
-    assert_int_equal(k.types[4], PX_COL_DECIMAL);
-    assert_string_equal(k.cells[4], "12.34");
-    assert_int_equal(k.types[5], PX_COL_TEXT);
-    assert_string_equal(k.cells[5], "x");
-    assert_int_equal(k.types[6], PX_COL_TEXT);
-    assert_string_equal(k.cells[6], "2024-01-02 03:04:05");
-    assert_null(k.cells[7]);
-    assert_string_equal(k.cells[8], big);
-    assert_int_equal(k.types[9], PX_COL_INT);
-    assert_string_equal(k.cells[9], "1");
-    assert_string_equal(k.names[8], "big");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, &ins, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, &sel, 1, &k), PX_OK);
+    assert_int_equal(rows_of(&k)->ncols, 10);
+    assert_int_equal(rows_of(&k)->nrows, 1);
+    assert_int_equal(rows_of(&k)->coltypes[0], PX_COL_INT);
+    assert_string_equal(rows_of(&k)->cells[0], "-42");
+    assert_int_equal(rows_of(&k)->coltypes[1], PX_COL_INT);
+    assert_string_equal(rows_of(&k)->cells[1], "18446744073709551615");
+    assert_int_equal(rows_of(&k)->coltypes[2], PX_COL_REAL);
+    assert_string_equal(rows_of(&k)->cells[2], "1.5");
+    assert_int_equal(rows_of(&k)->coltypes[3], PX_COL_REAL);
+    assert_string_equal(rows_of(&k)->cells[3], "0.1");
+    assert_int_equal(rows_of(&k)->coltypes[4], PX_COL_DECIMAL);
+    assert_string_equal(rows_of(&k)->cells[4], "12.34");
+    assert_int_equal(rows_of(&k)->coltypes[5], PX_COL_TEXT);
+    assert_string_equal(rows_of(&k)->cells[5], "x");
+    assert_int_equal(rows_of(&k)->coltypes[6], PX_COL_TEXT);
+    assert_string_equal(rows_of(&k)->cells[6], "2024-01-02 03:04:05");
+    assert_null(rows_of(&k)->cells[7]);
+    assert_string_equal(rows_of(&k)->cells[8], big);
+    assert_int_equal(rows_of(&k)->coltypes[9], PX_COL_INT);
+    assert_string_equal(rows_of(&k)->cells[9], "1");
+    assert_string_equal(rows_of(&k)->colnames[8], "big");
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* The exact text of every kind of value: integers beyond int64, exact decimals, binary bytes
@@ -635,7 +325,7 @@ static void test_value_types(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     unsigned char blob[200];
     char *want;
     px_stmt expr = stmt("SELECT CAST(18446744073709551615 AS UNSIGNED) AS u,"
@@ -648,37 +338,37 @@ static void test_value_types(void **state)
                " 18446744073709551615, 'text')"));
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c, &expr, 1, &k), PX_OK);
-    assert_int_equal(k.ncols, 6);
-    assert_int_equal(k.types[0], PX_COL_INT);
-    assert_string_equal(k.cells[0], "18446744073709551615");
-    assert_int_equal(k.types[1], PX_COL_DECIMAL);
-    assert_string_equal(k.cells[1], "12345678901234567.89");
-    assert_int_equal(k.types[2], PX_COL_REAL);
-    assert_string_equal(k.cells[2], "0.25");
-    assert_int_equal(k.types[3], PX_COL_BINARY);
-    assert_string_equal(k.cells[3], "/wD+");
-    assert_string_equal(k.names[4], "a");
-    assert_string_equal(k.names[5], "a");
-    assert_string_equal(k.cells[5], "2");
-    assert_int_equal(sync_exec(&loop, c, &cols, 1, &k), PX_OK);
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, &expr, 1, &k), PX_OK);
+    assert_int_equal(rows_of(&k)->ncols, 6);
+    assert_int_equal(rows_of(&k)->coltypes[0], PX_COL_INT);
+    assert_string_equal(rows_of(&k)->cells[0], "18446744073709551615");
+    assert_int_equal(rows_of(&k)->coltypes[1], PX_COL_DECIMAL);
+    assert_string_equal(rows_of(&k)->cells[1], "12345678901234567.89");
+    assert_int_equal(rows_of(&k)->coltypes[2], PX_COL_REAL);
+    assert_string_equal(rows_of(&k)->cells[2], "0.25");
+    assert_int_equal(rows_of(&k)->coltypes[3], PX_COL_BINARY);
+    assert_string_equal(rows_of(&k)->cells[3], "/wD+");
+    assert_string_equal(rows_of(&k)->colnames[4], "a");
+    assert_string_equal(rows_of(&k)->colnames[5], "a");
+    assert_string_equal(rows_of(&k)->cells[5], "2");
+    assert_int_equal(pxc_exec(&loop, c, &cols, 1, &k), PX_OK);
     for (int i = 0; i < 4; i++)
-        assert_int_equal(k.types[i], PX_COL_BINARY);
-    assert_string_equal(k.cells[0], "YQAA"); /* 'a' padded with NULs */
+        assert_int_equal(rows_of(&k)->coltypes[i], PX_COL_BINARY);
+    assert_string_equal(rows_of(&k)->cells[0], "YQAA"); /* 'a' padded with NULs */
     for (size_t i = 0; i < sizeof blob; i++)
         blob[i] = i % 2 ? 0xff : 0x00;
     want = px_base64(blob, sizeof blob);
-    assert_string_equal(k.cells[1], want);
+    assert_string_equal(rows_of(&k)->cells[1], want);
     free(want);
-    assert_string_equal(k.cells[2], "");
-    assert_string_equal(k.cells[3], "AwE="); /* b'1100000001' = 0x0301 */
-    assert_int_equal(k.types[4], PX_COL_INT);
-    assert_string_equal(k.cells[4], "18446744073709551615");
-    assert_int_equal(k.types[5], PX_COL_TEXT);
-    assert_string_equal(k.cells[5], "text");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    assert_string_equal(rows_of(&k)->cells[2], "");
+    assert_string_equal(rows_of(&k)->cells[3], "AwE="); /* b'1100000001' = 0x0301 */
+    assert_int_equal(rows_of(&k)->coltypes[4], PX_COL_INT);
+    assert_string_equal(rows_of(&k)->cells[4], "18446744073709551615");
+    assert_int_equal(rows_of(&k)->coltypes[5], PX_COL_TEXT);
+    assert_string_equal(rows_of(&k)->cells[5], "text");
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* Waits until the background admin session sleeps, which it does only once its SELECT ... FOR
@@ -701,7 +391,7 @@ static void test_lock_wait_timeout_is_retryable(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_param id[1] = {p_int(2)};
     px_stmt s = stmt("UPDATE mxt_acct SET balance = balance - 1 WHERE id = ?", id, 1, 1);
@@ -710,7 +400,7 @@ static void test_lock_wait_timeout_is_retryable(void **state)
     uv_loop_init(&loop);
     t = g_target;
     t.lock_timeout_ms = 1000;
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     /* an admin session holds the row for 4 s */
     assert_int_equal(tu_sh("mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P%s -uroot xatest "
                            "-e 'BEGIN; SELECT * FROM mxt_acct WHERE id = 2 FOR UPDATE; "
@@ -719,17 +409,17 @@ static void test_lock_wait_timeout_is_retryable(void **state)
                      0);
     admin_wait_row_lock();
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
+    pxc_xid_ok(&loop, D->begin, c, &x);
     t0 = uv_hrtime();
-    assert_int_equal(sync_exec(&loop, c, &s, 1, &k), PX_RETRYABLE);
+    assert_int_equal(pxc_exec(&loop, c, &s, 1, &k), PX_RETRYABLE);
     assert_int_equal(k.err.code, 1205);
     assert_false(k.err.conn_broken);
     /* innodb_lock_wait_timeout = ceil(1000 ms) = 1 s, not the server's 5 s */
     assert_true(uv_hrtime() - t0 < 2500000000ULL);
     /* only the statement was undone: the branch can still end */
-    must_xa(&loop, D->rollback, c, &x);
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_xid_ok(&loop, D->rollback, c, &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
     /* wait for the admin session to let go */
     for (int i = 0; i < 200; i++) {
         char *got = admin("SELECT COUNT(*) FROM information_schema.innodb_trx");
@@ -745,30 +435,30 @@ static void test_deadlock_is_retryable(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call ka = {0}, kb = {0};
+    px_call ka = {0}, kb = {0};
     px_xid xa, xb;
     px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
     px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
     px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
     px_conn *c[2];
-    call *victim, *winner;
+    px_call *victim, *winner;
     px_conn *vc, *wc;
     px_xid *vx, *wx;
     uv_loop_init(&loop);
     t = g_target;
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
     new_xid(&xa, "order");
     new_xid(&xb, "order");
-    must_xa(&loop, D->begin, c[0], &xa);
-    must_xa(&loop, D->begin, c[1], &xb);
-    assert_int_equal(sync_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
-    assert_int_equal(sync_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
-    call_reset(&ka);
-    call_reset(&kb);
-    assert_int_equal(D->exec(c[0], &u3, 1, on_exec, &ka), 0); /* waits for c[1] */
+    pxc_xid_ok(&loop, D->begin, c[0], &xa);
+    pxc_xid_ok(&loop, D->begin, c[1], &xb);
+    assert_int_equal(pxc_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
+    pxc_reset(&ka);
+    pxc_reset(&kb);
+    assert_int_equal(D->exec(c[0], &u3, 1, pxc_on_exec, &ka), 0); /* waits for c[1] */
     usleep(100000);
-    assert_int_equal(D->exec(c[1], &u1, 1, on_exec, &kb), 0); /* closes the cycle */
+    assert_int_equal(D->exec(c[1], &u1, 1, pxc_on_exec, &kb), 0); /* closes the cycle */
     tu_run_until(&loop, &ka.done, 10000);
     tu_run_until(&loop, &kb.done, 10000);
     assert_true(ka.failed != kb.failed);
@@ -783,20 +473,20 @@ static void test_deadlock_is_retryable(void **state)
     assert_false(victim->err.conn_broken);
     assert_false(winner->failed);
     /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1399) */
-    must_xa(&loop, D->rollback, vc, vx);
-    must_xa(&loop, D->prepare, wc, wx);
-    must_xa(&loop, D->rollback_prepared, wc, wx);
+    pxc_xid_ok(&loop, D->rollback, vc, vx);
+    pxc_xid_ok(&loop, D->prepare, wc, wx);
+    pxc_xid_ok(&loop, D->rollback_prepared, wc, wx);
     admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
-    call_reset(&ka);
-    call_reset(&kb);
-    close_and_finish(&loop, c, 2);
+    pxc_reset(&ka);
+    pxc_reset(&kb);
+    pxc_finish(&loop, D, c, 2);
 }
 
 static void test_deadlock_victim_cannot_commit(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call ka = {0}, kb = {0}, k = {0};
+    px_call ka = {0}, kb = {0}, k = {0};
     px_xid xa, xb;
     px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
     px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
@@ -804,19 +494,19 @@ static void test_deadlock_victim_cannot_commit(void **state)
     px_conn *c[2];
     uv_loop_init(&loop);
     t = g_target;
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
     new_xid(&xa, "order");
     new_xid(&xb, "order");
-    must_xa(&loop, D->begin, c[0], &xa);
-    must_xa(&loop, D->begin, c[1], &xb);
-    assert_int_equal(sync_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
-    assert_int_equal(sync_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
-    call_reset(&ka);
-    call_reset(&kb);
-    assert_int_equal(D->exec(c[0], &u3, 1, on_exec, &ka), 0);
+    pxc_xid_ok(&loop, D->begin, c[0], &xa);
+    pxc_xid_ok(&loop, D->begin, c[1], &xb);
+    assert_int_equal(pxc_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
+    pxc_reset(&ka);
+    pxc_reset(&kb);
+    assert_int_equal(D->exec(c[0], &u3, 1, pxc_on_exec, &ka), 0);
     usleep(100000);
-    assert_int_equal(D->exec(c[1], &u1, 1, on_exec, &kb), 0);
+    assert_int_equal(D->exec(c[1], &u1, 1, pxc_on_exec, &kb), 0);
     tu_run_until(&loop, &ka.done, 10000);
     tu_run_until(&loop, &kb.done, 10000);
     assert_true(ka.failed != kb.failed);
@@ -825,62 +515,37 @@ static void test_deadlock_victim_cannot_commit(void **state)
         px_xid *vx = ka.failed ? &xa : &xb, *wx = ka.failed ? &xb : &xa;
         /* MariaDB 10.11 refuses already the XA END of a rollback-only branch (1399, "ROLLBACK
          * ONLY state"): nothing is committed, and rollback still ends the branch. */
-        assert_int_equal(sync_xa(&loop, D->commit_one_phase, vc, vx, &k), PX_FATAL);
+        assert_int_equal(pxc_xid(&loop, D->commit_one_phase, vc, vx, &k), PX_FATAL);
         assert_int_equal(k.err.code, 1399);
-        assert_int_equal(sync_xa(&loop, D->prepare, vc, vx, &k), PX_FATAL);
-        must_xa(&loop, D->rollback, vc, vx);
-        must_xa(&loop, D->rollback, wc, wx);
+        assert_int_equal(pxc_xid(&loop, D->prepare, vc, vx, &k), PX_FATAL);
+        pxc_xid_ok(&loop, D->rollback, vc, vx);
+        pxc_xid_ok(&loop, D->rollback, wc, wx);
         admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
     }
-    call_reset(&ka);
-    call_reset(&kb);
-    close_and_finish(&loop, c, 2);
+    pxc_reset(&ka);
+    pxc_reset(&kb);
+    pxc_finish(&loop, D, c, 2);
 }
 
-static void test_one_phase_and_rollback(void **state)
+/* XA state errors are fatal: XA START inside an active branch (1399). */
+static void test_xa_state_error_is_fatal(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
-    px_xid x;
-    px_param p1[2] = {p_int(30), p_text("one-phase")}, p2[2] = {p_int(31), p_text("gone")};
-    px_param p3[2] = {p_int(32), p_text("gone too")};
-    px_stmt s1 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p1, 2, 1);
-    px_stmt s2 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p2, 2, 1);
-    px_stmt s3 = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p3, 2, 1);
+    px_call k = {0};
+    px_xid x, y;
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s1, 1, &k), PX_OK);
-    must_xa(&loop, D->commit_one_phase, c, &x);
-    admin_expect("SELECT v FROM mxt_kv WHERE id = 30", "one-phase");
-    /* rollback of an active branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s2, 1, &k), PX_OK);
-    must_xa(&loop, D->rollback, c, &x);
-    /* rollback of a prepared branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &s3, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c, &x);
-    must_xa(&loop, D->rollback_prepared, c, &x);
-    admin_expect("SELECT COUNT(*) FROM mxt_kv WHERE id IN (31, 32)", "0");
-    /* XA state errors are fatal: XA START inside an active branch */
-    new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    {
-        px_xid y;
-        new_xid(&y, "order");
-        assert_int_equal(sync_xa(&loop, D->begin, c, &y, &k), PX_FATAL);
-        assert_int_equal(k.err.code, 1399);
-    }
-    must_xa(&loop, D->rollback, c, &x);
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    new_xid(&y, "order");
+    pxc_xid_ok(&loop, D->begin, c, &x);
+    assert_int_equal(pxc_xid(&loop, D->begin, c, &y, &k), PX_FATAL);
+    assert_int_equal(k.err.code, 1399);
+    pxc_xid_ok(&loop, D->rollback, c, &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* A statement that ends the branch itself - XA END and XA COMMIT ... ONE PHASE for the branch's
@@ -890,7 +555,7 @@ static void test_statement_cannot_end_branch(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     char end[160], commit[160], start[160];
     px_param p[2] = {p_int(50), p_text("ended")};
@@ -898,8 +563,8 @@ static void test_statement_cannot_end_branch(void **state)
     px_conn *c[2];
     uv_loop_init(&loop);
     t = g_target;
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
     snprintf(end, sizeof end, "XA END '%s','%s'", x.gtrid, x.bqual);
     snprintf(commit, sizeof commit, "XA COMMIT '%s','%s' ONE PHASE", x.gtrid, x.bqual);
@@ -907,14 +572,14 @@ static void test_statement_cannot_end_branch(void **state)
     s[0] = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
     s[1] = stmt(end, NULL, 0, -1);
     s[2] = stmt(commit, NULL, 0, -1);
-    must_xa(&loop, D->begin, c[0], &x);
-    assert_int_equal(sync_exec(&loop, c[0], s, 3, &k), PX_BUSINESS);
+    pxc_xid_ok(&loop, D->begin, c[0], &x);
+    assert_int_equal(pxc_exec(&loop, c[0], s, 3, &k), PX_BUSINESS);
     assert_true(k.err.conn_broken);
     assert_int_equal(k.failed_index, 2);
     assert_string_equal(k.err.message, "the branch's XA transaction was ended by a statement");
     admin_expect("SELECT v FROM mxt_kv WHERE id = 50", "ended"); /* the server did commit */
     /* prepare does not send XA END for a branch that is gone (the server would say 1397) */
-    assert_int_equal(sync_xa(&loop, D->prepare, c[0], &x, &k), PX_BUSINESS);
+    assert_int_equal(pxc_xid(&loop, D->prepare, c[0], &x, &k), PX_BUSINESS);
     assert_true(k.err.conn_broken);
     /* a new branch under the same XID right after the commit does not hide it */
     new_xid(&x, "order");
@@ -924,12 +589,12 @@ static void test_statement_cannot_end_branch(void **state)
     s[0] = stmt(end, NULL, 0, -1);
     s[1] = stmt(commit, NULL, 0, -1);
     s[2] = stmt(start, NULL, 0, -1);
-    must_xa(&loop, D->begin, c[1], &x);
-    assert_int_equal(sync_exec(&loop, c[1], s, 3, &k), PX_BUSINESS);
+    pxc_xid_ok(&loop, D->begin, c[1], &x);
+    assert_int_equal(pxc_exec(&loop, c[1], s, 3, &k), PX_BUSINESS);
     assert_int_equal(k.failed_index, 1);
     assert_true(k.err.conn_broken);
-    call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, c, 2);
 }
 
 /* A parameter count that does not fit the statement is the request's fault: the connection
@@ -938,7 +603,7 @@ static void test_param_mismatch_keeps_connection(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_param one[1] = {p_int(1)};
     px_stmt wrong = stmt("SELECT ? + ? AS v", one, 1, -1);
@@ -946,20 +611,20 @@ static void test_param_mismatch_keeps_connection(void **state)
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
+    pxc_xid_ok(&loop, D->begin, c, &x);
+    assert_int_equal(pxc_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
     assert_false(k.err.conn_broken);
     assert_int_equal(k.failed_index, 0);
-    must_xa(&loop, D->rollback, c, &x);
+    pxc_xid_ok(&loop, D->rollback, c, &x);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c, &x);
-    must_xa(&loop, D->rollback_prepared, c, &x);
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_xid_ok(&loop, D->begin, c, &x);
+    assert_int_equal(pxc_exec(&loop, c, &upd, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, D->prepare, c, &x);
+    pxc_xid_ok(&loop, D->rollback_prepared, c, &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* Failures that a fresh connection gets past: a refused connect (whatever the server's code)
@@ -968,35 +633,35 @@ static void test_dupid_and_connect_errors_retryable(void **state)
 {
     uv_loop_t loop;
     px_target t, bad;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_conn *c[2];
     uv_loop_init(&loop);
     t = g_target;
     bad = t;
     bad.password = "not the password";
-    assert_null(sync_connect(&loop, &bad, &k));
+    assert_null(pxc_try_connect(&loop, D, &bad, &k));
     assert_int_equal(k.err.code, 1045);
     assert_int_equal(k.err.cls, PX_RETRYABLE);
     assert_true(k.err.conn_broken);
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c[0], &x);
-    assert_int_equal(sync_xa(&loop, D->begin, c[1], &x, &k), PX_RETRYABLE);
+    pxc_xid_ok(&loop, D->begin, c[0], &x);
+    assert_int_equal(pxc_xid(&loop, D->begin, c[1], &x, &k), PX_RETRYABLE);
     assert_int_equal(k.err.code, 1440);
     assert_true(k.err.conn_broken);
-    must_xa(&loop, D->rollback, c[0], &x);
-    call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    pxc_xid_ok(&loop, D->rollback, c[0], &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, c, 2);
 }
 
 /* ---- session hygiene: reset ---- */
 
 static void sync_reset(uv_loop_t *loop, px_conn *c)
 {
-    call k = {0};
-    assert_int_equal(D->reset(c, on_done, &k), 0);
+    px_call k = {0};
+    assert_int_equal(D->reset(c, pxc_on_done, &k), 0);
     tu_run_until(loop, &k.done, 15000);
     if (k.failed)
         fail_msg("reset failed: %d %s", k.err.code, k.err.message);
@@ -1006,7 +671,7 @@ static void test_reset_restores_settings(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_stmt set[5] = {stmt("SET SESSION tx_read_only = 1", NULL, 0, -1),
                       stmt("SET SESSION autocommit = 0", NULL, 0, -1),
@@ -1019,24 +684,25 @@ static void test_reset_restores_settings(void **state)
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target; /* lock_timeout_ms 2000: innodb_lock_wait_timeout 2 */
-    c = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c, set, 5, &k), PX_OK);
-    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "1");
-    assert_string_equal(k.cells[2], "100");
+    c = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c, set, 5, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "1");
+    assert_string_equal(rows_of(&k)->cells[2], "100");
     sync_reset(&loop, c);
-    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "0");
-    assert_string_equal(k.cells[1], "1");
-    assert_string_equal(k.cells[2], "2");
-    assert_string_equal(k.cells[3], "1");
-    assert_string_equal(k.cells[4], "utf8mb4"); /* the handshake's, not the server's default */
+    assert_int_equal(pxc_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "0");
+    assert_string_equal(rows_of(&k)->cells[1], "1");
+    assert_string_equal(rows_of(&k)->cells[2], "2");
+    assert_string_equal(rows_of(&k)->cells[3], "1");
+    assert_string_equal(rows_of(&k)->cells[4],
+                        "utf8mb4"); /* the handshake's, not the server's default */
     /* autocommit is back on: XA START works again */
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c, &x);
-    must_xa(&loop, D->rollback, c, &x);
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_xid_ok(&loop, D->begin, c, &x);
+    pxc_xid_ok(&loop, D->rollback, c, &x);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 /* A transaction whose statements are session-neutral (the engine proved it, guard.h) skips the
@@ -1046,7 +712,7 @@ static void test_reset_skipped_for_neutral_statements(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_stmt var = stmt("SELECT @mxt_n := 7", NULL, 0, 1);
     px_stmt read = stmt("SELECT @mxt_n", NULL, 0, 1);
     px_stmt set = stmt("SET SESSION innodb_lock_wait_timeout = 100", NULL, 0, -1);
@@ -1054,47 +720,47 @@ static void test_reset_skipped_for_neutral_statements(void **state)
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     /* A neutral exec leaves nothing to reset; the variable (a test's lie) shows no reset ran. */
     var.session_neutral = true;
-    assert_int_equal(sync_exec(&loop, c, &var, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, &var, 1, &k), PX_OK);
     sync_reset(&loop, c);
-    assert_int_equal(sync_exec(&loop, c, &read, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "7");
+    assert_int_equal(pxc_exec(&loop, c, &read, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "7");
     /* The same statement, not marked neutral: the reset runs. */
     var.session_neutral = false;
-    assert_int_equal(sync_exec(&loop, c, &var, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, &var, 1, &k), PX_OK);
     sync_reset(&loop, c);
-    assert_int_equal(sync_exec(&loop, c, &read, 1, &k), PX_OK);
-    assert_null(k.cells[0]);
+    assert_int_equal(pxc_exec(&loop, c, &read, 1, &k), PX_OK);
+    assert_null(rows_of(&k)->cells[0]);
     /* A statement marked neutral that the server reports as changing the session. */
     set.session_neutral = true;
-    assert_int_equal(sync_exec(&loop, c, &set, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c, &set, 1, &k), PX_OK);
     sync_reset(&loop, c);
-    assert_int_equal(sync_exec(&loop, c, &show, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "2");
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    assert_int_equal(pxc_exec(&loop, c, &show, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "2");
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void on_marker(px_conn *c, const px_error *err, bool found, void *arg)
 {
-    call *k = arg;
+    px_call *k = arg;
     k->failed = err != NULL;
     if (err)
         k->err = *err;
-    k->rows[0] = found;
+    k->res[0].rows_affected = found;
     k->done = true;
 }
 
 static bool marker_found(uv_loop_t *loop, px_conn *c, const px_xid *x)
 {
-    call k = {0};
+    px_call k = {0};
     assert_int_equal(D->marker_exists(c, x, on_marker, &k), 0);
     tu_run_until(loop, &k.done, 15000);
     if (k.failed)
         fail_msg("marker_exists failed: %d %s", k.err.code, k.err.message);
-    return k.rows[0] != 0;
+    return k.res[0].rows_affected != 0;
 }
 
 /* prepare writes the branch's marker inside the branch: it exists once the branch committed and
@@ -1103,39 +769,39 @@ static void test_markers(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid a, b;
     px_stmt upd = stmt("UPDATE mxt_acct SET balance = balance WHERE id = 2", NULL, 0, 1);
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
+    c = pxc_connect_ok(&loop, D, &t);
     new_xid(&a, "order");
     new_xid(&b, "order");
-    must_xa(&loop, D->begin, c, &a);
-    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c, &a);
-    must_xa(&loop, D->commit_prepared, c, &a);
-    must_xa(&loop, D->begin, c, &b);
-    assert_int_equal(sync_exec(&loop, c, &upd, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c, &b);
-    must_xa(&loop, D->rollback_prepared, c, &b);
+    pxc_xid_ok(&loop, D->begin, c, &a);
+    assert_int_equal(pxc_exec(&loop, c, &upd, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, D->prepare, c, &a);
+    pxc_xid_ok(&loop, D->commit_prepared, c, &a);
+    pxc_xid_ok(&loop, D->begin, c, &b);
+    assert_int_equal(pxc_exec(&loop, c, &upd, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, D->prepare, c, &b);
+    pxc_xid_ok(&loop, D->rollback_prepared, c, &b);
     assert_true(marker_found(&loop, c, &a));
     assert_false(marker_found(&loop, c, &b));
     k.done = false;
-    assert_int_equal(D->markers_prune(c, g_prefix, 0, on_done, &k), 0);
+    assert_int_equal(D->markers_prune(c, g_prefix, 0, pxc_on_done, &k), 0);
     tu_run_until(&loop, &k.done, 15000);
     assert_false(k.failed);
     assert_false(marker_found(&loop, c, &a));
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_reset_drops_session_objects(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_param one[1] = {p_int(1)};
     px_stmt cached = stmt("SELECT ? + 1 AS v", one, 1, 1);
     px_stmt leave[3] = {stmt("CREATE TEMPORARY TABLE mxt_tmp (a INT)", NULL, 0, -1),
@@ -1149,135 +815,74 @@ static void test_reset_drops_session_objects(void **state)
     char sql[64];
     uv_loop_init(&loop);
     t = g_target;
-    c[0] = must_connect(&loop, &t);
-    c[1] = must_connect(&loop, &t);
-    assert_int_equal(sync_exec(&loop, c[0], &cached, 1, &k), PX_OK);
-    assert_int_equal(sync_exec(&loop, c[0], leave, 3, &k), PX_OK);
-    assert_string_equal(k.cells[0], "1");
-    assert_int_equal(sync_exec(&loop, c[1], &lock, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "0"); /* held by c[0] */
+    c[0] = pxc_connect_ok(&loop, D, &t);
+    c[1] = pxc_connect_ok(&loop, D, &t);
+    assert_int_equal(pxc_exec(&loop, c[0], &cached, 1, &k), PX_OK);
+    assert_int_equal(pxc_exec(&loop, c[0], leave, 3, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "1");
+    assert_int_equal(pxc_exec(&loop, c[1], &lock, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "0"); /* held by c[0] */
     sync_reset(&loop, c[0]);
-    assert_int_equal(sync_exec(&loop, c[0], &var, 1, &k), PX_OK);
-    assert_null(k.cells[0]);
-    assert_int_equal(sync_exec(&loop, c[1], &lock, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "1");
+    assert_int_equal(pxc_exec(&loop, c[0], &var, 1, &k), PX_OK);
+    assert_null(rows_of(&k)->cells[0]);
+    assert_int_equal(pxc_exec(&loop, c[1], &lock, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "1");
     must_exec(&loop, c[1], "DO RELEASE_LOCK('mxt_lock')", NULL, 0);
-    assert_int_equal(sync_exec(&loop, c[0], &tmp, 1, &k), PX_BUSINESS);
+    assert_int_equal(pxc_exec(&loop, c[0], &tmp, 1, &k), PX_BUSINESS);
     assert_int_equal(k.err.code, 1146);
     /* the cached statement is gone on the server: it is prepared again */
-    assert_int_equal(sync_exec(&loop, c[0], &cached, 1, &k), PX_OK);
-    assert_string_equal(k.cells[0], "2");
+    assert_int_equal(pxc_exec(&loop, c[0], &cached, 1, &k), PX_OK);
+    assert_string_equal(rows_of(&k)->cells[0], "2");
     /* a session that cannot be reset must be discarded */
-    assert_int_equal(sync_exec(&loop, c[0], &id, 1, &k), PX_OK);
-    snprintf(sql, sizeof sql, "KILL %s", k.cells[0]);
+    assert_int_equal(pxc_exec(&loop, c[0], &id, 1, &k), PX_OK);
+    snprintf(sql, sizeof sql, "KILL %s", rows_of(&k)->cells[0]);
     free(admin(sql));
-    call_reset(&k);
-    assert_int_equal(D->reset(c[0], on_done, &k), 0);
+    pxc_reset(&k);
+    assert_int_equal(D->reset(c[0], pxc_on_done, &k), 0);
     tu_run_until(&loop, &k.done, 15000);
     assert_true(k.failed);
     assert_true(k.err.conn_broken);
-    call_reset(&k);
-    close_and_finish(&loop, c, 2);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, c, 2);
 }
 
-static void test_busy_and_bad_arguments(void **state)
+static void test_bad_arguments(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0}, k2 = {0};
-    px_xid x, bad;
-    px_stmt s = stmt("SELECT SLEEP(0.2)", NULL, 0, 1);
+    px_call k = {0}, k2 = {0};
+    px_xid bad;
+    px_stmt s = stmt("SELECT 1", NULL, 0, 1);
     px_conn *c;
     uv_loop_init(&loop);
     t = g_target;
-    c = must_connect(&loop, &t);
-    new_xid(&x, "order");
-    assert_int_equal(D->exec(c, &s, 1, on_exec, &k), 0);
-    assert_int_equal(D->exec(c, &s, 1, on_exec, &k2), PX_EBUSY);
-    assert_int_equal(D->begin(c, &x, on_done, &k2), PX_EBUSY);
-    assert_int_equal(D->recover(c, g_prefix, "order", on_recover, &k2), PX_EBUSY);
-    assert_int_equal(D->reset(c, on_done, &k2), PX_EBUSY);
-    tu_run_until(&loop, &k.done, 5000);
-    assert_false(k.failed);
-    assert_false(k2.done); /* refused calls never call back */
+    c = pxc_connect_ok(&loop, D, &t);
     /* an XID outside the charset never reaches the SQL text */
     memset(&bad, 0, sizeof bad);
     strcpy(bad.gtrid, "x','y'; DROP TABLE mxt_kv; --");
     strcpy(bad.bqual, "order");
-    assert_int_equal(D->begin(c, &bad, on_done, &k2), PX_EINVAL);
-    assert_int_equal(D->exec(c, &s, 0, on_exec, &k2), PX_EINVAL);
+    assert_int_equal(D->begin(c, &bad, pxc_on_done, &k2), PX_EINVAL);
+    assert_int_equal(D->exec(c, &s, 0, pxc_on_exec, &k2), PX_EINVAL);
+    assert_false(k2.done); /* refused calls never call back */
     /* wrong parameter count is the request's fault */
     {
         px_stmt wrong = stmt("SELECT ? + ?", NULL, 0, -1);
-        assert_int_equal(sync_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
+        assert_int_equal(pxc_exec(&loop, c, &wrong, 1, &k), PX_BUSINESS);
     }
     {
         px_target named = t;
         named.host = "localhost"; /* would need a blocking name lookup */
-        assert_int_equal(D->connect(&loop, &named, on_connect, &k2), PX_EINVAL);
+        assert_int_equal(D->connect(&loop, &named, pxc_on_connect, &k2), PX_EINVAL);
     }
-    call_reset(&k);
-    close_and_finish(&loop, &c, 1);
-}
-
-/* ---- closing ---- */
-
-static void on_exec_close(px_conn *c, const px_error *err, int failed_index,
-                          const px_result *results, int nresults, void *arg)
-{
-    call *k = arg;
-    k->rows[0] = nresults > 0 ? results[0].rows_affected : -1;
-    D->close(c);
-    k->done = true;
-}
-
-static void on_connect_close(px_conn *c, const px_error *err, void *arg)
-{
-    call *k = arg;
-    assert_non_null(c);
-    D->close(c);
-    k->done = true;
-}
-
-static void on_never(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                     int nresults, void *arg)
-{
-    fail_msg("callback of an abandoned operation ran");
-}
-
-static void test_close_in_callbacks_and_in_flight(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    px_stmt s = stmt("SELECT 1", NULL, 0, 1), slow = stmt("SELECT SLEEP(2)", NULL, 0, 1);
-    px_conn *c;
-    uint64_t t0;
-    uv_loop_init(&loop);
-    t = g_target;
-    /* close from inside connect's and exec's callbacks */
-    assert_int_equal(D->connect(&loop, &t, on_connect_close, &k), 0);
-    tu_run_until(&loop, &k.done, 5000);
-    c = must_connect(&loop, &t);
-    call_reset(&k);
-    assert_int_equal(D->exec(c, &s, 1, on_exec_close, &k), 0);
-    tu_run_until(&loop, &k.done, 5000);
-    assert_int_equal(k.rows[0], 1);
-    /* close while a statement runs: abandoned, no callback, handles close promptly */
-    c = must_connect(&loop, &t);
-    assert_int_equal(D->exec(c, &slow, 1, on_never, NULL), 0);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    t0 = uv_hrtime();
-    D->close(c);
-    drain_and_close(&loop); /* every handle of every connection closes */
-    assert_true(uv_hrtime() - t0 < 1000000000ULL);
+    pxc_reset(&k);
+    pxc_finish(&loop, D, &c, 1);
 }
 
 static void test_connect_timeout(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof sa;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1292,119 +897,13 @@ static void test_connect_timeout(void **state)
     t.port = ntohs(sa.sin_port);
     t.connect_timeout_ms = 300;
     t0 = uv_hrtime();
-    assert_null(sync_connect(&loop, &t, &k));
+    assert_null(pxc_try_connect(&loop, D, &t, &k));
     assert_int_equal(k.err.cls, PX_RETRYABLE);
     assert_true(k.err.conn_broken);
     assert_true(uv_hrtime() - t0 < 1500000000ULL);
     assert_true(uv_hrtime() - t0 >= 290000000ULL);
-    drain_and_close(&loop);
+    pxc_finish(&loop, D, NULL, 0);
     close(fd);
-}
-
-/* ---- load: 200 branches over 8 connections ---- */
-
-#define BULK_BRANCHES 200
-#define BULK_CONNS 8
-
-typedef struct bulk bulk;
-typedef struct worker {
-    bulk *b;
-    px_conn *c;
-    int step, seq;
-    px_xid x;
-    px_param p[2];
-    px_stmt s;
-} worker;
-
-struct bulk {
-    int next, completed, errors;
-    char first_error[300];
-    worker w[BULK_CONNS];
-};
-
-static void worker_next(worker *w);
-
-static void worker_fail(worker *w, const px_error *err)
-{
-    if (w->b->errors++ == 0)
-        snprintf(w->b->first_error, sizeof w->b->first_error, "step %d: %s", w->step,
-                 err ? err->message : "refused");
-    w->b->completed++; /* so the test ends; counted as an error */
-}
-
-static void worker_done(px_conn *c, const px_error *err, void *arg)
-{
-    worker *w = arg;
-    if (err)
-        return worker_fail(w, err);
-    if (++w->step == 4) {
-        w->b->completed++;
-        w->step = 0;
-    }
-    worker_next(w);
-}
-
-static void worker_exec(px_conn *c, const px_error *err, int failed_index, const px_result *results,
-                        int nresults, void *arg)
-{
-    worker_done(c, err, arg);
-}
-
-static void worker_next(worker *w)
-{
-    int rc = 0;
-    char g[64];
-    switch (w->step) {
-    case 0:
-        if (w->b->next == BULK_BRANCHES)
-            return;
-        w->seq = w->b->next++;
-        snprintf(g, sizeof g, "%s.bulk.%d", g_prefix, w->seq);
-        assert_true(px_xid_set(&w->x, g, "order"));
-        rc = D->begin(w->c, &w->x, worker_done, w);
-        break;
-    case 1:
-        w->p[0] = p_int(w->seq);
-        w->p[1] = p_int((int64_t)(w - w->b->w));
-        w->s = stmt("INSERT INTO mxt_bulk (id, w) VALUES (?, ?)", w->p, 2, 1);
-        rc = D->exec(w->c, &w->s, 1, worker_exec, w);
-        break;
-    case 2:
-        rc = D->prepare(w->c, &w->x, worker_done, w);
-        break;
-    case 3:
-        rc = D->commit_prepared(w->c, &w->x, worker_done, w);
-        break;
-    }
-    if (rc != 0)
-        worker_fail(w, NULL);
-}
-
-static void test_many_branches(void **state)
-{
-    uv_loop_t loop;
-    px_target t;
-    call k = {0};
-    bulk *b = calloc(1, sizeof *b);
-    px_conn *c[BULK_CONNS];
-    char prefix[48];
-    uv_loop_init(&loop);
-    t = g_target;
-    for (int i = 0; i < BULK_CONNS; i++) {
-        c[i] = must_connect(&loop, &t);
-        b->w[i].b = b;
-        b->w[i].c = c[i];
-    }
-    for (int i = 0; i < BULK_CONNS; i++)
-        worker_next(&b->w[i]);
-    tu_run_until_count(&loop, &b->completed, BULK_BRANCHES, 60000);
-    if (b->errors)
-        fail_msg("%d branches failed, first: %s", b->errors, b->first_error);
-    admin_expect("SELECT COUNT(*), COUNT(DISTINCT w) FROM mxt_bulk", "200\t8");
-    snprintf(prefix, sizeof prefix, "%s.bulk.", g_prefix);
-    assert_int_equal(sync_recover(&loop, c[0], prefix, "order", &k), 0);
-    free(b);
-    close_and_finish(&loop, c, BULK_CONNS);
 }
 
 /* ---- the server dies with a prepared branch ---- */
@@ -1419,7 +918,7 @@ static void test_server_crash_recovery(void **state)
 {
     uv_loop_t loop;
     px_target t;
-    call k = {0};
+    px_call k = {0};
     px_xid x;
     px_param p[2] = {p_int(40), p_text("survives")};
     px_stmt s = stmt("INSERT INTO mxt_kv (id, v) VALUES (?, ?)", p, 2, 1);
@@ -1427,33 +926,33 @@ static void test_server_crash_recovery(void **state)
     uint64_t t0;
     uv_loop_init(&loop);
     t = g_target;
-    c1 = must_connect(&loop, &t);
+    c1 = pxc_connect_ok(&loop, D, &t);
     new_xid(&x, "order");
-    must_xa(&loop, D->begin, c1, &x);
-    assert_int_equal(sync_exec(&loop, c1, &s, 1, &k), PX_OK);
-    must_xa(&loop, D->prepare, c1, &x);
+    pxc_xid_ok(&loop, D->begin, c1, &x);
+    assert_int_equal(pxc_exec(&loop, c1, &s, 1, &k), PX_OK);
+    pxc_xid_ok(&loop, D->prepare, c1, &x);
 
     assert_int_equal(tu_sh("%s", env_or("XA_ORDER_KILL_CMD", "scripts/db kill order")), 0);
     /* the live connection reports a broken, retryable failure */
-    assert_int_equal(sync_xa(&loop, D->commit_prepared, c1, &x, &k), PX_RETRYABLE);
+    assert_int_equal(pxc_xid(&loop, D->commit_prepared, c1, &x, &k), PX_RETRYABLE);
     assert_true(k.err.conn_broken);
     D->close(c1);
     /* server down: connect fails fast */
     t0 = uv_hrtime();
-    assert_null(sync_connect(&loop, &t, &k));
+    assert_null(pxc_try_connect(&loop, D, &t, &k));
     assert_int_equal(k.err.cls, PX_RETRYABLE);
     assert_true(k.err.conn_broken);
     assert_true(uv_hrtime() - t0 < 1000000000ULL);
 
     assert_int_equal(tu_sh("%s", env_or("XA_ORDER_START_CMD", "scripts/db restart order")), 0);
-    c2 = must_connect(&loop, &t);
-    sync_recover(&loop, c2, g_prefix, "order", &k);
-    assert_true(listed(&k, &x));
-    must_xa(&loop, D->commit_prepared, c2, &x);
+    c2 = pxc_connect_ok(&loop, D, &t);
+    pxc_recover_ok(&loop, c2, g_prefix, "order", &k);
+    assert_true(pxc_listed(&k, &x));
+    pxc_xid_ok(&loop, D->commit_prepared, c2, &x);
     admin_expect("SELECT v FROM mxt_kv WHERE id = 40", "survives");
-    sync_recover(&loop, c2, g_prefix, "order", &k);
-    assert_false(listed(&k, &x));
-    close_and_finish(&loop, &c2, 1);
+    pxc_recover_ok(&loop, c2, g_prefix, "order", &k);
+    assert_false(pxc_listed(&k, &x));
+    pxc_finish(&loop, D, &c2, 1);
 }
 
 int main(void)
@@ -1463,28 +962,23 @@ int main(void)
         cmocka_unit_test(test_reset_skipped_for_neutral_statements),
         cmocka_unit_test(test_connect_exec_params),
         cmocka_unit_test(test_statement_cache_eviction),
-        cmocka_unit_test(test_prepare_close_commit_elsewhere),
         cmocka_unit_test(test_prepared_branch_stays_attached),
-        cmocka_unit_test(test_recover_filters),
         cmocka_unit_test(test_constraint_violations_are_business),
-        cmocka_unit_test(test_expect_rows),
-        cmocka_unit_test(test_parameters_stored_verbatim),
+        cmocka_unit_test(test_binary_parameter_stored_verbatim),
         cmocka_unit_test(test_result_types),
         cmocka_unit_test(test_value_types),
         cmocka_unit_test(test_lock_wait_timeout_is_retryable),
         cmocka_unit_test(test_deadlock_is_retryable),
         cmocka_unit_test(test_deadlock_victim_cannot_commit),
-        cmocka_unit_test(test_one_phase_and_rollback),
+        cmocka_unit_test(test_xa_state_error_is_fatal),
         cmocka_unit_test(test_statement_cannot_end_branch),
         cmocka_unit_test(test_param_mismatch_keeps_connection),
         cmocka_unit_test(test_dupid_and_connect_errors_retryable),
         cmocka_unit_test(test_reset_restores_settings),
         cmocka_unit_test(test_reset_drops_session_objects),
-        cmocka_unit_test(test_busy_and_bad_arguments),
-        cmocka_unit_test(test_close_in_callbacks_and_in_flight),
+        cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_connect_timeout),
-        cmocka_unit_test(test_many_branches),
         cmocka_unit_test(test_server_crash_recovery),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return contract_run(&contract_mysql) + cmocka_run_group_tests(tests, setup, NULL);
 }

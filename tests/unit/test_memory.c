@@ -1,10 +1,10 @@
 /*
- * The in-memory participant driver (participants/memory.c): branch state rules, outcomes, faults,
- * latency, the statement language, closing with an operation in flight, and prepared branches
- * that outlive their connection.
+ * The in-memory participant driver (participants/memory.c): first the driver contract
+ * (tests/support/contract.c, group contract/memory), then what is the memory driver's own: branch
+ * state rules, outcomes and their bounded memory, statistics, injected faults and lost replies, a
+ * server that is down, latency, the statement language, and closing with an operation in flight.
  */
-#include "testutil.h"
-
+#include "contract.h"
 #include "memory.h"
 
 #include <stdlib.h>
@@ -334,25 +334,6 @@ static void test_outcome_memory_is_bounded(void **state)
     f->d->close(c);
 }
 
-static void test_prepared_survive_close(void **state)
-{
-    fx *f = *state;
-    px_xid x = xid("xa1.c1.3.1", "mem");
-    px_conn *c = connect_ok(f), *c2;
-
-    assert_int_equal(run_done(f, f->d->begin, c, &x), PX_OK);
-    assert_int_equal(run_done(f, f->d->prepare, c, &x), PX_OK);
-    f->d->close(c);
-    assert_true(px_memory_is_prepared("mem", &x));
-    c2 = connect_ok(f);
-    assert_int_equal(run_recover(f, c2, "xa1.c1.", "mem"), PX_OK);
-    assert_int_equal(f->nxids, 1);
-    assert_string_equal(f->xids[0].gtrid, "xa1.c1.3.1");
-    assert_int_equal(run_done(f, f->d->commit_prepared, c2, &x), PX_OK);
-    assert_int_equal(px_memory_outcome("mem", &x), PX_MEM_COMMITTED);
-    f->d->close(c2);
-}
-
 static void test_close_rolls_back_open_branch(void **state)
 {
     fx *f = *state;
@@ -365,30 +346,6 @@ static void test_close_rolls_back_open_branch(void **state)
     px_memory_stats_get("mem", &ms);
     assert_int_equal(ms.rolled_back, 1);
     assert_int_equal(px_memory_outcome("mem", &x), PX_MEM_ROLLED_BACK);
-}
-
-static void test_recover_filters(void **state)
-{
-    fx *f = *state;
-    px_xid a = xid("xa1.c1.4.1", "pay"), b = xid("xa1.c1.4.2", "pay"), o = xid("xa1.c1.4.3", "ord"),
-           other = xid("xa1.c2.4.1", "pay");
-    px_conn *c = connect_ok(f);
-
-    assert_true(px_memory_add_prepared("mem", &a));
-    assert_true(px_memory_add_prepared("mem", &b));
-    assert_true(px_memory_add_prepared("mem", &o));
-    assert_true(px_memory_add_prepared("mem", &other));
-    assert_int_equal(run_recover(f, c, "xa1.c1.", "pay"), PX_OK);
-    assert_int_equal(f->nxids, 2);
-    for (size_t i = 0; i < f->nxids; i++) {
-        assert_string_equal(f->xids[i].bqual, "pay");
-        assert_memory_equal(f->xids[i].gtrid, "xa1.c1.", 7);
-    }
-    assert_int_equal(run_recover(f, c, "xa1.c1.", "ord"), PX_OK);
-    assert_int_equal(f->nxids, 1);
-    assert_int_equal(run_recover(f, c, "xa9.", "pay"), PX_OK);
-    assert_int_equal(f->nxids, 0);
-    f->d->close(c);
 }
 
 static void test_injected_faults(void **state)
@@ -628,9 +585,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted_xid_collision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_memory_is_bounded, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prepared_survive_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_rolls_back_open_branch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recover_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_injected_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_down, setup, teardown),
@@ -641,5 +596,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_with_open_connection, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = contract_run(&contract_memory);
+    px_memory_reset();
+    return failed + cmocka_run_group_tests(tests, NULL, NULL);
 }
