@@ -30,6 +30,13 @@ static const px_result *rows_of(const px_call *k)
     return NULL;
 }
 
+/* Column i of the first row: its type and exact text. */
+static void assert_cell(const px_result *r, int i, px_coltype type, const char *text)
+{
+    assert_int_equal(r->coltypes[i], type);
+    assert_string_equal(r->cells[i], text);
+}
+
 static char g_prefix[32];  /* gtrid prefix of this run: branches of other runs are ignored */
 static px_target g_target; /* filled once: tu_target's strings live until exit */
 static int g_seq;
@@ -296,24 +303,16 @@ static void test_result_types(void **state)
     assert_int_equal(pxc_exec(&loop, c, &sel, 1, &k), PX_OK);
     assert_int_equal(rows_of(&k)->ncols, 10);
     assert_int_equal(rows_of(&k)->nrows, 1);
-    assert_int_equal(rows_of(&k)->coltypes[0], PX_COL_INT);
-    assert_string_equal(rows_of(&k)->cells[0], "-42");
-    assert_int_equal(rows_of(&k)->coltypes[1], PX_COL_INT);
-    assert_string_equal(rows_of(&k)->cells[1], "18446744073709551615");
-    assert_int_equal(rows_of(&k)->coltypes[2], PX_COL_REAL);
-    assert_string_equal(rows_of(&k)->cells[2], "1.5");
-    assert_int_equal(rows_of(&k)->coltypes[3], PX_COL_REAL);
-    assert_string_equal(rows_of(&k)->cells[3], "0.1");
-    assert_int_equal(rows_of(&k)->coltypes[4], PX_COL_DECIMAL);
-    assert_string_equal(rows_of(&k)->cells[4], "12.34");
-    assert_int_equal(rows_of(&k)->coltypes[5], PX_COL_TEXT);
-    assert_string_equal(rows_of(&k)->cells[5], "x");
-    assert_int_equal(rows_of(&k)->coltypes[6], PX_COL_TEXT);
-    assert_string_equal(rows_of(&k)->cells[6], "2024-01-02 03:04:05");
+    assert_cell(rows_of(&k), 0, PX_COL_INT, "-42");
+    assert_cell(rows_of(&k), 1, PX_COL_INT, "18446744073709551615");
+    assert_cell(rows_of(&k), 2, PX_COL_REAL, "1.5");
+    assert_cell(rows_of(&k), 3, PX_COL_REAL, "0.1");
+    assert_cell(rows_of(&k), 4, PX_COL_DECIMAL, "12.34");
+    assert_cell(rows_of(&k), 5, PX_COL_TEXT, "x");
+    assert_cell(rows_of(&k), 6, PX_COL_TEXT, "2024-01-02 03:04:05");
     assert_null(rows_of(&k)->cells[7]);
     assert_string_equal(rows_of(&k)->cells[8], big);
-    assert_int_equal(rows_of(&k)->coltypes[9], PX_COL_INT);
-    assert_string_equal(rows_of(&k)->cells[9], "1");
+    assert_cell(rows_of(&k), 9, PX_COL_INT, "1");
     assert_string_equal(rows_of(&k)->colnames[8], "big");
     pxc_reset(&k);
     pxc_finish(&loop, D, &c, 1);
@@ -341,14 +340,10 @@ static void test_value_types(void **state)
     c = pxc_connect_ok(&loop, D, &t);
     assert_int_equal(pxc_exec(&loop, c, &expr, 1, &k), PX_OK);
     assert_int_equal(rows_of(&k)->ncols, 6);
-    assert_int_equal(rows_of(&k)->coltypes[0], PX_COL_INT);
-    assert_string_equal(rows_of(&k)->cells[0], "18446744073709551615");
-    assert_int_equal(rows_of(&k)->coltypes[1], PX_COL_DECIMAL);
-    assert_string_equal(rows_of(&k)->cells[1], "12345678901234567.89");
-    assert_int_equal(rows_of(&k)->coltypes[2], PX_COL_REAL);
-    assert_string_equal(rows_of(&k)->cells[2], "0.25");
-    assert_int_equal(rows_of(&k)->coltypes[3], PX_COL_BINARY);
-    assert_string_equal(rows_of(&k)->cells[3], "/wD+");
+    assert_cell(rows_of(&k), 0, PX_COL_INT, "18446744073709551615");
+    assert_cell(rows_of(&k), 1, PX_COL_DECIMAL, "12345678901234567.89");
+    assert_cell(rows_of(&k), 2, PX_COL_REAL, "0.25");
+    assert_cell(rows_of(&k), 3, PX_COL_BINARY, "/wD+");
     assert_string_equal(rows_of(&k)->colnames[4], "a");
     assert_string_equal(rows_of(&k)->colnames[5], "a");
     assert_string_equal(rows_of(&k)->cells[5], "2");
@@ -363,10 +358,8 @@ static void test_value_types(void **state)
     free(want);
     assert_string_equal(rows_of(&k)->cells[2], "");
     assert_string_equal(rows_of(&k)->cells[3], "AwE="); /* b'1100000001' = 0x0301 */
-    assert_int_equal(rows_of(&k)->coltypes[4], PX_COL_INT);
-    assert_string_equal(rows_of(&k)->cells[4], "18446744073709551615");
-    assert_int_equal(rows_of(&k)->coltypes[5], PX_COL_TEXT);
-    assert_string_equal(rows_of(&k)->cells[5], "text");
+    assert_cell(rows_of(&k), 4, PX_COL_INT, "18446744073709551615");
+    assert_cell(rows_of(&k), 5, PX_COL_TEXT, "text");
     pxc_reset(&k);
     pxc_finish(&loop, D, &c, 1);
 }
