@@ -10,6 +10,7 @@
 #include "markers.h"
 #include "owner.h"
 #include "preflight.h"
+#include "recovery.h"
 #include "status.h"
 #include "store.h"
 #include "txn.h"
@@ -108,7 +109,7 @@ static bool lookup_part(const char *name, void *arg, request_participant *out)
 static const coord_part *unready_part(const coord *c, const txn_request *req)
 {
     for (int i = 0; i < req->nbranches; i++)
-        if (!coord_part_usable(&c->parts[req->branches[i].participant]))
+        if (!status_part_usable(c, &c->parts[req->branches[i].participant]))
             return &c->parts[req->branches[i].participant];
     return NULL;
 }
@@ -147,9 +148,9 @@ static bool admit(coord *c, http_request *req, const txn_request *treq)
     p = unready_part(c, treq);
     if (p) {
         snprintf(msg, sizeof msg, "participant %s is not available yet (%s)", p->cfg->name,
-                 !p->owned   ? owner_state(c, p->index)
-                 : !p->ready ? "recovery running"
-                             : preflight_state(c, p->index));
+                 !owner_owns(c, p->index)       ? owner_state(c, p->index)
+                 : !recovery_ready(c, p->index) ? "recovery running"
+                                                : preflight_state(c, p->index));
         http_respond_error(req, 503, msg);
         return false;
     }
@@ -346,7 +347,7 @@ static void show_transaction(coord *c, http_request *req, const char *id)
 static void readyz(coord *c, http_request *req)
 {
     json_t *parts = json_object();
-    bool ready = coord_ready(c) && !c->draining;
+    bool ready = status_ready(c) && !c->draining;
     char state[STATUS_STATE_MAX];
     for (int i = 0; i < c->nparts; i++)
         json_object_set_new(parts, c->parts[i].cfg->name,

@@ -1,11 +1,9 @@
 /*
  * The daemon's context: everything the loop-side modules share (configuration, journal, pools,
  * outcomes, metrics, the transaction lists). One per process; passed explicitly, never global.
- *
- * Start-up order (coord_open): data directory lock -> identity read (identity.h) -> journal
- * replay -> identity made if new -> boot bump -> pools -> ownership locks (owner.h)
- * -> recovery scans and preflight (preflight.h); a participant takes new work only once it is
- * owned, its first scan finished and its last preflight found it safe (coord_part_usable).
+ * lifecycle.h fills it at start-up and empties it at the stop. coord.c answers what any module may
+ * ask of it and calls no module above it: whether a participant is owned, recovered or safe is
+ * owner.h's, recovery.h's and preflight.h's to say (status.h puts the three together).
  */
 #ifndef XA_COORD_H
 #define XA_COORD_H
@@ -47,10 +45,6 @@ typedef struct coord_part {
     const config_participant *cfg;
     int index;
     px_pool *pool;
-    bool ready;     /* first recovery scan finished */
-    bool owned;     /* this process took the participant's ownership lock (owner.h) */
-    bool lock_held; /* ... and its session is alive now: recovery may scan */
-    bool safe;      /* preflight found nothing unsafe, or allow_unsafe (preflight.h) */
     metric_counter *commit_retries;
     metric_counter *xid_not_found;
     metric_counter *heuristic;
@@ -83,9 +77,9 @@ typedef struct coord {
     list_head lists[TXN_NSTATES]; /* struct txn by txn_state, through its node */
     bool draining;
     int abandoned_in_doubt; /* transactions the stop dropped with a branch that may be prepared */
-    bool journal_failed;    /* a journal write or fdatasync failed: exiting (on_journal_fatal) */
+    bool journal_failed;    /* a journal write or fdatasync failed: exiting (lifecycle.c) */
     uv_timer_t fatal_timer; /* ... once the waiting clients were answered */
-    uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in coord.c) */
+    uint64_t journal_conflicts; /* ids the journal recorded twice (replay_create in replay.c) */
     heuristics heuristics;      /* the most recent heuristic outcomes, for GET /v1/heuristics */
     uv_timer_t prune_timer;
 
@@ -95,24 +89,19 @@ typedef struct coord {
     metric_histogram *group_size;
 } coord;
 
-/* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
- * recovery scans. Returns 0, or -1 with a message in err. */
-XA_MUST_CHECK int coord_open(coord *c, uv_loop_t *loop, const config *cfg, char *err,
-                             size_t errlen);
-/* Every participant may take new work (coord_part_usable). */
-bool coord_ready(const coord *c);
-/* The participant may take new work: owned, recovered and safe. */
-bool coord_part_usable(const coord_part *p);
 int coord_inflight(const coord *c);
 /* Finds a participant index by name (-1 when unknown). */
 int coord_part_index(const coord *c, const char *name);
-/* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone.
- * With a decision store, the node is handed back free when this process knows of nothing left
- * on the participants, and handed over to a peer's takeover otherwise (store_close). */
-void coord_close(coord *c, void (*cb)(void *arg), void *arg);
+/* The gtrid of transaction (boot, seq) of this data directory (identity.h: xa1 for the boots of
+ * a journal written before identities). */
+void coord_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);
+/* A list of participant names ("payment,order", as a journal record or a decision row keeps it)
+ * as a mask of this configuration's participants; a name not configured is logged as an error
+ * naming gtrid and left out. */
+uint32_t coord_names_mask(const coord *c, const char *names, const char *gtrid);
 
-/* The journal payload of an outcome (COMMIT and ABORT records): what replay needs to answer a
- * repeated id and to finish the commit after a restart. Returns 0 with a malloc'ed buffer. */
+/* The journal payload of an outcome (outcome_codec.h), naming its pending participants. 0 with a
+ * malloc'ed buffer, or -ENOMEM. */
 XA_MUST_CHECK int coord_encode_outcome(const coord *c, const outcome *o, char **out, size_t *len);
 
 /* A branch of o on participant p ended against the decision: counted, kept for GET

@@ -7,10 +7,12 @@
 #include "api.h"
 #include "config.h"
 #include "coord.h"
+#include "lifecycle.h"
 #include "crash.h"
 #include "initparts.h"
 #include "log.h"
 #include "reload.h"
+#include "status.h"
 #include "txn.h"
 
 #include <getopt.h>
@@ -100,7 +102,7 @@ static void finish_stop(daemon_state *d)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
-    coord_close(&d->coord, on_closed_all, d);
+    lifecycle_close(&d->coord, on_closed_all, d);
 }
 
 /* A drain that takes too long (a participant down in phase 2) must not hold the stop forever. */
@@ -125,7 +127,7 @@ static void drain_step(daemon_state *d)
 static void on_tick(uv_timer_t *t)
 {
     daemon_state *d = t->data;
-    if (!d->announced_ready && coord_ready(&d->coord)) {
+    if (!d->announced_ready && status_ready(&d->coord)) {
         d->announced_ready = true;
         log_info(NULL, "ready: recovery finished on every participant");
         sd_notify_msg("READY=1");
@@ -160,7 +162,7 @@ static int run(daemon_state *d)
 {
     char err[512];
     d->loop = uv_default_loop();
-    if (coord_open(&d->coord, d->loop, &d->cfg, err, sizeof err) != 0) {
+    if (lifecycle_open(&d->coord, d->loop, &d->cfg, err, sizeof err) != 0) {
         log_error(NULL, "cannot start: %s", err);
         return 1;
     }

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "schema.h"
+#include "status.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +53,7 @@ void markers_tick(coord *c)
         return;
     for (int i = 0; i < c->nparts; i++) {
         coord_part *p = &c->parts[i];
-        if (p->marker_pruning || !coord_part_usable(p) ||
+        if (p->marker_pruning || !status_part_usable(c, p) ||
             (p->markers_pruned_ms && now - p->markers_pruned_ms < MARKERS_PRUNE_MS))
             continue;
         p->marker_pruning = true;
@@ -163,7 +164,7 @@ static void ask(asking *a)
         (px_param){.type = PX_P_TEXT, .text = a->l->c->prefix, .len = strlen(a->l->c->prefix)};
     a->stmt = (px_stmt){d->find_sql, a->params, 3, -1, true};
     a->req.data = a;
-    if (!coord_part_usable(a->part)) {
+    if (!status_part_usable(a->part->owner, a->part)) {
         ask_failed(a, "not available");
         return;
     }

@@ -31,6 +31,8 @@ typedef struct lock_slot {
     bool busy;
     bool connecting; /* a connect is in flight: it cannot be cancelled */
     bool ever_owned;
+    bool owned; /* the participant may take work: the lock was taken once and nobody else has it */
+    bool held;  /* ... and the lock's session is alive right now: recovery may scan */
     const char *state; /* "" when owned */
     char failure[300]; /* why the last connect failed ("<cause>: <message>"); "" once connected */
     char unreachable[320]; /* the state while never owned and failing: "unreachable: <failure>" */
@@ -47,15 +49,20 @@ struct owner {
 
 static void slot_connect(lock_slot *s);
 
-/* owned: the participant may take work - this process took the lock once and nobody else has
- * it. lock_held: the lock's session is alive right now; only then may recovery scan. A dead
- * session (a server restart) stops the scans, not the work: a process that took the lock
- * meanwhile would be seen when the lock is taken again, and this one would stop. */
+/* Recovery scans a participant only while its lock's session is alive: a dead session (a
+ * server restart) stops the scans, not the work - a process that took the lock meanwhile would
+ * be seen when the lock is taken again, and this one would stop. */
+static void set_held(lock_slot *s, bool held)
+{
+    s->held = held;
+    recovery_allow(s->o->c, s->part->index, held);
+}
+
 static void set_owned(lock_slot *s, bool owned, const char *why)
 {
-    s->part->owned = owned;
-    s->part->lock_held = owned;
+    s->owned = owned;
     s->state = owned ? "" : why;
+    set_held(s, owned);
 }
 
 static void later(lock_slot *s, void (*fn)(uv_timer_t *), unsigned ms)
@@ -79,11 +86,11 @@ static void on_retry(uv_timer_t *t)
 
 static void lost(lock_slot *s, const char *why)
 {
-    bool was_held = s->part->lock_held;
+    bool was_held = s->held;
     if (was_held)
         log_warn(s->ctx, "ownership lock lost (%s); taking it again", why);
     drop_conn(s);
-    s->part->lock_held = false;
+    set_held(s, false);
     if (!s->ever_owned)
         set_owned(s, false, "ownership lock not held (participant unreachable?)");
     later(s, on_retry, was_held ? 0 : RETRY_MS);
@@ -152,8 +159,7 @@ static void on_locked(px_conn *conn, const px_error *err, int idx, const px_resu
     if (!s->ever_owned)
         log_info(s->ctx, "ownership lock %s taken", s->name);
     s->ever_owned = true;
-    set_owned(s, true, "");
-    recovery_kick(s->o->c);
+    set_owned(s, true, ""); /* and recovery scans it now */
     later(s, on_check, CHECK_MS);
 }
 
@@ -255,6 +261,11 @@ int owner_start(coord *c)
     for (int i = 0; i < c->nparts; i++)
         slot_init(o, &o->slots[i], &c->parts[i]);
     return 0;
+}
+
+bool owner_owns(const coord *c, int participant)
+{
+    return c->owner && c->owner->slots[participant].owned;
 }
 
 const char *owner_state(const coord *c, int participant)

@@ -19,7 +19,11 @@
 
 #include "coord.h"
 
+/* Starts taking the locks; recovery (recovery_allow) learns of each lock taken or lost, so it
+ * must be started first. */
 XA_MUST_CHECK int owner_start(coord *c);
+/* This process took the participant's lock and nobody else has it: it may take work. */
+bool owner_owns(const coord *c, int participant);
 /* Why a participant is not owned ("" when it is). */
 const char *owner_state(const coord *c, int participant);
 /* Why the last connect to a participant failed ("<cause>: <message>", px_connect_cause), or "" once

@@ -328,6 +328,7 @@ typedef struct slot {
     bool busy;    /* a pool request or a driver call is in flight */
     bool failing; /* the last run could not finish (logged once) */
     bool judged;  /* a verdict exists */
+    bool safe;    /* ... that found nothing unsafe, or allow_unsafe (preflight_safe) */
     unsigned attempts;
     preflight_facts facts;
     char findings[STATE_MAX];   /* the verdict's findings, to log each change once */
@@ -410,7 +411,7 @@ static void log_verdict(slot *s, const preflight_finding *f, int n, bool unsafe)
         else
             log_error(s->ctx, "unsafe: %s - not taking new work until this is fixed", f[i].text);
     }
-    if (!unsafe && s->judged && !s->part->safe)
+    if (!unsafe && s->judged && !s->safe)
         log_info(s->ctx, "preflight passed: taking new work again");
 }
 
@@ -425,7 +426,7 @@ static void judge_run(slot *s)
     describe_verdict(s, f, n, unsafe);
     if (!s->judged || strcmp(before, s->findings) != 0)
         log_verdict(s, f, n, unsafe);
-    s->part->safe = !unsafe || s->part->cfg->allow_unsafe;
+    s->safe = !unsafe || s->part->cfg->allow_unsafe;
     s->judged = true;
 }
 
@@ -529,7 +530,7 @@ static void slot_init(struct preflight *pf, slot *s, coord_part *p)
     pf->open_handles++;
     if (!s->dialect) {
         /* The in-memory participant lives in this process: nothing to check. */
-        p->safe = true;
+        s->safe = true;
         snprintf(s->state, sizeof s->state, "ready");
         return;
     }
@@ -554,6 +555,11 @@ int preflight_start(coord *c)
     for (int i = 0; i < c->nparts; i++)
         slot_init(pf, &pf->slots[i], &c->parts[i]);
     return 0;
+}
+
+bool preflight_safe(const coord *c, int participant)
+{
+    return c->preflight && c->preflight->slots[participant].safe;
 }
 
 const char *preflight_state(const coord *c, int participant)

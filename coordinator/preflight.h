@@ -3,7 +3,7 @@
  * rest on. A commit the coordinator reports must survive a crash of the database, a prepared
  * branch must be able to exist, and the coordinator must be able to list and mark its branches.
  * A server that cannot promise that is unsafe, and an unsafe participant takes no new work
- * (coord_part_usable) unless its configuration says allow_unsafe = true.
+ * (status_part_usable) unless its configuration says allow_unsafe = true.
  *
  * For every participant, at start and again every recovery_interval_ms, a few read-only queries
  * run on a pooled connection, outside any branch: the settings that make commits durable, whether
@@ -75,6 +75,8 @@ bool preflight_on(const char *value);
 
 /* Starts the checks of every participant. Returns 0, or -1 when out of memory. */
 XA_MUST_CHECK int preflight_start(coord *c);
+/* The last verdict found the participant's settings safe, or allow_unsafe lets it in. */
+bool preflight_safe(const coord *c, int participant);
 /* The participant's state for /readyz: "ready", "checking the server's settings" (no verdict
  * yet), "unsafe: <findings>", or "ready, UNSAFE allowed by allow_unsafe: <findings>". */
 const char *preflight_state(const coord *c, int participant);

@@ -8,7 +8,6 @@
 #include "crash.h"
 #include "log.h"
 #include "store.h"
-#include "txn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +55,8 @@ typedef struct scan {
     branch_set left;    /* own branches the last complete scan could not resolve */
     branch_set foreign; /* other identities' branches the last complete scan listed */
     uv_timer_t timer;
+    bool ready;   /* the first scan finished: the participant may take work (recovery_ready) */
+    bool allowed; /* the ownership lock's session lives (recovery_allow): scans may run */
     bool running;
     bool busy; /* a driver call or pool request is in flight */
     worker workers[RECOVERY_WORKERS];
@@ -235,7 +236,7 @@ static void scan_complete(scan *s)
     remember(s, &s->foreign, FATE_FOREIGN);
     foreign = s->foreign.n;
     outcomes_each_unfinished(c->outcomes, acknowledge, s);
-    if (!s->part->ready) {
+    if (!s->ready) {
         log_info(s->ctx,
                  "recovery scan finished: %zu prepared branches listed, %zu left, %zu "
                  "foreign; taking new work",
@@ -244,7 +245,7 @@ static void scan_complete(scan *s)
     } else if (s->n > foreign) /* foreign ones were said when first seen */
         log_info(s->ctx, "recovery scan: %zu prepared branches listed, %zu left, %zu foreign", s->n,
                  left, foreign);
-    s->part->ready = true;
+    s->ready = true;
     s->running = false;
     s->attempts = 0;
     scan_reset(s);
@@ -533,7 +534,7 @@ static void scan_run(scan *s)
     /* Without the ownership lock, another live process may share this node_id. Its branches are
      * fenced by their identity anyway; the lock still stops a copy of this data directory (the
      * same identity) from scanning beside it while both lock sessions live. */
-    if (s->running || s->r->stopping || !s->part->lock_held)
+    if (s->running || s->r->stopping || !s->allowed)
         return;
     /* decision_log = postgres: only while this node's lease holds (a peer may be taking over). */
     if (s->r->c->store && !store_holds_lease(s->r->c->store))
@@ -546,6 +547,19 @@ void recovery_kick(coord *c)
 {
     for (int i = 0; i < c->nparts; i++)
         scan_run(&c->recovery->scans[i]);
+}
+
+void recovery_allow(coord *c, int participant, bool allowed)
+{
+    scan *s = &c->recovery->scans[participant];
+    s->allowed = allowed;
+    if (allowed)
+        scan_run(s);
+}
+
+bool recovery_ready(const coord *c, int participant)
+{
+    return c->recovery && c->recovery->scans[participant].ready;
 }
 
 static void on_periodic(uv_timer_t *t)

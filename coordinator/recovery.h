@@ -23,6 +23,12 @@
 XA_MUST_CHECK int recovery_start(coord *c);
 /* Runs a scan of every participant now (those not already scanning). */
 void recovery_kick(coord *c);
+/* Whether the participant may be scanned: its ownership lock's session lives (owner.h). A scan
+ * starts at once when allowed; one running finishes. No participant is allowed at the start. */
+void recovery_allow(coord *c, int participant, bool allowed);
+/* The participant's first scan finished: what the last process left there is resolved or known,
+ * and it may take work. */
+bool recovery_ready(const coord *c, int participant);
 /* Calls fn for every branch the last complete scan of its participant could not resolve, with the
  * time it was first left behind. */
 typedef void (*recovery_left_fn)(const coord_part *p, const px_xid *x, int64_t since_ms, void *arg);

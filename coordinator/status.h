@@ -10,6 +10,11 @@
 
 #include <jansson.h>
 
+/* The participant may take new work: this process owns it (owner.h), its first recovery scan
+ * finished (recovery.h) and its last preflight found it safe (preflight.h). */
+bool status_part_usable(const coord *c, const coord_part *p);
+/* Every participant may take new work (/readyz). */
+bool status_ready(const coord *c);
 /* What /readyz says of a participant: its ownership, recovery or preflight state, "down" with
  * the last connection error, or "ready". The result may be buf (STATUS_STATE_MAX bytes). */
 #define STATUS_STATE_MAX 400

@@ -186,11 +186,6 @@ static void set_state(struct txn *t, txn_state s)
     log_debug(t->ctx, "-> %s", state_names[s]);
 }
 
-void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len)
-{
-    identity_gtrid(&c->identity, c->cfg->node_id, boot, seq, buf, len);
-}
-
 /* ---- replies ----------------------------------------------------------------------------- */
 
 /* Dumps obj without its closing brace (see outcome.reply_head). */
@@ -1659,7 +1654,7 @@ static void txn_release(struct txn *t)
 uint64_t txn_assign(coord *c, char *buf, size_t len)
 {
     uint64_t seq = ++c->next_seq;
-    txn_format_gtrid(c, c->boot, seq, buf, len);
+    coord_gtrid(c, c->boot, seq, buf, len);
     return seq;
 }
 

@@ -27,10 +27,6 @@ uint64_t txn_assign(coord *c, char *buf, size_t len);
  * memory); req is freed either way. */
 XA_MUST_CHECK int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq);
 
-/* The gtrid of the transaction with sequence seq in boot boot of this data directory (identity.h:
- * xa1 for the boots of a journal written before identities). */
-void txn_format_gtrid(const coord *c, uint64_t boot, uint64_t seq, char *buf, size_t len);
-
 /* Drops every live transaction (shutdown after the drain limit, or a failed journal): connections
  * are closed, waiting clients get 503 saying why, and the journal keeps what the next start
  * needs. */

@@ -8,11 +8,13 @@
 
 #include "config.h"
 #include "coord.h"
+#include "lifecycle.h"
 #include "identity.h"
 #include "memory.h"
 #include "heuristics.h"
 #include "recovery.h"
 #include "request.h"
+#include "status.h"
 #include "txn.h"
 
 #include <stdio.h>
@@ -44,7 +46,7 @@ static void write_config(fixture *f, const char *extra)
 
 static bool ready_flag(const coord *c)
 {
-    return coord_ready(c);
+    return status_ready(c);
 }
 
 static void open_coord(fixture *f)
@@ -52,12 +54,12 @@ static void open_coord(fixture *f)
     char err[512];
     assert_int_equal(config_load(f->ini, &f->cfg, err, sizeof err), 0);
     uv_loop_init(&f->loop);
-    if (coord_open(&f->c, &f->loop, &f->cfg, err, sizeof err) != 0)
-        fail_msg("coord_open: %s", err);
+    if (lifecycle_open(&f->c, &f->loop, &f->cfg, err, sizeof err) != 0)
+        fail_msg("lifecycle_open: %s", err);
     f->open = true;
     for (int i = 0; i < 200 && !ready_flag(&f->c); i++)
         uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(coord_ready(&f->c));
+    assert_true(status_ready(&f->c));
 }
 
 static void on_closed(void *arg)
@@ -72,7 +74,7 @@ static void close_coord(fixture *f)
     for (int i = 0; i < 2000 && coord_inflight(&f->c) > 0; i++)
         uv_run(&f->loop, UV_RUN_ONCE);
     assert_int_equal(coord_inflight(&f->c), 0);
-    coord_close(&f->c, on_closed, &closed);
+    lifecycle_close(&f->c, on_closed, &closed);
     tu_run_until(&f->loop, &closed, 5000);
     tu_loop_close(&f->loop);
     config_free(&f->cfg);
