@@ -71,7 +71,8 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg);
  * the client id, and (with_xact_id) the branch's transaction id, taken before COMMIT so that a
  * lost COMMIT answer can be settled by store_xact_status. */
 typedef struct store_decision store_decision;
-store_decision *store_decision_new(store *s, const store_row *r); /* NULL: out of memory */
+XA_MUST_CHECK store_decision *store_decision_new(store *s,
+                                                 const store_row *r); /* NULL: out of memory */
 const px_stmt *store_decision_stmts(const store_decision *d, bool with_xact_id, int *n);
 /* What the statements' results say (winner filled unless FENCED; why set unless DECIDED). */
 store_verdict store_decision_verdict(const store_decision *d, const px_result *results,
