@@ -110,8 +110,8 @@ char *bench_http_request(const bench_run *run, const bench_client *cl, size_t *l
  * NULL), or -1 when the connection failed. */
 int bench_http_get(int port, const char *path, char **body);
 
-/* Reads a password file (first line). false when unreadable. */
-bool bench_read_secret(const char *path, char *buf, size_t len);
+/* Reads a password file (first line): 0, or -EIO when unreadable. */
+XA_MUST_CHECK int bench_read_secret(const char *path, char *buf, size_t len);
 
 double bench_now_s(void);
 

@@ -123,7 +123,7 @@ static bool load_targets(const opts *o, bench_targets *t)
     memset(t, 0, sizeof *t);
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s.pw", o->secrets, names[i]);
-        if (!bench_read_secret(path, t->pw[i], sizeof t->pw[i])) {
+        if (bench_read_secret(path, t->pw[i], sizeof t->pw[i]) != 0) {
             fprintf(stderr, "xabench: cannot read %s\n", path);
             return false;
         }

@@ -6,6 +6,7 @@
  */
 #include "bench.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,17 +17,18 @@ double bench_now_s(void)
     return (double)uv_hrtime() / 1e9;
 }
 
-bool bench_read_secret(const char *path, char *buf, size_t len)
+int bench_read_secret(const char *path, char *buf, size_t len)
 {
     FILE *f = fopen(path, "r");
     bool ok;
     if (!f)
-        return false;
+        return -EIO;
     ok = fgets(buf, (int)len, f) != NULL;
     fclose(f);
-    if (ok)
-        buf[strcspn(buf, "\r\n")] = '\0';
-    return ok;
+    if (!ok)
+        return -EIO;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return 0;
 }
 
 static void record(bench_run *run, uint64_t us)

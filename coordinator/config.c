@@ -194,8 +194,8 @@ static void fail(parse_ctx *ctx, int line, const char *fmt, ...)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Value parsers. Each returns 0, or -1 with the problem (without file/line/key) in prob.
- * Problems never quote a value that could carry a secret.
+ * Value parsers. Each returns 0, or a negative errno code (-EINVAL, -EIO or -ENOMEM) with the
+ * problem (without file/line/key) in prob. Problems never quote a value that could carry a secret.
  */
 
 static int parse_uint(const char *v, int64_t min, int64_t max, int64_t *out, char *prob)
@@ -203,13 +203,13 @@ static int parse_uint(const char *v, int64_t min, int64_t max, int64_t *out, cha
     uint64_t n = 0;
     if (*v == '\0') {
         snprintf(prob, PROBLEM_MAX, "must be an integer in %" PRId64 "..%" PRId64, min, max);
-        return -1;
+        return -EINVAL;
     }
     for (const char *p = v; *p; p++) {
         if (*p < '0' || *p > '9') {
             snprintf(prob, PROBLEM_MAX,
                      "\"%.40s\" is not a decimal integer (%" PRId64 "..%" PRId64 ")", v, min, max);
-            return -1;
+            return -EINVAL;
         }
         if (n > (UINT64_MAX - 9) / 10) {
             n = UINT64_MAX;
@@ -220,7 +220,7 @@ static int parse_uint(const char *v, int64_t min, int64_t max, int64_t *out, cha
     if (n < (uint64_t)min || n > (uint64_t)max) {
         snprintf(prob, PROBLEM_MAX, "%.40s is out of range (must be %" PRId64 "..%" PRId64 ")", v,
                  min, max);
-        return -1;
+        return -EINVAL;
     }
     *out = (int64_t)n;
     return 0;
@@ -260,14 +260,14 @@ static int parse_listen(const char *v, config *cfg, char *prob)
     int64_t p;
     if (parse_uint(port, 1, 65535, &p, prob) < 0) {
         snprintf(prob, PROBLEM_MAX, "port must be 1..65535 (%s)", usage);
-        return -1;
+        return -EINVAL;
     }
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", host);
     cfg->listen_port = (int)p;
     return 0;
 bad:
     snprintf(prob, PROBLEM_MAX, "\"%.64s\" %s (name lookup is not done)", v, usage);
-    return -1;
+    return -EINVAL;
 }
 
 static bool all_of(const char *s, const char *extra)
@@ -286,7 +286,7 @@ static int parse_node_id(const char *v, char *out, char *prob)
                  "must be 1..%d characters of [a-z0-9] (it goes into every XID: gtrid "
                  "xa2.<node_id>.<identity>.<boot>.<seq> must fit MySQL's %d bytes)",
                  NODE_ID_MAX, PX_XID_PART_MAX);
-        return -1;
+        return -EINVAL;
     }
     memcpy(out, v, n + 1);
     return 0;
@@ -308,7 +308,7 @@ static int check_conninfo_hosts(const char *hosts, char *prob)
                      "host %.64s is not a numeric address or socket directory (name lookup "
                      "would block the event loop; add hostaddr= or use the address)",
                      h);
-            return -1;
+            return -EINVAL;
         }
     }
     return 0;
@@ -323,7 +323,7 @@ static int check_conninfo_options(const PQconninfoOption *opts, char *prob)
             continue;
         if (strcmp(o->keyword, "password") == 0) {
             snprintf(prob, PROBLEM_MAX, "must not contain a password: use password_file");
-            return -1;
+            return -EINVAL;
         }
         if (strcmp(o->keyword, "hostaddr") == 0 && o->val[0])
             hostaddr = true;
@@ -332,7 +332,7 @@ static int check_conninfo_options(const PQconninfoOption *opts, char *prob)
     }
     if (!hostaddr && hosts && strlen(hosts) >= 256) {
         snprintf(prob, PROBLEM_MAX, "host list longer than 255 characters");
-        return -1;
+        return -EINVAL;
     }
     return !hostaddr && hosts && hosts[0] ? check_conninfo_hosts(hosts, prob) : 0;
 }
@@ -348,7 +348,7 @@ static int parse_conninfo(const char *v, char *prob)
         snprintf(prob, PROBLEM_MAX,
                  "malformed: expected key=value pairs separated by spaces or a postgresql:// URI "
                  "with known keys");
-        return -1;
+        return -EINVAL;
     }
     rc = check_conninfo_options(opts, prob);
     PQconninfoFree(opts);
@@ -362,12 +362,14 @@ static int read_secret(const char *path, char **out, char *prob)
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
-        return -1;
+        return -EIO;
     }
     struct stat st;
     char *buf = NULL;
+    int rc = -EINVAL;
     if (fstat(fd, &st) < 0) {
         snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+        rc = -EIO;
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -384,6 +386,7 @@ static int read_secret(const char *path, char **out, char *prob)
     buf = malloc(SECRET_MAX + 1);
     if (!buf) {
         snprintf(prob, PROBLEM_MAX, "out of memory");
+        rc = -ENOMEM;
         goto fail;
     }
     size_t len = 0;
@@ -393,6 +396,7 @@ static int read_secret(const char *path, char **out, char *prob)
             continue;
         if (n < 0) {
             snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
+            rc = -EIO;
             goto fail;
         }
         if (n == 0)
@@ -425,7 +429,7 @@ fail:
         free(buf);
     }
     close(fd);
-    return -1;
+    return rc;
 }
 
 static int check_file(const char *path, char *prob)
@@ -433,11 +437,11 @@ static int check_file(const char *path, char *prob)
     struct stat st;
     if (stat(path, &st) < 0) {
         snprintf(prob, PROBLEM_MAX, "%.160s: %s", path, strerror(errno));
-        return -1;
+        return -EINVAL;
     }
     if (!S_ISREG(st.st_mode)) {
         snprintf(prob, PROBLEM_MAX, "%.160s is not a regular file", path);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -447,7 +451,7 @@ static int dup_into(char **dst, const char *v, char *prob)
     *dst = strdup(v);
     if (!*dst) {
         snprintf(prob, PROBLEM_MAX, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     return 0;
 }
@@ -456,7 +460,7 @@ static int store_int(const key_desc *k, void *field, const char *v, char *prob)
 {
     int64_t n;
     if (parse_uint(v, k->min, k->max, &n, prob) < 0)
-        return -1;
+        return -EINVAL;
     switch (k->kind) {
     case K_INT:
         *(int *)field = (int)n;
@@ -487,28 +491,28 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
                   (k->kind == K_SECRET ? strlen(SECRET_NOTE) : 0);
     if (*v == '\0') {
         snprintf(prob, PROBLEM_MAX, "is empty");
-        return -1;
+        return -EINVAL;
     }
     /* "key=v" fits where "key = v" (how config_dump writes it) would not load back. */
     if (strlen(v) > room) {
         snprintf(prob, PROBLEM_MAX, "is %zu characters long; at most %zu fit on its line",
                  strlen(v), room);
-        return -1;
+        return -EINVAL;
     }
     /* "key =;x" reads as ";x", but "key = ;x" (how config_dump writes it) as a comment. */
     if (*v == ';') {
         snprintf(prob, PROBLEM_MAX, "must not start with ';' (it reads as a comment)");
-        return -1;
+        return -EINVAL;
     }
     switch (k->kind) {
     case K_STR:
         return dup_into(field, v, prob);
     case K_FILE:
-        return check_file(v, prob) < 0 ? -1 : dup_into(field, v, prob);
-    case K_SECRET:
-        if (read_secret(v, (char **)((char *)obj + k->off2), prob) < 0)
-            return -1;
-        return dup_into(field, v, prob);
+        return check_file(v, prob) < 0 ? -EINVAL : dup_into(field, v, prob);
+    case K_SECRET: {
+        int rc = read_secret(v, (char **)((char *)obj + k->off2), prob);
+        return rc < 0 ? rc : dup_into(field, v, prob);
+    }
     case K_INT:
     case K_U32:
     case K_I64:
@@ -517,7 +521,7 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
     case K_BOOL:
         if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
             snprintf(prob, PROBLEM_MAX, "must be true or false");
-            return -1;
+            return -EINVAL;
         }
         *(bool *)field = strcmp(v, "true") == 0;
         return 0;
@@ -529,7 +533,7 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
         log_level lvl;
         if (!log_parse_level(v, &lvl)) {
             snprintf(prob, PROBLEM_MAX, "must be debug, info, warn or error");
-            return -1;
+            return -EINVAL;
         }
         snprintf(field, sizeof cfg->log_level, "%s", v);
         return 0;
@@ -538,7 +542,7 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
         log_format fmt;
         if (!log_parse_format(v, &fmt)) {
             snprintf(prob, PROBLEM_MAX, "must be text or json");
-            return -1;
+            return -EINVAL;
         }
         snprintf(field, sizeof cfg->log_format, "%s", v);
         return 0;
@@ -546,30 +550,30 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
     case K_DRIVER:
         if (strcmp(v, "postgres") != 0 && strcmp(v, "mysql") != 0 && strcmp(v, "memory") != 0) {
             snprintf(prob, PROBLEM_MAX, "\"%.32s\" is not a driver (postgres, mysql or memory)", v);
-            return -1;
+            return -EINVAL;
         }
         return dup_into(field, v, prob);
     case K_CONNINFO:
-        return parse_conninfo(v, prob) < 0 ? -1 : dup_into(field, v, prob);
+        return parse_conninfo(v, prob) < 0 ? -EINVAL : dup_into(field, v, prob);
     case K_HOST:
         if (!is_numeric_host(v)) {
             snprintf(prob, PROBLEM_MAX,
                      "\"%.64s\" is not a numeric IPv4/IPv6 address (name lookup would block "
                      "the event loop)",
                      v);
-            return -1;
+            return -EINVAL;
         }
         return dup_into(field, v, prob);
     case K_DECISION_LOG:
         if (strcmp(v, "journal") != 0 && strcmp(v, "postgres") != 0) {
             snprintf(prob, PROBLEM_MAX, "\"%.32s\" is not a decision log (journal or postgres)", v);
-            return -1;
+            return -EINVAL;
         }
         *(decision_log *)field =
             strcmp(v, "postgres") == 0 ? DECISION_LOG_POSTGRES : DECISION_LOG_JOURNAL;
         return 0;
     }
-    return -1;
+    return -EINVAL;
 }
 
 static void apply_defaults(const key_desc *keys, size_t n, void *obj, config *cfg)
@@ -733,7 +737,7 @@ static void scan_section_header(parse_ctx *ctx, const char *line)
     begin_section(ctx, name);
 }
 
-/* Reads one line (with its newline) into str; 1 read, 0 at the end of the file, -1 with the
+/* Reads one line (with its newline) into str; 1 read, 0 at the end of the file, < 0 with the
  * error set (a NUL byte, which would end the string early and turn the rest of the line into a
  * line of its own - a comment could then set a key - or a line longer than inih's buffer). */
 static int read_line(parse_ctx *ctx, char *str, int num)
@@ -742,11 +746,11 @@ static int read_line(parse_ctx *ctx, char *str, int num)
     while ((ch = getc(ctx->fp)) != EOF) {
         if (ch == '\0') {
             fail(ctx, ctx->lineno + 1, "NUL byte in the line");
-            return -1;
+            return -EINVAL;
         }
         if (n == num - 2 && ch != '\n') {
             fail(ctx, ctx->lineno + 1, "line longer than %d characters", num - 2);
-            return -1;
+            return -ERANGE;
         }
         str[n++] = (char)ch;
         if (ch == '\n')
@@ -986,7 +990,7 @@ int config_load(const char *path, config *cfg, char *err, size_t errlen)
     parse_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
+        return -ENOMEM;
     }
     ctx->cfg = cfg;
     ctx->path = path;
@@ -1014,7 +1018,7 @@ int config_load(const char *path, config *cfg, char *err, size_t errlen)
     free(ctx);
     if (!ok) {
         config_free(cfg);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }

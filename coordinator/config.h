@@ -99,9 +99,10 @@ typedef struct config {
     config_participant participants[CONFIG_MAX_PARTICIPANTS];
 } config;
 
-/* Loads and validates path. Returns 0, or -1 with a message naming file, line and key in err.
- * On failure *cfg holds nothing that needs freeing. Each participant's target points into *cfg
- * (target.name into the participant itself): keep cfg at its address while targets are in use. */
+/* Loads and validates path. Returns 0, or -EINVAL (-ENOMEM) with a message naming file, line
+ * and key in err. On failure *cfg holds nothing that needs freeing. Each participant's target
+ * points into *cfg (target.name into the participant itself): keep cfg at its address while targets
+ * are in use. */
 XA_MUST_CHECK int config_load(const char *path, config *cfg, char *err, size_t errlen);
 void config_free(config *cfg);
 

@@ -9,6 +9,7 @@
 #include "store.h"
 #include "strmap.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,7 +246,7 @@ int failover_start(coord *c)
         return 0;
     f = calloc(1, sizeof *f);
     if (!f)
-        return -1;
+        return -ENOMEM;
     f->c = c;
     c->failover = f;
     every = c->cfg->store.lease_ms / 2;

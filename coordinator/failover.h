@@ -13,7 +13,7 @@
 #include "compiler.h"
 #include "coord.h"
 
-/* Starts looking (no-op without a decision store). Returns 0, or -1 when out of memory. */
+/* Starts looking (no-op without a decision store). Returns 0, or -ENOMEM. */
 XA_MUST_CHECK int failover_start(coord *c);
 /* Stops looking; a takeover in flight ends without touching the pools again. */
 void failover_stop(coord *c);

@@ -224,7 +224,7 @@ static int random_identity(char *out, char *err, size_t errlen)
         if (n < 0 && errno != EINTR) {
             snprintf(err, errlen, "cannot make a data directory identity: getrandom: %s",
                      strerror(errno));
-            return -1;
+            return -EIO;
         }
         got += n > 0 ? (size_t)n : 0;
     }
@@ -245,14 +245,14 @@ static int write_durably(const char *dir, const char *text, char *err, size_t er
     snprintf(path, sizeof path, "%s/identity", dir);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0)
-        rc = -1;
+        rc = -EIO;
     if (fd >= 0 && close(fd) != 0)
-        rc = -1;
+        rc = -EIO;
     if (rc == 0 && rename(tmp, path) != 0)
-        rc = -1;
+        rc = -EIO;
     dfd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (rc == 0 && (dfd < 0 || fsync(dfd) != 0))
-        rc = -1;
+        rc = -EIO;
     if (dfd >= 0)
         close(dfd);
     if (rc != 0)
@@ -265,15 +265,16 @@ int identity_create(const char *dir, uint64_t legacy_boot, dir_identity *out, ch
 {
     char text[FILE_MAX];
     dir_identity id = {.legacy_boot = legacy_boot};
-    if (random_identity(id.id, err, errlen) != 0)
-        return -1;
+    int rc;
+    if ((rc = random_identity(id.id, err, errlen)) != 0)
+        return rc;
     if (legacy_boot)
         snprintf(text, sizeof text, "%s\nlegacy_boot %llu\n", id.id,
                  (unsigned long long)legacy_boot);
     else
         snprintf(text, sizeof text, "%s\n", id.id);
-    if (write_durably(dir, text, err, errlen) != 0)
-        return -1;
+    if ((rc = write_durably(dir, text, err, errlen)) != 0)
+        return rc;
     *out = id;
     return 0;
 }

@@ -63,7 +63,7 @@ bool identity_valid(const char *s, bool legacy);
 XA_MUST_CHECK int identity_load(const char *dir, dir_identity *out, char *err, size_t errlen);
 /* Makes a new random identity for dir and writes it durably (temporary file, fsync, rename, fsync
  * of dir); legacy_boot is the last boot of a journal written before identities (0: none).
- * Returns 0, or -1 with a message in err. */
+ * Returns 0, or -EIO with a message in err. */
 XA_MUST_CHECK int identity_create(const char *dir, uint64_t legacy_boot, dir_identity *out,
                                   char *err, size_t errlen);
 

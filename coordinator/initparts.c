@@ -167,11 +167,13 @@ static void start_next(init_run *r)
 static int init_store(const config *cfg)
 {
     char err[512];
+    int rc;
     if (cfg->decision_log != DECISION_LOG_POSTGRES)
         return 0;
-    if (store_init_schema(cfg, err, sizeof err) != 0) {
+    rc = store_init_schema(cfg, err, sizeof err);
+    if (rc != 0) {
         fprintf(stderr, "xacoord: %s\n", err);
-        return -1;
+        return rc;
     }
     fprintf(stderr, "xacoord: decision store: tables ready\n");
     return 0;

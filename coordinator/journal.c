@@ -81,7 +81,7 @@ static int jbuf_reserve(jbuf *b, size_t more)
         cap *= 2;
     p = realloc(b->p, cap);
     if (!p)
-        return -1;
+        return -ENOMEM;
     b->p = p;
     b->cap = cap;
     return 0;
@@ -146,7 +146,7 @@ static void rec_encode(jbuf *b, const journal_rec *r)
 static int rec_append(jbuf *b, const journal_rec *r)
 {
     if (jbuf_reserve(b, REC_HDR + r->payload_len) != 0)
-        return -1;
+        return -ENOMEM;
     rec_encode(b, r);
     return 0;
 }
@@ -265,7 +265,7 @@ static int tab_reserve(jtab *t)
     if ((t->n + 1) * 4 <= (t->mask + 1) * 3)
         return 0;
     if (tab_init(&bigger, (t->mask + 1) * 2) != 0)
-        return -1;
+        return -ENOMEM;
     for (size_t i = 0; i <= t->mask; i++)
         if (t->slot[i].type)
             tab_move_in(&bigger, &t->slot[i]);
@@ -404,14 +404,14 @@ static int make_dir(const char *dir, char *err, size_t errlen)
     if (!path || !*path) {
         snprintf(err, errlen, "journal: bad data directory \"%s\"", dir);
         free(path);
-        return -1;
+        return -EINVAL;
     }
     for (char *s = path + 1; *s; s++) {
         if (*s != '/')
             continue;
         *s = '\0';
         if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            rc = -1;
+            rc = -EIO;
         *s = '/';
         if (rc)
             break;
@@ -420,7 +420,7 @@ static int make_dir(const char *dir, char *err, size_t errlen)
         if (mkdir(path, 0700) == 0)
             fsync_parent(path);
         else if (errno != EEXIST)
-            rc = -1;
+            rc = -EIO;
     }
     if (rc)
         snprintf(err, errlen, "journal: cannot create data directory %s: %s", dir, strerror(errno));
@@ -433,19 +433,20 @@ static int lock_dir(journal *j, char *err, size_t errlen)
     j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (j->dirfd < 0) {
         snprintf(err, errlen, "journal: cannot open %s: %s", j->dir, strerror(errno));
-        return -1;
+        return -EIO;
     }
     j->lockfd = openat(j->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (j->lockfd < 0) {
         snprintf(err, errlen, "journal: cannot open %s/lock: %s", j->dir, strerror(errno));
-        return -1;
+        return -EIO;
     }
     if (flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
+        if (errno == EWOULDBLOCK) {
             snprintf(err, errlen, "data directory %s is in use by another xacoord process", j->dir);
-        else
-            snprintf(err, errlen, "journal: cannot lock %s/lock: %s", j->dir, strerror(errno));
-        return -1;
+            return -EBUSY;
+        }
+        snprintf(err, errlen, "journal: cannot lock %s/lock: %s", j->dir, strerror(errno));
+        return -EIO;
     }
     return 0;
 }
@@ -479,7 +480,7 @@ static int list_segments(journal *j, char *err, size_t errlen)
         snprintf(err, errlen, "journal: cannot list %s: %s", j->dir, strerror(errno));
         if (fd >= 0)
             close(fd);
-        return -1;
+        return -EIO;
     }
     while ((de = readdir(d)) != NULL) {
         uint64_t no;
@@ -490,7 +491,7 @@ static int list_segments(journal *j, char *err, size_t errlen)
             if (!s) {
                 closedir(d);
                 snprintf(err, errlen, "journal: out of memory");
-                return -1;
+                return -ENOMEM;
             }
             j->segs = s;
         }
@@ -511,19 +512,19 @@ typedef struct replay_ctx {
     void *arg;
 } replay_ctx;
 
-/* Folds a COMMIT or ABORT into the live set. Returns 1 if new, 0 if a duplicate, -1 on OOM. */
+/* Folds a COMMIT or ABORT into the live set. Returns 1 if new, 0 if a duplicate, -ENOMEM. */
 static int live_put(journal *j, const journal_rec *r)
 {
     jent *e;
     unsigned char *copy = NULL;
     if (tab_reserve(&j->tab) != 0)
-        return -1;
+        return -ENOMEM;
     e = tab_slot(&j->tab, r->boot, r->seq);
     if (e->type == (uint8_t)r->type)
         return 0;
     /* With a payload callback the owner keeps what the payload says: no second copy here. */
     if (r->payload_len && !j->opts.payload && !(copy = malloc(r->payload_len)))
-        return -1;
+        return -ENOMEM;
     if (r->payload_len && !j->opts.payload)
         memcpy(copy, r->payload, r->payload_len);
     if (!e->type)
@@ -572,7 +573,7 @@ static int replay_apply(journal *j, const journal_rec *r, const replay_ctx *rc)
         break;
     }
     if (fresh < 0)
-        return -1;
+        return fresh;
     if (fresh && rc->cb)
         rc->cb(r, rc->arg);
     return 0;
@@ -583,18 +584,18 @@ static int read_whole(int fd, unsigned char **out, size_t *n)
     struct stat st;
     size_t got = 0;
     if (fstat(fd, &st) != 0)
-        return -1;
+        return -EIO;
     *n = (size_t)st.st_size;
     *out = malloc(*n ? *n : 1);
     if (!*out)
-        return -1;
+        return -ENOMEM;
     while (got < *n) {
         ssize_t r = pread(fd, *out + got, *n - got, (off_t)got);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
             free(*out);
-            return -1;
+            return -EIO;
         }
         got += (size_t)r;
     }
@@ -607,7 +608,7 @@ static int cut_tail(journal *j, int fd, const char *name, size_t off, size_t n, 
     if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0) {
         snprintf(err, errlen, "journal: cannot truncate the torn tail of %s/%s: %s", j->dir, name,
                  strerror(errno));
-        return -1;
+        return -EIO;
     }
     log_warn(LOG_CTX, "%s/%s: torn tail at offset %zu (%s): cut %zu bytes", j->dir, name, off, why,
              n - off);
@@ -665,7 +666,7 @@ static int damaged_tail(journal *j, int fd, const char *name, const unsigned cha
                  "branches by hand (docs/operations.md, \"A damaged journal\"), then start once "
                  "with --accept-damaged-tail",
                  j->dir, name, at, boot, seq, boot, seq);
-        return -1;
+        return -EINVAL;
     }
     log_error(LOG_CTX,
               "%s/%s: a complete COMMIT record (boot %s, seq %s) at offset %zu fails its "
@@ -687,11 +688,11 @@ static int replay_buf(journal *j, int fd, const char *name, bool last, const uns
                 return damaged_tail(j, fd, name, p, n, off, why, err, errlen);
             snprintf(err, errlen, "journal corrupt: %s/%s at offset %zu: %s", j->dir, name, off,
                      why);
-            return -1;
+            return -EINVAL;
         }
         if (replay_apply(j, &r, rc) != 0) {
             snprintf(err, errlen, "journal: out of memory during replay");
-            return -1;
+            return -ENOMEM;
         }
         off += len;
     }
@@ -711,7 +712,7 @@ static int replay_segment(journal *j, size_t i, const replay_ctx *rc, char *err,
         snprintf(err, errlen, "journal: cannot read %s/%s: %s", j->dir, name, strerror(errno));
         if (fd >= 0)
             close(fd);
-        return -1;
+        return -EIO;
     }
     rv = replay_buf(j, fd, name, last, p, n, rc, err, errlen);
     free(p);
@@ -729,7 +730,7 @@ static int open_active(journal *j, char *err, size_t errlen)
         j->segs = realloc(j->segs, sizeof *j->segs);
         if (!j->segs) {
             snprintf(err, errlen, "journal: out of memory");
-            return -1;
+            return -ENOMEM;
         }
         j->segs[0] = 1;
         j->nsegs = 1;
@@ -738,7 +739,7 @@ static int open_active(journal *j, char *err, size_t errlen)
     j->fd = openat(j->dirfd, name, O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
     if (j->fd < 0 || fstat(j->fd, &st) != 0 || (create && fsync(j->dirfd) != 0)) {
         snprintf(err, errlen, "journal: cannot open %s/%s: %s", j->dir, name, strerror(errno));
-        return -1;
+        return -EIO;
     }
     j->seg_size = (uint64_t)st.st_size;
     return 0;
@@ -770,14 +771,15 @@ int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_
                  journal_replay_cb cb, void *arg, char *err, size_t errlen)
 {
     journal *j = calloc(1, sizeof *j);
-    replay_ctx rc = {cb, arg};
+    replay_ctx rc_replay = {cb, arg};
+    int rc;
     *out = NULL;
     if (!j || !(j->dir = strdup(dir)) || tab_init(&j->tab, TAB_MIN_CAP) != 0) {
         snprintf(err, errlen, "journal: out of memory");
         if (j)
             free(j->dir);
         free(j);
-        return -1;
+        return -ENOMEM;
     }
     j->loop = loop;
     j->fd = j->dirfd = j->lockfd = -1;
@@ -788,14 +790,19 @@ int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_
     if (j->opts.retention_s <= 0)
         j->opts.retention_s = DEFAULT_RETENTION_S;
     j->ops = j->opts.ops ? *j->opts.ops : real_ops;
-    if (make_dir(dir, err, errlen) != 0 || lock_dir(j, err, errlen) != 0 ||
-        (j->opts.locked && j->opts.locked(dir, j->opts.arg, err, errlen) != 0) ||
-        list_segments(j, err, errlen) != 0)
+    if ((rc = make_dir(dir, err, errlen)) != 0 || (rc = lock_dir(j, err, errlen)) != 0)
+        goto fail;
+    /* The owner's check says why in err; its code is not ours to pass on. */
+    if (j->opts.locked && j->opts.locked(dir, j->opts.arg, err, errlen) != 0) {
+        rc = -EIO;
+        goto fail;
+    }
+    if ((rc = list_segments(j, err, errlen)) != 0)
         goto fail;
     for (size_t i = 0; i < j->nsegs; i++)
-        if (replay_segment(j, i, &rc, err, errlen) != 0)
+        if ((rc = replay_segment(j, i, &rc_replay, err, errlen)) != 0)
             goto fail;
-    if (open_active(j, err, errlen) != 0)
+    if ((rc = open_active(j, err, errlen)) != 0)
         goto fail;
     j->queued = &j->batch[0];
     j->job.j = j;
@@ -807,7 +814,7 @@ int journal_open(journal **out, uv_loop_t *loop, const char *dir, const journal_
     return 0;
 fail:
     journal_free(j);
-    return -1;
+    return rc;
 }
 
 uint64_t journal_last_boot(const journal *j)
@@ -956,7 +963,7 @@ static int dump_entry(const journal *j, jbuf *out, const jent *e)
         if (j->opts.payload(r.type, r.boot, r.seq, &asked, &len, j->opts.arg) != 0) {
             free(asked);
             /* A commit still owed to a participant must never be lost: give up compacting. */
-            return r.type == JOURNAL_COMMIT && !e->done ? -1 : 0;
+            return r.type == JOURNAL_COMMIT && !e->done ? -EIO : 0;
         }
         r.payload = asked;
         r.payload_len = len;
@@ -964,7 +971,7 @@ static int dump_entry(const journal *j, jbuf *out, const jent *e)
     rc = rec_append(out, &r);
     free(asked);
     if (rc != 0)
-        return -1;
+        return -ENOMEM;
     r.type = JOURNAL_DONE;
     r.payload = NULL;
     r.payload_len = 0;
@@ -980,7 +987,7 @@ static int dump_live(const journal *j, int64_t cutoff, jbuf *out, size_t *live)
     size_t n = 0;
     int rc = 0;
     if (!v)
-        return -1;
+        return -ENOMEM;
     for (size_t i = 0; i <= j->tab.mask; i++)
         if (j->tab.slot[i].type && ent_live(&j->tab.slot[i], cutoff))
             v[n++] = &j->tab.slot[i];
@@ -1005,7 +1012,7 @@ static int rebuild_live(journal *j, int64_t cutoff, size_t live)
     while (cap < live * 2)
         cap *= 2;
     if (tab_init(&fresh, cap) != 0)
-        return -1;
+        return -ENOMEM;
     for (size_t i = 0; i <= j->tab.mask; i++) {
         jent *e = &j->tab.slot[i];
         if (e->type && ent_live(e, cutoff))
@@ -1027,7 +1034,7 @@ static int build_compacted(journal *j, jbatch *b)
     jbuf out = {0};
     if (dump_live(j, cutoff, &out, &live) != 0 || rebuild_live(j, cutoff, live) != 0) {
         free(out.p);
-        return -1;
+        return -ENOMEM;
     }
     free(b->buf.p);
     b->buf = out;
@@ -1043,12 +1050,12 @@ static int prepare_rotation(journal *j, jjob *job)
 {
     uint64_t *old = realloc(job->old, j->nsegs * sizeof *old);
     if (!old)
-        return -1;
+        return -ENOMEM;
     job->old = old;
     memcpy(old, j->segs, j->nsegs * sizeof *old);
     job->nold = j->nsegs;
     if (build_compacted(j, job->b) != 0)
-        return -1;
+        return -ENOMEM;
     job->rotate = true;
     job->sync = true;
     job->sync_old = j->dirty;
@@ -1232,14 +1239,14 @@ uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
     return r.boot;
 }
 
-/* Reflects an appended record in the live set; -1 (nothing changed) when out of memory. */
+/* Reflects an appended record in the live set; -ENOMEM (nothing changed) when out of memory. */
 static int live_append(journal *j, const journal_rec *r)
 {
     if (r->type == JOURNAL_DONE) {
         live_done(j, r);
         return 0;
     }
-    return live_put(j, r) < 0 ? -1 : 0;
+    return live_put(j, r) < 0 ? -ENOMEM : 0;
 }
 
 static int waiter_reserve(jbatch *b)
@@ -1251,7 +1258,7 @@ static int waiter_reserve(jbatch *b)
     cap = b->capw ? b->capw * 2 : 64;
     w = realloc(b->w, cap * sizeof *w);
     if (!w)
-        return -1;
+        return -ENOMEM;
     b->w = w;
     b->capw = cap;
     return 0;
@@ -1260,18 +1267,24 @@ static int waiter_reserve(jbatch *b)
 int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb, void *arg)
 {
     jbatch *b = j->queued;
-    if (j->failed || j->closing || !rec)
-        return -1;
+    if (!rec)
+        return -EINVAL;
+    if (j->failed)
+        return -EIO;
+    if (j->closing)
+        return -ESHUTDOWN;
     if (rec->type < JOURNAL_COMMIT || rec->type > JOURNAL_DONE)
-        return -1;
-    if (rec->payload_len > JOURNAL_MAX_PAYLOAD || (rec->payload_len && !rec->payload))
-        return -1;
+        return -EINVAL;
+    if (rec->payload_len > JOURNAL_MAX_PAYLOAD)
+        return -ERANGE;
+    if (rec->payload_len && !rec->payload)
+        return -EINVAL;
     if (jbuf_reserve(&b->buf, REC_HDR + rec->payload_len) != 0)
-        return -1;
+        return -ENOMEM;
     if (cb && waiter_reserve(b) != 0)
-        return -1;
+        return -ENOMEM;
     if (live_append(j, rec) != 0)
-        return -1;
+        return -ENOMEM;
     rec_encode(&b->buf, rec);
     b->nrec++;
     j->st.records++;

@@ -72,7 +72,7 @@ typedef struct journal_opts {
     void (*on_sync)(double seconds, unsigned records, void *arg);
     /* When set, the journal keeps no copy of COMMIT/ABORT payloads in memory (the owner already
      * holds what they say): compaction asks for each live record's payload instead, on the loop.
-     * Return 0 with a malloc'ed buffer in *out (or NULL and *len 0), or -1 when the outcome is
+     * Return 0 with a malloc'ed buffer in *out (or NULL and *len 0), or < 0 when the outcome is
      * gone - that record is then dropped, unless it is a COMMIT still waiting for acknowledgements,
      * in which case the compaction is abandoned and the journal keeps appending as before.
      * NULL: payloads are copied and the journal is self-contained. */
@@ -80,7 +80,8 @@ typedef struct journal_opts {
                    void *arg);
     /* Called once the directory is locked, before the first record is replayed, so that the
      * owner can read what else it keeps in the directory (coordinator/identity.h) safe from a
-     * second process. Returns 0, or -1 with a message in err: journal_open fails. NULL: none. */
+     * second process. Returns 0, or < 0 with a message in err: journal_open fails (-EIO). NULL:
+     * none. */
     int (*locked)(const char *dir, void *arg, char *err, size_t errlen);
     void *arg; /* passed to on_fatal, on_sync, payload and locked */
     /* A complete COMMIT record whose checksum fails at the tail may be a decision that was acted
@@ -103,7 +104,9 @@ typedef struct journal_stats {
 } journal_stats;
 
 /* Locks dir (created if missing), replays every record through cb, truncates a torn tail.
- * Returns 0, or -1 with a message in err naming the file (and offset, for corruption). */
+ * Returns 0, or a negative errno code with a message in err naming the file (and offset, for
+ * corruption): -EBUSY (another process holds the lock), -EINVAL (a corrupt or damaged journal,
+ * a bad directory), -EIO, -ENOMEM. */
 XA_MUST_CHECK int journal_open(journal **out, uv_loop_t *loop, const char *dir,
                                const journal_opts *opts, journal_replay_cb cb, void *arg, char *err,
                                size_t errlen);
@@ -117,8 +120,9 @@ uint64_t journal_last_boot(const journal *j);
 XA_MUST_CHECK uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
 
 /* Queues a record: COMMIT, ABORT or DONE (BOOT belongs to journal_start_boot). cb != NULL forces
- * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or -1 when the
- * record is invalid, memory runs out, or the journal is closing or failed (cb not called). */
+ * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or (cb not
+ * called) -EINVAL (an invalid record), -ERANGE (a payload over JOURNAL_MAX_PAYLOAD), -ENOMEM,
+ * -ESHUTDOWN (closing) or -EIO (the journal failed). */
 XA_MUST_CHECK int journal_append(journal *j, const journal_rec *rec, journal_durable_cb cb,
                                  void *arg);
 

@@ -25,11 +25,14 @@ void metrics_free(metrics *m);
  * name, a name already registered as another type, histogram bounds that are not strictly
  * ascending or differ from those of the same name+labels, or out of memory; the update functions
  * ignore NULL, so a failed registration never crashes the caller. */
-metric_counter *metrics_counter(metrics *m, const char *name, const char *labels, const char *help);
-metric_gauge *metrics_gauge(metrics *m, const char *name, const char *labels, const char *help);
+XA_MUST_CHECK metric_counter *metrics_counter(metrics *m, const char *name, const char *labels,
+                                              const char *help);
+XA_MUST_CHECK metric_gauge *metrics_gauge(metrics *m, const char *name, const char *labels,
+                                          const char *help);
 /* bounds: ascending upper bounds (seconds for latencies); +Inf is added. */
-metric_histogram *metrics_histogram(metrics *m, const char *name, const char *labels,
-                                    const char *help, const double *bounds, size_t nbounds);
+XA_MUST_CHECK metric_histogram *metrics_histogram(metrics *m, const char *name, const char *labels,
+                                                  const char *help, const double *bounds,
+                                                  size_t nbounds);
 
 void metric_counter_add(metric_counter *c, uint64_t n);
 void metric_gauge_set(metric_gauge *g, double v);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +33,10 @@ static int dump_make(const config *cfg, dump *d)
     d->lines = NULL;
     d->n = 0;
     if (!f)
-        return -1;
+        return -ENOMEM;
     config_dump(cfg, f);
     if (fclose(f) != 0)
-        return -1;
+        return -ENOMEM;
     for (char *line = strtok_r(d->text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *eq = strstr(line, " = ");
         if (line[0] == '[') {
@@ -47,7 +48,7 @@ static int dump_make(const config *cfg, dump *d)
         if (d->n == cap) {
             dump_line *grown = realloc(d->lines, (cap = cap ? 2 * cap : 64) * sizeof *grown);
             if (!grown)
-                return -1;
+                return -ENOMEM;
             d->lines = grown;
         }
         *eq = '\0';

@@ -4,6 +4,7 @@
  */
 #include "schema.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,7 +106,7 @@ int schema_statements(const char *ddl, char ***out)
     if (!ok) {
         schema_statements_free(*out, n);
         *out = NULL;
-        return -1;
+        return -ENOMEM;
     }
     return n;
 }

@@ -43,7 +43,7 @@ const schema_dialect *schema_for(const char *driver);
 /* Splits DDL text into its statements: lines that start with "--" (after blanks) are comments,
  * and a statement ends with a ';' at the end of a line (the files are written that way; a ';'
  * inside a line does not end one). Returns the number of statements, with a malloc'ed array of
- * malloc'ed strings in *out, or -1 when out of memory. */
+ * malloc'ed strings in *out, or -ENOMEM. */
 XA_MUST_CHECK int schema_statements(const char *ddl, char ***out);
 void schema_statements_free(char **stmts, int n);
 

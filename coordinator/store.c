@@ -9,6 +9,7 @@
 #include "pool.h"
 #include "schema.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -238,7 +239,7 @@ static int wait_for_lease(store *s, PGconn *pg, char *err, size_t errlen)
         PGresult *res = run(pg, "reading the node's lease", lease_sql, 1, p, err, errlen);
         long long left;
         if (!res)
-            return -1;
+            return -EIO;
         if (PQntuples(res) == 0 || !*PQgetvalue(res, 0, 0) ||
             (left = strtoll(PQgetvalue(res, 0, 1), NULL, 10)) <= 0) {
             PQclear(res);
@@ -250,7 +251,7 @@ static int wait_for_lease(store *s, PGconn *pg, char *err, size_t errlen)
                      "renewed: another coordinator runs with this node_id",
                      s->node_id, PQgetvalue(res, 0, 0));
             PQclear(res);
-            return -1;
+            return -EBUSY;
         }
         if (waited == 0)
             log_warn("store",
@@ -269,14 +270,15 @@ static int take_node(store *s, PGconn *pg, const char *holder, char *err, size_t
     char lease[16];
     const char *p[3] = {s->node_id, holder, lease};
     PGresult *res;
+    int rc;
     snprintf(lease, sizeof lease, "%" PRIu32, s->cfg->store.lease_ms);
-    if (wait_for_lease(s, pg, err, errlen) != 0)
-        return -1;
+    if ((rc = wait_for_lease(s, pg, err, errlen)) != 0)
+        return rc;
     /* The lease runs from before the take was sent (the store stamps it later). */
     uv_update_time(s->loop);
     s->renewed_ms = uv_now(s->loop);
     if (!(res = run(pg, "BEGIN", "BEGIN", 0, NULL, err, errlen)))
-        return -1;
+        return -EIO;
     PQclear(res);
     /* take_sql holds three statements; PQexecParams takes one, so they go one by one. */
     if (!(res = run(pg, "creating the node row",
@@ -295,13 +297,13 @@ static int take_node(store *s, PGconn *pg, const char *holder, char *err, size_t
     s->epoch = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     if (!(res = run(pg, "COMMIT", "COMMIT", 0, NULL, err, errlen)))
-        return -1;
+        return -EIO;
     PQclear(res);
     snprintf(s->epoch_text, sizeof s->epoch_text, "%" PRIu64, s->epoch);
     return 0;
 fail:
     PQclear(PQexec(pg, "ROLLBACK"));
-    return -1;
+    return -EIO;
 }
 
 /* ---- the lease --------------------------------------------------------------------------- */
@@ -397,10 +399,11 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
     store *s = calloc(1, sizeof *s);
     PGconn *pg;
     PGresult *res;
+    int rc;
     *out = NULL;
     if (!s) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     s->loop = loop;
     s->cfg = cfg;
@@ -408,17 +411,18 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
     snprintf(s->node_id, sizeof s->node_id, "%s", cfg->node_id);
     if (!(pg = connect_blocking(&cfg->store, err, errlen))) {
         free(s);
-        return -1;
+        return -EIO;
     }
     res = run(pg,
               "the tables are missing or not granted (run sql/xacoord-store.sql, or xacoord "
               "--init-participants)",
               "SELECT 1 FROM xacoord_decisions, xacoord_nodes LIMIT 0", 0, NULL, err, errlen);
-    if (!res || take_node(s, pg, holder, err, errlen) != 0) {
+    rc = res ? take_node(s, pg, holder, err, errlen) : -EIO;
+    if (rc != 0) {
         PQclear(res);
         PQfinish(pg);
         free(s);
-        return -1;
+        return rc;
     }
     PQclear(res);
     PQfinish(pg);
@@ -426,7 +430,7 @@ int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *hold
     if (!s->pool) {
         snprintf(err, errlen, "decision store: cannot create its pool");
         free(s);
-        return -1;
+        return -ENOMEM;
     }
     uv_timer_init(loop, &s->flush_timer);
     s->flush_timer.data = s;
@@ -446,11 +450,11 @@ int store_load_unfinished(store *s, void (*fn)(const store_row *r, void *arg), v
     PGconn *pg = connect_blocking(&s->cfg->store, err, errlen);
     PGresult *res;
     if (!pg)
-        return -1;
+        return -EIO;
     res = run(pg, "reading the unfinished decisions", unfinished_sql, 1, p, err, errlen);
     if (!res) {
         PQfinish(pg);
-        return -1;
+        return -EIO;
     }
     for (int i = 0; i < PQntuples(res); i++) {
         char *cells[8];
@@ -475,16 +479,16 @@ int store_init_schema(const config *cfg, char *err, size_t errlen)
     int rc = 0;
     if (n < 0) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     if (!(pg = connect_blocking(&cfg->store, err, errlen))) {
         schema_statements_free(stmts, n);
-        return -1;
+        return -EIO;
     }
     for (int i = 0; i < n && rc == 0; i++) {
         PGresult *res =
             run(pg, "creating the tables (sql/xacoord-store.sql)", stmts[i], 0, NULL, err, errlen);
-        rc = res ? 0 : -1;
+        rc = res ? 0 : -EIO;
         PQclear(res);
     }
     schema_statements_free(stmts, n);

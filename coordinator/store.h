@@ -41,13 +41,14 @@ typedef struct store_row {
 
 /* Connects, checks that the tables exist, and takes this node's row: epoch + 1 (after every
  * decision transaction of the previous epoch has ended), holder and lease. holder names this
- * process in the row (for operators). Returns 0, or -1 with a message in err. */
+ * process in the row (for operators). Returns 0, or with a message in err -EBUSY (another
+ * process keeps renewing the node's lease), -EIO (the store failed) or -ENOMEM. */
 XA_MUST_CHECK int store_open(store **out, uv_loop_t *loop, const config *cfg, const char *holder,
                              char *err, size_t errlen);
 /* The epoch this process took at start: every decision it writes carries it. */
 uint64_t store_epoch(const store *s);
 /* Calls fn for every committed row of this node with branches still pending (blocking; at start,
- * before recovery: their branches are to be committed). Returns 0, or -1 with err set. */
+ * before recovery: their branches are to be committed). Returns 0, or -EIO with err set. */
 XA_MUST_CHECK int store_load_unfinished(store *s, void (*fn)(const store_row *r, void *arg),
                                         void *arg, char *err, size_t errlen);
 
@@ -70,7 +71,8 @@ void store_decide(store *s, const store_row *r, store_decide_cb cb, void *arg);
  * the client id, and (with_xact_id) the branch's transaction id, taken before COMMIT so that a
  * lost COMMIT answer can be settled by store_xact_status. */
 typedef struct store_decision store_decision;
-store_decision *store_decision_new(store *s, const store_row *r); /* NULL: out of memory */
+XA_MUST_CHECK store_decision *store_decision_new(store *s,
+                                                 const store_row *r); /* NULL: out of memory */
 const px_stmt *store_decision_stmts(const store_decision *d, bool with_xact_id, int *n);
 /* What the statements' results say (winner filled unless FENCED; why set unless DECIDED). */
 store_verdict store_decision_verdict(const store_decision *d, const px_result *results,
@@ -125,6 +127,6 @@ void store_tick(store *s, int64_t retention_s);
 void store_close(store *s, const char *left, void (*cb)(void *arg), void *arg);
 
 /* Creates the store's tables (sql/xacoord-store.sql) in the configured database (blocking; for
- * --init-participants). Returns 0, or -1 with a message in err. */
+ * --init-participants). Returns 0, or -EIO (-ENOMEM) with a message in err. */
 XA_MUST_CHECK int store_init_schema(const config *cfg, char *err, size_t errlen);
 #endif

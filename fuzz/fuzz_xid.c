@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(strcmp(buf, s) == 0);
         assert(strlen(buf) <= PX_XID_PART_MAX);
     }
-    if (px_xid_parse_gid(&x, s)) {
+    if (px_xid_parse_gid(&x, s) == 0) {
         px_xid_gid(&x, buf, sizeof buf);
         assert(strcmp(buf, s) == 0);
     }

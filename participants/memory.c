@@ -685,8 +685,8 @@ static void op_start(px_conn *c, px_memory_op op, void *arg, uint64_t extra_ms)
 static int op_check(px_conn *c)
 {
     if (!c || c->closing)
-        return PX_EINVAL;
-    return c->op == PX_MEM_NOPS ? 0 : PX_EBUSY;
+        return -EINVAL;
+    return c->op == PX_MEM_NOPS ? 0 : -EBUSY;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -815,9 +815,9 @@ static int mem_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, vo
     px_conn *c;
     mem_server *s;
     if (!loop || !t || !t->name || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     if (!(s = server_get(t->name)) || !(c = calloc(1, sizeof *c)))
-        return PX_ENOMEM;
+        return -ENOMEM;
     c->base.driver = &px_memory_driver;
     c->base.target = t;
     c->srv = s;
@@ -838,9 +838,9 @@ static int mem_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void
     if (rc)
         return rc;
     if (n < 0 || (n > 0 && !stmts) || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     if (!(c->ex = calloc(1, sizeof *c->ex + (size_t)n * sizeof(px_result))))
-        return PX_ENOMEM;
+        return -ENOMEM;
     c->ex->err.cls = PX_OK;
     run_stmts(c, c->ex, stmts, n, &sleep_ms);
     c->cb.exec = cb;
@@ -854,7 +854,7 @@ static int done_op(px_conn *c, px_memory_op op, const px_xid *x, px_done_cb cb, 
     if (rc)
         return rc;
     if (!x || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     c->xid = *x;
     c->cb.done = cb;
     op_start(c, op, arg, 0);
@@ -898,7 +898,7 @@ static int plain_op(px_conn *c, px_memory_op op, px_done_cb cb, void *arg)
     if (rc)
         return rc;
     if (!cb)
-        return PX_EINVAL;
+        return -EINVAL;
     c->cb.done = cb;
     op_start(c, op, arg, 0);
     return 0;
@@ -915,7 +915,7 @@ static int mem_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void 
     if (rc)
         return rc;
     if (!x || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     c->xid = *x;
     c->cb.marker = cb;
     op_start(c, PX_MEM_MARKER, arg, 0);
@@ -926,7 +926,7 @@ static int mem_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t olde
                              px_done_cb cb, void *arg)
 {
     (void)older_than_s;
-    return gtrid_prefix ? plain_op(c, PX_MEM_PRUNE, cb, arg) : PX_EINVAL;
+    return gtrid_prefix ? plain_op(c, PX_MEM_PRUNE, cb, arg) : -EINVAL;
 }
 
 static int mem_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, px_recover_cb cb,
@@ -937,7 +937,7 @@ static int mem_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, 
     if (rc)
         return rc;
     if (!cb || strlen(p) > PX_XID_PART_MAX || strlen(q) > PX_XID_PART_MAX)
-        return PX_EINVAL;
+        return -EINVAL;
     strcpy(c->prefix, p);
     strcpy(c->bqual, q);
     c->cb.recover = cb;

@@ -102,11 +102,11 @@ size_t px_memory_prepared_count(const char *name);
 
 /* Plants a prepared branch, as a crashed coordinator would leave it. False when it already is
  * prepared (or out of memory). */
-bool px_memory_add_prepared(const char *name, const px_xid *x);
+XA_MUST_CHECK bool px_memory_add_prepared(const char *name, const px_xid *x);
 
 /* Finishes a prepared branch behind the coordinator's back, as a DBA would by hand (a heuristic
  * decision). False when it is not prepared. */
-bool px_memory_finish_prepared(const char *name, const px_xid *x, bool commit);
+XA_MUST_CHECK bool px_memory_finish_prepared(const char *name, const px_xid *x, bool commit);
 
 bool px_memory_is_prepared(const char *name, const px_xid *x);
 

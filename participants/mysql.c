@@ -343,17 +343,19 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static int ensure_poll(px_conn *c, int fd)
 {
     uv_poll_t *p;
+    int rc;
     if (c->poll && c->poll_fd == fd)
         return 0;
     close_poll(c);
     if (fd < 0)
-        return -1;
+        return -EINVAL;
     p = malloc(sizeof *p);
     if (!p)
-        return -1;
-    if (uv_poll_init_socket(c->loop, p, fd) != 0) {
+        return -ENOMEM;
+    rc = uv_poll_init_socket(c->loop, p, fd);
+    if (rc != 0) {
         free(p);
-        return -1;
+        return rc;
     }
     p->data = c;
     c->open_handles++;
@@ -685,7 +687,7 @@ static int set_tls(MYSQL *m, const px_target *t)
         (t->ssl_cert && mysql_options(m, MYSQL_OPT_SSL_CERT, t->ssl_cert)) ||
         (t->ssl_key && mysql_options(m, MYSQL_OPT_SSL_KEY, t->ssl_key)) ||
         mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify))
-        return -1;
+        return -ENOMEM;
     return 0;
 }
 
@@ -694,14 +696,14 @@ static int mx_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     unsigned proto = MYSQL_PROTOCOL_TCP, no_infile = 0;
     px_conn *c;
     if (!loop || !t || !cb || !numeric_host(t->host) || t->port <= 0 || t->port > 65535)
-        return PX_EINVAL;
+        return -EINVAL;
     c = calloc(1, sizeof *c);
     if (!c)
-        return PX_ENOMEM;
+        return -ENOMEM;
     c->m = mysql_init(NULL);
     if (!c->m) {
         free(c);
-        return PX_ENOMEM;
+        return -ENOMEM;
     }
     /* NONBLOCK must come before any other call that could start I/O. */
     if (mysql_options(c->m, MYSQL_OPT_NONBLOCK, 0) ||
@@ -710,7 +712,7 @@ static int mx_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
         mysql_options(c->m, MYSQL_OPT_LOCAL_INFILE, &no_infile) || set_tls(c->m, t) != 0) {
         mysql_close(c->m); /* never connected: no I/O */
         free(c);
-        return PX_ENOMEM;
+        return -ENOMEM;
     }
     c->base.driver = &px_mysql_driver;
     c->base.target = t;
@@ -1287,9 +1289,9 @@ static bool busy(px_conn *c)
 static int mx_exec_stmts(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void *arg)
 {
     if (!c || !cb || !stmts_valid(stmts, n))
-        return PX_EINVAL;
+        return -EINVAL;
     if (busy(c))
-        return PX_EBUSY;
+        return -EBUSY;
     c->ex.stmts = copy_stmts(stmts, n);
     c->ex.results = calloc((size_t)n, sizeof *c->ex.results);
     if (!c->ex.stmts || !c->ex.results) {
@@ -1297,7 +1299,7 @@ static int mx_exec_stmts(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb,
         free(c->ex.results);
         c->ex.stmts = NULL;
         c->ex.results = NULL;
-        return PX_ENOMEM;
+        return -ENOMEM;
     }
     c->ex.n = n;
     c->ex.i = 0;
@@ -1420,12 +1422,12 @@ static int xa_run(px_conn *c, const px_xid *x, px_done_cb cb, void *arg, enum xa
                   const char *tmpl0, const char *tmpl1)
 {
     if (!c || !cb || !xid_ok(x))
-        return PX_EINVAL;
+        return -EINVAL;
     if (busy(c))
-        return PX_EBUSY;
+        return -EBUSY;
     if (!xa_expand(c->xa_sql[0], XA_SQL_MAX, tmpl0, x) ||
         (tmpl1 && !xa_expand(c->xa_sql[1], XA_SQL_MAX, tmpl1, x)))
-        return PX_EINVAL;
+        return -EINVAL;
     c->xa_n = tmpl1 ? 2 : 1;
     c->xa_i = 0;
     c->xa_kind = kind;
@@ -1547,9 +1549,9 @@ static int mx_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
 {
     const char *prefix = gtrid_prefix ? gtrid_prefix : "";
     if (!c || !cb || strlen(prefix) > PX_XID_PART_MAX || (bqual && strlen(bqual) > PX_XID_PART_MAX))
-        return PX_EINVAL;
+        return -EINVAL;
     if (busy(c))
-        return PX_EBUSY;
+        return -EBUSY;
     snprintf(c->rc_prefix, sizeof c->rc_prefix, "%s", prefix);
     snprintf(c->rc_bqual, sizeof c->rc_bqual, "%s", bqual ? bqual : "");
     c->rc_any_bqual = bqual == NULL;
@@ -1576,7 +1578,7 @@ static int mx_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *
     px_stmt st = {"SELECT 1 FROM xacoord_marker WHERE gtrid = ? AND bqual = ?", p, 2, -1, true};
     int rc;
     if (!c || !cb || !xid_ok(x))
-        return PX_EINVAL;
+        return -EINVAL;
     p[0] = (px_param){.type = PX_P_TEXT, .text = x->gtrid, .len = strlen(x->gtrid)};
     p[1] = (px_param){.type = PX_P_TEXT, .text = x->bqual, .len = strlen(x->bqual)};
     rc = mx_exec_stmts(c, &st, 1, on_marker_rows, NULL);
@@ -1668,11 +1670,11 @@ static int mx_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older
 {
     size_t n;
     if (!c || !cb || !gtrid_prefix || (n = strlen(gtrid_prefix)) == 0 || n >= sizeof c->prune_from)
-        return PX_EINVAL;
+        return -EINVAL;
     if (busy(c) || c->prune_cb)
-        return PX_EBUSY;
+        return -EBUSY;
     if (!(c->prune_keys = calloc(2 * PRUNE_BATCH, sizeof *c->prune_keys)))
-        return PX_ENOMEM;
+        return -ENOMEM;
     /* Every gtrid with the prefix sorts in [prefix, prefix with its last byte + 1). */
     memcpy(c->prune_from, gtrid_prefix, n + 1);
     memcpy(c->prune_to, gtrid_prefix, n + 1);
@@ -1738,9 +1740,9 @@ static int reset_step(px_conn *c)
 static int mx_reset(px_conn *c, px_done_cb cb, void *arg)
 {
     if (!c || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     if (busy(c))
-        return PX_EBUSY;
+        return -EBUSY;
     c->branch_open = false;
     c->cb.done = cb;
     return op_begin(c, OP_RESET, arg);

@@ -114,19 +114,19 @@ void px_xid_gid(const px_xid *x, char *buf, size_t len)
     snprintf(buf, len, "%s.%s", x->gtrid, x->bqual);
 }
 
-bool px_xid_parse_gid(px_xid *x, const char *gid)
+int px_xid_parse_gid(px_xid *x, const char *gid)
 {
     const char *dot = strrchr(gid, '.');
     char gtrid[PX_XID_PART_MAX + 1];
     size_t glen;
     if (!dot)
-        return false;
+        return -EINVAL;
     glen = (size_t)(dot - gid);
     if (glen == 0 || glen > PX_XID_PART_MAX)
-        return false;
+        return -EINVAL;
     memcpy(gtrid, gid, glen);
     gtrid[glen] = '\0';
-    return px_xid_set(x, gtrid, dot + 1);
+    return px_xid_set(x, gtrid, dot + 1) ? 0 : -EINVAL;
 }
 
 char *px_base64(const void *data, size_t len)

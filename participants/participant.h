@@ -4,7 +4,7 @@
  * Every operation starts non-blocking work on a libuv loop and reports exactly once through
  * its callback, on the loop thread. Following libuv's rule, a call that returns an error
  * (negative) never calls its callback. One operation at a time per connection: a second call
- * while one is in flight returns PX_EBUSY.
+ * while one is in flight returns -EBUSY.
  *
  * The engine (coordinator/) includes only this header and pool.h; drivers never include the
  * engine's headers.
@@ -14,15 +14,15 @@
 
 #include "compiler.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-/* Return codes of the starting calls (callbacks carry a px_error instead). */
-#define PX_EBUSY (-16)  /* an operation is already in flight on this connection */
-#define PX_EINVAL (-22) /* bad argument (e.g. an XID that is too long) */
-#define PX_ENOMEM (-12)
+/* The starting calls return 0 or a negative errno code (callbacks carry a px_error instead):
+ * -EBUSY, an operation is already in flight on this connection; -EINVAL, a bad argument (e.g. an
+ * XID that is too long); -ENOMEM. */
 
 /* What the engine should do about a failure. */
 typedef enum px_errclass {
@@ -114,8 +114,8 @@ typedef struct px_xid {
 XA_MUST_CHECK bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
 /* Formats the PostgreSQL gid into buf (>= 2*PX_XID_PART_MAX+2 bytes). */
 void px_xid_gid(const px_xid *x, char *buf, size_t len);
-/* Parses a PostgreSQL gid "<gtrid>.<bqual>" (bqual is after the last dot). */
-XA_MUST_CHECK bool px_xid_parse_gid(px_xid *x, const char *gid);
+/* Parses a PostgreSQL gid "<gtrid>.<bqual>" (bqual is after the last dot): 0, or -EINVAL. */
+XA_MUST_CHECK int px_xid_parse_gid(px_xid *x, const char *gid);
 
 /* Where and how to connect. Strings are owned by the caller and must outlive every connection
  * made from the target. */

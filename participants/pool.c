@@ -334,9 +334,9 @@ px_pool *px_pool_new(uv_loop_t *loop, const px_target *target, int size)
 int px_pool_acquire(px_pool *pool, px_pool_req *req, px_acquire_cb cb)
 {
     if (!pool || !req || !cb || pool->closing)
-        return PX_EINVAL;
+        return -EINVAL;
     if (list_linked(&req->node))
-        return PX_EBUSY;
+        return -EBUSY;
     req->cb = cb;
     req->pool = pool;
     list_push_tail(&pool->waiters, &req->node);
@@ -392,7 +392,7 @@ void px_pool_discard(px_pool *pool, px_conn *conn)
 int px_pool_resize(px_pool *pool, int size)
 {
     if (size < 1)
-        return -1;
+        return -EINVAL;
     pool->size = size;
     while (open_count(pool) > size && !list_empty(&pool->lists[POOLED_IDLE]))
         pooled_close(pool, first_idle(pool));

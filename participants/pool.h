@@ -63,7 +63,7 @@ void px_pool_discard(px_pool *pool, px_conn *conn);
 
 /* Changes the limit (a configuration reload). Growing lets waiters connect at once; shrinking
  * closes idle connections beyond the new limit now and lent ones when they come back. Returns 0,
- * or -1 (size < 1) with nothing changed. */
+ * or -EINVAL (size < 1) with nothing changed. */
 XA_MUST_CHECK int px_pool_resize(px_pool *pool, int size);
 
 /* Opens connections in the background until n exist (at most the limit), so that the first

@@ -419,12 +419,12 @@ static void op_reset(px_conn *c)
 static int op_start(px_conn *c, pg_op op, int max_items, void *arg)
 {
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if (c->closing)
-        return PX_EINVAL;
+        return -EINVAL;
     c->items = malloc(((size_t)max_items + PRELUDE_ITEMS) * sizeof *c->items);
     if (!c->items)
-        return PX_ENOMEM;
+        return -ENOMEM;
     c->op = op;
     c->arg = arg;
     return 0;
@@ -760,7 +760,7 @@ static void take_recover_result(px_conn *c, const PGresult *r)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         px_xid x;
-        if (!px_xid_parse_gid(&x, PQgetvalue(r, i, 0)) || strcmp(x.bqual, c->bqual) != 0)
+        if (px_xid_parse_gid(&x, PQgetvalue(r, i, 0)) != 0 || strcmp(x.bqual, c->bqual) != 0)
             continue;
         if (c->nxids == c->capxids) {
             size_t cap = c->capxids ? 2 * c->capxids : 16;
@@ -995,14 +995,14 @@ static int connect_params(const px_target *t, PQconninfoOption **opts, const cha
     *opts = PQconninfoParse(t->conninfo ? t->conninfo : "", &errmsg);
     if (!*opts) {
         PQfreemem(errmsg);
-        return PX_EINVAL;
+        return -EINVAL;
     }
     for (PQconninfoOption *o = *opts; o->keyword; o++)
         n++;
     *kw = calloc(n + 4, sizeof **kw);
     *val = calloc(n + 4, sizeof **val);
     if (!*kw || !*val)
-        return PX_ENOMEM;
+        return -ENOMEM;
     for (PQconninfoOption *o = *opts; o->keyword; o++) {
         if (!o->val || strcmp(o->keyword, "password") == 0)
             continue;
@@ -1016,7 +1016,7 @@ static int connect_params(const px_target *t, PQconninfoOption **opts, const cha
         (*val)[k++] = o->val;
     }
     if (!hostaddr && !hosts_numeric(host))
-        return PX_EINVAL;
+        return -EINVAL;
     if (t->password) {
         (*kw)[k] = "password";
         (*val)[k++] = t->password;
@@ -1040,16 +1040,16 @@ static int pg_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     px_conn *c;
     int rc;
     if (!loop || !t || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     rc = connect_params(t, &opts, &kw, &val);
     c = rc == 0 ? calloc(1, sizeof *c) : NULL;
     if (rc == 0 && !c)
-        rc = PX_ENOMEM;
+        rc = -ENOMEM;
     if (rc == 0) {
         c->pg = PQconnectStartParams(kw, val, 0);
         if (!c->pg) {
             free(c);
-            rc = PX_ENOMEM;
+            rc = -ENOMEM;
         }
     }
     free(kw);
@@ -1072,7 +1072,7 @@ static int pg_connect(uv_loop_t *loop, const px_target *t, px_connect_cb cb, voi
     c->cb.connect = cb;
     if (!c->items) {
         pg_close(c);
-        return PX_ENOMEM;
+        return -ENOMEM;
     }
     PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
     /* Verbose errors carry the SQLSTATE, the only way to tell an auth failure at connect. */
@@ -1245,12 +1245,12 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
 {
     int rc;
     if (!c || !cb || n < 0 || (n > 0 && !stmts))
-        return PX_EINVAL;
+        return -EINVAL;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     for (int i = 0; i < n; i++)
         if (!params_valid(&stmts[i]))
-            return PX_EINVAL;
+            return -EINVAL;
     if ((rc = op_start(c, OP_EXEC, n, arg)) < 0)
         return rc;
     c->cb.exec = cb;
@@ -1260,7 +1260,7 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
     if (!c->expect || !c->results) {
         free(c->results);
         op_reset(c);
-        return PX_ENOMEM;
+        return -ENOMEM;
     }
     for (int i = 0; i < n; i++)
         c->expect[i] = stmts[i].expect_rows;
@@ -1303,11 +1303,11 @@ static int pg_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
     px_xid v;
     int rc;
     if (!c || !cb || !xid_ok(x, &v))
-        return PX_EINVAL;
+        return -EINVAL;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if (c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     if ((rc = op_start(c, OP_BEGIN, 1, arg)) < 0)
         return rc;
     c->cb.done = cb;
@@ -1331,9 +1331,9 @@ static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, 
     px_xid v;
     int rc;
     if (!c || !cb || !xid_ok(x, &v))
-        return PX_EINVAL;
+        return -EINVAL;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if ((rc = op_start(c, op, 3, arg)) < 0) /* SET LOCAL ROLE NONE, the marker, the command */
         return rc;
     c->cb.done = cb;
@@ -1347,7 +1347,7 @@ static int gid_command(px_conn *c, pg_op op, const px_xid *x, const char *verb, 
 static int pg_prepare(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && !c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     return gid_command(c, OP_PREPARE, x, "PREPARE TRANSACTION", true, false, cb, arg);
 }
 
@@ -1355,14 +1355,14 @@ static int pg_commit_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *
 {
     /* COMMIT PREPARED cannot run inside a transaction block. */
     if (c && c->op == OP_NONE && c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     return gid_command(c, OP_COMMIT_PREPARED, x, "COMMIT PREPARED", false, true, cb, arg);
 }
 
 static int pg_rollback_prepared(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     return gid_command(c, OP_ROLLBACK_PREPARED, x, "ROLLBACK PREPARED", false, true, cb, arg);
 }
 
@@ -1371,7 +1371,7 @@ static int simple_command(px_conn *c, pg_op op, const char *sql, bool with_begin
 {
     int rc;
     if (!c || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     if ((rc = op_start(c, op, 1, arg)) < 0)
         return rc;
     c->cb.done = cb;
@@ -1389,7 +1389,7 @@ static int pg_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 static int pg_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
     if (c && c->op == OP_NONE && !c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     return simple_command(c, OP_COMMIT_ONE_PHASE, "COMMIT", true, cb, arg);
 }
 
@@ -1399,11 +1399,11 @@ static int pg_recover(px_conn *c, const char *gtrid_prefix, const char *bqual, p
     const char *values[1];
     int rc;
     if (!c || !cb || !gtrid_prefix || !bqual || strlen(bqual) > PX_XID_PART_MAX)
-        return PX_EINVAL;
+        return -EINVAL;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if (c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     if ((rc = op_start(c, OP_RECOVER, 1, arg)) < 0)
         return rc;
     c->cb.recover = cb;
@@ -1435,9 +1435,9 @@ static int query_op(px_conn *c, pg_op op, int item, const char *sql, int n,
 {
     int rc;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if (c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     if ((rc = op_start(c, op, 1, arg)) < 0)
         return rc;
     if (c->broken)
@@ -1456,7 +1456,7 @@ static int pg_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void *
     px_xid v;
     int rc;
     if (!c || !cb || !xid_ok(x, &v))
-        return PX_EINVAL;
+        return -EINVAL;
     values[0] = v.gtrid;
     values[1] = v.bqual;
     rc = query_op(c, OP_MARKER, ITEM_MARKER,
@@ -1473,7 +1473,7 @@ static int pg_markers_prune(px_conn *c, const char *gtrid_prefix, uint32_t older
     const char *values[2] = {gtrid_prefix, secs};
     int rc;
     if (!c || !cb || !gtrid_prefix)
-        return PX_EINVAL;
+        return -EINVAL;
     snprintf(secs, sizeof secs, "%" PRIu32, older_than_s);
     rc = query_op(c, OP_PRUNE, ITEM_CMD,
                   "DELETE FROM xacoord.marker WHERE starts_with(gtrid, $1) "
@@ -1492,11 +1492,11 @@ static int pg_reset(px_conn *c, px_done_cb cb, void *arg)
 {
     int rc;
     if (!c || !cb)
-        return PX_EINVAL;
+        return -EINVAL;
     if (c->op != OP_NONE)
-        return PX_EBUSY;
+        return -EBUSY;
     if (c->in_branch)
-        return PX_EINVAL;
+        return -EINVAL;
     if ((rc = op_start(c, OP_RESET, 0, arg)) < 0)
         return rc;
     c->cb.done = cb;

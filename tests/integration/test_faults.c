@@ -356,11 +356,11 @@ static void run_cell(const cell *c)
         fp_set(proxy[culprit], &late);
     }
     fp_set(proxy[c->db], &rule);
-    if (c->s == RECOVERY && !fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS))
+    if (c->s == RECOVERY && fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS) != 0)
         fail_msg("%s: no recovery scan within %u ms", what, HIT_WAIT_MS);
 
     post_checkout(&d, &p, &th, id, culprit);
-    if (!fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS))
+    if (fp_wait_hits(proxy[c->db], 1, HIT_WAIT_MS) != 0)
         fail_msg("%s: the fault never acted", what);
     healthy_commit(&d, c->db, what); /* the daemon keeps serving meanwhile */
     post_join(th, &p, what);
@@ -422,7 +422,7 @@ static void test_partition_in_phase2(void **state)
     begin_cell(&d);
     fp_set(proxy[db], &rule);
     post_checkout(&d, &p, &th, "f-partition", -1);
-    if (!fp_wait_hits(proxy[db], 1, HIT_WAIT_MS))
+    if (fp_wait_hits(proxy[db], 1, HIT_WAIT_MS) != 0)
         fail_msg("partition: phase 2 never reached %s", db_name[db]);
     fp_partition(proxy[db]);
     start = time(NULL);
@@ -462,7 +462,7 @@ static void half_open(int db)
     begin_cell(&d);
     fp_set(proxy[db], &rule);
     post_checkout(&d, &p, &th, id, -1);
-    if (!fp_wait_hits(proxy[db], 1, HIT_WAIT_MS))
+    if (fp_wait_hits(proxy[db], 1, HIT_WAIT_MS) != 0)
         fail_msg("%s: the fault never acted", what);
     healthy_commit(&d, db, what);
     post_join(th, &p, what);

@@ -854,8 +854,8 @@ static void test_bad_arguments(void **state)
     memset(&bad, 0, sizeof bad);
     strcpy(bad.gtrid, "x','y'; DROP TABLE mxt_kv; --");
     strcpy(bad.bqual, "order");
-    assert_int_equal(D->begin(c, &bad, pxc_on_done, &k2), PX_EINVAL);
-    assert_int_equal(D->exec(c, &s, 0, pxc_on_exec, &k2), PX_EINVAL);
+    assert_int_equal(D->begin(c, &bad, pxc_on_done, &k2), -EINVAL);
+    assert_int_equal(D->exec(c, &s, 0, pxc_on_exec, &k2), -EINVAL);
     assert_false(k2.done); /* refused calls never call back */
     /* wrong parameter count is the request's fault */
     {
@@ -865,7 +865,7 @@ static void test_bad_arguments(void **state)
     {
         px_target named = t;
         named.host = "localhost"; /* would need a blocking name lookup */
-        assert_int_equal(D->connect(&loop, &named, pxc_on_connect, &k2), PX_EINVAL);
+        assert_int_equal(D->connect(&loop, &named, pxc_on_connect, &k2), -EINVAL);
     }
     pxc_reset(&k);
     pxc_finish(&loop, D, &c, 1);

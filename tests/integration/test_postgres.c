@@ -439,9 +439,9 @@ static void test_connect_failures(void **state)
 
     /* Names would be resolved with a blocking call: refused up front, no callback. */
     t.conninfo = "host=localhost port=5432 dbname=xatest";
-    assert_int_equal(D->connect(&loop, &t, pxc_on_connect, &w), PX_EINVAL);
+    assert_int_equal(D->connect(&loop, &t, pxc_on_connect, &w), -EINVAL);
     t.conninfo = "host=127.0.0.1 nonsense_option=1";
-    assert_int_equal(D->connect(&loop, &t, pxc_on_connect, &w), PX_EINVAL);
+    assert_int_equal(D->connect(&loop, &t, pxc_on_connect, &w), -EINVAL);
     pxc_reset(&w);
     tu_loop_close(&loop);
 }
@@ -687,7 +687,7 @@ static void test_reset_restores_session(void **state)
 
     /* Not with a branch open: the pool then discards the connection. */
     pxc_xid_ok(&loop, D->begin, c, &x);
-    assert_int_equal(D->reset(c, pxc_on_done, &w), PX_EINVAL);
+    assert_int_equal(D->reset(c, pxc_on_done, &w), -EINVAL);
     pxc_xid_ok(&loop, D->rollback, c, &x);
 
     /* A session left inside a transaction block cannot be discarded: retryable, broken. */

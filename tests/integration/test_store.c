@@ -572,7 +572,7 @@ static void run_clean_stop(const char *an, const char *bn, bool commit)
     start_commit_pending(&a, an, short_drain, &b, bn, commit ? done : NULL);
     fp_set(wh_proxy, &hang_prepare);
     assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
-    assert_true(fp_wait_hits(wh_proxy, 1, 15000));
+    assert_int_equal(fp_wait_hits(wh_proxy, 1, 15000), 0);
     for (int i = 0; i < 150 && (tu_prepared("order", prefix) == 0 ||
                                 tu_prepared("payment", prefix) < 1 + commit);
          i++)

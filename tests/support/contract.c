@@ -417,12 +417,12 @@ static void test_async_rules(void **state)
     pxc_xid_ok(&loop, g_drv->d->begin, c, &x);
 
     assert_int_equal(g_drv->d->exec(c, &any, 1, pxc_on_exec, &k), 0);
-    assert_int_equal(g_drv->d->exec(c, &any, 1, pxc_on_exec, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->rollback(c, &x, pxc_on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->prepare(c, &x, pxc_on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->commit_prepared(c, &x, pxc_on_done, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->recover(c, g_prefix, g_drv->bqual, pxc_on_recover, &k2), PX_EBUSY);
-    assert_int_equal(g_drv->d->reset(c, pxc_on_done, &k2), PX_EBUSY);
+    assert_int_equal(g_drv->d->exec(c, &any, 1, pxc_on_exec, &k2), -EBUSY);
+    assert_int_equal(g_drv->d->rollback(c, &x, pxc_on_done, &k2), -EBUSY);
+    assert_int_equal(g_drv->d->prepare(c, &x, pxc_on_done, &k2), -EBUSY);
+    assert_int_equal(g_drv->d->commit_prepared(c, &x, pxc_on_done, &k2), -EBUSY);
+    assert_int_equal(g_drv->d->recover(c, g_prefix, g_drv->bqual, pxc_on_recover, &k2), -EBUSY);
+    assert_int_equal(g_drv->d->reset(c, pxc_on_done, &k2), -EBUSY);
     pxc_wait(&loop, &k);
     pxc_check_ok(&k);
     assert_int_equal(k2.calls, 0);

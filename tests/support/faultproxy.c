@@ -7,6 +7,7 @@
  */
 #include "faultproxy.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -683,15 +684,15 @@ int fp_hits(fp_proxy *p)
     return n;
 }
 
-bool fp_wait_hits(fp_proxy *p, int n, unsigned timeout_ms)
+int fp_wait_hits(fp_proxy *p, int n, unsigned timeout_ms)
 {
     for (unsigned waited = 0; fp_hits(p) < n; waited += 10) {
         struct timespec ts = {0, 10 * 1000000L};
         if (waited >= timeout_ms)
-            return false;
+            return -ETIMEDOUT;
         nanosleep(&ts, NULL);
     }
-    return true;
+    return 0;
 }
 
 void fp_partition(fp_proxy *p)

@@ -22,6 +22,8 @@
 #ifndef XA_TEST_FAULTPROXY_H
 #define XA_TEST_FAULTPROXY_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 
 typedef enum fp_protocol { FP_POSTGRES, FP_MYSQL } fp_protocol;
@@ -54,8 +56,8 @@ fp_proxy *fp_start(fp_protocol proto, int listen_port, int upstream_port);
 void fp_set(fp_proxy *p, const fp_rule *rule);
 /* How many messages the current rule acted on. */
 int fp_hits(fp_proxy *p);
-/* Waits until the rule acted at least n times; false after timeout_ms. */
-bool fp_wait_hits(fp_proxy *p, int n, unsigned timeout_ms);
+/* Waits until the rule acted at least n times: 0, or -ETIMEDOUT after timeout_ms. */
+XA_MUST_CHECK int fp_wait_hits(fp_proxy *p, int n, unsigned timeout_ms);
 /* Partitions the server away: nothing passes either way, new connections wait (open, silent). */
 void fp_partition(fp_proxy *p);
 /* Ends the rule and any partition: what was held is forwarded as if the network had only been

@@ -250,12 +250,12 @@ static void test_round_trip(void **state)
     }
     /* Not appendable: BOOT (journal_start_boot owns it), oversized payloads, a NULL payload. */
     bad = mkrec(JOURNAL_BOOT, 2, 0, NULL, 0);
-    assert_int_equal(journal_append(j, &bad, NULL, NULL), -1);
+    assert_int_equal(journal_append(j, &bad, NULL, NULL), -EINVAL);
     bad = mkrec(JOURNAL_COMMIT, 1, 9, big, big_len + 1);
-    assert_int_equal(journal_append(j, &bad, count_cb, &durable), -1);
+    assert_int_equal(journal_append(j, &bad, count_cb, &durable), -ERANGE);
     bad.payload = NULL;
     bad.payload_len = 3;
-    assert_int_equal(journal_append(j, &bad, NULL, NULL), -1);
+    assert_int_equal(journal_append(j, &bad, NULL, NULL), -EINVAL);
     tu_run_until_count(&f->loop, &durable, 2, 10000);
     close_ok(f, j);
 
@@ -461,7 +461,8 @@ static void test_damaged_commit_at_the_tail(void **state)
 
     orig[n - 1] ^= 0x40;
     spit(f->seg, orig, n);
-    assert_int_equal(journal_open(&j, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err), -1);
+    assert_int_equal(journal_open(&j, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err),
+                     -EINVAL);
     assert_null(j);
     assert_non_null(strstr(err, "journal damaged, not torn"));
     assert_non_null(strstr(err, "boot 1, seq 2"));
@@ -484,7 +485,8 @@ static void expect_corrupt(fx *f, const char *at)
 {
     journal *j = NULL;
     char err[512] = "";
-    assert_int_equal(journal_open(&j, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err), -1);
+    assert_int_equal(journal_open(&j, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err),
+                     -EINVAL);
     assert_null(j);
     assert_non_null(strstr(err, "journal corrupt: "));
     assert_non_null(strstr(err, at));
@@ -567,7 +569,8 @@ static void test_lock(void **state)
     journal *j = open_ok(f, NULL, NULL), *j2 = NULL;
     char err[512] = "", want[160];
     snprintf(want, sizeof want, "data directory %s is in use by another xacoord process", f->dir);
-    assert_int_equal(journal_open(&j2, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err), -1);
+    assert_int_equal(journal_open(&j2, &f->loop, f->dir, NULL, NULL, NULL, err, sizeof err),
+                     -EBUSY);
     assert_null(j2);
     assert_string_equal(err, want);
     close_ok(f, j);
@@ -681,7 +684,7 @@ static void test_fdatasync_error_is_fatal(void **state)
     for (int i = 0; i < 20; i++)
         uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(durable, 0);
-    assert_int_equal(journal_append(j, &r, count_cb, &durable), -1);
+    assert_int_equal(journal_append(j, &r, count_cb, &durable), -EIO);
     close_ok(f, j);
     assert_int_equal(durable, 0);
     assert_int_equal(n_syncs, 1);
@@ -846,7 +849,7 @@ static int owner_payload(journal_type type, uint64_t boot, uint64_t seq, void **
     owner_state *o = arg;
     o->asked++;
     if (seq == 3 || (seq == 1 && o->commit_gone))
-        return -1; /* the owner no longer has it */
+        return -ENOENT; /* the owner no longer has it */
     *len = (size_t)asprintf((char **)out, "owner-%d-%llu", (int)type, (unsigned long long)seq);
     return 0;
 }

@@ -209,7 +209,7 @@ static void test_completes_next_iteration(void **state)
 
     assert_int_equal(f->d->begin(c, &x, on_done, f), 0);
     assert_int_equal(f->calls, before);
-    assert_int_equal(f->d->rollback(c, &x, on_done, f), PX_EBUSY);
+    assert_int_equal(f->d->rollback(c, &x, on_done, f), -EBUSY);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(f->calls, before + 1);
     assert_int_equal(f->cls, PX_OK);

@@ -203,7 +203,7 @@ static void test_fifo_and_release_hands_over(void **state)
     assert_non_null(first);
     for (int i = 1; i <= 4; i++)
         assert_int_equal(acquire(f, i), 0);
-    assert_int_equal(acquire(f, 1), PX_EBUSY); /* already queued */
+    assert_int_equal(acquire(f, 1), -EBUSY); /* already queued */
     uv_run(&f->loop, UV_RUN_NOWAIT);
     px_pool_get_stats(f->pool, &st);
     assert_int_equal(st.waiting, 4);

@@ -40,12 +40,12 @@ static void test_length_limits(void **state)
 static void test_parse_gid(void **state)
 {
     px_xid x;
-    assert_true(px_xid_parse_gid(&x, "xa1.c1.3.17.order_db"));
+    assert_int_equal(px_xid_parse_gid(&x, "xa1.c1.3.17.order_db"), 0);
     assert_string_equal(x.gtrid, "xa1.c1.3.17");
     assert_string_equal(x.bqual, "order_db");
-    assert_false(px_xid_parse_gid(&x, "nodot"));
-    assert_false(px_xid_parse_gid(&x, ".payment"));
-    assert_false(px_xid_parse_gid(&x, "xa1.c1."));
+    assert_int_equal(px_xid_parse_gid(&x, "nodot"), -EINVAL);
+    assert_int_equal(px_xid_parse_gid(&x, ".payment"), -EINVAL);
+    assert_int_equal(px_xid_parse_gid(&x, "xa1.c1."), -EINVAL);
 }
 
 int main(void)
