@@ -278,7 +278,7 @@ static void direct_start(bench_client *cl)
         snprintf(gtrid, sizeof gtrid, "bb.%d.%llu", cl->index,
                  (unsigned long long)++run->gtrid_seq);
         for (int b = 0; b < d->nbr; b++)
-            if (!px_xid_set(&d->xid[b], gtrid, target_of(run, b)->name))
+            if (px_xid_set(&d->xid[b], gtrid, target_of(run, b)->name) != 0)
                 abort(); /* participant names are checked at start */
     }
     for (int b = 0; b < d->nbr; b++) {

@@ -112,7 +112,7 @@ static void work_branch(worker *w)
     char gtrid[PX_XID_PART_MAX + 1];
     px_conn *c = w->conn[w->b];
     identity_gtrid(&w->pl->identity, w->pl->node, 1, (uint64_t)w->seq, gtrid, sizeof gtrid);
-    if (!px_xid_set(&w->xid, gtrid, w->pl->targets[w->b]->name)) {
+    if (px_xid_set(&w->xid, gtrid, w->pl->targets[w->b]->name) != 0) {
         work_fail(w, "xid", NULL);
         return;
     }

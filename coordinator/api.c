@@ -103,7 +103,8 @@ static bool lookup_part(const char *name, void *arg, request_participant *out)
 {
     const coord *c = arg;
     out->index = coord_part_index(c, name);
-    return out->index >= 0 && guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect);
+    return out->index >= 0 &&
+           guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect) == 0;
 }
 
 static const coord_part *unready_part(const coord *c, const txn_request *req)

@@ -531,7 +531,7 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
         return parse_listen(v, cfg, prob);
     case K_LOG_LEVEL: {
         log_level lvl;
-        if (!log_parse_level(v, &lvl)) {
+        if (log_parse_level(v, &lvl) != 0) {
             snprintf(prob, PROBLEM_MAX, "must be debug, info, warn or error");
             return -EINVAL;
         }
@@ -540,7 +540,7 @@ static int set_value(const key_desc *k, void *obj, config *cfg, const char *v, c
     }
     case K_LOG_FORMAT: {
         log_format fmt;
-        if (!log_parse_format(v, &fmt)) {
+        if (log_parse_format(v, &fmt) != 0) {
             snprintf(prob, PROBLEM_MAX, "must be text or json");
             return -EINVAL;
         }

@@ -115,7 +115,7 @@ void coord_heuristic(coord *c, outcome *o, const coord_part *p, bool data_loss, 
  * finish the row's pending branches (its own node's, at start); otherwise it only answers for
  * the id, and another coordinator finishes them. */
 struct store_row;
-outcome *coord_outcome_from_row(coord *c, const struct store_row *r, bool ours);
+XA_MUST_CHECK outcome *coord_outcome_from_row(coord *c, const struct store_row *r, bool ours);
 /* Wall clock in milliseconds (outcome times; retention). */
 int64_t coord_now_ms(void);
 

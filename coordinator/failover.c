@@ -216,7 +216,7 @@ static void on_taken(void *arg, int status, const store_taken *t, const char *wh
             continue;
         /* the map keeps the key's pointer: the copy lives as long as the job */
         if (!(j->gtrids[j->ngtrids] = strdup(t->commits[i])) ||
-            !strmap_put(j->commits, j->gtrids[j->ngtrids], j))
+            strmap_put(j->commits, j->gtrids[j->ngtrids], j) != 0)
             abort();
         j->ngtrids++;
     }

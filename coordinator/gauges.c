@@ -10,6 +10,7 @@
 #include "recovery.h"
 #include "txn.h"
 
+#include <errno.h>
 #include <stdio.h>
 
 static double g_inflight(void *arg)
@@ -104,7 +105,48 @@ static double g_outcomes(void *arg)
     return (double)outcomes_count(((coord *)arg)->outcomes);
 }
 
-static void register_part_metrics(coord *c, coord_part *p)
+typedef struct gauge_def {
+    const char *name, *help;
+    double (*fn)(void *arg);
+} gauge_def;
+
+static const gauge_def part_gauges[] = {
+    {"xacoord_participant_up", "1 when the participant is reachable and recovered", g_part_up},
+    {"xacoord_participant_safe",
+     "1 when preflight found the server's settings safe (or allow_unsafe)", g_part_safe},
+    {"xacoord_in_doubt_branches", "Prepared branches of live transactions not yet finished",
+     g_in_doubt},
+    {"xacoord_oldest_prepared_age_seconds", "Age of the oldest prepared, unfinished branch",
+     g_oldest},
+    {"xacoord_unresolved_branches",
+     "Prepared branches GET /v1/in-doubt lists: live, awaiting phase 2, left by recovery, foreign",
+     g_listed},
+    {"xacoord_oldest_unresolved_age_seconds", "Age of the oldest branch GET /v1/in-doubt lists",
+     g_listed_oldest},
+    {"xacoord_foreign_branches",
+     "Prepared branches of this node_id made by another data directory (identity)", g_foreign},
+    {"xacoord_pool_busy_connections", "Connections lent out", g_pool_busy},
+    {"xacoord_pool_idle_connections", "Connections idle in the pool", g_pool_idle},
+    {"xacoord_pool_waiting_requests", "Transactions waiting for a connection (pool_size reached)",
+     g_pool_waiting},
+};
+
+static const gauge_def coord_gauges[] = {
+    {"xacoord_inflight_transactions", "Transactions in flight", g_inflight},
+    {"xacoord_outcomes_retained", "Outcomes kept for idempotent replay", g_outcomes},
+    {"xacoord_journal_repeated_ids",
+     "Ids the journal recorded for two transactions (corruption; see the log)", g_conflicts},
+};
+
+static int add_gauges(metrics *m, const char *labels, const gauge_def *g, size_t n, void *arg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!metrics_gauge_fn(m, g[i].name, labels, g[i].help, g[i].fn, arg))
+            return -ENOMEM;
+    return 0;
+}
+
+static int register_part_metrics(coord *c, coord_part *p)
 {
     char labels[64];
     metrics *m = c->metrics;
@@ -119,38 +161,18 @@ static void register_part_metrics(coord *c, coord_part *p)
                                           "In-doubt branches committed by recovery");
     p->recovered_rollback = metrics_counter(m, "xacoord_recovery_rollbacks_total", labels,
                                             "In-doubt branches rolled back by recovery");
-    metrics_gauge_fn(m, "xacoord_participant_up", labels,
-                     "1 when the participant is reachable and recovered", g_part_up, p);
-    metrics_gauge_fn(m, "xacoord_participant_safe", labels,
-                     "1 when preflight found the server's settings safe (or allow_unsafe)",
-                     g_part_safe, p);
-    metrics_gauge_fn(m, "xacoord_in_doubt_branches", labels,
-                     "Prepared branches of live transactions not yet finished", g_in_doubt, p);
-    metrics_gauge_fn(m, "xacoord_oldest_prepared_age_seconds", labels,
-                     "Age of the oldest prepared, unfinished branch", g_oldest, p);
-    metrics_gauge_fn(m, "xacoord_unresolved_branches", labels,
-                     "Prepared branches GET /v1/in-doubt lists: live, awaiting phase 2, left by "
-                     "recovery, foreign",
-                     g_listed, p);
-    metrics_gauge_fn(m, "xacoord_oldest_unresolved_age_seconds", labels,
-                     "Age of the oldest branch GET /v1/in-doubt lists", g_listed_oldest, p);
-    metrics_gauge_fn(m, "xacoord_foreign_branches", labels,
-                     "Prepared branches of this node_id made by another data directory (identity)",
-                     g_foreign, p);
-    metrics_gauge_fn(m, "xacoord_pool_busy_connections", labels, "Connections lent out",
-                     g_pool_busy, p);
-    metrics_gauge_fn(m, "xacoord_pool_idle_connections", labels, "Connections idle in the pool",
-                     g_pool_idle, p);
-    metrics_gauge_fn(m, "xacoord_pool_waiting_requests", labels,
-                     "Transactions waiting for a connection (pool_size reached)", g_pool_waiting,
-                     p);
+    if (!p->commit_retries || !p->xid_not_found || !p->heuristic || !p->recovered_commit ||
+        !p->recovered_rollback)
+        return -ENOMEM;
+    return add_gauges(m, labels, part_gauges, sizeof part_gauges / sizeof part_gauges[0], p);
 }
 
-void gauges_register(coord *c)
+int gauges_register(coord *c)
 {
     static const double group_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
     metrics *m = c->metrics;
     const char *help = "Transactions by outcome";
+    int rc;
     c->txn_committed =
         metrics_counter(m, "xacoord_transactions_total", "outcome=\"committed\"", help);
     c->txn_aborted = metrics_counter(m, "xacoord_transactions_total", "outcome=\"aborted\"", help);
@@ -165,13 +187,11 @@ void gauges_register(coord *c)
     c->group_size = metrics_histogram(m, "xacoord_journal_group_size", "",
                                       "Records per journal batch (group commit)", group_bounds,
                                       sizeof group_bounds / sizeof group_bounds[0]);
-    metrics_gauge_fn(m, "xacoord_inflight_transactions", "", "Transactions in flight", g_inflight,
-                     c);
-    metrics_gauge_fn(m, "xacoord_outcomes_retained", "", "Outcomes kept for idempotent replay",
-                     g_outcomes, c);
-    metrics_gauge_fn(m, "xacoord_journal_repeated_ids", "",
-                     "Ids the journal recorded for two transactions (corruption; see the log)",
-                     g_conflicts, c);
-    for (int i = 0; i < c->nparts; i++)
-        register_part_metrics(c, &c->parts[i]);
+    if (!c->txn_committed || !c->txn_aborted || !c->txn_rejected || !c->txn_latency ||
+        !c->fsync_latency || !c->group_size)
+        return -ENOMEM;
+    rc = add_gauges(m, "", coord_gauges, sizeof coord_gauges / sizeof coord_gauges[0], c);
+    for (int i = 0; rc == 0 && i < c->nparts; i++)
+        rc = register_part_metrics(c, &c->parts[i]);
+    return rc;
 }

@@ -7,7 +7,7 @@
 
 #include "coord.h"
 
-/* Makes every metric of c and of its participants in c->metrics. */
-void gauges_register(coord *c);
+/* Makes every metric of c and of its participants in c->metrics: 0, or -ENOMEM. */
+XA_MUST_CHECK int gauges_register(coord *c);
 
 #endif

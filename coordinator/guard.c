@@ -6,6 +6,7 @@
  */
 #include "guard.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -594,12 +595,12 @@ void guard_allowed(guard_dialect d, char *buf, size_t len)
         pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? ", " : "", *a);
 }
 
-bool guard_dialect_of(const char *driver, guard_dialect *d)
+int guard_dialect_of(const char *driver, guard_dialect *d)
 {
     for (size_t i = 0; i < NDIALECTS; i++)
         if (strcmp(dialects[i].driver, driver) == 0) {
             *d = (guard_dialect)i;
-            return true;
+            return 0;
         }
-    return false;
+    return -EINVAL;
 }

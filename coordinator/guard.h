@@ -37,6 +37,8 @@
 #ifndef XA_GUARD_H
 #define XA_GUARD_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -86,7 +88,8 @@ const char *guard_verdict_text(guard_verdict v);
 /* The dialect's allowed keywords, comma-separated, into buf (len >= 1). */
 void guard_allowed(guard_dialect d, char *buf, size_t len);
 
-/* The dialect of a participant driver ("postgres", "mysql", "memory"); false when unknown. */
-bool guard_dialect_of(const char *driver, guard_dialect *d);
+/* The dialect of a participant driver ("postgres", "mysql", "memory"): 0, or -EINVAL when
+ * unknown. */
+XA_MUST_CHECK int guard_dialect_of(const char *driver, guard_dialect *d);
 
 #endif

@@ -46,7 +46,7 @@ static void put_num(uint64_t v, unsigned base, char *out)
     out[n] = '\0';
 }
 
-bool gtrid_format(const gtrid_parts *g, char *buf, size_t len)
+int gtrid_format(const gtrid_parts *g, char *buf, size_t len)
 {
     unsigned base = g->version == 1 ? 10 : 36;
     char boot[24], seq[24];
@@ -57,10 +57,11 @@ bool gtrid_format(const gtrid_parts *g, char *buf, size_t len)
         n = snprintf(buf, len, "xa1.%s.%s.%s", g->node, boot, seq);
     else
         n = snprintf(buf, len, "xa2.%s.%s.%s.%s", g->node, g->identity, boot, seq);
-    return n > 0 && (size_t)n < len;
+    return n > 0 && (size_t)n < len ? 0 : -ERANGE;
 }
 
-/* Splits s at its dots into at most max fields; returns the count, or -1 when there are more. */
+/* Splits s at its dots into at most max fields; returns the count, or -E2BIG when there are
+ * more. */
 static int split(const char *s, const char **field, size_t *flen, int max)
 {
     for (int n = 0; n < max; n++) {
@@ -71,23 +72,23 @@ static int split(const char *s, const char **field, size_t *flen, int max)
             return n + 1;
         s = dot + 1;
     }
-    return -1;
+    return -E2BIG;
 }
 
 /* A number without sign, leading zero or overflow, so that parse and format are inverses. */
-static bool parse_num(const char *s, size_t n, unsigned base, uint64_t *out)
+static int parse_num(const char *s, size_t n, unsigned base, uint64_t *out)
 {
     uint64_t v = 0;
     if (n == 0 || (n > 1 && s[0] == '0'))
-        return false;
+        return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         const char *d = memchr(DIGITS, s[i], base);
         if (!d || v > (UINT64_MAX - (uint64_t)(d - DIGITS)) / base)
-            return false;
+            return -EINVAL;
         v = v * base + (uint64_t)(d - DIGITS);
     }
     *out = v;
-    return true;
+    return 0;
 }
 
 static bool all_in(const char *s, size_t n, const char *set)
@@ -98,7 +99,7 @@ static bool all_in(const char *s, size_t n, const char *set)
     return true;
 }
 
-bool gtrid_parse(const char *s, gtrid_parts *g)
+int gtrid_parse(const char *s, gtrid_parts *g)
 {
     const char *f[5];
     size_t len[5];
@@ -108,18 +109,18 @@ bool gtrid_parse(const char *s, gtrid_parts *g)
                                                                    : 0;
     unsigned base = v == 1 ? 10 : 36;
     if (!v || len[1] < 1 || len[1] > GTRID_NODE_MAX || !all_in(f[1], len[1], DIGITS))
-        return false;
+        return -EINVAL;
     if (v == 2 && (len[2] != IDENTITY_LEN || !all_in(f[2], len[2], BASE32)))
-        return false;
-    if (!parse_num(f[n - 2], len[n - 2], base, &g->boot) ||
-        !parse_num(f[n - 1], len[n - 1], base, &g->seq))
-        return false;
+        return -EINVAL;
+    if (parse_num(f[n - 2], len[n - 2], base, &g->boot) != 0 ||
+        parse_num(f[n - 1], len[n - 1], base, &g->seq) != 0)
+        return -EINVAL;
     g->version = v;
     memcpy(g->node, f[1], len[1]);
     g->node[len[1]] = '\0';
     memcpy(g->identity, f[2], v == 2 ? IDENTITY_LEN : 0);
     g->identity[v == 2 ? IDENTITY_LEN : 0] = '\0';
-    return true;
+    return 0;
 }
 
 void gtrid_prefix(int version, const char *node, const char *identity, char *buf, size_t len)
@@ -143,7 +144,7 @@ void identity_gtrid(const dir_identity *id, const char *node, uint64_t boot, uin
         .version = !id->id[0] || boot <= id->legacy_boot ? 1 : 2, .boot = boot, .seq = seq};
     snprintf(g.node, sizeof g.node, "%s", node);
     snprintf(g.identity, sizeof g.identity, "%s", g.version == 2 ? id->id : "");
-    if (!gtrid_format(&g, buf, len))
+    if (gtrid_format(&g, buf, len) != 0)
         buf[0] = '\0'; /* only with a buffer below PX_XID_PART_MAX + 1: matches nothing */
 }
 
@@ -167,23 +168,25 @@ bool identity_valid(const char *s, bool legacy)
 /* ---- the identity file ------------------------------------------------------------------- */
 
 /* "<identity>\n" and, after an upgrade, "legacy_boot <n>\n": nothing else. */
-static bool parse_file(const char *text, dir_identity *out)
+static int parse_file(const char *text, dir_identity *out)
 {
     const char *nl = strchr(text, '\n'), *rest;
     size_t n;
     if (!nl || nl - text != IDENTITY_LEN || !all_in(text, IDENTITY_LEN, BASE32))
-        return false;
+        return -EINVAL;
     memcpy(out->id, text, IDENTITY_LEN);
     out->id[IDENTITY_LEN] = '\0';
     out->legacy_boot = 0;
     rest = nl + 1;
     if (!*rest)
-        return true;
+        return 0;
     nl = strchr(rest, '\n');
     if (!nl || nl[1] || strncmp(rest, "legacy_boot ", 12) != 0)
-        return false;
+        return -EINVAL;
     n = (size_t)(nl - rest) - 12;
-    return parse_num(rest + 12, n, 10, &out->legacy_boot) && out->legacy_boot > 0;
+    if (parse_num(rest + 12, n, 10, &out->legacy_boot) != 0 || out->legacy_boot == 0)
+        return -EINVAL;
+    return 0;
 }
 
 int identity_load(const char *dir, dir_identity *out, char *err, size_t errlen)
@@ -196,14 +199,15 @@ int identity_load(const char *dir, dir_identity *out, char *err, size_t errlen)
     if (fd < 0 && errno == ENOENT)
         return 0;
     if (fd < 0) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
+        return -e;
     }
     n = read(fd, text, FILE_MAX + 1);
     close(fd);
     if (n >= 0 && n <= FILE_MAX && memchr(text, '\0', (size_t)n) == NULL) {
         text[n] = '\0';
-        if (parse_file(text, out))
+        if (parse_file(text, out) == 0)
             return 1;
     }
     snprintf(err, errlen,
@@ -211,7 +215,7 @@ int identity_load(const char *dir, dir_identity *out, char *err, size_t errlen)
              "'legacy_boot N' on the second): every prepared branch of this data directory is "
              "named after it - restore it from a backup or see docs/operations.md, section 1",
              path);
-    return -1;
+    return -EINVAL;
 }
 
 static int random_identity(char *out, char *err, size_t errlen)

@@ -40,10 +40,11 @@ typedef struct gtrid_parts {
     uint64_t boot, seq;
 } gtrid_parts;
 
-/* Writes the gtrid of g into buf; false when it does not fit (never with PX_XID_PART_MAX + 1). */
-XA_MUST_CHECK bool gtrid_format(const gtrid_parts *g, char *buf, size_t len);
-/* Parses a gtrid of either version; false unless s is exactly what gtrid_format writes. */
-XA_MUST_CHECK bool gtrid_parse(const char *s, gtrid_parts *g);
+/* Writes the gtrid of g into buf: 0, or -ERANGE when it does not fit (never with
+ * PX_XID_PART_MAX + 1 bytes). */
+XA_MUST_CHECK int gtrid_format(const gtrid_parts *g, char *buf, size_t len);
+/* Parses a gtrid of either version: 0, or -EINVAL unless s is exactly what gtrid_format writes. */
+XA_MUST_CHECK int gtrid_parse(const char *s, gtrid_parts *g);
 /* The prefix shared by the gtrids of version version of node node ("xa2.<node>."), or with
  * identity not NULL (version 2) by those of that data directory ("xa2.<node>.<identity>."). */
 void gtrid_prefix(int version, const char *node, const char *identity, char *buf, size_t len);
@@ -58,8 +59,9 @@ bool identity_owns(const dir_identity *id, const char *node, const gtrid_parts *
 /* [a-z2-7]{8}, or IDENTITY_LEGACY when legacy is true. */
 bool identity_valid(const char *s, bool legacy);
 
-/* Reads dir/identity. Returns 1 when read, 0 when there is none, -1 with a message in err when it
- * cannot be read or is corrupt (start-up must stop: the identity names every branch). */
+/* Reads dir/identity. Returns 1 when read, 0 when there is none, or with a message in err the
+ * open's negative errno when it cannot be read and -EINVAL when it is corrupt (start-up must
+ * stop: the identity names every branch). */
 XA_MUST_CHECK int identity_load(const char *dir, dir_identity *out, char *err, size_t errlen);
 /* Makes a new random identity for dir and writes it durably (temporary file, fsync, rename, fsync
  * of dir); legacy_boot is the last boot of a journal written before identities (0: none).

@@ -42,7 +42,7 @@ static void emit(each_ctx *e, const coord_part *p, const char *gtrid, double age
         free(key);
         return;
     }
-    if (!strmap_put(e->seen, key, key)) {
+    if (strmap_put(e->seen, key, key) != 0) {
         free(key);
         e->err = -ENOMEM;
         return;
@@ -278,7 +278,7 @@ void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char 
         http_respond_error(req, 404, "no such action: use commit or rollback");
         return;
     }
-    if (!gtrid_parse(gtrid, &g) || strcmp(g.node, c->cfg->node_id) != 0) {
+    if (gtrid_parse(gtrid, &g) != 0 || strcmp(g.node, c->cfg->node_id) != 0) {
         http_respond_error(req, 404, "not an XID of this coordinator's node_id");
         return;
     }
@@ -306,7 +306,7 @@ void indoubt_resolve(coord *c, http_request *req, const char *gtrid, const char 
         res_branch *b = &r->b[r->n];
         if (participant && strcmp(participant, p->cfg->name) != 0)
             continue;
-        if (!px_xid_set(&b->xid, gtrid, p->cfg->name)) {
+        if (px_xid_set(&b->xid, gtrid, p->cfg->name) != 0) {
             free(r);
             http_respond_error(req, 404, "malformed XID");
             return;
@@ -419,12 +419,12 @@ static void tk_on_done(px_conn *conn, const px_error *err, void *arg)
     tk_step(t);
 }
 
-static bool tk_send(takeover *t)
+static int tk_send(takeover *t)
 {
     const px_driver *drv = px_pool_driver(t->conn_part->pool);
     const px_xid *x = &t->items[t->next].xid;
-    return (t->commit ? drv->commit_prepared(t->conn, x, tk_on_done, t)
-                      : drv->rollback_prepared(t->conn, x, tk_on_done, t)) == 0;
+    return t->commit ? drv->commit_prepared(t->conn, x, tk_on_done, t)
+                     : drv->rollback_prepared(t->conn, x, tk_on_done, t);
 }
 
 static void tk_on_conn(px_pool_req *req, px_conn *conn, const px_error *err)
@@ -433,7 +433,7 @@ static void tk_on_conn(px_pool_req *req, px_conn *conn, const px_error *err)
     t->conn = conn;
     if (!conn)
         tk_record(t, err ? err->message : "no connection");
-    else if (!tk_send(t))
+    else if (tk_send(t) != 0)
         tk_record(t, "the driver refused the request");
     else
         return;
@@ -450,7 +450,7 @@ static void tk_step(takeover *t)
             t->conn = NULL;
         }
         if (t->conn) {
-            if (tk_send(t))
+            if (tk_send(t) == 0)
                 return;
             tk_record(t, "the driver refused the request");
             continue;
@@ -464,14 +464,15 @@ static void tk_step(takeover *t)
     tk_finish(t);
 }
 
-/* ?decision=commit|rollback, required: a takeover cannot be undone, so it has no default. */
+/* ?decision=commit|rollback, required: a takeover cannot be undone, so it has no default. 1
+ * (commit), 0 (rollback), or -EINVAL. */
 static int takeover_decision(const char *query)
 {
     if (strcmp(query, "decision=rollback") == 0)
         return 0;
     if (strcmp(query, "decision=commit") == 0)
         return 1;
-    return -1;
+    return -EINVAL;
 }
 
 void indoubt_takeover(coord *c, http_request *req, const char *identity, const char *query)

@@ -1196,14 +1196,14 @@ static void on_after_work(uv_work_t *req, int status)
 /* Public API                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
+int journal_start_boot(journal *j, uint64_t *boot, char *err, size_t errlen)
 {
     journal_rec r = {JOURNAL_BOOT, j->last_boot + 1, 0, now_ms(), NULL, 0};
     jbuf b = {0};
     int e;
     if (j->failed || j->closing || j->inflight) {
         snprintf(err, errlen, "journal: not idle, cannot start a boot");
-        return 0;
+        return -EBUSY;
     }
     /* Refused before anything is written: a wrapped counter would reuse the names of old
      * branches, and a record per attempt would grow the journal on every retry. */
@@ -1212,11 +1212,11 @@ uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
                  "journal: the boot counter of %s is at its maximum (%" PRIu64
                  "); the journal is damaged or forged - restore it from a backup",
                  j->dir, j->last_boot);
-        return 0;
+        return -EOVERFLOW;
     }
     if (rec_append(&b, &r) != 0) {
         snprintf(err, errlen, "journal: out of memory");
-        return 0;
+        return -ENOMEM;
     }
     e = write_all(&j->ops, j->fd, b.p, b.len);
     if (e == 0 && j->ops.fdatasync(j->fd) != 0)
@@ -1226,7 +1226,7 @@ uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
         j->failed = true;
         snprintf(err, errlen, "journal: writing the boot record to %s failed: %s", j->dir,
                  strerror(e));
-        return 0;
+        return -e;
     }
     j->seg_size += REC_HDR;
     j->dirty = false;
@@ -1236,7 +1236,8 @@ uint64_t journal_start_boot(journal *j, char *err, size_t errlen)
     j->st.forced++;
     j->st.batches++;
     j->st.syncs++;
-    return r.boot;
+    *boot = r.boot;
+    return 0;
 }
 
 /* Reflects an appended record in the live set; -ENOMEM (nothing changed) when out of memory. */

@@ -115,9 +115,10 @@ XA_MUST_CHECK int journal_open(journal **out, uv_loop_t *loop, const char *dir,
 uint64_t journal_last_boot(const journal *j);
 
 /* Writes BOOT(last_boot + 1) and fdatasyncs it synchronously (start-up, before the loop serves
- * anything and before the first append). Returns the new boot, or 0 with err set; after a failed
- * write or fdatasync the journal accepts nothing more. */
-XA_MUST_CHECK uint64_t journal_start_boot(journal *j, char *err, size_t errlen);
+ * anything and before the first append). 0 with the new boot in *boot, or with err set -EBUSY
+ * (not idle), -EOVERFLOW (the counter is at its maximum), -ENOMEM, or the write's or
+ * fdatasync's error; after a failed write or fdatasync the journal accepts nothing more. */
+XA_MUST_CHECK int journal_start_boot(journal *j, uint64_t *boot, char *err, size_t errlen);
 
 /* Queues a record: COMMIT, ABORT or DONE (BOOT belongs to journal_start_boot). cb != NULL forces
  * it (cb runs once durable); cb == NULL is lazy. The payload is copied. Returns 0, or (cb not

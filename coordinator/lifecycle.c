@@ -15,6 +15,7 @@
 #include "store.h"
 #include "txn.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,8 +62,9 @@ static int open_store(coord *c, char *err, size_t errlen)
     char holder[64];
     int rc;
     snprintf(holder, sizeof holder, "%s%" PRIu64 " pid %ld", c->prefix, c->boot, (long)getpid());
-    if (store_open(&c->store, c->loop, c->cfg, holder, err, errlen) != 0)
-        return -1;
+    rc = store_open(&c->store, c->loop, c->cfg, holder, err, errlen);
+    if (rc != 0)
+        return rc;
     store_on_lost(c->store, on_node_lost, c);
     rc = store_load_unfinished(c->store, load_unfinished, c, err, errlen);
     if (rc == 0)
@@ -76,7 +78,8 @@ static int open_store(coord *c, char *err, size_t errlen)
 /* Read under the data directory's lock, before replay names the first gtrid. */
 static int load_identity(const char *dir, void *arg, char *err, size_t errlen)
 {
-    return identity_load(dir, &((coord *)arg)->identity, err, errlen) < 0 ? -1 : 0;
+    int rc = identity_load(dir, &((coord *)arg)->identity, err, errlen);
+    return rc < 0 ? rc : 0;
 }
 
 /* No identity file: a new data directory, or one written before identities, whose last boot
@@ -86,8 +89,9 @@ static int settle_identity(coord *c, char *err, size_t errlen)
 {
     uint64_t last = journal_last_boot(c->journal);
     if (!c->identity.id[0]) {
-        if (identity_create(c->cfg->data_dir, last, &c->identity, err, errlen) != 0)
-            return -1;
+        int rc = identity_create(c->cfg->data_dir, last, &c->identity, err, errlen);
+        if (rc != 0)
+            return rc;
         if (last)
             log_warn(NULL,
                      "data directory %s predates identities: it is now identity %s, and "
@@ -132,9 +136,9 @@ static void on_journal_fatal(const char *msg, void *arg)
     uv_timer_start(&c->fatal_timer, on_fatal_exit, JOURNAL_FATAL_EXIT_MS, 0);
 }
 
-int lifecycle_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
+/* The context's own parts: participants, metrics, the outcome table, the live index. */
+static int open_context(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
 {
-    journal_opts jopts = {0};
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->cfg = cfg;
@@ -149,48 +153,86 @@ int lifecycle_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size
     c->live = strmap_new();
     if (!c->metrics || !c->outcomes || !c->live) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
-    gauges_register(c);
+    if (gauges_register(c) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
 
-    jopts.retention_s = cfg->outcome_retention_s;
-    jopts.segment_bytes = cfg->journal_segment_bytes;
+/* Replays the journal into the outcome table, settles the identity and starts this boot. */
+static int open_journal(coord *c, char *err, size_t errlen)
+{
+    journal_opts jopts = {0};
+    int rc;
+    jopts.retention_s = c->cfg->outcome_retention_s;
+    jopts.segment_bytes = c->cfg->journal_segment_bytes;
     jopts.on_sync = on_sync;
     jopts.on_fatal = on_journal_fatal;
     jopts.payload = replay_payload;
     jopts.locked = load_identity;
     jopts.arg = c;
-    jopts.accept_damaged_tail = cfg->accept_damaged_tail;
-    if (journal_open(&c->journal, loop, cfg->data_dir, &jopts, replay_record, c, err, errlen) !=
-            0 ||
-        settle_identity(c, err, errlen) != 0)
-        return -1;
-    c->boot = journal_start_boot(c->journal, err, errlen);
-    if (c->boot == 0)
-        return -1;
-    log_info(NULL, "journal replayed: %zu outcomes retained; identity %s; this is boot %" PRIu64,
-             outcomes_count(c->outcomes), c->identity.id, c->boot);
-    if (cfg->decision_log == DECISION_LOG_POSTGRES && open_store(c, err, errlen) != 0)
-        return -1;
+    jopts.accept_damaged_tail = c->cfg->accept_damaged_tail;
+    rc =
+        journal_open(&c->journal, c->loop, c->cfg->data_dir, &jopts, replay_record, c, err, errlen);
+    if (rc == 0)
+        rc = settle_identity(c, err, errlen);
+    if (rc == 0)
+        rc = journal_start_boot(c->journal, &c->boot, err, errlen);
+    if (rc == 0)
+        log_info(NULL,
+                 "journal replayed: %zu outcomes retained; identity %s; this is boot %" PRIu64,
+                 outcomes_count(c->outcomes), c->identity.id, c->boot);
+    return rc;
+}
 
+static int open_pools(coord *c, char *err, size_t errlen)
+{
     for (int i = 0; i < c->nparts; i++) {
-        c->parts[i].pool =
-            px_pool_new(loop, &cfg->participants[i].target, cfg->participants[i].pool_size);
+        const config_participant *p = &c->cfg->participants[i];
+        c->parts[i].pool = px_pool_new(c->loop, &p->target, p->pool_size);
         if (!c->parts[i].pool) {
-            snprintf(err, errlen, "participant %s: cannot create its pool (driver %s)",
-                     cfg->participants[i].name, cfg->participants[i].driver);
-            return -1;
+            snprintf(err, errlen, "participant %s: cannot create its pool (driver %s)", p->name,
+                     p->driver);
+            return -ENOMEM;
         }
     }
+    return 0;
+}
+
+/* The modules that work on the participants. Recovery first: the owner tells it which
+ * participants it may scan (recovery_allow). */
+static int start_modules(coord *c, char *err, size_t errlen)
+{
+    int rc = recovery_start(c);
+    if (rc == 0)
+        rc = owner_start(c);
+    if (rc == 0)
+        rc = preflight_start(c);
+    if (rc == 0)
+        rc = failover_start(c);
+    if (rc != 0)
+        snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
+int lifecycle_open(coord *c, uv_loop_t *loop, const config *cfg, char *err, size_t errlen)
+{
+    int rc = open_context(c, loop, cfg, err, errlen);
+    if (rc == 0)
+        rc = open_journal(c, err, errlen);
+    if (rc == 0 && cfg->decision_log == DECISION_LOG_POSTGRES)
+        rc = open_store(c, err, errlen);
+    if (rc == 0)
+        rc = open_pools(c, err, errlen);
+    if (rc != 0)
+        return rc;
     uv_timer_init(loop, &c->prune_timer);
     c->prune_timer.data = c;
     uv_timer_start(&c->prune_timer, on_prune, 10000, 10000);
-    if (recovery_start(c) != 0 || owner_start(c) != 0 || preflight_start(c) != 0 ||
-        failover_start(c) != 0) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
+    return start_modules(c, err, errlen);
 }
 
 typedef struct close_state {

@@ -14,7 +14,7 @@
 #include "coord.h"
 
 /* Opens the journal (replaying it), bumps the boot, creates the pools and metrics, and starts the
- * recovery scans. Returns 0, or -1 with a message in err. */
+ * recovery scans. Returns 0, or a negative errno with a message in err. */
 XA_MUST_CHECK int lifecycle_open(coord *c, uv_loop_t *loop, const config *cfg, char *err,
                                  size_t errlen);
 /* Closes pools, recovery and journal; cb runs when all is closed. Live transactions must be gone.

@@ -6,6 +6,7 @@
 
 #include "utf8.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,25 +32,25 @@ void log_set_format(log_format f)
     format = f;
 }
 
-bool log_parse_format(const char *s, log_format *out)
+int log_parse_format(const char *s, log_format *out)
 {
     if (strcmp(s, "text") == 0 || strcmp(s, "json") == 0) {
         *out = strcmp(s, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT;
-        return true;
+        return 0;
     }
-    return false;
+    return -EINVAL;
 }
 
-bool log_parse_level(const char *s, log_level *out)
+int log_parse_level(const char *s, log_level *out)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4; i++) {
         if (strcmp(s, names[i]) == 0) {
             *out = (log_level)i;
-            return true;
+            return 0;
         }
     }
-    return false;
+    return -EINVAL;
 }
 
 size_t log_escape(char *out, size_t outlen, const char *in)

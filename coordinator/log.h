@@ -6,6 +6,8 @@
 #ifndef XA_LOG_H
 #define XA_LOG_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -16,13 +18,13 @@ typedef enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_
 typedef enum log_format { LOG_FMT_TEXT = 0, LOG_FMT_JSON } log_format;
 
 void log_set_format(log_format format);
-/* Accepts text, json. */
-bool log_parse_format(const char *s, log_format *out);
+/* Accepts text, json: 0, or -EINVAL. */
+XA_MUST_CHECK int log_parse_format(const char *s, log_format *out);
 
 void log_set_level(log_level level);
 bool log_enabled(log_level level);
-/* Accepts debug, info, warn, error. */
-bool log_parse_level(const char *s, log_level *out);
+/* Accepts debug, info, warn, error: 0, or -EINVAL. */
+XA_MUST_CHECK int log_parse_level(const char *s, log_level *out);
 /* Copies in into out (outlen > 0), escaping what could forge or break a log line: control
  * characters (newlines included), DEL, bytes that are not well-formed UTF-8 become \xNN, and a
  * backslash becomes \\, so every escape is unambiguous. Output stops at a whole character when

@@ -249,9 +249,9 @@ int main(int argc, char **argv)
         config_free(&d.cfg);
         return 0;
     }
-    if (log_parse_level(d.cfg.log_level, &level))
+    if (log_parse_level(d.cfg.log_level, &level) == 0)
         log_set_level(level);
-    if (log_parse_format(d.cfg.log_format, &format))
+    if (log_parse_format(d.cfg.log_format, &format) == 0)
         log_set_format(format);
     signal(SIGPIPE, SIG_IGN);
     d.exit_code = init ? initparts_run(&d.cfg) : run(&d);

@@ -18,23 +18,26 @@
 
 typedef enum metric_kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } metric_kind;
 
-struct metric_counter {
-    struct metric_counter *next;
+/* What every metric starts with: its place in its family's list and its label set. */
+typedef struct series {
+    struct series *next;
     char *labels;
+} series;
+
+struct metric_counter {
+    series s;
     uint64_t value;
 };
 
 struct metric_gauge {
-    struct metric_gauge *next;
-    char *labels;
+    series s;
     double value;
     double (*fn)(void *arg);
     void *arg;
 };
 
 struct metric_histogram {
-    struct metric_histogram *next;
-    char *labels;
+    series s;
     double *bounds;
     size_t nbounds;
     uint64_t *counts; /* nbounds + 1, the last one is +Inf; not cumulative */
@@ -47,10 +50,7 @@ typedef struct family {
     char *name;
     char *help;
     metric_kind kind;
-    /* Only the list of the family's kind is used; appended at the tail. */
-    metric_counter *counters;
-    metric_gauge *gauges;
-    metric_histogram *histograms;
+    series *members; /* all of the family's kind, in registration order */
 } family;
 
 struct metrics {
@@ -70,25 +70,15 @@ metrics *metrics_new(void)
 
 static void family_free(family *f)
 {
-    while (f->counters) {
-        metric_counter *n = f->counters->next;
-        free(f->counters->labels);
-        free(f->counters);
-        f->counters = n;
-    }
-    while (f->gauges) {
-        metric_gauge *n = f->gauges->next;
-        free(f->gauges->labels);
-        free(f->gauges);
-        f->gauges = n;
-    }
-    while (f->histograms) {
-        metric_histogram *n = f->histograms->next;
-        free(f->histograms->labels);
-        free(f->histograms->bounds);
-        free(f->histograms->counts);
-        free(f->histograms);
-        f->histograms = n;
+    while (f->members) {
+        series *n = f->members->next;
+        if (f->kind == KIND_HISTOGRAM) {
+            free(((metric_histogram *)f->members)->bounds);
+            free(((metric_histogram *)f->members)->counts);
+        }
+        free(f->members->labels);
+        free(f->members);
+        f->members = n;
     }
     free(f->name);
     free(f->help);
@@ -147,44 +137,39 @@ static family *family_get(metrics *m, const char *name, const char *help, metric
     return f;
 }
 
-metric_counter *metrics_counter(metrics *m, const char *name, const char *labels, const char *help)
+/* The member of f with these labels; a new one (size bytes, zeroed) goes to the tail, and
+ * *made says so. NULL when out of memory. */
+static series *series_get(family *f, const char *labels, size_t size, bool *made)
 {
-    family *f = family_get(m, name, help, KIND_COUNTER);
-    metric_counter **tail, *c;
-    if (!f)
-        return NULL;
+    series **tail, *s;
     labels = labels ? labels : "";
-    for (tail = &f->counters; *tail; tail = &(*tail)->next) {
+    *made = false;
+    for (tail = &f->members; *tail; tail = &(*tail)->next) {
         if (strcmp((*tail)->labels, labels) == 0)
             return *tail;
     }
-    c = calloc(1, sizeof *c);
-    if (!c || !(c->labels = strdup(labels))) {
-        free(c);
+    s = calloc(1, size);
+    if (!s || !(s->labels = strdup(labels))) {
+        free(s);
         return NULL;
     }
-    *tail = c;
-    return c;
+    *tail = s;
+    *made = true;
+    return s;
+}
+
+metric_counter *metrics_counter(metrics *m, const char *name, const char *labels, const char *help)
+{
+    family *f = family_get(m, name, help, KIND_COUNTER);
+    bool made;
+    return f ? (metric_counter *)series_get(f, labels, sizeof(metric_counter), &made) : NULL;
 }
 
 static metric_gauge *gauge_get(metrics *m, const char *name, const char *labels, const char *help)
 {
     family *f = family_get(m, name, help, KIND_GAUGE);
-    metric_gauge **tail, *g;
-    if (!f)
-        return NULL;
-    labels = labels ? labels : "";
-    for (tail = &f->gauges; *tail; tail = &(*tail)->next) {
-        if (strcmp((*tail)->labels, labels) == 0)
-            return *tail;
-    }
-    g = calloc(1, sizeof *g);
-    if (!g || !(g->labels = strdup(labels))) {
-        free(g);
-        return NULL;
-    }
-    *tail = g;
-    return g;
+    bool made;
+    return f ? (metric_gauge *)series_get(f, labels, sizeof(metric_gauge), &made) : NULL;
 }
 
 metric_gauge *metrics_gauge(metrics *m, const char *name, const char *labels, const char *help)
@@ -214,38 +199,30 @@ static bool bounds_ok(const double *bounds, size_t n)
 
 static bool same_bounds(const metric_histogram *h, const double *bounds, size_t n)
 {
-    return h->nbounds == n && (n == 0 || memcmp(h->bounds, bounds, n * sizeof(double)) == 0);
+    return h->counts && h->nbounds == n &&
+           (n == 0 || memcmp(h->bounds, bounds, n * sizeof(double)) == 0);
 }
 
 metric_histogram *metrics_histogram(metrics *m, const char *name, const char *labels,
                                     const char *help, const double *bounds, size_t nbounds)
 {
     family *f;
-    metric_histogram **tail, *h;
-    if (!bounds_ok(bounds, nbounds) || !(f = family_get(m, name, help, KIND_HISTOGRAM)))
+    metric_histogram *h;
+    bool made;
+    if (!bounds_ok(bounds, nbounds) || !(f = family_get(m, name, help, KIND_HISTOGRAM)) ||
+        !(h = (metric_histogram *)series_get(f, labels, sizeof *h, &made)))
         return NULL;
-    labels = labels ? labels : "";
-    for (tail = &f->histograms; *tail; tail = &(*tail)->next) {
-        if (strcmp((*tail)->labels, labels) == 0)
-            return same_bounds(*tail, bounds, nbounds) ? *tail : NULL;
-    }
-    h = calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
-    h->labels = strdup(labels);
+    if (!made)
+        return same_bounds(h, bounds, nbounds) ? h : NULL;
+    /* Made but out of memory: h stays in the list without counts, which same_bounds refuses
+     * and the render skips. */
     h->bounds = malloc((nbounds ? nbounds : 1) * sizeof(double));
     h->counts = calloc(nbounds + 1, sizeof(uint64_t));
-    if (!h->labels || !h->bounds || !h->counts) {
-        free(h->labels);
-        free(h->bounds);
-        free(h->counts);
-        free(h);
+    if (!h->bounds || !h->counts)
         return NULL;
-    }
     if (nbounds)
         memcpy(h->bounds, bounds, nbounds * sizeof(double));
     h->nbounds = nbounds;
-    *tail = h;
     return h;
 }
 
@@ -382,7 +359,7 @@ static void out_sample(outbuf *o, const char *name, const char *suffix, const ch
 static void out_histogram(outbuf *o, const char *name, const metric_histogram *h)
 {
     char num[64], le[64];
-    const char *sep = *h->labels ? "," : "";
+    const char *sep = *h->s.labels ? "," : "";
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= h->nbounds; i++) {
         cumulative += h->counts[i];
@@ -390,29 +367,31 @@ static void out_histogram(outbuf *o, const char *name, const metric_histogram *h
             format_double(le, sizeof le, h->bounds[i]);
         else
             snprintf(le, sizeof le, "+Inf");
-        out_printf(o, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, h->labels, sep, le,
+        out_printf(o, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, h->s.labels, sep, le,
                    cumulative);
     }
     format_double(num, sizeof num, h->sum);
-    out_sample(o, name, "_sum", h->labels, num);
+    out_sample(o, name, "_sum", h->s.labels, num);
     snprintf(num, sizeof num, "%" PRIu64, h->count);
-    out_sample(o, name, "_count", h->labels, num);
+    out_sample(o, name, "_count", h->s.labels, num);
 }
 
 static void out_family(outbuf *o, const family *f)
 {
     char num[64];
     out_help(o, f);
-    for (const metric_counter *c = f->counters; c; c = c->next) {
-        snprintf(num, sizeof num, "%" PRIu64, c->value);
-        out_sample(o, f->name, "", c->labels, num);
+    for (const series *s = f->members; s; s = s->next) {
+        if (f->kind == KIND_HISTOGRAM) {
+            if (((const metric_histogram *)s)->counts)
+                out_histogram(o, f->name, (const metric_histogram *)s);
+            continue;
+        }
+        if (f->kind == KIND_COUNTER)
+            snprintf(num, sizeof num, "%" PRIu64, ((const metric_counter *)s)->value);
+        else
+            format_double(num, sizeof num, metric_gauge_value((const metric_gauge *)s));
+        out_sample(o, f->name, "", s->labels, num);
     }
-    for (const metric_gauge *g = f->gauges; g; g = g->next) {
-        format_double(num, sizeof num, metric_gauge_value(g));
-        out_sample(o, f->name, "", g->labels, num);
-    }
-    for (const metric_histogram *h = f->histograms; h; h = h->next)
-        out_histogram(o, f->name, h);
 }
 
 char *metrics_render(metrics *m, size_t *len)

@@ -43,8 +43,8 @@ uint64_t metric_counter_value(const metric_counter *c);
 double metric_gauge_value(const metric_gauge *g);
 
 /* A gauge computed at render time: fn is called with arg and returns the value. */
-metric_gauge *metrics_gauge_fn(metrics *m, const char *name, const char *labels, const char *help,
-                               double (*fn)(void *arg), void *arg);
+XA_MUST_CHECK metric_gauge *metrics_gauge_fn(metrics *m, const char *name, const char *labels,
+                                             const char *help, double (*fn)(void *arg), void *arg);
 
 /* Renders every metric; returns a malloc'ed NUL-terminated buffer and its length in *len. */
 XA_MUST_CHECK char *metrics_render(metrics *m, size_t *len);

@@ -76,11 +76,11 @@ static outcome *create(outcomes *os, const char *id, const char *gtrid, const ui
     snprintf(o->id, sizeof o->id, "%s", id);
     snprintf(o->gtrid, sizeof o->gtrid, "%s", gtrid);
     memcpy(o->digest, digest, REQUEST_DIGEST_LEN);
-    if (by_id && !strmap_put(os->by_id, o->id, o)) {
+    if (by_id && strmap_put(os->by_id, o->id, o) != 0) {
         free(o);
         return NULL;
     }
-    if (!strmap_put(os->by_gtrid, o->gtrid, o)) {
+    if (strmap_put(os->by_gtrid, o->gtrid, o) != 0) {
         if (by_id)
             strmap_del(os->by_id, o->id);
         free(o);

@@ -61,7 +61,7 @@ int outcome_decode(const void *payload, size_t len, outcome_fields *f)
     status = next_line(&p);
     parts = next_line(&p);
     if (id && digest && status && parts && request_id_valid(id) &&
-        request_digest_parse(digest, f->digest)) {
+        request_digest_parse(digest, f->digest) == 0) {
         snprintf(f->id, sizeof f->id, "%s", id);
         f->status = parse_status(status);
         f->participants = strdup(parts);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "recovery.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,7 +256,7 @@ int owner_start(coord *c)
 {
     owner *o = calloc(1, sizeof *o);
     if (!o)
-        return -1;
+        return -ENOMEM;
     o->c = c;
     c->owner = o;
     for (int i = 0; i < c->nparts; i++)

@@ -9,6 +9,7 @@
 #include "schema.h"
 
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,7 +550,7 @@ int preflight_start(coord *c)
 {
     struct preflight *pf = calloc(1, sizeof *pf);
     if (!pf)
-        return -1;
+        return -ENOMEM;
     pf->c = c;
     c->preflight = pf;
     for (int i = 0; i < c->nparts; i++)

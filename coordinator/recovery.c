@@ -9,6 +9,7 @@
 #include "log.h"
 #include "store.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +148,7 @@ static void acknowledge(outcome *o, void *arg)
     o->pending &= ~bit;
     if (o->pending == 0) {
         gtrid_parts g;
-        if (gtrid_parse(o->gtrid, &g)) {
+        if (gtrid_parse(o->gtrid, &g) == 0) {
             journal_rec rec = {JOURNAL_DONE, g.boot, g.seq, coord_now_ms(), NULL, 0};
             if (journal_append(c->journal, &rec, NULL, NULL) != 0)
                 log_warn(s->ctx, "the done record of %s could not be journaled", o->gtrid);
@@ -161,7 +162,7 @@ static void acknowledge(outcome *o, void *arg)
 static void foreign_seen(const scan *s, const px_xid *x)
 {
     gtrid_parts g;
-    if (gtrid_parse(x->gtrid, &g))
+    if (gtrid_parse(x->gtrid, &g) == 0)
         log_warn(s->ctx,
                  "branch %s belongs to identity %s, another data directory of node %s: "
                  "not touched (decide it with xactl resolve or xactl takeover; "
@@ -215,7 +216,7 @@ void recovery_each_foreign(const coord *c, recovery_foreign_fn fn, void *arg)
         const scan *s = &c->recovery->scans[i];
         for (size_t j = 0; j < s->foreign.n; j++) {
             gtrid_parts g;
-            if (gtrid_parse(s->foreign.xids[j].gtrid, &g))
+            if (gtrid_parse(s->foreign.xids[j].gtrid, &g) == 0)
                 fn(s->part, &s->foreign.xids[j], s->foreign.since[j], gtrid_identity(&g), arg);
         }
     }
@@ -331,7 +332,7 @@ static void verify_next(scan *s)
         scan_complete(s);
         return;
     }
-    if (!px_xid_set(&x, s->verify[s->verified], s->part->cfg->name)) {
+    if (px_xid_set(&x, s->verify[s->verified], s->part->cfg->name) != 0) {
         s->verified++;
         verify_next(s);
         return;
@@ -409,7 +410,7 @@ static bool ours(scan *s, size_t i)
 {
     const coord *c = s->r->c;
     gtrid_parts g;
-    if (!gtrid_parse(s->xids[i].gtrid, &g))
+    if (gtrid_parse(s->xids[i].gtrid, &g) != 0)
         return false; /* not a name any xacoord writes: not ours to show or touch */
     if (identity_owns(&c->identity, c->cfg->node_id, &g))
         return true;
@@ -571,7 +572,7 @@ int recovery_start(coord *c)
 {
     struct recovery *r = calloc(1, sizeof *r);
     if (!r)
-        return -1;
+        return -ENOMEM;
     r->c = c;
     c->recovery = r;
     gtrid_prefix(2, c->cfg->node_id, NULL, r->prefixes[0], sizeof r->prefixes[0]);

@@ -79,10 +79,10 @@ static bool apply_coordinator(config *live, config *next, const char *key)
 {
     log_level level;
     log_format format;
-    if (strcmp(key, "log_level") == 0 && log_parse_level(next->log_level, &level)) {
+    if (strcmp(key, "log_level") == 0 && log_parse_level(next->log_level, &level) == 0) {
         log_set_level(level);
         memcpy(live->log_level, next->log_level, sizeof live->log_level);
-    } else if (strcmp(key, "log_format") == 0 && log_parse_format(next->log_format, &format)) {
+    } else if (strcmp(key, "log_format") == 0 && log_parse_format(next->log_format, &format) == 0) {
         log_set_format(format);
         memcpy(live->log_format, next->log_format, sizeof live->log_format);
     } else if (strcmp(key, "max_inflight") == 0) {

@@ -5,6 +5,7 @@
  */
 #include "request.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -165,17 +166,17 @@ static int hex_value(char ch)
 
 /* Strict where sscanf("%2x") is not: no sign, no space, no short or long text - the digest comes
  * from the journal or the store, never trusted. */
-bool request_digest_parse(const char *hex, uint8_t *out)
+int request_digest_parse(const char *hex, uint8_t *out)
 {
     if (!hex || strlen(hex) != 2 * REQUEST_DIGEST_LEN)
-        return false;
+        return -EINVAL;
     for (int i = 0; i < REQUEST_DIGEST_LEN; i++) {
         int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
-            return false;
+            return -EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
-    return true;
+    return 0;
 }
 
 /* ---- scratch memory for jansson's parse tree ---------------------------------------------- */

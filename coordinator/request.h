@@ -78,7 +78,7 @@ bool request_id_reserved(const char *id);
 /* Lower-case hex of a digest into out (2 * REQUEST_DIGEST_LEN + 1 bytes). */
 void request_digest_hex(const uint8_t *digest, char *out);
 /* The digest of exactly 2 * REQUEST_DIGEST_LEN hex digits (what request_digest_hex writes, in
- * either case) into out; false for anything else, out then undefined. hex may be NULL. */
-XA_MUST_CHECK bool request_digest_parse(const char *hex, uint8_t *out);
+ * either case) into out: 0, or -EINVAL for anything else, out then undefined. hex may be NULL. */
+XA_MUST_CHECK int request_digest_parse(const char *hex, uint8_t *out);
 
 #endif

@@ -20,6 +20,6 @@ bool status_ready(const coord *c);
 #define STATUS_STATE_MAX 400
 const char *status_part_state(const coord *c, const coord_part *p, char *buf, size_t len);
 /* The body of GET /v1/status (a new reference), or NULL when out of memory. */
-json_t *status_json(const coord *c);
+XA_MUST_CHECK json_t *status_json(const coord *c);
 
 #endif

@@ -129,6 +129,17 @@ static void text_param(px_param *p, const char *s)
     *p = (px_param){.type = PX_P_TEXT, .text = s, .len = strlen(s)};
 }
 
+/* Every statement of the store touches no session state, and its row count is read, not
+ * expected. */
+static px_stmt store_stmt(const char *sql, const px_param *params, int nparams)
+{
+    return (px_stmt){.sql = sql,
+                     .params = params,
+                     .nparams = nparams,
+                     .expect_rows = -1,
+                     .session_neutral = true};
+}
+
 static void row_copy_free(row_copy *r)
 {
     free(r->gtrid);
@@ -169,7 +180,7 @@ static bool row_from_cells(char *const *cells, store_row *r)
     r->reply = cells[5];
     r->pending = cells[6];
     r->time_ms = strtoll(cells[7], NULL, 10);
-    return request_digest_parse(cells[2], r->digest) && request_id_valid(r->client_id) &&
+    return request_digest_parse(cells[2], r->digest) == 0 && request_id_valid(r->client_id) &&
            strlen(r->gtrid) <= PX_XID_PART_MAX;
 }
 
@@ -377,11 +388,7 @@ static void start_renewing(store *s)
     text_param(&s->renew_params[0], s->node_id);
     text_param(&s->renew_params[1], s->epoch_text);
     text_param(&s->renew_params[2], s->lease_text);
-    s->renew_stmt = (px_stmt){.sql = renew_sql,
-                              .params = s->renew_params,
-                              .nparams = 3,
-                              .expect_rows = -1,
-                              .session_neutral = true};
+    s->renew_stmt = store_stmt(renew_sql, s->renew_params, 3);
     uv_timer_init(s->loop, &s->renew_timer);
     s->renew_timer.data = s;
     uv_timer_start(&s->renew_timer, on_renew_timer, s->cfg->store.renew_ms, s->cfg->store.renew_ms);
@@ -521,17 +528,9 @@ store_decision *store_decision_new(store *s, const store_row *r)
     text_param(&d->params[5], d->r.pending);
     text_param(&d->params[6], s->node_id);
     text_param(&d->params[7], s->epoch_text);
-    d->stmts[0] = (px_stmt){.sql = decide_sql,
-                            .params = d->params,
-                            .nparams = 8,
-                            .expect_rows = -1,
-                            .session_neutral = true};
-    d->stmts[1] = (px_stmt){.sql = decided_sql,
-                            .params = d->params,
-                            .nparams = 2,
-                            .expect_rows = -1,
-                            .session_neutral = true};
-    d->stmts[2] = (px_stmt){.sql = xact_id_sql, .expect_rows = -1, .session_neutral = true};
+    d->stmts[0] = store_stmt(decide_sql, d->params, 8);
+    d->stmts[1] = store_stmt(decided_sql, d->params, 2);
+    d->stmts[2] = store_stmt(xact_id_sql, NULL, 0);
     return d;
 }
 
@@ -772,11 +771,7 @@ void store_xact_status(store *s, const char *xact_id, store_status_cb cb, void *
     *o = (status_op){.s = s, .cb = cb, .arg = arg};
     snprintf(o->xid, sizeof o->xid, "%s", xact_id);
     text_param(&o->param, o->xid);
-    o->stmt = (px_stmt){.sql = "SELECT pg_xact_status($1::xid8)",
-                        .params = &o->param,
-                        .nparams = 1,
-                        .expect_rows = -1,
-                        .session_neutral = true};
+    o->stmt = store_stmt("SELECT pg_xact_status($1::xid8)", &o->param, 1);
     o->req.data = o;
     if (px_pool_acquire(s->pool, &o->req, on_status_conn) != 0) {
         free(o);
@@ -835,11 +830,7 @@ static int batch_stmts(store *s)
         px_param *p = s->flush_params[n];
         text_param(&p[0], l->r.gtrid);
         if (l->done) {
-            s->flush_stmts[n] = (px_stmt){.sql = done_sql,
-                                          .params = p,
-                                          .nparams = 1,
-                                          .expect_rows = -1,
-                                          .session_neutral = true};
+            s->flush_stmts[n] = store_stmt(done_sql, p, 1);
             continue;
         }
         text_param(&p[1], l->r.client_id);
@@ -848,11 +839,7 @@ static int batch_stmts(store *s)
         text_param(&p[4], l->r.reply);
         text_param(&p[5], s->node_id);
         text_param(&p[6], s->epoch_text);
-        s->flush_stmts[n] = (px_stmt){.sql = abort_sql,
-                                      .params = p,
-                                      .nparams = 7,
-                                      .expect_rows = -1,
-                                      .session_neutral = true};
+        s->flush_stmts[n] = store_stmt(abort_sql, p, 7);
     }
     return n;
 }
@@ -1040,16 +1027,8 @@ void store_take_lapsed(store *s, store_take_cb cb, void *arg)
     text_param(&k->params[0], s->node_id);
     text_param(&k->params[1], k->holder);
     text_param(&k->params[2], s->lease_text);
-    k->stmts[0] = (px_stmt){.sql = take_lapsed_sql,
-                            .params = k->params,
-                            .nparams = 3,
-                            .expect_rows = -1,
-                            .session_neutral = true};
-    k->stmts[1] = (px_stmt){.sql = taken_commits_sql,
-                            .params = k->params,
-                            .nparams = 2,
-                            .expect_rows = -1,
-                            .session_neutral = true};
+    k->stmts[0] = store_stmt(take_lapsed_sql, k->params, 3);
+    k->stmts[1] = store_stmt(taken_commits_sql, k->params, 2);
     k->req.data = k;
     if (px_pool_acquire(s->pool, &k->req, on_take_conn) != 0) {
         free(k);
@@ -1102,11 +1081,7 @@ void store_release(store *s, const char *node_id, uint64_t epoch)
     text_param(&r->params[0], r->node);
     text_param(&r->params[1], r->epoch);
     for (int i = 0; i < 2; i++)
-        r->stmts[i] = (px_stmt){.sql = i ? release_sql : release_done_sql,
-                                .params = r->params,
-                                .nparams = 2,
-                                .expect_rows = -1,
-                                .session_neutral = true};
+        r->stmts[i] = store_stmt(i ? release_sql : release_done_sql, r->params, 2);
     r->req.data = r;
     if (px_pool_acquire(s->pool, &r->req, on_release_conn) != 0)
         free(r);
@@ -1174,11 +1149,7 @@ void store_find(store *s, const char *client_id, store_found_cb cb, void *arg)
     f->arg = arg;
     snprintf(f->id, sizeof f->id, "%s", client_id);
     text_param(&f->param, f->id);
-    f->stmt = (px_stmt){.sql = find_sql,
-                        .params = &f->param,
-                        .nparams = 1,
-                        .expect_rows = -1,
-                        .session_neutral = true};
+    f->stmt = store_stmt(find_sql, &f->param, 1);
     f->req.data = f;
     if (px_pool_acquire(s->pool, &f->req, on_find_conn) != 0) {
         free(f);
@@ -1221,11 +1192,7 @@ void store_tick(store *s, int64_t retention_s)
     s->pruning = true;
     snprintf(s->prune_text, sizeof s->prune_text, "%" PRId64, retention_s);
     text_param(&s->prune_param, s->prune_text);
-    s->prune_stmt = (px_stmt){.sql = prune_sql,
-                              .params = &s->prune_param,
-                              .nparams = 1,
-                              .expect_rows = -1,
-                              .session_neutral = true};
+    s->prune_stmt = store_stmt(prune_sql, &s->prune_param, 1);
     s->prune_req.data = s;
     if (px_pool_acquire(s->pool, &s->prune_req, on_prune_conn) != 0)
         s->pruning = false;

@@ -3,6 +3,8 @@
  */
 #include "strmap.h"
 
+#include <errno.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,23 +90,23 @@ static void grow(strmap *m)
     m->nbuckets = n;
 }
 
-bool strmap_put(strmap *m, const char *key, void *value)
+int strmap_put(strmap *m, const char *key, void *value)
 {
     uint64_t h = hash_str(key);
     entry **p = find_slot(m, key, h);
     if (*p) {
         (*p)->key = key;
         (*p)->value = value;
-        return true;
+        return 0;
     }
     entry *e = malloc(sizeof *e);
     if (!e)
-        return false;
+        return -ENOMEM;
     *e = (entry){key, value, h, NULL};
     *p = e;
     if (++m->size > m->nbuckets)
         grow(m);
-    return true;
+    return 0;
 }
 
 void *strmap_get(const strmap *m, const char *key)

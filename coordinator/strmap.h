@@ -15,8 +15,8 @@ typedef struct strmap strmap;
 
 XA_MUST_CHECK strmap *strmap_new(void);
 void strmap_free(strmap *m);
-/* Inserts or replaces; returns false only when out of memory. */
-XA_MUST_CHECK bool strmap_put(strmap *m, const char *key, void *value);
+/* Inserts or replaces: 0, or -ENOMEM. */
+XA_MUST_CHECK int strmap_put(strmap *m, const char *key, void *value);
 void *strmap_get(const strmap *m, const char *key);
 /* Removes key; returns its value or NULL. */
 void *strmap_del(strmap *m, const char *key);

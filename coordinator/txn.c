@@ -22,6 +22,7 @@
 #include "schema.h"
 #include "store.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -1428,17 +1429,17 @@ static void find_marker(branch *b)
 
 /* The reply must carry every value exactly; one that cannot travel fails the branch before
  * PREPARE, so the client hears why instead of getting a reply with a value missing. */
-static bool render_results(branch *b, const px_result *results, int nresults)
+static int render_results(branch *b, const px_result *results, int nresults)
 {
     char why[300];
     int stmt = 0;
     px_error e;
     b->results = results_render(results, nresults, &stmt, why, sizeof why);
     if (b->results)
-        return true;
+        return 0;
     px_error_set(&e, PX_BUSINESS, false, 0, "", "the result cannot be carried exactly: %s", why);
     branch_failed(b, &e, stmt);
-    return false;
+    return -EINVAL;
 }
 
 static void on_executed(px_conn *conn, const px_error *err, int failed_index,
@@ -1467,7 +1468,7 @@ static void on_executed(px_conn *conn, const px_error *err, int failed_index,
             branch_failed(b, err, failed_index >= first ? failed_index - first : -1);
         return;
     }
-    if (!render_results(b, results + first, nresults - first))
+    if (render_results(b, results + first, nresults - first) != 0)
         return;
     for (int i = first; i < nresults; i++)
         b->wrote |= results[i].ncols == 0 && results[i].rows_affected > 0;
@@ -1676,7 +1677,7 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
     struct txn *t = calloc(1, sizeof *t + sizeof(branch) * (size_t)req->nbranches);
     if (!t) {
         request_free(req);
-        return -1;
+        return -ENOMEM;
     }
     t->c = c;
     t->req = req;
@@ -1692,15 +1693,15 @@ int txn_start(coord *c, txn_request *req, outcome *o, uint64_t seq)
         b->index = i;
         b->req = &req->branches[i];
         b->part = &c->parts[b->req->participant];
-        if (!px_xid_set(&b->xid, t->gtrid, b->part->cfg->name))
+        if (px_xid_set(&b->xid, t->gtrid, b->part->cfg->name) != 0)
             abort(); /* config validation guarantees the lengths */
     }
     /* Recovery's liveness check reads this index: a transaction missing from it could have its
      * branches rolled back under it, so it must not start. */
-    if (!strmap_put(c->live, t->gtrid, t)) {
+    if (strmap_put(c->live, t->gtrid, t) != 0) {
         request_free(req);
         free(t);
-        return -1;
+        return -ENOMEM;
     }
     o->live = t;
     t->one_phase = one_phase_eligible(t);

@@ -91,8 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (journal_open(&j, &loop, dir, &opts, on_replay, NULL, err, sizeof err) != 0) {
         assert(err[0] != '\0' && j == NULL);
     } else {
-        uint64_t last = journal_last_boot(j), boot = journal_start_boot(j, err, sizeof err);
-        assert(boot == 0 ? err[0] != '\0' : boot == last + 1);
+        uint64_t last = journal_last_boot(j), boot = 0;
+        int rc = journal_start_boot(j, &boot, err, sizeof err);
+        assert(rc < 0 ? err[0] != '\0' : rc == 0 && boot == last + 1);
         journal_close(j, on_closed, &closed);
         while (!closed)
             uv_run(&loop, UV_RUN_ONCE);

@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, data, size);
     s[size] = '\0';
-    if (gtrid_parse(s, &g)) {
-        assert(gtrid_format(&g, buf, sizeof buf));
+    if (gtrid_parse(s, &g) == 0) {
+        assert(gtrid_format(&g, buf, sizeof buf) == 0);
         assert(strcmp(buf, s) == 0);
         assert(strlen(buf) <= PX_XID_PART_MAX);
     }

@@ -269,30 +269,32 @@ size_t px_memory_prepared_count(const char *name)
     return s ? s->st.prepared_now : 0;
 }
 
-bool px_memory_add_prepared(const char *name, const px_xid *x)
+int px_memory_add_prepared(const char *name, const px_xid *x)
 {
     mem_server *s = server_get(name);
     mem_branch *b;
-    if (!s || px_memory_outcome(name, x) == PX_MEM_PREPARED || !(b = branch_put(s, x)))
-        return false;
+    if (s && px_memory_outcome(name, x) == PX_MEM_PREPARED)
+        return -EEXIST;
+    if (!s || !(b = branch_put(s, x)))
+        return -ENOMEM;
     b->state = PX_MEM_PREPARED;
     s->st.prepared_now++;
-    return true;
+    return 0;
 }
 
-bool px_memory_finish_prepared(const char *name, const px_xid *x, bool commit)
+int px_memory_finish_prepared(const char *name, const px_xid *x, bool commit)
 {
     mem_server *s = server_find(name);
     mem_branch *b = s ? branch_find(s, x) : NULL;
     if (!b || b->state != PX_MEM_PREPARED)
-        return false;
+        return -ENOENT;
     s->st.prepared_now--;
     if (commit)
         s->st.committed++;
     else
         s->st.rolled_back_prepared++;
     branch_finish(s, b, commit ? PX_MEM_COMMITTED : PX_MEM_ROLLED_BACK);
-    return true;
+    return 0;
 }
 
 bool px_memory_is_prepared(const char *name, const px_xid *x)

@@ -100,13 +100,13 @@ void px_memory_set_latency_ms(const char *name, unsigned ms);
 
 size_t px_memory_prepared_count(const char *name);
 
-/* Plants a prepared branch, as a crashed coordinator would leave it. False when it already is
- * prepared (or out of memory). */
-XA_MUST_CHECK bool px_memory_add_prepared(const char *name, const px_xid *x);
+/* Plants a prepared branch, as a crashed coordinator would leave it: 0, -EEXIST when it already
+ * is prepared, or -ENOMEM. */
+XA_MUST_CHECK int px_memory_add_prepared(const char *name, const px_xid *x);
 
 /* Finishes a prepared branch behind the coordinator's back, as a DBA would by hand (a heuristic
- * decision). False when it is not prepared. */
-XA_MUST_CHECK bool px_memory_finish_prepared(const char *name, const px_xid *x, bool commit);
+ * decision): 0, or -ENOENT when it is not prepared. */
+XA_MUST_CHECK int px_memory_finish_prepared(const char *name, const px_xid *x, bool commit);
 
 bool px_memory_is_prepared(const char *name, const px_xid *x);
 

@@ -1393,7 +1393,7 @@ static bool xid_ok(const px_xid *x)
 {
     px_xid copy;
     return x && memchr(x->gtrid, '\0', sizeof x->gtrid) &&
-           memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual);
+           memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual) == 0;
 }
 
 /* Writes tmpl into out with every "$X" replaced by the quoted XID ('gtrid','bqual'). Templates are
@@ -1500,7 +1500,7 @@ static bool recover_collect(px_conn *c, MYSQL_RES *res)
         memcpy(b, row[3] + gl, (size_t)bl);
         b[bl] = '\0';
         if (strlen(g) != (size_t)gl || strncmp(g, c->rc_prefix, plen) != 0 ||
-            (!c->rc_any_bqual && strcmp(b, c->rc_bqual) != 0) || !px_xid_set(&x, g, b))
+            (!c->rc_any_bqual && strcmp(b, c->rc_bqual) != 0) || px_xid_set(&x, g, b) != 0)
             continue;
         if (c->nxids == cap) {
             px_xid *grown = realloc(c->xids, (cap ? cap * 2 : 16) * sizeof *grown);

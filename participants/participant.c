@@ -100,13 +100,13 @@ static bool xid_part_ok(const char *s, bool allow_dot)
     return n >= 1 && n <= PX_XID_PART_MAX;
 }
 
-bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual)
+int px_xid_set(px_xid *x, const char *gtrid, const char *bqual)
 {
     if (!gtrid || !bqual || !xid_part_ok(gtrid, true) || !xid_part_ok(bqual, false))
-        return false;
+        return -EINVAL;
     snprintf(x->gtrid, sizeof x->gtrid, "%s", gtrid);
     snprintf(x->bqual, sizeof x->bqual, "%s", bqual);
-    return true;
+    return 0;
 }
 
 void px_xid_gid(const px_xid *x, char *buf, size_t len)
@@ -126,7 +126,7 @@ int px_xid_parse_gid(px_xid *x, const char *gid)
         return -EINVAL;
     memcpy(gtrid, gid, glen);
     gtrid[glen] = '\0';
-    return px_xid_set(x, gtrid, dot + 1) ? 0 : -EINVAL;
+    return px_xid_set(x, gtrid, dot + 1);
 }
 
 char *px_base64(const void *data, size_t len)

@@ -110,8 +110,8 @@ typedef struct px_xid {
     char bqual[PX_XID_PART_MAX + 1];
 } px_xid;
 
-/* Builds an XID, checking charset and lengths. Returns false when either part is invalid. */
-XA_MUST_CHECK bool px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
+/* Builds an XID, checking charset and lengths: 0, or -EINVAL when either part is invalid. */
+XA_MUST_CHECK int px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
 /* Formats the PostgreSQL gid into buf (>= 2*PX_XID_PART_MAX+2 bytes). */
 void px_xid_gid(const px_xid *x, char *buf, size_t len);
 /* Parses a PostgreSQL gid "<gtrid>.<bqual>" (bqual is after the last dot): 0, or -EINVAL. */

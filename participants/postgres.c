@@ -1295,7 +1295,7 @@ static int pg_exec(px_conn *c, const px_stmt *stmts, int n, px_exec_cb cb, void 
 /* Copies x after checking it again: only [a-z0-9._] may be spliced into SQL text below. */
 static bool xid_ok(const px_xid *x, px_xid *out)
 {
-    return x && px_xid_set(out, x->gtrid, x->bqual);
+    return x && px_xid_set(out, x->gtrid, x->bqual) == 0;
 }
 
 static int pg_begin(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)

@@ -695,11 +695,12 @@ static void test_guard_mysql(void **state)
     r = post_req(NULL, json_pack("[o]", branch_sql("order", "SELECT 1 AS one", NULL)),
                  "a generated id to learn boot and seq");
     REQUIRE(r.status == 200, "SELECT 1 on order: %d %s", r.status, r.raw);
-    REQUIRE(gtrid_parse(str(r.j, "xid"), &g), "a generated xid that does not parse: %s", r.raw);
+    REQUIRE(gtrid_parse(str(r.j, "xid"), &g) == 0, "a generated xid that does not parse: %s",
+            r.raw);
     reply_free(&r);
     for (int k = 0; k < 3; k++) {
         g.seq++;
-        REQUIRE(gtrid_format(&g, predicted[k], sizeof predicted[k]), "gtrid too long");
+        REQUIRE(gtrid_format(&g, predicted[k], sizeof predicted[k]) == 0, "gtrid too long");
     }
     for (int k = 0; k < 3; k++) {
         char end[sizeof predicted + 32], commit[sizeof predicted + 48]; /* GCC cannot bound k */

@@ -45,7 +45,7 @@ static void new_xid(px_xid *x, const char *bqual)
 {
     char g[64];
     snprintf(g, sizeof g, "%s.%d", g_prefix, ++g_seq);
-    assert_true(px_xid_set(x, g, bqual));
+    assert_int_equal(px_xid_set(x, g, bqual), 0);
 }
 
 static px_param p_int(int64_t v)
@@ -424,100 +424,88 @@ static void test_lock_wait_timeout_is_retryable(void **state)
     }
 }
 
-static void test_deadlock_is_retryable(void **state)
-{
+/* Two branches on two connections that deadlock on rows 1 and 3 of mxt_acct: MariaDB picks one
+ * as the victim (k[victim] failed), the other's statement goes through. */
+typedef struct deadlock {
     uv_loop_t loop;
-    px_target t;
-    px_call ka = {0}, kb = {0};
-    px_xid xa, xb;
+    px_target t; /* outlives the connections (participant.h) */
+    px_conn *c[2];
+    px_xid x[2];
+    px_call k[2];
+    int victim, winner;
+} deadlock;
+
+static void deadlock_make(deadlock *d)
+{
     px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
     px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
     px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
-    px_conn *c[2];
-    px_call *victim, *winner;
-    px_conn *vc, *wc;
-    px_xid *vx, *wx;
-    uv_loop_init(&loop);
-    t = g_target;
-    c[0] = pxc_connect_ok(&loop, D, &t);
-    c[1] = pxc_connect_ok(&loop, D, &t);
-    new_xid(&xa, "order");
-    new_xid(&xb, "order");
-    pxc_xid_ok(&loop, D->begin, c[0], &xa);
-    pxc_xid_ok(&loop, D->begin, c[1], &xb);
-    assert_int_equal(pxc_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
-    assert_int_equal(pxc_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
-    pxc_reset(&ka);
-    pxc_reset(&kb);
-    assert_int_equal(D->exec(c[0], &u3, 1, pxc_on_exec, &ka), 0); /* waits for c[1] */
+    memset(d, 0, sizeof *d);
+    uv_loop_init(&d->loop);
+    d->t = g_target;
+    for (int i = 0; i < 2; i++) {
+        d->c[i] = pxc_connect_ok(&d->loop, D, &d->t);
+        new_xid(&d->x[i], "order");
+        pxc_xid_ok(&d->loop, D->begin, d->c[i], &d->x[i]);
+    }
+    assert_int_equal(pxc_exec(&d->loop, d->c[0], &u1, 1, &d->k[0]), PX_OK);
+    assert_int_equal(pxc_exec(&d->loop, d->c[1], &u3, 1, &d->k[1]), PX_OK);
+    pxc_reset(&d->k[0]);
+    pxc_reset(&d->k[1]);
+    assert_int_equal(D->exec(d->c[0], &u3, 1, pxc_on_exec, &d->k[0]), 0); /* waits for c[1] */
     usleep(100000);
-    assert_int_equal(D->exec(c[1], &u1, 1, pxc_on_exec, &kb), 0); /* closes the cycle */
-    tu_run_until(&loop, &ka.done, 10000);
-    tu_run_until(&loop, &kb.done, 10000);
-    assert_true(ka.failed != kb.failed);
-    victim = ka.failed ? &ka : &kb;
-    winner = ka.failed ? &kb : &ka;
-    vc = ka.failed ? c[0] : c[1];
-    wc = ka.failed ? c[1] : c[0];
-    vx = ka.failed ? &xa : &xb;
-    wx = ka.failed ? &xb : &xa;
-    assert_int_equal(victim->err.code, 1213);
-    assert_int_equal(victim->err.cls, PX_RETRYABLE);
-    assert_false(victim->err.conn_broken);
-    assert_false(winner->failed);
-    /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1399) */
-    pxc_xid_ok(&loop, D->rollback, vc, vx);
-    pxc_xid_ok(&loop, D->prepare, wc, wx);
-    pxc_xid_ok(&loop, D->rollback_prepared, wc, wx);
+    assert_int_equal(D->exec(d->c[1], &u1, 1, pxc_on_exec, &d->k[1]), 0); /* closes the cycle */
+    tu_run_until(&d->loop, &d->k[0].done, 10000);
+    tu_run_until(&d->loop, &d->k[1].done, 10000);
+    assert_true(d->k[0].failed != d->k[1].failed);
+    d->victim = d->k[0].failed ? 0 : 1;
+    d->winner = 1 - d->victim;
+}
+
+/* Both branches ended: neither increment is left. */
+static void deadlock_finish(deadlock *d)
+{
     admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
-    pxc_reset(&ka);
-    pxc_reset(&kb);
-    pxc_finish(&loop, D, c, 2);
+    pxc_reset(&d->k[0]);
+    pxc_reset(&d->k[1]);
+    pxc_finish(&d->loop, D, d->c, 2);
+}
+
+static void test_deadlock_is_retryable(void **state)
+{
+    deadlock d;
+    int v, w;
+    deadlock_make(&d);
+    v = d.victim;
+    w = d.winner;
+    assert_int_equal(d.k[v].err.code, 1213);
+    assert_int_equal(d.k[v].err.cls, PX_RETRYABLE);
+    assert_false(d.k[v].err.conn_broken);
+    assert_false(d.k[w].failed);
+    /* the victim's branch is rollback-only: rollback still ends it (XA END gives 1399) */
+    pxc_xid_ok(&d.loop, D->rollback, d.c[v], &d.x[v]);
+    pxc_xid_ok(&d.loop, D->prepare, d.c[w], &d.x[w]);
+    pxc_xid_ok(&d.loop, D->rollback_prepared, d.c[w], &d.x[w]);
+    deadlock_finish(&d);
 }
 
 static void test_deadlock_victim_cannot_commit(void **state)
 {
-    uv_loop_t loop;
-    px_target t;
-    px_call ka = {0}, kb = {0}, k = {0};
-    px_xid xa, xb;
-    px_param one[1] = {p_int(1)}, three[1] = {p_int(3)};
-    px_stmt u1 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", one, 1, 1);
-    px_stmt u3 = stmt("UPDATE mxt_acct SET balance = balance + 1 WHERE id = ?", three, 1, 1);
-    px_conn *c[2];
-    uv_loop_init(&loop);
-    t = g_target;
-    c[0] = pxc_connect_ok(&loop, D, &t);
-    c[1] = pxc_connect_ok(&loop, D, &t);
-    new_xid(&xa, "order");
-    new_xid(&xb, "order");
-    pxc_xid_ok(&loop, D->begin, c[0], &xa);
-    pxc_xid_ok(&loop, D->begin, c[1], &xb);
-    assert_int_equal(pxc_exec(&loop, c[0], &u1, 1, &ka), PX_OK);
-    assert_int_equal(pxc_exec(&loop, c[1], &u3, 1, &kb), PX_OK);
-    pxc_reset(&ka);
-    pxc_reset(&kb);
-    assert_int_equal(D->exec(c[0], &u3, 1, pxc_on_exec, &ka), 0);
-    usleep(100000);
-    assert_int_equal(D->exec(c[1], &u1, 1, pxc_on_exec, &kb), 0);
-    tu_run_until(&loop, &ka.done, 10000);
-    tu_run_until(&loop, &kb.done, 10000);
-    assert_true(ka.failed != kb.failed);
-    {
-        px_conn *vc = ka.failed ? c[0] : c[1], *wc = ka.failed ? c[1] : c[0];
-        px_xid *vx = ka.failed ? &xa : &xb, *wx = ka.failed ? &xb : &xa;
-        /* MariaDB 10.11 refuses already the XA END of a rollback-only branch (1399, "ROLLBACK
-         * ONLY state"): nothing is committed, and rollback still ends the branch. */
-        assert_int_equal(pxc_xid(&loop, D->commit_one_phase, vc, vx, &k), PX_FATAL);
-        assert_int_equal(k.err.code, 1399);
-        assert_int_equal(pxc_xid(&loop, D->prepare, vc, vx, &k), PX_FATAL);
-        pxc_xid_ok(&loop, D->rollback, vc, vx);
-        pxc_xid_ok(&loop, D->rollback, wc, wx);
-        admin_expect("SELECT SUM(balance) FROM mxt_acct WHERE id IN (1, 3)", "200");
-    }
-    pxc_reset(&ka);
-    pxc_reset(&kb);
-    pxc_finish(&loop, D, c, 2);
+    deadlock d;
+    px_call k = {0};
+    int v, w;
+    deadlock_make(&d);
+    v = d.victim;
+    w = d.winner;
+    /* MariaDB 10.11 refuses already the XA END of a rollback-only branch (1399, "ROLLBACK
+     * ONLY state"): nothing is committed, and rollback still ends the branch. */
+    assert_int_equal(pxc_xid(&d.loop, D->commit_one_phase, d.c[v], &d.x[v], &k), PX_FATAL);
+    assert_int_equal(k.err.code, 1399);
+    assert_int_equal(pxc_xid(&d.loop, D->prepare, d.c[v], &d.x[v], &k), PX_FATAL);
+    pxc_xid_ok(&d.loop, D->rollback, d.c[v], &d.x[v]);
+    pxc_xid_ok(&d.loop, D->rollback, d.c[w], &d.x[w]);
+    pxc_reset(&k);
+    deadlock_finish(&d);
 }
 
 /* XA state errors are fatal: XA START inside an active branch (1399). */

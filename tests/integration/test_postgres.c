@@ -62,7 +62,7 @@ static void mkxid(px_xid *x, const char *tag, int n, const char *bqual)
 {
     char g[PX_XID_PART_MAX + 1];
     snprintf(g, sizeof g, "xa1.pgt%d.%s.%d", (int)getpid(), tag, n);
-    assert_true(px_xid_set(x, g, bqual));
+    assert_int_equal(px_xid_set(x, g, bqual), 0);
 }
 
 static void mkprefix(char *buf, size_t len, const char *tag)

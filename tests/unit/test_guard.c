@@ -316,13 +316,13 @@ static void test_allowed_lists(void **state)
         buf, "SELECT, INSERT, UPDATE, DELETE, WITH, VALUES, TABLE, ROWS, ERROR, SLEEP, ECHO");
     guard_allowed(GUARD_MYSQL, buf, 10);
     assert_string_equal(buf, "SELECT, I");
-    assert_true(guard_dialect_of("postgres", &d));
+    assert_int_equal(guard_dialect_of("postgres", &d), 0);
     assert_int_equal(d, GUARD_POSTGRES);
-    assert_true(guard_dialect_of("mysql", &d));
+    assert_int_equal(guard_dialect_of("mysql", &d), 0);
     assert_int_equal(d, GUARD_MYSQL);
-    assert_true(guard_dialect_of("memory", &d));
+    assert_int_equal(guard_dialect_of("memory", &d), 0);
     assert_int_equal(d, GUARD_MEMORY);
-    assert_false(guard_dialect_of("sqlite", &d));
+    assert_int_equal(guard_dialect_of("sqlite", &d), -EINVAL);
 }
 
 /* Statements that provably leave the session alone skip the reset; anything that may call a

@@ -138,6 +138,15 @@ static const seen *find_rec(const collect *c, journal_type type, uint64_t boot, 
     return NULL;
 }
 
+/* The boot a successful journal_start_boot wrote. */
+static uint64_t start_boot(journal *j)
+{
+    char err[512];
+    uint64_t boot = 0;
+    assert_int_equal(journal_start_boot(j, &boot, err, sizeof err), 0);
+    return boot;
+}
+
 static journal *open_ok(fx *f, const journal_opts *opts, collect *c)
 {
     journal *j = NULL;
@@ -228,7 +237,6 @@ static void test_round_trip(void **state)
     collect *c = calloc(1, sizeof *c);
     size_t big_len = JOURNAL_MAX_PAYLOAD;
     unsigned char *big = malloc(big_len + 1);
-    char err[256];
     int durable = 0;
     journal *j = open_ok(f, NULL, c);
     journal_rec recs[5], bad;
@@ -237,7 +245,7 @@ static void test_round_trip(void **state)
         big[i] = (unsigned char)(i * 7 + 3);
     assert_int_equal(c->n, 0);
     assert_int_equal(journal_last_boot(j), 0);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     recs[0] = mkrec(JOURNAL_COMMIT, 1, 1, "abc", 3);
     recs[1] = mkrec(JOURNAL_ABORT, 1, 2, NULL, 0);
     recs[2] = mkrec(JOURNAL_COMMIT, 1, 3, big, big_len);
@@ -314,11 +322,10 @@ static void test_group_commit(void **state)
     journal_opts o = {.ops = &obs_ops};
     order_check oc = {0};
     waiter w[102];
-    char err[256];
     journal_stats st;
     journal *j = open_ok(f, &o, NULL);
 
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     ops_reset();
     for (int i = 0; i < 100; i++) {
         journal_rec r = mkrec(JOURNAL_COMMIT, 1, (uint64_t)i + 1, "payload", 7);
@@ -391,14 +398,14 @@ static void test_lazy_batch_no_sync(void **state)
 /* BOOT(1), COMMIT(1,1) with 50 bytes, COMMIT(1,2) with 100 bytes; returns the file size. */
 static size_t write_three(fx *f)
 {
-    char err[256], pay[100];
+    char pay[100];
     int durable = 0;
     journal *j = open_ok(f, NULL, NULL);
     journal_rec a, b;
     memset(pay, 'p', sizeof pay);
     a = mkrec(JOURNAL_COMMIT, 1, 1, pay, 50);
     b = mkrec(JOURNAL_COMMIT, 1, 2, pay, 100);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     assert_int_equal(journal_append(j, &a, count_cb, &durable), 0);
     assert_int_equal(journal_append(j, &b, count_cb, &durable), 0);
     tu_run_until_count(&f->loop, &durable, 2, 10000);
@@ -582,7 +589,6 @@ static void test_creates_dir_and_counts_boots(void **state)
 {
     fx *f = *state;
     collect *c = calloc(1, sizeof *c);
-    char err[256];
     struct stat st;
     journal *j;
 
@@ -591,11 +597,11 @@ static void test_creates_dir_and_counts_boots(void **state)
     j = open_ok(f, NULL, c);
     assert_int_equal(stat(f->dir, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     close_ok(f, j);
     j = open_ok(f, NULL, c);
     assert_int_equal(journal_last_boot(j), 1);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 2);
+    assert_int_equal(start_boot(j), 2);
     close_ok(f, j);
     j = open_ok(f, NULL, c);
     assert_int_equal(journal_last_boot(j), 2);
@@ -631,8 +637,9 @@ static void test_boot_counter_exhausted(void **state)
     fx *f = *state;
     char err[512];
     journal *j = open_ok(f, NULL, NULL);
+    uint64_t boot = 0;
     off_t size;
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     close_ok(f, j);
     patch_boot(f->seg, 0, UINT64_MAX);
     size = file_size(f->seg);
@@ -640,7 +647,7 @@ static void test_boot_counter_exhausted(void **state)
         j = open_ok(f, NULL, NULL);
         assert_true(journal_last_boot(j) == UINT64_MAX);
         err[0] = '\0';
-        assert_int_equal(journal_start_boot(j, err, sizeof err), 0);
+        assert_int_equal(journal_start_boot(j, &boot, err, sizeof err), -EOVERFLOW);
         assert_non_null(strstr(err, "boot counter"));
         assert_non_null(strstr(err, f->dir));
         close_ok(f, j);
@@ -781,12 +788,11 @@ static void test_compaction(void **state)
     journal_rec finished_done = mkrec(JOURNAL_DONE, 1, 4, NULL, 0);
     journal_rec early = mkrec(JOURNAL_COMMIT, 1, 5, NULL, 0);
     journal_stats st;
-    char err[256];
     int durable = 0;
     const seen *s;
 
     d.j = open_ok(f, &o, NULL);
-    assert_int_equal(journal_start_boot(d.j, err, sizeof err), 1);
+    assert_int_equal(start_boot(d.j), 1);
     assert_int_equal(journal_append(d.j, &undone, count_cb, &durable), 0);
     assert_int_equal(journal_append(d.j, &recent, NULL, NULL), 0);
     assert_int_equal(journal_append(d.j, &expired, NULL, NULL), 0);
@@ -873,7 +879,7 @@ static void compact_with_owner(fx *f, owner_state *os, collect *c, journal_stats
     char err[256];
     int durable = 0;
     d.j = open_ok(f, &o, NULL);
-    assert_int_equal(journal_start_boot(d.j, err, sizeof err), 1);
+    assert_int_equal(start_boot(d.j), 1);
     assert_int_equal(journal_append(d.j, &owed, count_cb, &durable), 0);
     assert_int_equal(journal_append(d.j, &kept, NULL, NULL), 0);
     assert_int_equal(journal_append(d.j, &gone, NULL, NULL), 0);

@@ -129,7 +129,7 @@ static px_errclass run_recover(fx *f, px_conn *c, const char *prefix, const char
 static px_xid xid(const char *gtrid, const char *bqual)
 {
     px_xid x;
-    assert_true(px_xid_set(&x, gtrid, bqual));
+    assert_int_equal(px_xid_set(&x, gtrid, bqual), 0);
     return x;
 }
 
@@ -279,7 +279,7 @@ static void test_planted_xid_collision(void **state)
     px_conn *c = connect_ok(f);
 
     assert_int_equal(run_done(f, f->d->begin, c, &x), PX_OK);
-    assert_true(px_memory_add_prepared("mem", &x));
+    assert_int_equal(px_memory_add_prepared("mem", &x), 0);
     assert_int_equal(run_done(f, f->d->prepare, c, &x), PX_FATAL);
     assert_true(px_memory_is_prepared("mem", &x));
     assert_int_equal(px_memory_prepared_count("mem"), 1);
@@ -322,9 +322,9 @@ static void test_outcome_memory_is_bounded(void **state)
     for (int i = 0; i < ch.total; i++) {
         snprintf(g, sizeof g, "xa1.c1.9.%d", i);
         last = xid(g, "mem");
-        assert_true(px_memory_add_prepared("mem", &last));
+        assert_int_equal(px_memory_add_prepared("mem", &last), 0);
     }
-    assert_false(px_memory_add_prepared("mem", &last));
+    assert_int_equal(px_memory_add_prepared("mem", &last), -EEXIST);
     assert_int_equal(px_memory_prepared_count("mem"), ch.total);
     chain_step(c, NULL, &ch);
     tu_run_until_count(&f->loop, &ch.done, 1, 30000);
@@ -401,7 +401,7 @@ static void test_lost_reply(void **state)
     px_xid x = xid("xa1.c1.5.2", "mem");
     px_conn *c;
 
-    assert_true(px_memory_add_prepared("mem", &x));
+    assert_int_equal(px_memory_add_prepared("mem", &x), 0);
     c = connect_ok(f);
     px_memory_lose_reply("mem", PX_MEM_COMMIT_PREPARED, 1);
     assert_int_equal(run_done(f, f->d->commit_prepared, c, &x), PX_RETRYABLE);
@@ -567,7 +567,7 @@ static void test_reset_with_open_connection(void **state)
     px_memory_stats ms;
     px_conn *c = connect_ok(f);
 
-    assert_true(px_memory_add_prepared("mem", &x));
+    assert_int_equal(px_memory_add_prepared("mem", &x), 0);
     px_memory_reset();
     assert_int_equal(px_memory_prepared_count("mem"), 0);
     assert_int_equal(run_done(f, f->d->commit_prepared, c, &x), PX_OK); /* the old server */

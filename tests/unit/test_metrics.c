@@ -102,8 +102,8 @@ static void test_render_small_registry(void **state)
     char *text;
     size_t len;
 
-    metrics_gauge_fn(m, "xa_pool_waiting", "participant=\"payment\"", "Waiters,\nper pool \\ x.",
-                     read_double, &depth);
+    assert_non_null(metrics_gauge_fn(m, "xa_pool_waiting", "participant=\"payment\"",
+                                     "Waiters,\nper pool \\ x.", read_double, &depth));
     metric_counter_add(committed, 3);
     metric_counter_add(aborted, 1);
     metric_gauge_set(inflight, 2);

@@ -162,7 +162,7 @@ static void test_limit_under_load(void **state)
     px_pool_stats st;
     px_memory_stats ms;
 
-    assert_true(px_xid_set(&f->xid, "xa1.c1.1.1", "pooled"));
+    assert_int_equal(px_xid_set(&f->xid, "xa1.c1.1.1", "pooled"), 0);
     px_memory_set_latency_ms("pooled", 1);
     for (int i = 0; i < NREQ; i++) {
         f->w[i] = (waiter){.f = f, .id = i, .req.data = &f->w[i]};

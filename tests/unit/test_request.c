@@ -277,23 +277,23 @@ static void test_digest_parse(void **state)
     for (int i = 0; i < REQUEST_DIGEST_LEN; i++)
         d[i] = (uint8_t)(i * 37 + 5);
     request_digest_hex(d, hex);
-    assert_true(request_digest_parse(hex, back));
+    assert_int_equal(request_digest_parse(hex, back), 0);
     assert_memory_equal(d, back, REQUEST_DIGEST_LEN);
     for (char *p = hex; *p; p++)
         *p = (char)toupper((unsigned char)*p);
-    assert_true(request_digest_parse(hex, back));
+    assert_int_equal(request_digest_parse(hex, back), 0);
     assert_memory_equal(d, back, REQUEST_DIGEST_LEN);
-    assert_false(request_digest_parse(NULL, back));
-    assert_false(request_digest_parse("", back));
+    assert_int_equal(request_digest_parse(NULL, back), -EINVAL);
+    assert_int_equal(request_digest_parse("", back), -EINVAL);
     hex[2 * REQUEST_DIGEST_LEN - 1] = '\0'; /* one digit short */
-    assert_false(request_digest_parse(hex, back));
+    assert_int_equal(request_digest_parse(hex, back), -EINVAL);
     request_digest_hex(d, hex);
     snprintf(bad, sizeof bad, "%s0", hex); /* one digit long */
-    assert_false(request_digest_parse(bad, back));
+    assert_int_equal(request_digest_parse(bad, back), -EINVAL);
     for (const char *junk = " +-gx"; *junk; junk++) { /* what sscanf("%2x") would let through */
         snprintf(bad, sizeof bad, "%s", hex);
         bad[4] = *junk;
-        assert_false(request_digest_parse(bad, back));
+        assert_int_equal(request_digest_parse(bad, back), -EINVAL);
     }
 }
 

@@ -31,6 +31,15 @@ typedef struct fixture {
     bool open;
 } fixture;
 
+/* The boot a successful journal_start_boot wrote. */
+static uint64_t start_boot(journal *j)
+{
+    char err[512];
+    uint64_t boot = 0;
+    assert_int_equal(journal_start_boot(j, &boot, err, sizeof err), 0);
+    return boot;
+}
+
 static void write_config(fixture *f, const char *extra)
 {
     FILE *fp = fopen(f->ini, "w");
@@ -126,7 +135,8 @@ static bool lookup(const char *name, void *arg, request_participant *out)
 {
     const coord *c = arg;
     out->index = coord_part_index(c, name);
-    return out->index >= 0 && guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect);
+    return out->index >= 0 &&
+           guard_dialect_of(c->parts[out->index].cfg->driver, &out->dialect) == 0;
 }
 
 /* Starts a transaction with one statement per participant; returns its gtrid in gtrid. */
@@ -165,7 +175,7 @@ static void run(fixture *f, const char *id, const char *a, const char *b, result
 static px_xid xid_of(const char *gtrid, const char *bqual)
 {
     px_xid x;
-    assert_true(px_xid_set(&x, gtrid, bqual));
+    assert_int_equal(px_xid_set(&x, gtrid, bqual), 0);
     return x;
 }
 
@@ -290,7 +300,7 @@ static void test_heuristic_rollback_is_reported(void **state)
     /* run until the commit decision is durable and beta's first COMMIT failed */
     for (int i = 0; i < 10000 && metric_counter_value(f->c.parts[1].commit_retries) == 0; i++)
         uv_run(&f->loop, UV_RUN_ONCE);
-    assert_true(px_memory_finish_prepared("beta", &b, false));
+    assert_int_equal(px_memory_finish_prepared("beta", &b, false), 0);
     finish_phase2(f);
     o = outcome_find(f->c.outcomes, "h1");
     assert_int_equal(o->state, OUTCOME_COMMITTED);
@@ -390,7 +400,7 @@ static void plant_commit_record(fixture *f)
     snprintf(dir, sizeof dir, "%s/data", f->dir);
     uv_loop_init(&loop);
     assert_int_equal(journal_open(&j, &loop, dir, NULL, NULL, NULL, err, sizeof err), 0);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     assert_int_equal(journal_append(j, &rec, NULL, NULL), 0);
     journal_close(j, on_journal_closed, &closed);
     tu_run_until(&loop, &closed, 5000);
@@ -406,10 +416,10 @@ static void test_recovery_follows_the_journal(void **state)
     px_xid orphan = xid_of("xa1.t1.1.9", "alpha"), other = xid_of("xa1.zz.1.7", "alpha");
     outcome *o;
     plant_commit_record(f);
-    assert_true(px_memory_add_prepared("alpha", &a));
-    assert_true(px_memory_add_prepared("beta", &b));
-    assert_true(px_memory_add_prepared("alpha", &orphan));
-    assert_true(px_memory_add_prepared("alpha", &other));
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &b), 0);
+    assert_int_equal(px_memory_add_prepared("alpha", &orphan), 0);
+    assert_int_equal(px_memory_add_prepared("alpha", &other), 0);
 
     open_coord(f);
     assert_int_equal(f->c.boot, 2);
@@ -474,8 +484,8 @@ static void test_recovery_does_not_trust_not_found(void **state)
     px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
     outcome *o;
     plant_commit_record(f);
-    assert_true(px_memory_add_prepared("alpha", &a));
-    assert_true(px_memory_add_prepared("beta", &b));
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &b), 0);
     px_memory_fail("alpha", PX_MEM_COMMIT_PREPARED, PX_XID_NOT_FOUND, 1);
     open_coord(f);
     o = outcome_find(f->c.outcomes, "crash");
@@ -509,7 +519,7 @@ static void test_recovery_of_many(void **state)
         char g[64];
         identity_gtrid(&id, "t1", 1, (uint64_t)i + 1, g, sizeof g);
         px_xid a = xid_of(g, "alpha");
-        assert_true(px_memory_add_prepared("alpha", &a));
+        assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
     }
     open_coord(f);
     assert_int_equal(px_memory_prepared_count("alpha"), 0);
@@ -615,7 +625,7 @@ static void plant_records(fixture *f, const journal_rec *recs, int n)
     snprintf(dir, sizeof dir, "%s/data", f->dir);
     uv_loop_init(&loop);
     assert_int_equal(journal_open(&j, &loop, dir, NULL, NULL, NULL, err, sizeof err), 0);
-    assert_int_equal(journal_start_boot(j, err, sizeof err), 1);
+    assert_int_equal(start_boot(j), 1);
     for (int i = 0; i < n; i++)
         assert_int_equal(journal_append(j, &recs[i], NULL, NULL), 0);
     journal_close(j, on_journal_closed, &closed);
@@ -638,8 +648,8 @@ static void test_replay_keeps_commit_of_repeated_id(void **state)
                            {JOURNAL_ABORT, 1, 8, now, abort_, sizeof abort_ - 1}};
     px_xid a = xid_of("xa1.t1.1.7", "alpha"), b = xid_of("xa1.t1.1.7", "beta");
     plant_records(f, recs, 2);
-    assert_true(px_memory_add_prepared("alpha", &a));
-    assert_true(px_memory_add_prepared("beta", &b));
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &b), 0);
     open_coord(f);
     assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
     assert_int_equal(px_memory_outcome("beta", &b), PX_MEM_COMMITTED);
@@ -661,7 +671,7 @@ static void commit_gets_1402(fixture *f, const char *id, const char *beta_sql, u
     assert_int_equal(r.status, 200);
     assert_int_equal(outcome_find(f->c.outcomes, id)->heuristic, want);
     px_xid b = xid_of(g, "beta");
-    assert_true(px_memory_finish_prepared("beta", &b, false)); /* what the server did */
+    assert_int_equal(px_memory_finish_prepared("beta", &b, false), 0); /* what the server did */
 }
 
 static void test_1402_after_writes_is_heuristic(void **state)
@@ -680,10 +690,10 @@ static void round_trip(const gtrid_parts *g, const char *want)
 {
     char buf[PX_XID_PART_MAX + 1];
     gtrid_parts back;
-    assert_true(gtrid_format(g, buf, sizeof buf));
+    assert_int_equal(gtrid_format(g, buf, sizeof buf), 0);
     assert_string_equal(buf, want);
     assert_true(strlen(buf) <= PX_XID_PART_MAX);
-    assert_true(gtrid_parse(buf, &back));
+    assert_int_equal(gtrid_parse(buf, &back), 0);
     assert_int_equal(back.version, g->version);
     assert_string_equal(back.node, g->node);
     assert_string_equal(back.identity, g->identity);
@@ -722,11 +732,12 @@ static void test_gtrid_format_and_parse(void **state)
     assert_int_equal(strlen("xa2.abcdefghijklmnop.zz7zz7zz.3w5e11264sgsf.3w5e11264sgsf"), 57);
     round_trip(&max1, "xa1.abcdefghijklmnop.18446744073709551615.18446744073709551615");
     round_trip(&small, "xa2.c1.abcdefgh.3.z");
-    assert_false(gtrid_format(&max2, tiny, sizeof tiny)); /* 57 bytes do not fit 55 + NUL */
+    assert_int_equal(gtrid_format(&max2, tiny, sizeof tiny),
+                     -ERANGE); /* 57 bytes do not fit 55 + NUL */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (gtrid_parse(bad[i], &g))
+        if (gtrid_parse(bad[i], &g) == 0)
             fail_msg("'%s' parsed", bad[i]);
-    assert_true(gtrid_parse("xa1.t1.3.17", &g));
+    assert_int_equal(gtrid_parse("xa1.t1.3.17", &g), 0);
     assert_string_equal(gtrid_identity(&g), IDENTITY_LEGACY);
     assert_true(identity_valid("abcdefgh", false));
     assert_false(identity_valid(IDENTITY_LEGACY, false));
@@ -771,10 +782,10 @@ static void test_recovery_fences_other_identities(void **state)
     px_xid legacy = xid_of("xa1.t1.1.5", "beta"),
            other_node = xid_of("xa2.zz.zzzzzzzz.1.5", "alpha");
     assert_true(id.legacy_boot == 0);
-    assert_true(px_memory_add_prepared("alpha", &mine));
-    assert_true(px_memory_add_prepared("alpha", &theirs));
-    assert_true(px_memory_add_prepared("beta", &legacy));
-    assert_true(px_memory_add_prepared("alpha", &other_node));
+    assert_int_equal(px_memory_add_prepared("alpha", &mine), 0);
+    assert_int_equal(px_memory_add_prepared("alpha", &theirs), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &legacy), 0);
+    assert_int_equal(px_memory_add_prepared("alpha", &other_node), 0);
     open_coord(f);
     assert_string_equal(f->c.identity.id, id.id); /* read back, not made again */
     assert_int_equal(px_memory_outcome("alpha", &mine), PX_MEM_ROLLED_BACK);
@@ -806,8 +817,8 @@ static void test_legacy_journal_keeps_xa1_names(void **state)
     result r;
     seen s = {0};
     plant_commit_record(f);
-    assert_true(px_memory_add_prepared("alpha", &a));
-    assert_true(px_memory_add_prepared("beta", &stray));
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &stray), 0);
     open_coord(f);
     assert_true(f->c.identity.legacy_boot == 1);
     assert_true(f->c.boot == 2);
@@ -858,7 +869,7 @@ static void test_corrupt_identity_is_refused(void **state)
     assert_true(id.legacy_boot == 12);
     for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++) {
         write_file(path, corrupt[i]);
-        if (identity_load(f->dir, &id, err, sizeof err) != -1)
+        if (identity_load(f->dir, &id, err, sizeof err) != -EINVAL)
             fail_msg("identity file '%s' accepted", corrupt[i]);
         assert_non_null(strstr(err, "identity is corrupt"));
     }
@@ -874,7 +885,7 @@ static void test_recovery_reads_markers_of_vanished_branches(void **state)
     outcome *o;
     char *json;
     plant_commit_record(f);
-    assert_true(px_memory_add_prepared("alpha", &a)); /* beta's branch: never seen again */
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0); /* beta's branch: never seen again */
     open_coord(f);
     o = outcome_find(f->c.outcomes, "crash");
     assert_int_equal(px_memory_outcome("alpha", &a), PX_MEM_COMMITTED);
@@ -891,9 +902,9 @@ static void test_recovery_reads_markers_of_vanished_branches(void **state)
     px_memory_reset();
     tu_sh("rm -rf %s/data", f->dir);
     plant_commit_record(f);
-    assert_true(px_memory_add_prepared("alpha", &a));
-    assert_true(px_memory_add_prepared("beta", &b));
-    assert_true(px_memory_finish_prepared("beta", &b, true));
+    assert_int_equal(px_memory_add_prepared("alpha", &a), 0);
+    assert_int_equal(px_memory_add_prepared("beta", &b), 0);
+    assert_int_equal(px_memory_finish_prepared("beta", &b, true), 0);
     open_coord(f);
     o = outcome_find(f->c.outcomes, "crash");
     assert_int_equal(o->pending, 0);

@@ -9,7 +9,7 @@ static void test_valid_xid(void **state)
 {
     px_xid x;
     char gid[160];
-    assert_true(px_xid_set(&x, "xa1.c1.3.17", "payment"));
+    assert_int_equal(px_xid_set(&x, "xa1.c1.3.17", "payment"), 0);
     px_xid_gid(&x, gid, sizeof gid);
     assert_string_equal(gid, "xa1.c1.3.17.payment");
 }
@@ -17,11 +17,11 @@ static void test_valid_xid(void **state)
 static void test_rejects_bad_charset(void **state)
 {
     px_xid x;
-    assert_false(px_xid_set(&x, "xa1.c1'; DROP", "payment"));
-    assert_false(px_xid_set(&x, "xa1.c1.3.17", "pay.ment")); /* bqual has no dot */
-    assert_false(px_xid_set(&x, "XA1", "payment"));
-    assert_false(px_xid_set(&x, "", "payment"));
-    assert_false(px_xid_set(&x, "xa1", ""));
+    assert_int_equal(px_xid_set(&x, "xa1.c1'; DROP", "payment"), -EINVAL);
+    assert_int_equal(px_xid_set(&x, "xa1.c1.3.17", "pay.ment"), -EINVAL); /* bqual has no dot */
+    assert_int_equal(px_xid_set(&x, "XA1", "payment"), -EINVAL);
+    assert_int_equal(px_xid_set(&x, "", "payment"), -EINVAL);
+    assert_int_equal(px_xid_set(&x, "xa1", ""), -EINVAL);
 }
 
 static void test_length_limits(void **state)
@@ -30,11 +30,11 @@ static void test_length_limits(void **state)
     char part[80];
     memset(part, 'a', 64);
     part[64] = '\0';
-    assert_true(px_xid_set(&x, part, part));
+    assert_int_equal(px_xid_set(&x, part, part), 0);
     part[64] = 'a';
     part[65] = '\0';
-    assert_false(px_xid_set(&x, part, "b"));
-    assert_false(px_xid_set(&x, "a", part));
+    assert_int_equal(px_xid_set(&x, part, "b"), -EINVAL);
+    assert_int_equal(px_xid_set(&x, "a", part), -EINVAL);
 }
 
 static void test_parse_gid(void **state)
