@@ -17,6 +17,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <jansson.h>
 #include <malloc.h>
@@ -169,13 +170,14 @@ struct http_conn {
 
 /* ---------------------------------------------------------------- small helpers */
 
+/* 0, or -ENOMEM. */
 static int sbuf_add(sbuf *b, const char *p, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = (b->len + n + 1) * 2;
         char *np = realloc(b->p, cap < 64 ? 64 : cap);
         if (!np)
-            return -1;
+            return -ENOMEM;
         b->p = np;
         b->cap = cap < 64 ? 64 : cap;
     }
@@ -493,13 +495,20 @@ static void conn_fail(http_conn *c, int status, const char *message)
 
 /* ---------------------------------------------------------------- parser callbacks */
 
+/* What a parser callback - and each helper below that decides for one - returns to stop
+ * http_parser_execute. These keep http-parser's contract, not the errno convention: 0 goes on,
+ * non-zero stops (the library then reports HPE_CB_*), except that on_headers_complete's 1 and 2
+ * mean "no body" and "upgrade, no body" - hence -1, the one value that stops every callback. Why
+ * it stopped is in c->fail_status and c->fail_msg, which conn_process answers. */
+#define PARSER_STOP (-1)
+
 static int fail_cb(http_conn *c, int status, const char *message)
 {
     if (!c->fail_status) {
         c->fail_status = status;
         c->fail_msg = message;
     }
-    return -1;
+    return PARSER_STOP;
 }
 
 static int count_header(http_conn *c, size_t n)
@@ -529,7 +538,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
 {
     http_conn *c = p->data;
     if (count_header(c, n) != 0)
-        return -1;
+        return PARSER_STOP;
     if (c->url.len + n > HTTP_MAX_URL)
         return fail_cb(c, 414, "request target too long");
     return sbuf_add(&c->url, at, n) == 0 ? 0 : fail_cb(c, 503, "out of memory");
@@ -539,7 +548,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     http_conn *c = p->data;
     if (count_header(c, n) != 0)
-        return -1;
+        return PARSER_STOP;
     if (c->in_value) {
         c->in_value = false;
         c->field_len = 0;
@@ -585,9 +594,9 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     http_conn *c = p->data;
     sbuf *dst = NULL;
     if (count_header(c, n) != 0)
-        return -1;
+        return PARSER_STOP;
     if (!c->in_value && begin_value(c) != 0)
-        return -1;
+        return PARSER_STOP;
     switch (c->target) {
     case HDR_AUTH:
         dst = &c->auth;
@@ -730,7 +739,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
     if (c->body_len + n > c->srv->lim.max_body_bytes)
         return fail_cb(c, 413, "request body too large");
     if (body_reserve(c, c->body_len + n) != 0)
-        return -1;
+        return PARSER_STOP;
     memcpy(c->body + c->body_len, at, n);
     c->body_len += n;
     return 0;
@@ -850,33 +859,36 @@ static void reject_connection(uv_stream_t *server)
     uv_close((uv_handle_t *)t, on_rejected_closed);
 }
 
-/* Rank of a connection as the one to close for a newcomer: lingering first, then idle, then
- * still sending its request; -1 for one the handler is working for. */
-static int evict_rank(const http_conn *c)
+/* Ranks of a connection as the one to close for a newcomer, the first closed first. */
+enum evict_rank { EVICT_LINGERING, EVICT_IDLE, EVICT_SENDING, EVICT_NEVER };
+
+/* Lingering first, then idle, then still sending its request; never one the handler is working
+ * for (or whose answer is on its way). */
+static enum evict_rank evict_rank(const http_conn *c)
 {
     switch (c->state) {
     case CS_LINGERING:
-        return 0;
+        return EVICT_LINGERING;
     case CS_IDLE:
-        return 1;
+        return EVICT_IDLE;
     case CS_HEADERS:
     case CS_BODY:
-        return 2;
+        return EVICT_SENDING;
     default:
-        return -1;
+        return EVICT_NEVER;
     }
 }
 
 /* At the connection limit: closes the connection that serves nobody the longest (a slow or idle
- * client loses its place before a new one is turned away). False when every one is busy. */
-static bool make_room(http_server *srv)
+ * client loses its place before a new one is turned away). 0, or -EBUSY when every one is busy. */
+static int make_room(http_server *srv)
 {
     http_conn *victim = NULL;
-    int best = 3;
+    enum evict_rank best = EVICT_NEVER;
     list_each(n, &srv->live) {
         http_conn *c = list_entry(n, http_conn, node);
-        int rank = evict_rank(c);
-        if (rank < 0)
+        enum evict_rank rank = evict_rank(c);
+        if (rank == EVICT_NEVER)
             continue;
         if (rank < best || (rank == best && c->since < victim->since)) {
             victim = c;
@@ -884,14 +896,14 @@ static bool make_room(http_server *srv)
         }
     }
     if (!victim)
-        return false;
+        return -EBUSY;
     log_debug("http", "connection limit (%zu) reached: closing the %s connection",
               list_count(&srv->live),
-              best == 0   ? "lingering"
-              : best == 1 ? "longest idle"
-                          : "slowest");
+              best == EVICT_LINGERING ? "lingering"
+              : best == EVICT_IDLE    ? "longest idle"
+                                      : "slowest");
     conn_close(victim);
-    return true;
+    return 0;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -905,7 +917,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (srv->stopping)
         return;
-    if ((list_count(&srv->live) >= (size_t)srv->lim.max_connections && !make_room(srv)) ||
+    if ((list_count(&srv->live) >= (size_t)srv->lim.max_connections && make_room(srv) != 0) ||
         !(c = calloc(1, sizeof *c))) {
         reject_connection(server);
         return;

@@ -48,27 +48,29 @@ static void usage(FILE *out)
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
-static bool parse_url(client *c, const char *url)
+/* 0, -EINVAL for no HOST:PORT, -ERANGE for a host too long or a port out of range. */
+static int parse_url(client *c, const char *url)
 {
     const char *p = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
     const char *colon = strrchr(p, ':');
     size_t hl;
     if (!colon || colon == p)
-        return false;
+        return -EINVAL;
     hl = (size_t)(colon - p);
     if (hl >= sizeof c->host)
-        return false;
+        return -ERANGE;
     memcpy(c->host, p, hl);
     c->host[hl] = '\0';
     c->port = atoi(colon + 1);
-    return c->port > 0 && c->port < 65536;
+    return c->port > 0 && c->port < 65536 ? 0 : -ERANGE;
 }
 
-static bool request(const client *c, const char *method, const char *path, const char *body,
-                    reply *r)
+/* 0 with the answer in *r (any HTTP status), or httpc_request's negative errno: no answer. */
+static int request(const client *c, const char *method, const char *path, const char *body,
+                   reply *r)
 {
     r->status = httpc_request(c->host, c->port, method, path, c->token, body, &r->body);
-    return r->status >= 0;
+    return r->status < 0 ? r->status : 0;
 }
 
 /* ---- output ------------------------------------------------------------------------------ */
@@ -182,7 +184,7 @@ static int cmd_submit(const client *c, const char *path)
         fprintf(stderr, "xactl: cannot read %s: %s\n", path, strerror(errno));
         return EXIT_USAGE;
     }
-    if (!request(c, "POST", "/v1/transactions", body, &r)) {
+    if (request(c, "POST", "/v1/transactions", body, &r) != 0) {
         free(body);
         return unreachable(c);
     }
@@ -196,7 +198,7 @@ static int cmd_get(const client *c, const char *path, void (*human)(json_t *))
 {
     reply r;
     int code;
-    if (!request(c, "GET", path, NULL, &r))
+    if (request(c, "GET", path, NULL, &r) != 0)
         return unreachable(c);
     code = finish(c, &r, human);
     free(r.body);
@@ -233,10 +235,10 @@ static int cmd_health(const client *c)
 {
     reply r;
     int code;
-    if (!request(c, "GET", "/healthz", NULL, &r))
+    if (request(c, "GET", "/healthz", NULL, &r) != 0)
         return unreachable(c);
     free(r.body);
-    if (!request(c, "GET", "/readyz", NULL, &r))
+    if (request(c, "GET", "/readyz", NULL, &r) != 0)
         return unreachable(c);
     code = finish(c, &r, print_health);
     free(r.body);
@@ -269,7 +271,7 @@ static double metric_sum(const char *text, const char *name, const char *label)
 static int cmd_metrics(const client *c)
 {
     reply r;
-    if (!request(c, "GET", "/metrics", NULL, &r))
+    if (request(c, "GET", "/metrics", NULL, &r) != 0)
         return unreachable(c);
     if (r.status != 200 || c->json) {
         printf("%s", r.body);
@@ -297,7 +299,7 @@ static int cmd_resolve(const client *c, const char *xid, const char *action)
         return EXIT_USAGE;
     }
     snprintf(path, sizeof path, "/v1/in-doubt/%s/%s", xid, action);
-    if (!request(c, "POST", path, "", &r))
+    if (request(c, "POST", path, "", &r) != 0)
         return unreachable(c);
     code = finish(c, &r, NULL);
     free(r.body);
@@ -340,7 +342,7 @@ static int cmd_takeover(const client *c, const char *identity, const char *decis
         return EXIT_USAGE;
     }
     snprintf(path, sizeof path, "/v1/takeover/%s?decision=%s", identity, decision);
-    if (!request(c, "POST", path, "", &r))
+    if (request(c, "POST", path, "", &r) != 0)
         return unreachable(c);
     code = finish(c, &r, print_takeover);
     j = r.status == 200 && r.body ? json_loads(r.body, 0, NULL) : NULL;
@@ -400,7 +402,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (!parse_url(&c, url ? url : "http://127.0.0.1:7070")) {
+    if (parse_url(&c, url ? url : "http://127.0.0.1:7070") != 0) {
         fprintf(stderr, "xactl: bad URL '%s': want http://HOST:PORT with a numeric host\n", url);
         return EXIT_USAGE;
     }

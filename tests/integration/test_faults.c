@@ -12,6 +12,7 @@
 #include "faultproxy.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,7 +370,7 @@ static void run_cell(const cell *c)
         fp_heal(proxy[db]);
     landed = settle(&d, id, what);
     assert_int_equal(checkout_landed(), landed);
-    if (p.status == -1) /* no reply: GET is the truth, and settle checked it against the data */
+    if (p.status < 0) /* no reply: GET is the truth, and settle checked it against the data */
         print_message("[ no reply ] %s: GET says %s\n", what, landed ? "committed" : "not");
     else
         check_reply(c, what, &p, landed);
@@ -500,7 +501,7 @@ static int start_proxies(void **state)
         proxy_port[db] = (base ? atoi(base) : 28401) + db;
         proxy[db] = fp_start(db == PAYMENT ? FP_POSTGRES : FP_MYSQL, proxy_port[db], atoi(up[db]));
         if (!proxy[db])
-            return -1;
+            return -EIO; /* cmocka: a non-zero group setup fails the group */
     }
     return 0;
 }
@@ -523,7 +524,8 @@ static void test_one(void **state)
     run_cell(&only);
 }
 
-static bool pick_cell(const char *db, const char *s, const char *f)
+/* Sets `only` to the cell named; -ENOENT when there is none of that name. */
+static int pick_cell(const char *db, const char *s, const char *f)
 {
     for (int i = 0; i < NDB; i++)
         for (int j = 0; j < NSTEP; j++)
@@ -531,9 +533,9 @@ static bool pick_cell(const char *db, const char *s, const char *f)
                 if (!strcmp(db, db_name[i]) && !strcmp(s, step_name[j]) &&
                     !strcmp(f, faults[k].name)) {
                     only = (cell){i, (step)j, &faults[k]};
-                    return true;
+                    return 0;
                 }
-    return false;
+    return -ENOENT;
 }
 
 int main(int argc, char **argv)
@@ -553,7 +555,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (argc == 4) {
-        if (!pick_cell(argv[1], argv[2], argv[3])) {
+        if (pick_cell(argv[1], argv[2], argv[3]) != 0) {
             fprintf(stderr, "no cell %s %s %s\n", argv[1], argv[2], argv[3]);
             return 2;
         }

@@ -115,9 +115,10 @@ static void *http_thread(void *arg)
     return NULL;
 }
 
-/* One request that must be answered within deadline_ms. Returns the status (-1: the connection
- * failed, e.g. the daemon died), or -2 when no answer came in time: the daemon is frozen, and it is
- * killed here (which also ends the blocked request). *ms gets the round trip. */
+/* One request that must be answered within deadline_ms. Returns the status; -ETIMEDOUT when no
+ * answer came in time: the daemon is frozen, and it is killed here (which also ends the blocked
+ * request); another negative errno (tu_http's) when the connection failed, e.g. the daemon died.
+ * *ms gets the round trip. */
 static int timed_http(const char *method, const char *path, const char *body, unsigned deadline_ms,
                       char **resp, long *ms)
 {
@@ -158,7 +159,7 @@ static int timed_http(const char *method, const char *path, const char *body, un
     if (late) {
         free(c.resp);
         c.resp = NULL;
-        c.status = -2;
+        c.status = -ETIMEDOUT;
     }
     *resp = c.resp;
     return c.status;
@@ -211,7 +212,7 @@ static int get_txn(const char *id, json_t **out)
 /* ---- requests ---------------------------------------------------------------------------- */
 
 typedef struct reply {
-    int status; /* HTTP status; -1 no connection, -2 no answer in time */
+    int status; /* HTTP status; -ETIMEDOUT no answer in time, another < 0 no connection */
     json_t *j;  /* the parsed body; an empty object when there was none or it was not JSON */
     char *raw;  /* the body as received ("" when none) */
 } reply;
@@ -275,10 +276,10 @@ static reply post_body(const char *body, const char *what)
     if (!r.raw)
         r.raw = strdup("");
     r.j = json_loads(r.raw, 0, NULL);
-    if (r.status == -2) {
+    if (r.status == -ETIMEDOUT) {
         CHECK(false, "%s: no answer within %d ms: the daemon froze", what, POST_DEADLINE_MS);
         ensure_daemon();
-    } else if (r.status == -1) {
+    } else if (r.status < 0) {
         CHECK(false, "%s: the connection failed: the daemon died?", what);
         tu_sh("tail -n 30 %s >&2", daemon_.log);
         ensure_daemon();

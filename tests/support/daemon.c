@@ -51,7 +51,8 @@ static bool server_port(int port)
 
 /* A free port below the kernel's ephemeral range (32768 and up here): a port from that range can
  * be taken by an outgoing connection - or its TIME_WAIT - between this check and the daemon's
- * bind. */
+ * bind. A lookup: it returns the port itself and has no error result, because finding none
+ * fails the test (fail_msg does not return; the -EADDRINUSE after it is never seen). */
 int tu_free_port(void)
 {
     static int next;
@@ -73,7 +74,7 @@ int tu_free_port(void)
         close(fd);
     }
     fail_msg("no free port in 20000-31999");
-    return -1;
+    return -EADDRINUSE;
 }
 
 bool tu_store_mode(void)
@@ -317,19 +318,19 @@ int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms)
         sleep_ms(20);
     }
     fail_msg("xacoord did not exit within %u ms", timeout_ms);
-    return -1;
+    return -ETIMEDOUT; /* not reached: fail_msg ends the test */
 }
 
 int tu_daemon_stop(tu_daemon *d)
 {
     int status;
     if (d->pid <= 0)
-        return -1;
+        return -ESRCH;
     kill(d->pid, SIGTERM);
     status = tu_daemon_wait_exit(d, 40000);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         tu_sh("tail -n 30 %s >&2", d->log);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -EINTR;
 }
 
 void tu_daemon_cleanup(tu_daemon *d)
@@ -466,7 +467,7 @@ int tu_xactl(const tu_daemon *d, const char *args, char **out)
     rc = pclose(p);
     if (out)
         *out = strdup(buf);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -EINTR;
 }
 
 void tu_shop_reset(void)

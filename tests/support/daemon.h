@@ -6,6 +6,8 @@
 #ifndef XA_TEST_DAEMON_H
 #define XA_TEST_DAEMON_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -48,10 +50,13 @@ pid_t tu_daemon_spawn(tu_daemon *d, const char *const *env);
 void tu_daemon_wait_ready(tu_daemon *d, unsigned timeout_ms);
 /* SIGKILL and reap. */
 void tu_daemon_kill(tu_daemon *d);
-/* Waits for the process to exit on its own (e.g. a crash point); returns the wait status. */
+/* Waits for the process to exit on its own (e.g. a crash point); returns the wait status (a value
+ * for WIFSIGNALED and the like, not an error code: not exiting in time fails the test). Not
+ * must-check: a test may only want the process gone. */
 int tu_daemon_wait_exit(tu_daemon *d, unsigned timeout_ms);
-/* SIGTERM, wait; returns the exit code (-1 if killed by a signal). */
-int tu_daemon_stop(tu_daemon *d);
+/* SIGTERM, wait; returns the exit code (0..255), or a negative errno: -EINTR when a signal killed
+ * it, -ESRCH when it was not running. */
+XA_MUST_CHECK int tu_daemon_stop(tu_daemon *d);
 /* Writes a secret file as the daemon wants it (mode 0600): text and a newline. */
 void tu_write_secret(const char *path, const char *text);
 /* Removes the temporary directory. */
@@ -60,8 +65,9 @@ void tu_daemon_cleanup(tu_daemon *d);
  * out (>= 9 bytes). */
 void tu_daemon_identity(const tu_daemon *d, char *out);
 
-/* One HTTP request (Connection: close). Returns the status, or -1 when the connection failed;
- * *body gets the malloc'ed response body (may be NULL). token may be NULL. */
+/* One HTTP request (Connection: close). Returns the status, or httpc_request's negative errno
+ * when no answer could be had (test `< 0`); *body gets the malloc'ed response body (may be NULL).
+ * token may be NULL. Not must-check: a test may send a request for its effect alone. */
 int tu_http(int port, const char *method, const char *path, const char *body, const char *token,
             char **resp);
 
@@ -85,14 +91,15 @@ char *tu_checkout_json(const char *id, long order, long user, long amount, const
 /* The JSON of shipping order `order`. */
 char *tu_ship_json(const char *id, long order);
 
-/* A free loopback port below the kernel's ephemeral range, for a server the test starts. */
+/* A free loopback port below the kernel's ephemeral range, for a server the test starts. A lookup
+ * with no error result: finding none fails the test. */
 int tu_free_port(void);
 
 /* The source tree (for scripts/ and tests/invariants). */
 const char *tu_source_dir(void);
 /* Runs build/xactl against d with the given arguments (a shell fragment); returns its exit code
- * and, when out is not NULL, its stdout (malloc'ed). */
-int tu_xactl(const tu_daemon *d, const char *args, char **out);
+ * (-EINTR when a signal killed it) and, when out is not NULL, its stdout (malloc'ed). */
+XA_MUST_CHECK int tu_xactl(const tu_daemon *d, const char *args, char **out);
 
 /* scripts/db reset + baseline; then `tests/invariants check` must pass. */
 void tu_shop_reset(void);

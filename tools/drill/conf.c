@@ -584,8 +584,9 @@ int drill_read_file(const char *path, char **out, char *err, size_t errlen)
     char buf[4096];
     size_t n;
     if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
+        int rc = -errno;
+        set_err(err, errlen, "%s: %s", path, strerror(-rc));
+        return rc;
     }
     mem = open_memstream(&text, &len);
     while (mem && (n = fread(buf, 1, sizeof buf, f)) > 0)
@@ -593,12 +594,12 @@ int drill_read_file(const char *path, char **out, char *err, size_t errlen)
     fclose(f);
     if (!mem || fclose(mem) != 0) {
         set_err(err, errlen, "%s: out of memory", path);
-        return -1;
+        return -ENOMEM;
     }
     if (strlen(text) != len) {
         set_err(err, errlen, "%s: NUL byte in the file", path);
         free(text);
-        return -1;
+        return -EINVAL;
     }
     *out = text;
     return 0;
@@ -728,9 +729,10 @@ int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen)
     char *text = NULL;
     int rc;
     memset(c, 0, sizeof *c);
-    if (drill_read_file(path, &text, err, errlen) != 0)
-        return -1;
-    rc = drill_conf_parse(path, text, c, err, errlen);
+    if ((rc = drill_read_file(path, &text, err, errlen)) != 0)
+        return rc;
+    /* drill_conf_parse still answers -1 (tests/unit/test_drill_conf.c looks for it) */
+    rc = drill_conf_parse(path, text, c, err, errlen) != 0 ? -EINVAL : 0;
     free(text);
     return rc;
 }

@@ -8,6 +8,8 @@
 #ifndef XA_DRILL_CONF_H
 #define XA_DRILL_CONF_H
 
+#include "compiler.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -91,8 +93,9 @@ typedef struct drill_conf {
     drill_dbfault dbfaults[DRILL_MAX_ITEMS];
 } drill_conf;
 
-/* Loads and checks path. Returns 0, or -1 with a message in err naming what is wrong. */
-int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen);
+/* Loads and checks path. Returns 0, or a negative errno with a message in err naming what is
+ * wrong: drill_read_file's, or -EINVAL for what drill_conf_parse refuses. */
+XA_MUST_CHECK int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen);
 /* Same from text (path names it in messages and gives the directory for relative paths). */
 int drill_conf_parse(const char *path, const char *text, drill_conf *c, char *err, size_t errlen);
 void drill_conf_free(drill_conf *c);
@@ -101,9 +104,9 @@ void drill_conf_free(drill_conf *c);
  * letter or '_'; other ${...} stay as they are). Returns a malloc'ed string, or
  * NULL with a message in err (an unset variable without a default, an unterminated ${). */
 char *drill_expand(const char *s, char *err, size_t errlen);
-/* Reads a whole text file (a NUL byte is an error) into *out (malloc'ed). 0, or -1 with a
- * message naming the file. */
-int drill_read_file(const char *path, char **out, char *err, size_t errlen);
+/* Reads a whole text file (a NUL byte is an error) into *out (malloc'ed). 0, or a negative errno
+ * with a message naming the file: fopen's, -ENOMEM, -EINVAL for a NUL byte. */
+XA_MUST_CHECK int drill_read_file(const char *path, char **out, char *err, size_t errlen);
 /* Parses "participant: SQL". Returns 0 or -1 with a message. */
 int drill_query_parse(const char *s, drill_query *q, char *err, size_t errlen);
 /* Parses a parameter's value ("range 1 9", "seq 100", "choice a b"). */

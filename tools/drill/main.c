@@ -26,26 +26,27 @@ static void usage(FILE *out)
                  "  --keep   keep the work directory (coordinator log, data directory)\n");
 }
 
-/* The coordinator's configuration with ${...} expanded, written into the work directory. */
+/* The coordinator's configuration with ${...} expanded, written into the work directory. 0, or a
+ * negative errno with a message: drill_read_file's, -EINVAL (the expansion failed), -EIO. */
 static int write_config(const char *src, const char *dst, char *err, size_t errlen)
 {
     char *text = NULL, *expanded, msg[256];
     FILE *out;
-    int fd;
-    if (drill_read_file(src, &text, err, errlen) != 0)
-        return -1;
+    int fd, rc;
+    if ((rc = drill_read_file(src, &text, err, errlen)) != 0)
+        return rc;
     expanded = drill_expand(text, msg, sizeof msg);
     free(text);
     if (!expanded) {
         snprintf(err, errlen, "%s: %s", src, msg);
-        return -1;
+        return -EINVAL;
     }
     fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out || fputs(expanded, out) < 0 || fclose(out) != 0) {
         snprintf(err, errlen, "%s: %s", dst, strerror(errno));
         free(expanded);
-        return -1;
+        return -EIO;
     }
     free(expanded);
     return 0;
@@ -59,13 +60,15 @@ static int remove_one(const char *path, const struct stat *st, int flag, struct 
     return remove(path);
 }
 
-/* DRILL_DIR: the drill file's directory, for commands that name files beside it. */
+/* DRILL_DIR: the drill file's directory, for commands that name files beside it. 0, or
+ * realpath's negative errno. */
 static int set_drill_dir(const char *file)
 {
     char *abs = realpath(file, NULL);
     if (!abs) {
-        fprintf(stderr, "xacoord-drill: %s: %s\n", file, strerror(errno));
-        return -1;
+        int rc = -errno;
+        fprintf(stderr, "xacoord-drill: %s: %s\n", file, strerror(-rc));
+        return rc;
     }
     setenv("DRILL_DIR", dirname(abs), 1);
     free(abs);
@@ -77,6 +80,7 @@ typedef struct options {
     const char *file;
 } options;
 
+/* 0, or -EINVAL (said on stderr). */
 static int parse_args(int argc, char **argv, options *o)
 {
     for (int i = 1; i < argc; i++) {
@@ -92,13 +96,13 @@ static int parse_args(int argc, char **argv, options *o)
             exit(0);
         } else if (argv[i][0] == '-' || o->file) {
             fprintf(stderr, "xacoord-drill: unexpected argument '%s'\n", argv[i]);
-            return -1;
+            return -EINVAL;
         } else
             o->file = argv[i];
     }
     if (!o->file)
         fprintf(stderr, "xacoord-drill: no drill file given\n");
-    return o->file ? 0 : -1;
+    return o->file ? 0 : -EINVAL;
 }
 
 int main(int argc, char **argv)

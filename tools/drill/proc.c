@@ -5,6 +5,7 @@
 
 #include "httpc.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ int drill_proc_start(drill_proc *p, const char *crash_at, int skip)
 {
     pid_t pid = fork();
     if (pid < 0)
-        return -1;
+        return -errno;
     if (pid == 0) {
         int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         char n[16];
@@ -81,34 +82,36 @@ void drill_proc_kill(drill_proc *p)
     p->pid = 0;
 }
 
-double drill_proc_wait_ready(drill_proc *p, double timeout_s)
+int drill_proc_wait_ready(drill_proc *p, double timeout_s, double *took)
 {
     double start = drill_now();
     while (drill_now() - start < timeout_s) {
         char *body = NULL;
         int status;
         if (drill_proc_exited(p))
-            return -1;
+            return -ECHILD;
         status = httpc_request(p->host, p->port, "GET", "/readyz", NULL, NULL, &body);
         free(body);
-        if (status == 200)
-            return drill_now() - start;
+        if (status == 200) {
+            *took = drill_now() - start;
+            return 0;
+        }
         drill_sleep(0.02);
     }
-    return -2;
+    return -ETIMEDOUT;
 }
 
 int drill_proc_stop(drill_proc *p)
 {
     int status;
     if (p->pid <= 0)
-        return -1;
+        return -ESRCH;
     kill(p->pid, SIGTERM);
     for (double start = drill_now(); drill_now() - start < 30; drill_sleep(0.02))
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
             p->pid = 0;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -EINTR;
         }
     drill_proc_kill(p);
-    return -1;
+    return -ETIMEDOUT;
 }

@@ -45,8 +45,8 @@ typedef struct drill_result {
 
 /* Runs the drill against the daemon of cfg (already loaded from the expanded configuration at
  * config_path); the daemon's output goes to log. Returns 0 when the drill ran (the checks say
- * whether everything held), -1 with a message in err when it could not run. */
-int drill_run(const drill_conf *c, const config *cfg, const char *config_path, const char *log,
-              drill_result *r, char *err, size_t errlen);
+ * whether everything held), a negative errno with a message in err when it could not run. */
+XA_MUST_CHECK int drill_run(const drill_conf *c, const config *cfg, const char *config_path,
+                            const char *log, drill_result *r, char *err, size_t errlen);
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "sqlc.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
 #include <mysql.h>
 #include <stdarg.h>
@@ -89,7 +90,7 @@ static int pg_query(PGconn *c, const char *sql, drill_rows *out, char *err, size
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         set_err(err, errlen, "%s", PQresultErrorMessage(r));
         PQclear(r);
-        return -1;
+        return -EIO;
     }
     for (int i = 0; i < PQntuples(r); i++) {
         const char *cells[16];
@@ -137,13 +138,13 @@ static int my_query(MYSQL *m, const char *sql, drill_rows *out, char *err, size_
     MYSQL_ROW row;
     if (mysql_query(m, sql) != 0) {
         set_err(err, errlen, "%s (%u)", mysql_error(m), mysql_errno(m));
-        return -1;
+        return -EIO;
     }
     res = mysql_store_result(m);
     if (!res) {
         if (mysql_field_count(m) != 0) {
             set_err(err, errlen, "%s (%u)", mysql_error(m), mysql_errno(m));
-            return -1;
+            return -EIO;
         }
         out->nrows = (long)mysql_affected_rows(m);
         return 0;
@@ -158,6 +159,8 @@ static int my_query(MYSQL *m, const char *sql, drill_rows *out, char *err, size_
 
 /* --- Dispatch ---------------------------------------------------------------------------- */
 
+/* The participant's index (a lookup), or a negative errno with a message: -ENOENT when the
+ * configuration has no such participant, -EINVAL when its driver speaks no SQL. */
 static int find(drill_db *db, const char *participant, char *err, size_t errlen)
 {
     for (int i = 0; i < db->cfg->nparticipants; i++) {
@@ -167,24 +170,24 @@ static int find(drill_db *db, const char *participant, char *err, size_t errlen)
         if (strcmp(p->driver, "postgres") != 0 && strcmp(p->driver, "mysql") != 0) {
             set_err(err, errlen, "participant %s: driver %s has no SQL to ask", participant,
                     p->driver);
-            return -1;
+            return -EINVAL;
         }
         return i;
     }
     set_err(err, errlen, "participant %s is not in %s", participant, db->cfg->path);
-    return -1;
+    return -ENOENT;
 }
 
-/* One try on the open (or a new) connection. */
+/* One try on the open (or a new) connection: 0, or -EIO (no connection, or the query failed). */
 static int attempt(drill_db *db, int i, const char *sql, drill_rows *out, char *err, size_t errlen)
 {
     const config_participant *p = &db->cfg->participants[i];
     bool pg = strcmp(p->driver, "postgres") == 0;
     memset(out, 0, sizeof *out);
     if (pg && !db->pg[i] && !(db->pg[i] = pg_open(p, err, errlen)))
-        return -1;
+        return -EIO;
     if (!pg && !db->my[i] && !(db->my[i] = my_open(p, err, errlen)))
-        return -1;
+        return -EIO;
     return pg ? pg_query(db->pg[i], sql, out, err, errlen)
               : my_query(db->my[i], sql, out, err, errlen);
 }
@@ -192,16 +195,16 @@ static int attempt(drill_db *db, int i, const char *sql, drill_rows *out, char *
 int drill_db_query(drill_db *db, const char *participant, const char *sql, drill_rows *out,
                    char *err, size_t errlen)
 {
-    int i = find(db, participant, err, errlen);
+    int i = find(db, participant, err, errlen), rc;
     if (i < 0)
-        return -1;
-    if (attempt(db, i, sql, out, err, errlen) == 0)
+        return i;
+    if ((rc = attempt(db, i, sql, out, err, errlen)) == 0)
         return 0;
     /* the server may have been restarted under the connection: once more on a new one */
     bool dead = (db->pg[i] && PQstatus(db->pg[i]) != CONNECTION_OK) ||
                 (db->my[i] && mysql_ping(db->my[i]) != 0) || (!db->pg[i] && !db->my[i]);
     if (!dead)
-        return -1;
+        return rc;
     close_one(db, i);
     return attempt(db, i, sql, out, err, errlen);
 }
@@ -211,13 +214,14 @@ int drill_db_number(drill_db *db, const char *participant, const char *sql, doub
 {
     drill_rows r;
     char *end;
-    if (drill_db_query(db, participant, sql, &r, err, errlen) != 0)
-        return -1;
+    int rc = drill_db_query(db, participant, sql, &r, err, errlen);
+    if (rc != 0)
+        return rc;
     *out = strtod(r.first, &end);
     if (r.nrows != 1 || end == r.first || *end) {
         set_err(err, errlen, "expected one row with a number, got %ld row(s): %.80s", r.nrows,
                 r.sample);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -227,9 +231,9 @@ int drill_db_prepared(drill_db *db, const char *participant, const char *prefix,
 {
     char sql[512];
     drill_rows all;
-    int i = find(db, participant, err, errlen);
+    int i = find(db, participant, err, errlen), rc;
     if (i < 0)
-        return -1;
+        return i;
     if (strcmp(db->cfg->participants[i].driver, "postgres") == 0) {
         /* the prefix is a node's gtrid prefix: [a-z0-9.] only, safe to splice */
         snprintf(sql, sizeof sql,
@@ -239,15 +243,15 @@ int drill_db_prepared(drill_db *db, const char *participant, const char *prefix,
         return drill_db_query(db, participant, sql, out, err, errlen);
     }
     /* XA RECOVER: formatID, gtrid_length, bqual_length, data (gtrid then bqual) */
-    if (drill_db_query(db, participant, "SELECT 1", &all, err, errlen) != 0)
-        return -1;
+    if ((rc = drill_db_query(db, participant, "SELECT 1", &all, err, errlen)) != 0)
+        return rc;
     memset(out, 0, sizeof *out);
     MYSQL *m = db->my[i];
     MYSQL_RES *res;
     MYSQL_ROW row;
     if (mysql_query(m, "XA RECOVER") != 0 || !(res = mysql_store_result(m))) {
         set_err(err, errlen, "XA RECOVER: %s (%u)", mysql_error(m), mysql_errno(m));
-        return -1;
+        return -EIO;
     }
     while ((row = mysql_fetch_row(res))) {
         unsigned long *len = mysql_fetch_lengths(res);

@@ -8,6 +8,7 @@
 #ifndef XA_DRILL_SQLC_H
 #define XA_DRILL_SQLC_H
 
+#include "compiler.h"
 #include "config.h"
 
 #include <stddef.h>
@@ -22,18 +23,21 @@ typedef struct drill_rows {
     char sample[512];
 } drill_rows;
 
-drill_db *drill_db_new(const config *cfg);
+XA_MUST_CHECK drill_db *drill_db_new(const config *cfg);
 void drill_db_free(drill_db *db);
 
-/* Runs sql on the named participant. Returns 0, or -1 with the database's message in err. */
-int drill_db_query(drill_db *db, const char *participant, const char *sql, drill_rows *out,
-                   char *err, size_t errlen);
-/* A query that must return one number (one row, one column, an integer or decimal). */
-int drill_db_number(drill_db *db, const char *participant, const char *sql, double *out, char *err,
-                    size_t errlen);
+/* Runs sql on the named participant. Returns 0, or a negative errno with the database's message
+ * in err: -ENOENT no such participant, -EINVAL its driver speaks no SQL, -EIO no connection or
+ * the query failed. */
+XA_MUST_CHECK int drill_db_query(drill_db *db, const char *participant, const char *sql,
+                                 drill_rows *out, char *err, size_t errlen);
+/* A query that must return one number (one row, one column, an integer or decimal): 0, an error
+ * of drill_db_query, or -EINVAL when the answer is no one number. */
+XA_MUST_CHECK int drill_db_number(drill_db *db, const char *participant, const char *sql,
+                                  double *out, char *err, size_t errlen);
 /* Prepared branches on the participant whose gtrid starts with prefix (and, on MySQL, whose
  * bqual is the participant's name); their names go into sample. */
-int drill_db_prepared(drill_db *db, const char *participant, const char *prefix, drill_rows *out,
-                      char *err, size_t errlen);
+XA_MUST_CHECK int drill_db_prepared(drill_db *db, const char *participant, const char *prefix,
+                                    drill_rows *out, char *err, size_t errlen);
 
 #endif

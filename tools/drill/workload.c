@@ -105,6 +105,7 @@ int drill_workload_pick(drill_workload *w, unsigned *seed, const char *id, drill
     return ti;
 }
 
+/* The index of the value named, or -1 for none: a lookup, like a NULL from a find. */
 static int find(const drill_values *v, const char *name, size_t len)
 {
     for (int i = 0; i < v->n; i++)
