@@ -107,8 +107,8 @@ void bench_client_done(bench_client *cl, bench_outcome outcome, const char *why)
 char *bench_http_request(const bench_run *run, const bench_client *cl, size_t *len);
 
 /* One blocking GET to the daemon on 127.0.0.1. Returns the status and a malloc'ed body (may be
- * NULL), or -1 when the connection failed. */
-int bench_http_get(int port, const char *path, char **body);
+ * NULL), or httpc_request's negative errno when there was no answer. */
+XA_MUST_CHECK int bench_http_get(int port, const char *path, char **body);
 
 /* Reads a password file (first line): 0, or -EIO when unreadable. */
 XA_MUST_CHECK int bench_read_secret(const char *path, char *buf, size_t len);

@@ -6,7 +6,7 @@
 #ifndef XA_HTTPC_H
 #define XA_HTTPC_H
 
-#include "../participants/compiler.h" /* xactl links httpc alone, without the drivers */
+#include "compiler.h"
 
 /* Sends one request to host:port (a numeric IPv4 address, or an IPv6 one in brackets) and reads
  * the whole answer. body and token may be NULL. Returns the HTTP status and puts the response body

@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,7 @@ static void expect_error(const char *from, const char *to, const char *want)
     else
         snprintf(text, sizeof text, "%s%s", base, to);
     err[0] = '\0';
-    assert_int_equal(drill_conf_parse(drill_path, text, &c, err, sizeof err), -1);
+    assert_int_equal(drill_conf_parse(drill_path, text, &c, err, sizeof err), -EINVAL);
     if (!strstr(err, want))
         fail_msg("error \"%s\" does not say \"%s\"", err, want);
 }
@@ -171,14 +172,14 @@ static void test_query_and_params(void **state)
     assert_string_equal(q.participant, "order");
     assert_string_equal(q.sql, "SELECT 1");
     free(q.sql);
-    assert_int_equal(drill_query_parse("Order: SELECT 1", &q, err, sizeof err), -1);
-    assert_int_equal(drill_query_parse("order:   ", &q, err, sizeof err), -1);
+    assert_int_equal(drill_query_parse("Order: SELECT 1", &q, err, sizeof err), -EINVAL);
+    assert_int_equal(drill_query_parse("order:   ", &q, err, sizeof err), -EINVAL);
     assert_int_equal(drill_param_parse("x", "seq 10", &p, err, sizeof err), 0);
     assert_true(p.kind == PARAM_SEQ && p.lo == 10);
-    assert_int_equal(drill_param_parse("x", "seq -1", &p, err, sizeof err), -1);
-    assert_int_equal(drill_param_parse("x", "range 1 2 3", &p, err, sizeof err), -1);
-    assert_int_equal(drill_param_parse("x", "range 1 x", &p, err, sizeof err), -1);
-    assert_int_equal(drill_param_parse("x", "choice", &p, err, sizeof err), -1);
+    assert_int_equal(drill_param_parse("x", "seq -1", &p, err, sizeof err), -EINVAL);
+    assert_int_equal(drill_param_parse("x", "range 1 2 3", &p, err, sizeof err), -EINVAL);
+    assert_int_equal(drill_param_parse("x", "range 1 x", &p, err, sizeof err), -EINVAL);
+    assert_int_equal(drill_param_parse("x", "choice", &p, err, sizeof err), -EINVAL);
 }
 
 static void test_substitute_and_body(void **state)
@@ -236,7 +237,7 @@ static void test_workload(void **state)
     /* a template that is not a transaction is refused at start, naming it */
     free(c.templates[0].body);
     c.templates[0].body = strdup("[1, 2]");
-    assert_int_equal(drill_workload_init(&w, &c, err, sizeof err), -1);
+    assert_int_equal(drill_workload_init(&w, &c, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "[template.pay]"));
     drill_conf_free(&c);
 }

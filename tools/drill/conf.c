@@ -37,7 +37,7 @@ __attribute__((format(printf, 2, 3))) static int fail(parser *p, const char *fmt
         snprintf(p->err, p->errlen, "%s:%d: [%s] %s", p->path, p->line, p->section_name, msg);
     else
         snprintf(p->err, p->errlen, "%s:%d: %s", p->path, p->line, msg);
-    return -1;
+    return -EINVAL;
 }
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
@@ -128,22 +128,22 @@ int drill_query_parse(const char *s, drill_query *q, char *err, size_t errlen)
     memset(q, 0, sizeof *q);
     if (!colon || n == 0 || n > 32) {
         set_err(err, errlen, "expected \"participant: SQL\", got \"%.60s\"", s);
-        return -1;
+        return -EINVAL;
     }
     memcpy(q->participant, s, n);
     if (!valid_name(q->participant)) {
         set_err(err, errlen, "participant name \"%s\" is not 1-32 chars of [a-z0-9_]",
                 q->participant);
-        return -1;
+        return -EINVAL;
     }
     for (s = colon + 1; isspace((unsigned char)*s); s++)
         ;
     if (!*s) {
         set_err(err, errlen, "no SQL after \"%s:\"", q->participant);
-        return -1;
+        return -EINVAL;
     }
     q->sql = strdup(s);
-    return q->sql ? 0 : -1;
+    return q->sql ? 0 : -ENOMEM;
 }
 
 static bool parse_ll(const char *s, long long *v)
@@ -174,14 +174,14 @@ static bool choice_word(const char *w)
     return true;
 }
 
-/* Splits s at whitespace into at most max words (copied into buf). */
+/* Splits s at whitespace into at most max words (copied into buf): their count, or -E2BIG. */
 static int words(const char *s, char *buf, size_t buflen, char **w, int max)
 {
     int n = 0;
     snprintf(buf, buflen, "%s", s);
     for (char *save = NULL, *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
         if (n == max)
-            return -1;
+            return -E2BIG;
         w[n++] = t;
     }
     return n;
@@ -194,14 +194,14 @@ int drill_param_parse(const char *name, const char *s, drill_param *p, char *err
     memset(p, 0, sizeof *p);
     if (!valid_name(name)) {
         set_err(err, errlen, "parameter name \"%.40s\" is not 1-32 chars of [a-z0-9_]", name);
-        return -1;
+        return -EINVAL;
     }
     snprintf(p->name, sizeof p->name, "%s", name);
     if (n >= 3 && n <= 3 && strcmp(w[0], "range") == 0) {
         p->kind = PARAM_RANGE;
         if (!parse_ll(w[1], &p->lo) || !parse_ll(w[2], &p->hi) || p->lo > p->hi) {
             set_err(err, errlen, "param.%s: \"range LO HI\" needs integers with LO <= HI", name);
-            return -1;
+            return -EINVAL;
         }
         return 0;
     }
@@ -209,7 +209,7 @@ int drill_param_parse(const char *name, const char *s, drill_param *p, char *err
         p->kind = PARAM_SEQ;
         if (!parse_ll(w[1], &p->lo) || p->lo < 0 || p->lo > (1LL << 53)) {
             set_err(err, errlen, "param.%s: \"seq START\" needs an integer 0..2^53", name);
-            return -1;
+            return -EINVAL;
         }
         return 0;
     }
@@ -220,7 +220,7 @@ int drill_param_parse(const char *name, const char *s, drill_param *p, char *err
                 set_err(err, errlen,
                         "param.%s: choice \"%.40s\" must be 1-64 chars of [A-Za-z0-9_.:-]", name,
                         w[i]);
-                return -1;
+                return -EINVAL;
             }
             p->choices[p->nchoices++] = strdup(w[i]);
         }
@@ -230,7 +230,7 @@ int drill_param_parse(const char *name, const char *s, drill_param *p, char *err
             "param.%s: expected \"range LO HI\", \"seq START\" or \"choice A B ...\" (at most %d "
             "choices), got \"%.60s\"",
             name, DRILL_MAX_CHOICES, s);
-    return -1;
+    return -EINVAL;
 }
 
 /* --- Keys ------------------------------------------------------------------------------- */
@@ -256,7 +256,7 @@ static int set_int(parser *p, const char *key, const char *v, int lo, int hi, in
 {
     double d;
     if (set_num(p, key, v, lo, hi, &d) != 0)
-        return -1;
+        return -EINVAL;
     if (d != (int)d)
         return fail(p, "%s: expected a whole number, got \"%.40s\"", key, v);
     *out = (int)d;
@@ -303,7 +303,7 @@ static int drill_key(parser *p, const char *k, const char *v)
         if (strcmp(k, n->name) != 0)
             continue;
         if (set_num(p, k, v, n->lo, n->hi, &d) != 0)
-            return -1;
+            return -EINVAL;
         if (n->type != NUM_REAL && d != (double)(long long)d)
             return fail(p, "%s: expected a whole number, got \"%.40s\"", k, v);
         if (n->type == NUM_REAL)
@@ -715,7 +715,7 @@ int drill_conf_parse(const char *path, const char *text, drill_conf *c, char *er
     c->retries = 40;
     c->ready_timeout_s = 30;
     c->settle_timeout_s = 60;
-    rc = copy ? parse_lines(&p, copy) : -1;
+    rc = copy ? parse_lines(&p, copy) : -ENOMEM;
     free(copy);
     if (rc == 0)
         rc = check_whole(&p);
@@ -731,8 +731,7 @@ int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen)
     memset(c, 0, sizeof *c);
     if ((rc = drill_read_file(path, &text, err, errlen)) != 0)
         return rc;
-    /* drill_conf_parse still answers -1 (tests/unit/test_drill_conf.c looks for it) */
-    rc = drill_conf_parse(path, text, c, err, errlen) != 0 ? -EINVAL : 0;
+    rc = drill_conf_parse(path, text, c, err, errlen);
     free(text);
     return rc;
 }

@@ -96,8 +96,10 @@ typedef struct drill_conf {
 /* Loads and checks path. Returns 0, or a negative errno with a message in err naming what is
  * wrong: drill_read_file's, or -EINVAL for what drill_conf_parse refuses. */
 XA_MUST_CHECK int drill_conf_load(const char *path, drill_conf *c, char *err, size_t errlen);
-/* Same from text (path names it in messages and gives the directory for relative paths). */
-int drill_conf_parse(const char *path, const char *text, drill_conf *c, char *err, size_t errlen);
+/* Same from text (path names it in messages and gives the directory for relative paths):
+ * 0, -EINVAL or -ENOMEM. */
+XA_MUST_CHECK int drill_conf_parse(const char *path, const char *text, drill_conf *c, char *err,
+                                   size_t errlen);
 void drill_conf_free(drill_conf *c);
 
 /* Expands ${NAME} and ${NAME:-default} from the environment (NAME starting with an upper-case
@@ -107,9 +109,11 @@ char *drill_expand(const char *s, char *err, size_t errlen);
 /* Reads a whole text file (a NUL byte is an error) into *out (malloc'ed). 0, or a negative errno
  * with a message naming the file: fopen's, -ENOMEM, -EINVAL for a NUL byte. */
 XA_MUST_CHECK int drill_read_file(const char *path, char **out, char *err, size_t errlen);
-/* Parses "participant: SQL". Returns 0 or -1 with a message. */
-int drill_query_parse(const char *s, drill_query *q, char *err, size_t errlen);
-/* Parses a parameter's value ("range 1 9", "seq 100", "choice a b"). */
-int drill_param_parse(const char *name, const char *s, drill_param *p, char *err, size_t errlen);
+/* Parses "participant: SQL". Returns 0, or -EINVAL (-ENOMEM) with a message. */
+XA_MUST_CHECK int drill_query_parse(const char *s, drill_query *q, char *err, size_t errlen);
+/* Parses a parameter's value ("range 1 9", "seq 100", "choice a b"): 0, or -EINVAL with a
+ * message. */
+XA_MUST_CHECK int drill_param_parse(const char *name, const char *s, drill_param *p, char *err,
+                                    size_t errlen);
 
 #endif

@@ -643,11 +643,8 @@ int drill_run(const drill_conf *c, const config *cfg, const char *config_path, c
     }
     if ((rc = check_participants(&u)) != 0)
         goto out;
-    /* drill_workload_init still answers -1 (tests/unit/test_drill_conf.c looks for it) */
-    if (drill_workload_init(&u.w, c, err, errlen) != 0) {
-        rc = -EINVAL;
+    if ((rc = drill_workload_init(&u.w, c, err, errlen)) != 0)
         goto out;
-    }
     if ((rc = clean_start(&u)) == 0 && (rc = setup(&u)) == 0 && (rc = drive(&u, th)) == 0) {
         /* a last kill, then recovery from a clean start must leave everything consistent */
         drill_proc_kill(&u.proc);

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ int drill_workload_init(drill_workload *w, const drill_conf *c, char *err, size_
         if (!body || (t->has_verify && !sql)) {
             set_err(err, errlen, "[template.%s] %s: %s", t->name, body ? "verify" : t->file, msg);
             drill_workload_destroy(w);
-            return -1;
+            return -EINVAL;
         }
     }
     return 0;

@@ -26,8 +26,9 @@ typedef struct drill_workload {
 } drill_workload;
 
 /* Checks every template once with sample values (each must become a JSON object with
- * "branches"). Returns 0, or -1 with a message naming the template. */
-int drill_workload_init(drill_workload *w, const drill_conf *c, char *err, size_t errlen);
+ * "branches"). Returns 0, or -EINVAL with a message naming the template. */
+XA_MUST_CHECK int drill_workload_init(drill_workload *w, const drill_conf *c, char *err,
+                                      size_t errlen);
 void drill_workload_destroy(drill_workload *w);
 
 /* Picks a template (returns its index) and draws its parameters into v, with "id" = id. */
