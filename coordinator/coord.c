@@ -108,7 +108,7 @@ outcome *coord_outcome_from_row(coord *c, const store_row *r, bool ours)
     }
     if (r->commit) {
         outcome_commit(c->outcomes, o, r->time_ms);
-        o->pending = ours ? coord_names_mask(c, r->pending, r->gtrid) : 0;
+        outcome_set_pending(c->outcomes, o, ours ? coord_names_mask(c, r->pending, r->gtrid) : 0);
     }
     outcome_settle(c->outcomes, o, r->commit ? OUTCOME_COMMITTED : OUTCOME_ABORTED, r->status, head,
                    r->time_ms);

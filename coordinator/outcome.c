@@ -14,6 +14,7 @@ struct outcomes {
     strmap *by_id;
     strmap *by_gtrid; /* every indexed outcome */
     list_head all;    /* every indexed outcome, oldest first */
+    list_head unfinished; /* the indexed outcomes with pending branches (outcome_set_pending) */
     int64_t retention_ms;
 };
 
@@ -152,7 +153,19 @@ void outcome_unindex(outcomes *os, outcome *o)
     if (strmap_get(os->by_gtrid, o->gtrid) == o)
         strmap_del(os->by_gtrid, o->gtrid);
     list_remove(&os->all, &o->node);
+    if (list_linked(&o->unfinished_node))
+        list_remove(&os->unfinished, &o->unfinished_node);
     o->indexed = false;
+}
+
+void outcome_set_pending(outcomes *os, outcome *o, uint32_t pending)
+{
+    bool linked = list_linked(&o->unfinished_node);
+    o->pending = pending;
+    if (pending && o->indexed && !linked)
+        list_push_tail(&os->unfinished, &o->unfinished_node);
+    else if (!pending && linked)
+        list_remove(&os->unfinished, &o->unfinished_node);
 }
 
 void outcome_release(outcomes *os, outcome *o)
@@ -187,9 +200,9 @@ void outcome_unwait(outcome *o, outcome_waiter_cb cb, void *arg)
 
 void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), void *arg)
 {
-    list_each_safe(n, next, &os->all) {
-        outcome *o = list_entry(n, outcome, node);
-        if (o->state == OUTCOME_COMMITTED && o->pending && !o->live)
+    list_each_safe(n, next, &os->unfinished) {
+        outcome *o = list_entry(n, outcome, unfinished_node);
+        if (o->state == OUTCOME_COMMITTED && !o->live)
             fn(o, arg);
     }
 }

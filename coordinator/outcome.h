@@ -46,13 +46,15 @@ struct outcome {
      * cheaply: e.g. {"id":"a","xid":"xa2.c1.k3x7q2ma.1.5","outcome":"committed","branches":[...] */
     char *reply_head;
     int status;         /* HTTP status of the reply: 200 or 409 */
-    uint32_t pending;   /* committed: bit i set = participant i not yet acknowledged */
+    uint32_t pending;   /* committed: bit i set = participant i not yet acknowledged; written
+                         * only through outcome_set_pending */
     uint32_t heuristic; /* bit i set = participant i finished against the decision */
     bool indexed;       /* reachable through outcome_find (by id) */
     bool replayed;      /* the reply is an earlier transaction's, found by its marker */
     void *live;         /* the in-flight transaction, or NULL */
     list_head waiters;  /* outcome_waiter, the latest first */
     list_node node;     /* in the table's retention order while indexed */
+    list_node unfinished_node; /* on the table's unfinished list while indexed and pending */
 };
 
 typedef struct outcomes outcomes;
@@ -89,7 +91,13 @@ void outcome_wait(outcome *o, outcome_waiter_cb cb, void *arg);
 /* Withdraws a waiter (its request is gone). */
 void outcome_unwait(outcome *o, outcome_waiter_cb cb, void *arg);
 
-/* Calls fn for every committed outcome with acknowledgements pending and no live transaction. */
+/* Sets o's pending branches (a commit's participants not yet acknowledged), keeping the table's
+ * list of unfinished outcomes, so that the walk below costs what is unfinished, not what is
+ * retained. */
+void outcome_set_pending(outcomes *os, outcome *o, uint32_t pending);
+
+/* Calls fn for every committed outcome with acknowledgements pending and no live transaction.
+ * fn may change the pending branches of the outcome it is given (outcome_set_pending). */
 void outcomes_each_unfinished(outcomes *os, void (*fn)(outcome *o, void *arg), void *arg);
 
 /* Drops settled outcomes older than the retention (at most `budget` per call). */

@@ -145,7 +145,7 @@ static void acknowledge(outcome *o, void *arg)
     uint32_t bit = 1u << s->part->index;
     if (!(o->pending & bit) || was_left_behind(s, o->gtrid))
         return;
-    o->pending &= ~bit;
+    outcome_set_pending(c->outcomes, o, o->pending & ~bit);
     if (o->pending == 0) {
         gtrid_parts g;
         if (gtrid_parse(o->gtrid, &g) == 0) {

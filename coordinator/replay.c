@@ -67,7 +67,7 @@ static void replay_outcome(coord *c, const journal_rec *rec)
         abort();
     if (commit) {
         outcome_commit(c->outcomes, o, rec->time_ms);
-        o->pending = coord_names_mask(c, f.participants, gtrid);
+        outcome_set_pending(c->outcomes, o, coord_names_mask(c, f.participants, gtrid));
     }
     outcome_settle(c->outcomes, o, commit ? OUTCOME_COMMITTED : OUTCOME_ABORTED, f.status, f.head,
                    rec->time_ms);
@@ -91,7 +91,7 @@ void replay_record(const journal_rec *rec, void *arg)
         coord_gtrid(c, rec->boot, rec->seq, gtrid, sizeof gtrid);
         o = outcome_find_commit(c->outcomes, gtrid);
         if (o)
-            o->pending = 0;
+            outcome_set_pending(c->outcomes, o, 0);
         break;
     }
 }

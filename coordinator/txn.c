@@ -546,7 +546,7 @@ static void branch_done(branch *b)
     release_conn(b);
     t->ndone++;
     if (t->committed) {
-        t->o->pending &= ~(1u << b->part->index);
+        outcome_set_pending(t->c->outcomes, t->o, t->o->pending & ~(1u << b->part->index));
         if (t->o->pending != 0 && ++t->acks == 1)
             crash_point("after-first-commit-ack");
     }
@@ -1029,7 +1029,7 @@ static void decide_commit(struct txn *t)
 
     set_state(t, TXN_DECIDING);
     uv_timer_stop(&t->timer);
-    t->o->pending = phase2_mask(t);
+    outcome_set_pending(t->c->outcomes, t->o, phase2_mask(t));
     /* The reply is fixed now (only "pending" changes later), and it goes into the commit record so
      * that a repeated id can be answered after a restart. */
     t->o->reply_head = commit_head(t);
@@ -1182,7 +1182,7 @@ static void one_phase_committed(branch *b)
     crash_point("after-one-phase-commit");
     t->committed = true;
     set_state(t, TXN_COMMITTING);
-    t->o->pending = 0;
+    outcome_set_pending(t->c->outcomes, t->o, 0);
     t->o->status = 200;
     outcome_commit(t->c->outcomes, t->o, coord_now_ms());
     metric_counter_add(t->c->txn_committed, 1);

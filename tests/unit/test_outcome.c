@@ -65,7 +65,7 @@ static void test_prune(void **state)
 {
     outcomes *os = outcomes_new(10); /* 10 s */
     outcome *owed = add(os, 1, OUTCOME_COMMITTED, 0);
-    owed->pending = 1; /* a participant still owed its COMMIT */
+    outcome_set_pending(os, owed, 1); /* a participant still owed its COMMIT */
     add(os, 2, OUTCOME_COMMITTED, 0);
     add(os, 3, OUTCOME_IN_PROGRESS, 0);
     add(os, 4, OUTCOME_ABORTED, 5000);
@@ -77,9 +77,52 @@ static void test_prune(void **state)
     assert_null(outcome_find(os, "id4"));     /* 11 s old */
     assert_non_null(outcome_find(os, "id5"));
     assert_int_equal(outcomes_count(os), 3);
-    owed->pending = 0;
+    outcome_set_pending(os, owed, 0);
     outcomes_prune(os, 16000, 1000);
     assert_null(outcome_find(os, "id1"));
+    outcomes_free(os);
+}
+
+typedef struct walk {
+    outcomes *os;
+    char seen[128];
+} walk;
+
+static void collect(outcome *o, void *arg)
+{
+    walk *w = arg;
+    strcat(w->seen, o->id);
+    strcat(w->seen, " ");
+    if (strcmp(o->id, "id3") == 0)
+        outcome_set_pending(w->os, o, 0); /* acknowledged while walked: off the list */
+}
+
+/* The walk of unfinished outcomes visits exactly the committed ones with pending branches and no
+ * live transaction, whatever else is retained, and follows every change of pending. */
+static void test_unfinished(void **state)
+{
+    outcomes *os = outcomes_new(10);
+    walk w = {os, ""};
+    outcome *o[7];
+    for (int i = 1; i <= 6; i++)
+        o[i] = add(os, i, i == 5 ? OUTCOME_ABORTED : OUTCOME_COMMITTED, 0);
+    outcome_set_pending(os, o[2], 3);
+    outcome_set_pending(os, o[3], 1);
+    outcome_set_pending(os, o[4], 2);
+    outcome_set_pending(os, o[6], 1);
+    o[4]->live = o[4]; /* its transaction finishes it */
+    outcome_set_pending(os, o[6], 0);
+    outcomes_each_unfinished(os, collect, &w);
+    assert_string_equal(w.seen, "id2 id3 ");
+    w.seen[0] = '\0';
+    outcomes_each_unfinished(os, collect, &w);
+    assert_string_equal(w.seen, "id2 "); /* id3 left the list in the first walk */
+    outcome_unindex(os, o[2]);
+    w.seen[0] = '\0';
+    outcomes_each_unfinished(os, collect, &w);
+    assert_string_equal(w.seen, "");
+    outcome_release(os, o[2]);
+    o[4]->live = NULL;
     outcomes_free(os);
 }
 
@@ -107,10 +150,9 @@ static void test_prune_extreme_times(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lookups),
-        cmocka_unit_test(test_waiters),
-        cmocka_unit_test(test_prune),
-        cmocka_unit_test(test_prune_extreme_times),
+        cmocka_unit_test(test_lookups),    cmocka_unit_test(test_waiters),
+        cmocka_unit_test(test_prune),      cmocka_unit_test(test_prune_extreme_times),
+        cmocka_unit_test(test_unfinished),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
