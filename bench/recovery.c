@@ -6,10 +6,15 @@
  * one must be rolled back. A MariaDB branch detaches from its session only when that session
  * closes (FACTS.md section 4), so every MariaDB branch is prepared on a connection of its own
  * that is then closed, as a crashed coordinator's would be.
+ *
+ * The databases' own limit is timed first, on the same planted set: WORKERS connections per
+ * database - the daemon's RECOVERY_WORKERS - roll every branch back by XID with nothing else in
+ * the way (no listing, no coordinator). Then the set is planted again and the daemon resolves it.
  */
 #include "bench.h"
 #include "identity.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,9 +44,11 @@ struct planter {
     const char *node;
     dir_identity identity; /* of the daemon's data directory: its branches are its to resolve */
     int64_t next, total, planted;
+    int64_t next_of[NBR]; /* resolving: the next transaction of each database */
     int running;
     bool failed;
-    worker w[WORKERS];
+    bool resolving;          /* the workers roll the planted branches back (the direct baseline) */
+    worker w[WORKERS * NBR]; /* planting: the first WORKERS; resolving: all, worker k on k % NBR */
     /* the listing poll */
     px_conn *lister[NBR];
     int nlisted;
@@ -58,8 +65,9 @@ static void work_next(worker *w);
 
 static void work_fail(worker *w, const char *what, const px_error *err)
 {
-    fprintf(stderr, "xabench: plant %s %lld: %s: %s\n", w->pl->targets[w->b]->name,
-            (long long)w->seq, what, err ? err->message : "could not start");
+    fprintf(stderr, "xabench: %s %s %lld: %s: %s\n", w->pl->resolving ? "resolve" : "plant",
+            w->pl->targets[w->b]->name, (long long)w->seq, what,
+            err ? err->message : "could not start");
     w->pl->failed = true;
     if (--w->pl->running == 0)
         uv_stop(w->pl->loop);
@@ -76,6 +84,16 @@ static void on_prepared(px_conn *c, const px_error *err, void *arg)
     if (strcmp(w->pl->targets[w->b]->driver, "mysql") == 0) {
         px_conn_base(c)->driver->close(c);
         w->conn[w->b] = NULL;
+    }
+    work_next(w);
+}
+
+static void on_resolved(px_conn *c, const px_error *err, void *arg)
+{
+    worker *w = arg;
+    if (err && err->cls != PX_OK) {
+        work_fail(w, "rollback prepared", err);
+        return;
     }
     work_next(w);
 }
@@ -116,6 +134,11 @@ static void work_branch(worker *w)
         work_fail(w, "xid", NULL);
         return;
     }
+    if (w->pl->resolving) {
+        if (px_conn_base(c)->driver->rollback_prepared(c, &w->xid, on_resolved, w) != 0)
+            work_fail(w, "rollback prepared", NULL);
+        return;
+    }
     w->params[0] = (px_param){.type = PX_P_INT, .i = w->seq};
     w->stmt = (px_stmt){sql[w->b], w->params, 1, 1, true};
     if (px_conn_base(c)->driver->begin(c, &w->xid, on_begun, w) != 0)
@@ -133,19 +156,34 @@ static void on_work_conn(px_conn *c, const px_error *err, void *arg)
     work_branch(w);
 }
 
-/* Items interleave the databases: item i is branch (i % 3) of transaction i / 3 + 1. */
-static void work_next(worker *w)
+/* The next item, false when there is none. Planting interleaves the databases: item i is branch
+ * (i % 3) of transaction i / 3 + 1. Resolving keeps each worker on its own database. */
+static bool take_item(worker *w)
 {
     planter *pl = w->pl;
     int64_t i;
-    if (pl->failed || pl->next >= pl->total) {
+    if (pl->resolving) {
+        if (pl->next_of[w->b] >= pl->total / NBR)
+            return false;
+        w->seq = ++pl->next_of[w->b];
+        return true;
+    }
+    if (pl->next >= pl->total)
+        return false;
+    i = pl->next++;
+    w->b = (int)(i % NBR);
+    w->seq = i / NBR + 1;
+    return true;
+}
+
+static void work_next(worker *w)
+{
+    planter *pl = w->pl;
+    if (pl->failed || !take_item(w)) {
         if (--pl->running == 0)
             uv_stop(pl->loop);
         return;
     }
-    i = pl->next++;
-    w->b = (int)(i % NBR);
-    w->seq = i / NBR + 1;
     if (w->conn[w->b]) {
         work_branch(w);
         return;
@@ -210,6 +248,13 @@ static void on_tick(uv_timer_t *t)
             pl->t_ready = uv_hrtime();
         free(body);
     }
+    /* Listing 30,000 branches every 20 ms would take the databases' CPU from the daemon's
+     * rollbacks (the direct baseline is not listed meanwhile): the listing starts once the
+     * daemon says its scans finished. */
+    if (!pl->t_ready) {
+        poll_again(pl);
+        return;
+    }
     list_all(pl);
 }
 
@@ -252,7 +297,7 @@ static pid_t spawn(const char *xacoord, const char *config, const char *log)
 
 static void close_all(planter *pl)
 {
-    for (int k = 0; k < WORKERS; k++)
+    for (int k = 0; k < WORKERS * NBR; k++)
         for (int b = 0; b < NBR; b++)
             if (pl->w[k].conn[b])
                 px_conn_base(pl->w[k].conn[b])->driver->close(pl->w[k].conn[b]);
@@ -264,12 +309,88 @@ static void close_all(planter *pl)
         uv_run(pl->loop, UV_RUN_NOWAIT);
 }
 
+/* Runs every worker over the n x NBR items (planting or resolving) until all are done. */
+static void run_workers(planter *pl)
+{
+    int n = pl->resolving ? WORKERS * NBR : WORKERS;
+    pl->next = 0;
+    memset(pl->next_of, 0, sizeof pl->next_of);
+    pl->running = n;
+    for (int k = 0; k < n; k++) {
+        pl->w[k].pl = pl;
+        if (pl->resolving)
+            pl->w[k].b = k % NBR;
+        work_next(&pl->w[k]);
+    }
+    uv_run(pl->loop, UV_RUN_DEFAULT);
+}
+
+/* Waits until every database lists exactly want of this node's branches (closed MariaDB
+ * sessions detach theirs asynchronously). 0, or -ETIMEDOUT after 10 s. */
+static int wait_listed(planter *pl, size_t want)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        list_all(pl);
+        uv_stop(pl->loop);
+        while (pl->nlisted < NBR && !pl->failed)
+            uv_run(pl->loop, UV_RUN_ONCE);
+        if (pl->listed[PAY] == want && pl->listed[ORD] == want && pl->listed[WH] == want)
+            return 0;
+        usleep(20000);
+    }
+    return -ETIMEDOUT;
+}
+
+/* Plants n transactions and waits until all are listed. 0, or -EIO. */
+static int plant(planter *pl, int n)
+{
+    double plant_s = bench_now_s();
+    pl->planted = 0;
+    run_workers(pl);
+    plant_s = bench_now_s() - plant_s;
+    if (pl->failed || wait_listed(pl, (size_t)n) != 0) {
+        fprintf(stderr, "xabench: planting failed; listed %zu/%zu/%zu of %d\n", pl->listed[PAY],
+                pl->listed[ORD], pl->listed[WH], n);
+        return -EIO;
+    }
+    fprintf(stderr, "xabench: planted %lld branches in %.1f s; listed %zu/%zu/%zu\n",
+            (long long)pl->planted, plant_s, pl->listed[PAY], pl->listed[ORD], pl->listed[WH]);
+    return 0;
+}
+
+/* The databases' own rate: every planted branch rolled back by XID over WORKERS connections
+ * per database. The seconds until the last ROLLBACK PREPARED / XA ROLLBACK returned, or a
+ * negative value when one failed or a branch is still listed after. */
+static double resolve_direct(planter *pl)
+{
+    double s = bench_now_s();
+    pl->resolving = true;
+    run_workers(pl);
+    s = bench_now_s() - s;
+    pl->resolving = false;
+    if (pl->failed || wait_listed(pl, 0) != 0)
+        return -1;
+    return s;
+}
+
+static int open_listers(planter *pl)
+{
+    pl->nlisted = 0;
+    for (int b = 0; b < NBR; b++)
+        if (px_driver_find(pl->targets[b]->driver)
+                ->connect(pl->loop, pl->targets[b], on_lister, pl))
+            pl->failed = true;
+    if (!pl->failed)
+        uv_run(pl->loop, UV_RUN_DEFAULT);
+    return pl->failed ? -EIO : 0;
+}
+
 int bench_recovery(const bench_targets *t, int n, const char *node, const char *identity,
                    const char *xacoord, const char *config, const char *log, int port)
 {
     uv_loop_t loop;
     planter *pl = calloc(1, sizeof *pl);
-    double plant_s;
+    double direct_s = -1;
     pid_t pid;
     int rc = 0, status;
     if (!pl)
@@ -287,37 +408,15 @@ int bench_recovery(const bench_targets *t, int n, const char *node, const char *
     uv_timer_init(&loop, &pl->timer);
     pl->timer.data = pl;
 
-    plant_s = bench_now_s();
-    pl->running = WORKERS;
-    for (int k = 0; k < WORKERS; k++) {
-        pl->w[k].pl = pl;
-        work_next(&pl->w[k]);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    plant_s = bench_now_s() - plant_s;
-    for (int b = 0; b < NBR; b++)
-        if (px_driver_find(pl->targets[b]->driver)->connect(&loop, pl->targets[b], on_lister, pl))
-            pl->failed = true;
-    if (!pl->failed)
-        uv_run(&loop, UV_RUN_DEFAULT);
-    if (pl->failed) {
+    if (open_listers(pl) != 0 || plant(pl, n) != 0 || (direct_s = resolve_direct(pl)) < 0 ||
+        plant(pl, n) != 0) {
+        fprintf(stderr, "xabench: the direct baseline failed\n");
         close_all(pl);
         free(pl);
         return 1;
     }
-    /* Closed MariaDB sessions detach their branches asynchronously: wait until all are listed. */
-    for (int tries = 0; tries < 500; tries++) {
-        list_all(pl);
-        uv_stop(&loop);
-        while (pl->nlisted < NBR && !pl->failed)
-            uv_run(&loop, UV_RUN_ONCE);
-        if (pl->listed[PAY] == (size_t)n && pl->listed[ORD] == (size_t)n &&
-            pl->listed[WH] == (size_t)n)
-            break;
-        usleep(20000);
-    }
-    fprintf(stderr, "xabench: planted %lld branches in %.1f s; listed %zu/%zu/%zu\n",
-            (long long)pl->planted, plant_s, pl->listed[PAY], pl->listed[ORD], pl->listed[WH]);
+    fprintf(stderr, "xabench: the databases alone rolled back %lld branches in %.2f s\n",
+            (long long)pl->total, direct_s);
 
     pl->t_spawn = uv_hrtime();
     pid = pl->pid = spawn(xacoord, config, log);
@@ -329,11 +428,11 @@ int bench_recovery(const bench_targets *t, int n, const char *node, const char *
     }
     poll_again(pl);
     uv_run(&loop, UV_RUN_DEFAULT);
-    printf("n,branches,ready_s,resolved_s\n");
+    printf("n,branches,ready_s,resolved_s,direct_s\n");
     if (pl->t_clean) {
-        printf("%d,%lld,%.3f,%.3f\n", n, (long long)pl->planted,
-               (double)(pl->t_ready - pl->t_spawn) / 1e9,
-               (double)(pl->t_clean - pl->t_spawn) / 1e9);
+        printf("%d,%lld,%.3f,%.3f,%.3f\n", n, (long long)pl->planted,
+               (double)(pl->t_ready - pl->t_spawn) / 1e9, (double)(pl->t_clean - pl->t_spawn) / 1e9,
+               direct_s);
     } else {
         fprintf(stderr, "xabench: recovery did not finish\n");
         rc = 1;
