@@ -88,6 +88,7 @@ static const key_desc coord_keys[] = {
     {"default_timeout_ms", K_U32, CO(default_timeout_ms), 0, 10, MS_HOUR, "5000", false, 0},
     {"max_timeout_ms", K_U32, CO(max_timeout_ms), 0, 10, MS_HOUR, "60000", false, 0},
     {"commit_wait_ms", K_U32, CO(commit_wait_ms), 0, 0, MS_HOUR, "2000", false, 0},
+    {"drain_limit_ms", K_U32, CO(drain_limit_ms), 0, 0, MS_HOUR, "30000", false, 0},
     {"recovery_interval_ms", K_U32, CO(recovery_interval_ms), 0, 100, MS_DAY, "10000", false, 0},
     {"outcome_retention_s", K_I64, CO(outcome_retention_s), 0, 1, 315360000, "86400", false, 0},
     {"max_body_bytes", K_SIZE, CO(max_body_bytes), 0, 1024, 64 << 20, "1048576", false, 0},

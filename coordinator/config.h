@@ -79,6 +79,7 @@ typedef struct config {
     uint32_t default_timeout_ms;     /* default 5000 */
     uint32_t max_timeout_ms;         /* largest timeout_ms a request may ask for; default 60000 */
     uint32_t commit_wait_ms;         /* default 2000 */
+    uint32_t drain_limit_ms;         /* default 30000 */
     uint32_t recovery_interval_ms;   /* default 10000 */
     int64_t outcome_retention_s;     /* default 86400 */
     size_t max_body_bytes;           /* default 1 MiB */

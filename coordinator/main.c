@@ -26,10 +26,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DRAIN_LIMIT_MS 30000
-/* Test only (fault point short-drain): a stop that must leave work behind need not wait 30 s. */
-#define SHORT_DRAIN_LIMIT_MS 1000
-
 typedef struct daemon_state {
     uv_loop_t *loop;
     config cfg;
@@ -151,7 +147,7 @@ static void on_signal(uv_signal_t *s, int signum)
     d->stopping = true;
     d->coord.draining = true;
     d->drain_started = uv_now(d->loop);
-    d->drain_limit_ms = fault_point("short-drain") ? SHORT_DRAIN_LIMIT_MS : DRAIN_LIMIT_MS;
+    d->drain_limit_ms = d->cfg.drain_limit_ms; /* as the stop began, whatever a reload says */
     log_info(NULL, "%s: draining %d transactions in flight", strsignal(signum),
              coord_inflight(&d->coord));
     sd_notify_msg("STOPPING=1");

@@ -93,6 +93,8 @@ static bool apply_coordinator(config *live, config *next, const char *key)
         live->max_timeout_ms = next->max_timeout_ms;
     } else if (strcmp(key, "commit_wait_ms") == 0) {
         live->commit_wait_ms = next->commit_wait_ms;
+    } else if (strcmp(key, "drain_limit_ms") == 0) {
+        live->drain_limit_ms = next->drain_limit_ms;
     } else if (strcmp(key, "api_token_file") == 0) {
         char *file = live->api_token_file;
         live->api_token_file = next->api_token_file;

@@ -75,7 +75,7 @@ static void check_json_lines(const tu_daemon *d)
 static void test_sighup_reload(void **state)
 {
     tu_daemon d;
-    char line[400], tokfile[300], *resp = NULL;
+    char line[480], tokfile[300], *resp = NULL;
 
     tu_daemon_init(&d, "reload", NULL);
     tu_daemon_start(&d, NULL);
@@ -86,7 +86,8 @@ static void test_sighup_reload(void **state)
     snprintf(tokfile, sizeof tokfile, "%s/token", d.dir);
     tu_write_secret(tokfile, "reloaded-token");
     snprintf(line, sizeof line,
-             "commit_wait_ms = 1500\\nlog_level = debug\\nlog_format = json\\n"
+             "commit_wait_ms = 1500\\ndrain_limit_ms = 2500\\nlog_level = debug\\n"
+             "log_format = json\\n"
              "api_token_file = %s",
              tokfile);
     config_replace(&d, "commit_wait_ms", line);
@@ -95,7 +96,7 @@ static void test_sighup_reload(void **state)
     assert_int_equal(
         tu_sh("sed -i 's|database = shop_warehouse|database = elsewhere|' %s", d.config), 0);
     assert_int_equal(kill(d.pid, SIGHUP), 0);
-    wait_log(&d, "reloaded: 6 changes applied, 2 needing a restart");
+    wait_log(&d, "reloaded: 7 changes applied, 2 needing a restart");
 
     /* the token is on now, the pool smaller, and the daemon still on its old address */
     assert_int_equal(tu_http(d.port, "GET", "/v1/in-doubt", NULL, NULL, &resp), 401);

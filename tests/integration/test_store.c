@@ -499,7 +499,7 @@ static void proxies_stop(void)
 }
 
 /* A node whose payment and warehouse go through the proxies, answering a commit 1 s after its
- * decision with what is still pending, and with a drain limit of 1 s (fault point short-drain). */
+ * decision with what is still pending, and with a drain limit of 1 s. */
 static void init_proxied(tu_daemon *d, const char *node)
 {
     char port[16];
@@ -507,6 +507,7 @@ static void init_proxied(tu_daemon *d, const char *node)
     int first = base ? atoi(base) : 28401;
     tu_daemon_init(d, node, NULL);
     tu_daemon_set_key(d, "coordinator", "commit_wait_ms", "1000");
+    tu_daemon_set_key(d, "coordinator", "drain_limit_ms", "1000");
     /* phase 1 must outlive the drain: the stop, not a timeout, drops the transaction */
     tu_daemon_set_key(d, "coordinator", "default_timeout_ms", "60000");
     snprintf(port, sizeof port, "%d", first);
@@ -514,8 +515,6 @@ static void init_proxied(tu_daemon *d, const char *node)
     snprintf(port, sizeof port, "%d", first + 2);
     tu_daemon_set_key(d, "participant.warehouse", "port", port);
 }
-
-static const char *const short_drain[] = {"XACOORD_FAULT_AT=short-drain", NULL};
 
 static double since_s(const struct timespec *t0)
 {
@@ -569,7 +568,7 @@ static void run_clean_stop(const char *an, const char *bn, bool commit)
     struct timespec t0;
 
     snprintf(prefix, sizeof prefix, "xa2.%s.", an);
-    start_commit_pending(&a, an, short_drain, &b, bn, commit ? done : NULL);
+    start_commit_pending(&a, an, NULL, &b, bn, commit ? done : NULL);
     fp_set(wh_proxy, &hang_prepare);
     assert_int_equal(pthread_create(&th, NULL, tu_post_thread, &p), 0);
     assert_int_equal(fp_wait_hits(wh_proxy, 1, 15000), 0);
@@ -644,9 +643,9 @@ static void test_clean_stop_releases(void **state)
     (void)state;
 
     tu_shop_reset();
-    tu_daemon_init(&a, "hp", NULL);
+    tu_daemon_init(&a, "hp", "drain_limit_ms = 1000\n");
     tu_daemon_init(&b, "hq", NULL);
-    tu_daemon_start(&a, short_drain);
+    tu_daemon_start(&a, NULL);
     tu_daemon_start(&b, NULL);
     post(&a, body, 200, "\"outcome\":\"committed\"");
     assert_int_equal(tu_daemon_stop(&a), 0);

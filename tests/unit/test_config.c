@@ -109,6 +109,7 @@ static const char full_config[] =
     "default_timeout_ms = 4000\n"
     "max_timeout_ms = 30000\n"
     "commit_wait_ms = 1500\n"
+    "drain_limit_ms = 4500\n"
     "recovery_interval_ms = 5000\n"
     "outcome_retention_s = 3600\n"
     "max_body_bytes = 65536\n"
@@ -159,6 +160,7 @@ static void test_full_config(void **state)
     assert_int_equal(cfg.default_timeout_ms, 4000);
     assert_int_equal(cfg.max_timeout_ms, 30000);
     assert_int_equal(cfg.commit_wait_ms, 1500);
+    assert_int_equal(cfg.drain_limit_ms, 4500);
     assert_int_equal(cfg.recovery_interval_ms, 5000);
     assert_int_equal(cfg.outcome_retention_s, 3600);
     assert_int_equal(cfg.max_body_bytes, 65536);
@@ -229,6 +231,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.default_timeout_ms, 5000);
     assert_int_equal(cfg.max_timeout_ms, 60000);
     assert_int_equal(cfg.commit_wait_ms, 2000);
+    assert_int_equal(cfg.drain_limit_ms, 30000);
     assert_int_equal(cfg.recovery_interval_ms, 10000);
     assert_int_equal(cfg.outcome_retention_s, 86400);
     assert_int_equal(cfg.max_body_bytes, 1048576);
