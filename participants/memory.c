@@ -855,7 +855,7 @@ static int done_op(px_conn *c, px_memory_op op, const px_xid *x, px_done_cb cb, 
     int rc = op_check(c);
     if (rc)
         return rc;
-    if (!x || !cb)
+    if (px_xid_check(x) != 0 || !cb)
         return -EINVAL;
     c->xid = *x;
     c->cb.done = cb;
@@ -916,7 +916,7 @@ static int mem_marker_exists(px_conn *c, const px_xid *x, px_marker_cb cb, void 
     int rc = op_check(c);
     if (rc)
         return rc;
-    if (!x || !cb)
+    if (px_xid_check(x) != 0 || !cb)
         return -EINVAL;
     c->xid = *x;
     c->cb.marker = cb;

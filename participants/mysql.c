@@ -1391,9 +1391,7 @@ static int xa_step(px_conn *c)
  * as 'gtrid','bqual' inside the SQL text cannot be escaped from. */
 static bool xid_ok(const px_xid *x)
 {
-    px_xid copy;
-    return x && memchr(x->gtrid, '\0', sizeof x->gtrid) &&
-           memchr(x->bqual, '\0', sizeof x->bqual) && px_xid_set(&copy, x->gtrid, x->bqual) == 0;
+    return px_xid_check(x) == 0;
 }
 
 /* Writes tmpl into out with every "$X" replaced by the quoted XID ('gtrid','bqual'). Templates are

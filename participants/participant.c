@@ -86,11 +86,13 @@ void px_result_free(px_result *r)
     memset(r, 0, sizeof *r);
 }
 
-/* XIDs are built only from [a-z0-9._]: safe to place inside SQL string literals. */
+/* XIDs are built only from [a-z0-9._]: safe to place inside SQL string literals. Reads at most
+ * PX_XID_PART_MAX + 1 bytes, so a px_xid whose field lacks its terminator is refused, not
+ * overrun. */
 static bool xid_part_ok(const char *s, bool allow_dot)
 {
     size_t n = 0;
-    for (; s[n]; n++) {
+    for (; n <= PX_XID_PART_MAX && s[n]; n++) {
         char ch = s[n];
         bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
                   (allow_dot && ch == '.');
@@ -107,6 +109,12 @@ int px_xid_set(px_xid *x, const char *gtrid, const char *bqual)
     snprintf(x->gtrid, sizeof x->gtrid, "%s", gtrid);
     snprintf(x->bqual, sizeof x->bqual, "%s", bqual);
     return 0;
+}
+
+int px_xid_check(const px_xid *x)
+{
+    px_xid copy;
+    return x ? px_xid_set(&copy, x->gtrid, x->bqual) : -EINVAL;
 }
 
 void px_xid_gid(const px_xid *x, char *buf, size_t len)

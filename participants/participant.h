@@ -112,6 +112,9 @@ typedef struct px_xid {
 
 /* Builds an XID, checking charset and lengths: 0, or -EINVAL when either part is invalid. */
 XA_MUST_CHECK int px_xid_set(px_xid *x, const char *gtrid, const char *bqual);
+/* Whether x is what px_xid_set builds (both parts terminated, of the charset and lengths): 0, or
+ * -EINVAL. Every driver checks each XID it is handed, SQL or not, so that they refuse alike. */
+XA_MUST_CHECK int px_xid_check(const px_xid *x);
 /* Formats the PostgreSQL gid into buf (>= 2*PX_XID_PART_MAX+2 bytes). */
 void px_xid_gid(const px_xid *x, char *buf, size_t len);
 /* Parses a PostgreSQL gid "<gtrid>.<bqual>" (bqual is after the last dot): 0, or -EINVAL. */

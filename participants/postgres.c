@@ -1380,15 +1380,18 @@ static int simple_command(px_conn *c, pg_op op, const char *sql, bool with_begin
 }
 
 /* Always sent, even when BEGIN never went out: a ROLLBACK outside a transaction block is
- * harmless and leaves the session clean after any failure. */
+ * harmless and leaves the session clean after any failure. The XID names nothing in the SQL;
+ * it is checked all the same, so that every driver refuses the same calls. */
 static int pg_rollback(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
+    if (px_xid_check(x) != 0)
+        return -EINVAL;
     return simple_command(c, OP_ROLLBACK, "ROLLBACK", false, cb, arg);
 }
 
 static int pg_commit_one_phase(px_conn *c, const px_xid *x, px_done_cb cb, void *arg)
 {
-    if (c && c->op == OP_NONE && !c->in_branch)
+    if (px_xid_check(x) != 0 || (c && c->op == OP_NONE && !c->in_branch))
         return -EINVAL;
     return simple_command(c, OP_COMMIT_ONE_PHASE, "COMMIT", true, cb, arg);
 }

@@ -1048,6 +1048,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     fixture *f = *state;
+    if (!f)
+        return 0; /* the set-up failed before making it */
     free((char *)f->t.password);
     free((char *)f->t.conninfo);
     free(f);

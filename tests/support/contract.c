@@ -463,6 +463,36 @@ static void test_async_rules(void **state)
     assert_true(uv_hrtime() - t0 < 1000000000ULL);
 }
 
+/* An XID that px_xid_set would not build - outside the charset, unterminated - is refused by
+ * every call that takes one, at once and without a callback, whether or not the driver builds
+ * SQL from it. */
+static void test_bad_xid_refused(void **state)
+{
+    uv_loop_t loop;
+    px_call k = {0};
+    px_conn *c;
+    px_xid bad[2];
+    const px_driver *d = g_drv->d;
+    uv_loop_init(&loop);
+    c = connect_ok(&loop);
+    memset(bad, 0, sizeof bad);
+    strcpy(bad[0].gtrid, "x','y'; DROP TABLE t; --");
+    strcpy(bad[0].bqual, g_drv->bqual);
+    memset(bad[1].gtrid, 'a', sizeof bad[1].gtrid); /* no terminator */
+    strcpy(bad[1].bqual, g_drv->bqual);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(d->begin(c, &bad[i], pxc_on_done, &k), -EINVAL);
+        assert_int_equal(d->prepare(c, &bad[i], pxc_on_done, &k), -EINVAL);
+        assert_int_equal(d->rollback(c, &bad[i], pxc_on_done, &k), -EINVAL);
+        assert_int_equal(d->commit_one_phase(c, &bad[i], pxc_on_done, &k), -EINVAL);
+        assert_int_equal(d->commit_prepared(c, &bad[i], pxc_on_done, &k), -EINVAL);
+        assert_int_equal(d->rollback_prepared(c, &bad[i], pxc_on_done, &k), -EINVAL);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(k.calls, 0);
+    pxc_finish(&loop, d, &c, 1);
+}
+
 /* reset reports later, never from inside the call, and the next branch starts from the session
  * connect made, whatever a committed branch changed in it. */
 static void test_reset(void **state)
@@ -726,6 +756,7 @@ int contract_run(const contract_driver *drv)
         cmocka_unit_test(test_error_classes),
         cmocka_unit_test(test_unreachable_is_retryable),
         cmocka_unit_test(test_async_rules),
+        cmocka_unit_test(test_bad_xid_refused),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_parameters_verbatim),
         cmocka_unit_test(test_many_branches),
