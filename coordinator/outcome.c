@@ -12,8 +12,8 @@
 
 struct outcomes {
     strmap *by_id;
-    strmap *by_gtrid; /* every indexed outcome */
-    list_head all;    /* every indexed outcome, oldest first */
+    strmap *by_gtrid;     /* every indexed outcome */
+    list_head all;        /* every indexed outcome, oldest first */
     list_head unfinished; /* the indexed outcomes with pending branches (outcome_set_pending) */
     int64_t retention_ms;
 };

@@ -45,15 +45,15 @@ struct outcome {
     /* The reply body without its closing brace, so that "pending" and "replayed" can be appended
      * cheaply: e.g. {"id":"a","xid":"xa2.c1.k3x7q2ma.1.5","outcome":"committed","branches":[...] */
     char *reply_head;
-    int status;         /* HTTP status of the reply: 200 or 409 */
-    uint32_t pending;   /* committed: bit i set = participant i not yet acknowledged; written
-                         * only through outcome_set_pending */
-    uint32_t heuristic; /* bit i set = participant i finished against the decision */
-    bool indexed;       /* reachable through outcome_find (by id) */
-    bool replayed;      /* the reply is an earlier transaction's, found by its marker */
-    void *live;         /* the in-flight transaction, or NULL */
-    list_head waiters;  /* outcome_waiter, the latest first */
-    list_node node;     /* in the table's retention order while indexed */
+    int status;                /* HTTP status of the reply: 200 or 409 */
+    uint32_t pending;          /* committed: bit i set = participant i not yet acknowledged; written
+                                * only through outcome_set_pending */
+    uint32_t heuristic;        /* bit i set = participant i finished against the decision */
+    bool indexed;              /* reachable through outcome_find (by id) */
+    bool replayed;             /* the reply is an earlier transaction's, found by its marker */
+    void *live;                /* the in-flight transaction, or NULL */
+    list_head waiters;         /* outcome_waiter, the latest first */
+    list_node node;            /* in the table's retention order while indexed */
     list_node unfinished_node; /* on the table's unfinished list while indexed and pending */
 };
 

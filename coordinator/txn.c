@@ -40,6 +40,17 @@ typedef enum branch_state {
 } branch_state;
 #define BR_NSTATES (BR_DONE + 1)
 
+/* What a one-phase branch claims its client id with (claimed_stmts), in one allocation: the
+ * claim, then the request's statements; and, when the claim found the id taken, the look-up of
+ * the marker that holds it. */
+struct claim {
+    px_param claim[5]; /* gtrid, bqual, client id, digest, coordinator */
+    px_param find[3];  /* client id, bqual, coordinator */
+    px_stmt find_stmt;
+    char digest_hex[2 * REQUEST_DIGEST_LEN + 1];
+    px_stmt stmts[]; /* the claim, then the request's statements */
+};
+
 typedef struct branch {
     struct txn *t;
     int index;
@@ -63,15 +74,10 @@ typedef struct branch {
     bool lr_settling;    /* ... and that COMMIT's answer was lost: pg_xact_status settles it */
     bool lr_written;     /* ... its decision row is inserted (not committed): COMMIT may go */
     store_decision *lr_dec;
-    char lr_xact[32];  /* the branch's transaction id, read before its COMMIT */
-    px_stmt *claimed;  /* one-phase: the claim of the client id, then the request's statements */
-    px_param claim[5]; /* gtrid, bqual, client id, digest, coordinator */
-    px_param find[3];  /* client id, bqual, coordinator */
-    px_stmt find_stmt; /* the marker holding the client id, when the claim found one */
-    char digest_hex[2 * REQUEST_DIGEST_LEN + 1];
-    char *results; /* JSON text: [{"rows_affected":..,"rows":[..]}] */
-    uv_timer_t retry;
-    bool retry_open;
+    char lr_xact[32];    /* the branch's transaction id, read before its COMMIT */
+    struct claim *claim; /* one-phase only (claimed_stmts): most branches never need it */
+    char *results;       /* JSON text: [{"rows_affected":..,"rows":[..]}] */
+    uv_timer_t *retry;   /* phase 2's backoff, made at the first retry (most never need it) */
     unsigned attempts;
     uint64_t prepared_ns; /* when PREPARE was sent, then when it answered (the listing's age) */
     uint64_t doubt_ns;    /* when it joined its participant's in_doubt list */
@@ -515,14 +521,17 @@ static void on_retry_timer(uv_timer_t *timer)
 static void schedule_retry(branch *b)
 {
     struct txn *t = b->t;
-    if (!b->retry_open) {
-        uv_timer_init(t->c->loop, &b->retry);
-        b->retry.data = b;
-        b->retry_open = true;
+    if (!b->retry) {
+        /* Out of memory here, dying loses nothing: a commit's decision is durable and the next
+         * start finishes it, and presumed abort rolls back whatever has no commit record. */
+        if (!(b->retry = malloc(sizeof *b->retry)))
+            abort();
+        uv_timer_init(t->c->loop, b->retry);
+        b->retry->data = b;
         t->open_handles++;
     }
     metric_counter_add(b->part->commit_retries, 1);
-    uv_timer_start(&b->retry, on_retry_timer, backoff_ms(b->attempts++), 0);
+    uv_timer_start(b->retry, on_retry_timer, backoff_ms(b->attempts++), 0);
 }
 
 static void release_conn(branch *b)
@@ -1155,20 +1164,21 @@ static void text_param(px_param *p, const char *s)
 static const px_stmt *claimed_stmts(branch *b)
 {
     const schema_dialect *d = schema_for(b->part->cfg->driver);
-    if (!b->claimed) {
-        b->claimed = calloc((size_t)b->req->nstmts + 1, sizeof *b->claimed);
-        if (!b->claimed)
+    struct claim *k = b->claim;
+    if (!k) {
+        k = b->claim = calloc(1, sizeof *k + ((size_t)b->req->nstmts + 1) * sizeof(px_stmt));
+        if (!k)
             abort(); /* before any work: nothing is lost by dying */
-        request_digest_hex(b->t->o->digest, b->digest_hex);
-        text_param(&b->claim[0], b->xid.gtrid);
-        text_param(&b->claim[1], b->xid.bqual);
-        text_param(&b->claim[2], b->t->o->id);
-        text_param(&b->claim[3], b->digest_hex);
-        text_param(&b->claim[4], b->t->c->prefix);
-        b->claimed[0] = (px_stmt){d->claim_sql, b->claim, 5, -1, true};
-        memcpy(b->claimed + 1, b->req->stmts, (size_t)b->req->nstmts * sizeof *b->claimed);
+        request_digest_hex(b->t->o->digest, k->digest_hex);
+        text_param(&k->claim[0], b->xid.gtrid);
+        text_param(&k->claim[1], b->xid.bqual);
+        text_param(&k->claim[2], b->t->o->id);
+        text_param(&k->claim[3], k->digest_hex);
+        text_param(&k->claim[4], b->t->c->prefix);
+        k->stmts[0] = (px_stmt){d->claim_sql, k->claim, 5, -1, true};
+        memcpy(k->stmts + 1, b->req->stmts, (size_t)b->req->nstmts * sizeof(px_stmt));
     }
-    return b->claimed;
+    return k->stmts;
 }
 
 /* The COMMIT is acknowledged: the outcome is final. It is journaled lazily, with nothing pending,
@@ -1260,7 +1270,7 @@ static void on_probe_begun(px_conn *conn, const px_error *err, void *arg)
         probe_retry(b, err->conn_broken);
         return;
     }
-    if (drv->exec(b->conn, b->claimed, 1, on_probe_claimed, b) != 0)
+    if (drv->exec(b->conn, b->claim->stmts, 1, on_probe_claimed, b) != 0)
         probe_retry(b, true);
 }
 
@@ -1339,7 +1349,7 @@ static void answer_from_marker(branch *b, const char *gtrid, const char *digest)
     struct txn *t = b->t;
     char *head = NULL;
     int status = 200;
-    if (!digest || strcmp(digest, b->digest_hex) != 0) {
+    if (!digest || strcmp(digest, b->claim->digest_hex) != 0) {
         status = 422;
         if (asprintf(&head, "{\"error\":\"id '%s' was already used with a different request\"",
                      t->o->id) < 0)
@@ -1398,12 +1408,13 @@ static void on_claim_rolled_back(px_conn *conn, const px_error *err, void *arg)
         return;
     }
     if (!err) {
-        b->find[0] = b->claim[2];
-        b->find[1] = b->claim[1];
-        b->find[2] = b->claim[4];
-        b->find_stmt = (px_stmt){d->find_sql, b->find, 3, -1, true};
+        struct claim *k = b->claim;
+        k->find[0] = k->claim[2];
+        k->find[1] = k->claim[1];
+        k->find[2] = k->claim[4];
+        k->find_stmt = (px_stmt){d->find_sql, k->find, 3, -1, true};
         b->busy = true;
-        if (drv->exec(b->conn, &b->find_stmt, 1, on_marker_found, b) == 0)
+        if (drv->exec(b->conn, &k->find_stmt, 1, on_marker_found, b) == 0)
             return;
         b->busy = false;
     }
@@ -1592,9 +1603,8 @@ static void acquire_next(struct txn *t)
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
 
-static void on_handle_closed(uv_handle_t *h)
+static void release_handle(struct txn *t)
 {
-    struct txn *t = h->data;
     if (--t->open_handles > 0)
         return;
     for (int i = 0; i < t->nbranches; i++)
@@ -1604,10 +1614,23 @@ static void on_handle_closed(uv_handle_t *h)
     free(t);
 }
 
-static void close_handle(struct txn *t, uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
+{
+    release_handle(h->data);
+}
+
+/* A branch's retry timer is an allocation of its own. */
+static void on_retry_closed(uv_handle_t *h)
+{
+    struct txn *t = h->data;
+    free(h);
+    release_handle(t);
+}
+
+static void close_handle(struct txn *t, uv_handle_t *h, uv_close_cb cb)
 {
     h->data = t;
-    uv_close(h, on_handle_closed);
+    uv_close(h, cb);
 }
 
 /* Frees the transaction once every branch is done and the client has its answer. */
@@ -1644,12 +1667,12 @@ static void txn_release(struct txn *t)
     outcome_release(c->outcomes, t->o);
     for (int i = 0; i < t->nbranches; i++) {
         free(t->b[i].results);
-        free(t->b[i].claimed);
+        free(t->b[i].claim);
         store_decision_free(t->b[i].lr_dec);
-        if (t->b[i].retry_open)
-            close_handle(t, (uv_handle_t *)&t->b[i].retry);
+        if (t->b[i].retry)
+            close_handle(t, (uv_handle_t *)t->b[i].retry, on_retry_closed);
     }
-    close_handle(t, (uv_handle_t *)&t->timer);
+    close_handle(t, (uv_handle_t *)&t->timer, on_handle_closed);
 }
 
 uint64_t txn_assign(coord *c, char *buf, size_t len)
