@@ -1,5 +1,6 @@
 # Turns the CSV files of one scripts/bench run into the Markdown report (stdout) and an SVG plot
-# of throughput and p99 latency against concurrency for xacoord, B0 and B1 (out/bench.svg).
+# of throughput and p99 latency against concurrency for xacoord, B0, B1 and, when measured,
+# xacoord-store-lr (out/bench.svg).
 # Input: out/shop.csv as the main file; out/single.csv, coordonly.csv, wrk.csv, memory.csv and
 # recovery.csv are read
 # by name. Plain awk so that the report needs nothing beyond what the build needs.
@@ -26,7 +27,7 @@ function read_csv(file, rows,    line, k) {
 
 function x_of(i) { return 70 + (i - 1) * 260 / (nconc > 1 ? nconc - 1 : 1) }
 
-function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val) {
+function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val, nm) {
     printf "<g transform=\"translate(%d,0)\">\n", x0 >> svg
     printf "<text x=\"200\" y=\"20\" text-anchor=\"middle\">%s</text>\n", title >> svg
     printf "<line x1=\"60\" y1=\"250\" x2=\"340\" y2=\"250\" stroke=\"black\"/>\n" >> svg
@@ -40,9 +41,10 @@ function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val) {
         printf "<text x=\"%d\" y=\"265\" text-anchor=\"middle\" font-size=\"10\">%d</text>\n", \
             x_of(i), conc[i] >> svg
     printf "<text x=\"200\" y=\"285\" text-anchor=\"middle\" font-size=\"11\">concurrency</text>\n" >> svg
-    split("xacoord B0 B1", name, " ")
-    split("#d62728 #1f77b4 #2ca02c", col, " ")
-    for (m = 1; m <= 3; m++) {
+    split("xacoord B0 B1 xacoord-store-lr", name, " ")
+    split("#d62728 #1f77b4 #2ca02c #9467bd", col, " ")
+    nm = (("xacoord-store-lr", conc[1]) in tps) ? 4 : 3
+    for (m = 1; m <= nm; m++) {
         pts = ""
         for (i = 1; i <= nconc; i++) {
             val = key == "tps" ? tps[name[m], conc[i]] : p99[name[m], conc[i]]
