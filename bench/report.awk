@@ -27,7 +27,7 @@ function read_csv(file, rows,    line, k) {
 
 function x_of(i) { return 70 + (i - 1) * 260 / (nconc > 1 ? nconc - 1 : 1) }
 
-function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val, nm) {
+function panel(x0, title, key, ymax,    i, m, pts, y, col, name, label, t, val, nm) {
     printf "<g transform=\"translate(%d,0)\">\n", x0 >> svg
     printf "<text x=\"200\" y=\"20\" text-anchor=\"middle\">%s</text>\n", title >> svg
     printf "<line x1=\"60\" y1=\"250\" x2=\"340\" y2=\"250\" stroke=\"black\"/>\n" >> svg
@@ -43,6 +43,7 @@ function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val, nm) {
     printf "<text x=\"200\" y=\"285\" text-anchor=\"middle\" font-size=\"11\">concurrency</text>\n" >> svg
     split("xacoord B0 B1 xacoord-store-lr", name, " ")
     split("#d62728 #1f77b4 #2ca02c #9467bd", col, " ")
+    split("xacoord B0 B1 store-lr", label, " ")
     nm = (("xacoord-store-lr", conc[1]) in tps) ? 4 : 3
     for (m = 1; m <= nm; m++) {
         pts = ""
@@ -53,7 +54,7 @@ function panel(x0, title, key, ymax,    i, m, pts, y, col, name, t, val, nm) {
         printf "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n", \
             col[m], pts >> svg
         printf "<text x=\"350\" y=\"%d\" fill=\"%s\" font-size=\"11\">%s</text>\n", \
-            50 + m * 15, col[m], name[m] >> svg
+            50 + m * 15, col[m], label[m] >> svg
     }
     print "</g>" >> svg
 }
