@@ -62,6 +62,13 @@ function panel(x0, title, key, ymax,    i, m, pts, y, col, name, label, t, val, 
 function nice(v,    p) { p = 1; while (p < v) p *= 10; if (p / 5 >= v) return p / 5; if (p / 2 >= v) return p / 2; return p }
 
 END {
+    if (nconc > 0) checkout_report()
+    sections()
+    if (nconc > 0) plot()
+}
+
+# The checkout tables (shop.csv): only when the checkout ran (scripts/bench --only may skip it).
+function checkout_report(    i, c, ms, m, nlr) {
     print "## Checkout: xacoord against B0 (three local commits) and B1 (XA without coordinator)"
     print ""
     print "| concurrency | mode | committed/s | p50 ms | p99 ms | p99.9 ms | abort+error rate | xacoord/mode |"
@@ -95,6 +102,10 @@ END {
     printf "Mean journal group size during the xacoord runs:"
     for (i = 1; i <= nconc; i++) printf " %s (c=%d)", group[conc[i]], conc[i]
     print "."
+}
+
+# The other parts, each from its own CSV when it ran.
+function sections(    k, si, x, b, co, v, j, re, w) {
 
     if ((k = read_csv(out "/single.csv", si)) > 2) {
         split(si[1], x, ","); split(si[2], b, ",")
@@ -182,7 +193,9 @@ END {
                 (v[4] > 0 ? v[5] / v[4] : 0)
         }
     }
+}
 
+function plot(    key, ytps, yp99) {
     svg = out "/bench.svg"
     ytps = 0; yp99 = 0
     for (key in tps) if (tps[key] + 0 > ytps) ytps = tps[key] + 0

@@ -8,7 +8,6 @@
 #include "config.h"
 #include "coord.h"
 #include "lifecycle.h"
-#include "crash.h"
 #include "initparts.h"
 #include "log.h"
 #include "reload.h"
